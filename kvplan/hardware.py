@@ -1,0 +1,79 @@
+"""GPU catalog (memory as the device reports it, bandwidth, dense bf16 FLOP/s) and NVML detection.
+
+Memory is what `nvidia-smi`/`rocm-smi` show as total, not the marketing figure: an "80 GB" H100
+reports 81,559 MiB. Sources: vendor datasheets and public nvidia-smi logs (docs/gpus.md).
+"""
+
+import difflib
+from dataclasses import dataclass
+
+from .errors import InputError
+from .units import GiB, MiB
+
+
+@dataclass(frozen=True)
+class GPU:
+    name: str
+    memory_bytes: int
+    bandwidth_bytes_per_s: float | None
+    bf16_dense_flops: float | None
+    aliases: tuple[str, ...] = ()
+    note: str = ""
+
+
+_TB = 1e12
+_TFLOP = 1e12
+
+GPUS: tuple[GPU, ...] = (
+    GPU("H100-SXM", 81559 * MiB, 3.35 * _TB, 989.4 * _TFLOP, ("h100", "h100-sxm5", "h100-80gb", "h100_sxm")),
+    GPU("H100-PCIe", 81559 * MiB, 2.0 * _TB, 756 * _TFLOP, ("h100-pcie-80gb", "h100_pcie")),
+    GPU("H200", 143771 * MiB, 4.8 * _TB, 989 * _TFLOP, ("h200-sxm", "h200-141gb")),
+    GPU("B200", 183359 * MiB, 8.0 * _TB, 2250 * _TFLOP, ("b200-180gb",)),
+    GPU("A100-40GB", 40960 * MiB, 1.555 * _TB, 312 * _TFLOP, ("a100-40", "a100-sxm4-40gb")),
+    GPU("A100-80GB", 81920 * MiB, 2.039 * _TB, 312 * _TFLOP, ("a100", "a100-80", "a100-sxm4-80gb")),
+    GPU("L40S", 46068 * MiB, 0.864 * _TB, 362 * _TFLOP, ("l40s-48gb",)),
+    GPU("L4", 23034 * MiB, 0.300 * _TB, 121 * _TFLOP, ("l4-24gb",)),
+    GPU("A10G", 23028 * MiB, 0.600 * _TB, None, ("a10g-24gb",), note="bf16 FLOP/s unpublished"),
+    GPU("RTX-4090", 24564 * MiB, 1.008 * _TB, 165.2 * _TFLOP, ("4090", "rtx4090")),
+    GPU("RTX-3090", 24576 * MiB, 0.936 * _TB, 71 * _TFLOP, ("3090", "rtx3090")),
+    GPU("MI300X", 192 * GiB, 5.3 * _TB, 1307.4 * _TFLOP, ("mi300x-192gb",)),
+)
+
+
+def _key(name: str) -> str:
+    return name.strip().lower().replace(" ", "-").replace("_", "-")
+
+
+_BY_NAME = {_key(g.name): g for g in GPUS} | {_key(a): g for g in GPUS for a in g.aliases}
+
+
+def find_gpu(name: str) -> GPU:
+    gpu = _BY_NAME.get(_key(name))
+    if gpu is None:
+        hint = difflib.get_close_matches(_key(name), list(_BY_NAME), n=1, cutoff=0.5)
+        suffix = f"; did you mean {hint[0]!r}?" if hint else ""
+        raise InputError(f"unknown --gpu {name!r}{suffix} (known: {', '.join(g.name for g in GPUS)}; "
+                         "or --gpu auto, or --gpu-memory SIZE)")
+    return gpu
+
+
+def detect_gpu(index: int = 0) -> GPU:
+    """The attached NVIDIA GPU via NVML (nvidia-ml-py), with its reported total memory."""
+    try:
+        import pynvml
+    except ImportError:
+        raise InputError("--gpu auto needs NVML: pip install nvidia-ml-py (or name the GPU with --gpu)") from None
+    try:
+        pynvml.nvmlInit()
+        try:
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            name = pynvml.nvmlDeviceGetName(handle)
+            name = name.decode() if isinstance(name, bytes) else str(name)
+            total = int(pynvml.nvmlDeviceGetMemoryInfo(handle).total)
+        finally:
+            pynvml.nvmlShutdown()
+    except pynvml.NVMLError as exc:
+        raise InputError(f"--gpu auto: NVML found no usable GPU ({exc})") from None
+    known = next((g for g in GPUS if _key(g.name) in _key(name)), None)
+    return GPU(name, total, known.bandwidth_bytes_per_s if known else None,
+               known.bf16_dense_flops if known else None, note="detected via NVML")

@@ -1,0 +1,40 @@
+"""The plain paged model: vLLM-style budget, every group in whole blocks, windows freed."""
+
+from ...dtypes import KVFormat
+from ...spec import ModelSpec
+from ...spec.grouping import page_layout
+from ..deployment import Deployment
+from ..overhead import Term, overhead_terms
+from .base import EnginePolicy, Pool
+
+
+class GenericPolicy(EnginePolicy):
+    name = "generic"
+    description = ("budget = total x gpu_memory_utilization - weights - overhead terms; blocks of block_size "
+                   "tokens per layer group; sliding/chunked groups free blocks that left the window")
+
+    def overhead(self, spec: ModelSpec, dep: Deployment, act_elem_bytes: int) -> list[Term]:
+        return overhead_terms(spec, dep, act_elem_bytes)
+
+    def kv_budget(self, gpu_memory_bytes: int, weights_per_gpu: int, terms: list[Term], dep: Deployment) -> int:
+        if dep.kv_cache_memory_bytes is not None:
+            return dep.kv_cache_memory_bytes
+        used = weights_per_gpu + sum(t.bytes or 0 for t in terms)
+        return int(gpu_memory_bytes * dep.gpu_memory_utilization) - used
+
+    def request_bytes(self, stage: ModelSpec, context_tokens: int, kv: KVFormat, dep: Deployment) -> int:
+        return stage.bytes_per_request(context_tokens, kv, dep.tp, self.block_size(stage, dep))
+
+    def pool(self, stage: ModelSpec, budget_bytes: int, kv: KVFormat, dep: Deployment) -> Pool:
+        """Blocks are pages of block_size tokens x G layers (see spec.grouping); tokens are counted
+        as if every KV layer kept every token, so hybrids report a conservative token capacity."""
+        block_size = self.block_size(stage, dep)
+        budget_bytes = max(budget_bytes, 0)
+        if not stage.kv_groups():  # pure state model: no per-token KV at all
+            return Pool(0, block_size, 0, 0, budget_bytes)
+        layout = page_layout(stage, kv, dep.tp)
+        page_bytes = layout.page_bytes(kv, dep.tp, block_size)
+        num_blocks = budget_bytes // page_bytes
+        kv_layers = sum(g.num_layers for g in stage.kv_groups())
+        tokens = num_blocks * layout.layers_per_page * block_size // kv_layers
+        return Pool(num_blocks, block_size, page_bytes, tokens, num_blocks * page_bytes)

@@ -1,0 +1,41 @@
+"""Weight bytes: exact from a checkpoint's headers, else parameter count x storage format."""
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+from ..dtypes import WeightFormat, weight_format
+from ..spec import LoadedModel, ParamCount
+
+
+@dataclass(frozen=True)
+class Weights:
+    total_bytes: int | None  # whole model
+    dtype: str  # the storage format the figure assumes
+    basis: str  # where the number came from
+
+
+def bytes_from_params(params: ParamCount, fmt: WeightFormat, quantized_scope: str = "linear") -> int:
+    """Quantized formats store matmul weights low-bit; embeddings, lm_head, norms, biases stay 16-bit."""
+    bits = fmt.linear.bits_per_elem()
+    other_bits = Fraction(fmt.other_bits)
+    if quantized_scope == "experts":
+        low, high = params.experts, params.linear + params.embedding + params.lm_head + params.other
+    else:
+        low, high = params.linear + params.experts, params.embedding + params.lm_head + params.other
+    total = low * bits + high * other_bits
+    return -(-total.numerator // (total.denominator * 8))
+
+
+def weight_bytes(model: LoadedModel, dtype: str | None, override_bytes: int | None) -> Weights:
+    spec = model.spec
+    if override_bytes is not None:
+        return Weights(override_bytes, dtype or spec.weight_dtype, "--weights")
+    if model.checkpoint is not None and dtype is None:
+        return Weights(model.checkpoint.total_bytes, spec.weight_dtype, model.checkpoint.source)
+    fmt = weight_format(dtype or spec.weight_dtype)
+    if spec.params is None:
+        return Weights(None, fmt.name, "unknown: no parameter count for this model (give --weights)")
+    scope = spec.quantized_scope if dtype is None else "linear"
+    params = spec.params
+    return Weights(bytes_from_params(params, fmt, scope), fmt.name,
+                   f"{params.total:,} params x {fmt.name}" + (" (experts only)" if scope == "experts" and fmt.quantized else ""))

@@ -1,0 +1,278 @@
+"""ModelSpec: a model as layer groups, one class per attention kind.
+
+Each kind answers three questions, and everything else in kvplan is arithmetic over groups:
+  - `bytes_per_token_per_layer(kv, tp)`: KV bytes one token adds to one layer on one rank;
+  - `tokens_held(context_tokens)`: tokens a layer keeps for a request of that length;
+  - `peak_blocks(context_tokens, block_size)`: the most blocks a paged allocator that frees
+    out-of-window blocks holds for the request at any point of its life up to that length.
+Adding an attention kind is adding one class here.
+"""
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+from ..dtypes import KVFormat
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@dataclass(frozen=True)
+class LayerGroup:
+    """Layers (by index) that share one attention kind and one KV shape."""
+
+    layers: tuple[int, ...]
+
+    kind = "abstract"
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    def bytes_per_token_per_layer(self, kv: KVFormat, tp: int = 1) -> Fraction:
+        return Fraction(0)
+
+    def tokens_held(self, context_tokens: int) -> int:
+        return context_tokens
+
+    def peak_blocks(self, context_tokens: int, block_size: int) -> int:
+        return cdiv(context_tokens, block_size)
+
+    def state_bytes_per_layer(self, kv: KVFormat, tp: int = 1) -> int:
+        """Constant per-request bytes per layer (recurrent state); 0 for attention kinds."""
+        return 0
+
+    def describe(self) -> str:
+        return self.kind
+
+    @property
+    def holds_kv(self) -> bool:
+        return True
+
+    def restricted_to(self, layer_subset: set[int]) -> "LayerGroup | None":
+        kept = tuple(i for i in self.layers if i in layer_subset)
+        if not kept:
+            return None
+        return _replace_layers(self, kept)
+
+
+def _replace_layers(group: LayerGroup, layers: tuple[int, ...]) -> LayerGroup:
+    from dataclasses import replace
+
+    return replace(group, layers=layers)
+
+
+@dataclass(frozen=True)
+class FullAttention(LayerGroup):
+    """MHA / GQA / MQA: K and V vectors per KV head, every token kept."""
+
+    num_kv_heads: int = 1
+    k_head_dim: int = 128
+    v_head_dim: int = 128
+
+    kind = "full"
+
+    def kv_heads_per_rank(self, tp: int) -> int:
+        # Heads split over tp; when tp exceeds the head count each rank still holds one (replicated).
+        return max(1, self.num_kv_heads // tp)
+
+    def bytes_per_token_per_layer(self, kv: KVFormat, tp: int = 1) -> Fraction:
+        return self.kv_heads_per_rank(tp) * (kv.vector_bytes(self.k_head_dim) + kv.vector_bytes(self.v_head_dim))
+
+    def describe(self) -> str:
+        dims = f"{self.k_head_dim}" if self.k_head_dim == self.v_head_dim else f"{self.k_head_dim}/{self.v_head_dim}"
+        return f"{self.kind}, {self.num_kv_heads} KV heads x {dims}"
+
+
+@dataclass(frozen=True)
+class SlidingWindow(FullAttention):
+    """Attention over the last `window_tokens` tokens; older blocks are freed."""
+
+    window_tokens: int = 4096
+
+    kind = "sliding"
+
+    def tokens_held(self, context_tokens: int) -> int:
+        return min(context_tokens, self.window_tokens)
+
+    def peak_blocks(self, context_tokens: int, block_size: int) -> int:
+        # At length l >= W the window covers positions [l-W, l): floor((l-1)/bs) - floor((l-W)/bs) + 1
+        # blocks. With a = l - W that is floor((a mod bs + W - 1)/bs) + 1, largest when a mod bs is
+        # as large as the request's length allows.
+        if context_tokens <= self.window_tokens:
+            return cdiv(context_tokens, block_size)
+        offset = min(context_tokens - self.window_tokens, block_size - 1)
+        return (offset + self.window_tokens - 1) // block_size + 1
+
+    def describe(self) -> str:
+        return f"{super().describe()}, window {self.window_tokens}"
+
+
+@dataclass(frozen=True)
+class ChunkedLocal(FullAttention):
+    """Llama-4 style local attention inside fixed chunks of `window_tokens` (the chunk size)."""
+
+    window_tokens: int = 8192
+
+    kind = "chunked"
+
+    def tokens_held(self, context_tokens: int) -> int:
+        return min(context_tokens, self.window_tokens)
+
+    def peak_blocks(self, context_tokens: int, block_size: int) -> int:
+        chunk = self.window_tokens
+        if context_tokens <= chunk:
+            return cdiv(context_tokens, block_size)
+        # A full chunk [s, s+C) spans floor((s+C-1)/bs) - floor(s/bs) + 1 blocks; s mod bs repeats
+        # with period bs, so looking at the first bs chunks (and the last partial one) suffices.
+        num_full_chunks = context_tokens // chunk
+        best = 0
+        for k in range(min(num_full_chunks, block_size)):
+            start = k * chunk
+            best = max(best, (start + chunk - 1) // block_size - start // block_size + 1)
+        start = num_full_chunks * chunk
+        if start < context_tokens:
+            best = max(best, (context_tokens - 1) // block_size - start // block_size + 1)
+        return best
+
+    def describe(self) -> str:
+        return f"{super().describe()}, chunk {self.window_tokens}"
+
+
+@dataclass(frozen=True)
+class MLALatent(LayerGroup):
+    """Multi-head latent attention: one compressed latent per token, no separate V, not split by tp."""
+
+    kv_lora_rank: int = 512
+    qk_rope_head_dim: int = 64
+
+    kind = "mla"
+
+    @property
+    def latent_dim(self) -> int:
+        return self.kv_lora_rank + self.qk_rope_head_dim
+
+    def bytes_per_token_per_layer(self, kv: KVFormat, tp: int = 1) -> Fraction:
+        return kv.vector_bytes(self.latent_dim)
+
+    def describe(self) -> str:
+        return f"mla, latent {self.kv_lora_rank}+{self.qk_rope_head_dim}={self.latent_dim}"
+
+
+@dataclass(frozen=True)
+class RecurrentState(LayerGroup):
+    """Mamba / linear attention / DeltaNet: no per-token KV, a constant state per request.
+
+    `conv_elems` and `ssm_elems` are the per-layer state sizes of the whole model; the conv part
+    keeps kernel-1 columns as serving engines do. `heads_split` says whether tp splits the state.
+    """
+
+    conv_elems: int = 0
+    ssm_elems: int = 0
+
+    kind = "state"
+
+    @property
+    def holds_kv(self) -> bool:
+        return False
+
+    def tokens_held(self, context_tokens: int) -> int:
+        return 0
+
+    def peak_blocks(self, context_tokens: int, block_size: int) -> int:
+        return 0
+
+    def state_bytes_per_layer(self, kv: KVFormat, tp: int = 1) -> int:
+        elems = (self.conv_elems + self.ssm_elems) // max(1, tp)
+        return int(kv.vector_bytes(elems)) if elems else 0
+
+    def describe(self) -> str:
+        return f"state, {self.conv_elems + self.ssm_elems:,} elems/layer"
+
+
+@dataclass(frozen=True)
+class ParamCount:
+    """Parameters by the storage class they land in when a checkpoint is quantized."""
+
+    linear: int  # dense matmul weights: attention and MLP projections (quantized by AWQ/GPTQ/fp8/...)
+    experts: int  # routed-expert matmul weights (MoE); gpt-oss ships only these in MXFP4
+    embedding: int  # input embedding
+    lm_head: int  # 0 when tied to the embedding
+    other: int  # norms, biases, router biases, sinks, conv kernels: stay 16-bit
+    active: int | None = None  # per token, for MoE (all experts' weights count in `total`)
+
+    @property
+    def total(self) -> int:
+        return self.linear + self.experts + self.embedding + self.lm_head + self.other
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model, normalized. Frozen, built once, no I/O after construction."""
+
+    name: str
+    model_type: str
+    groups: tuple[LayerGroup, ...]
+    num_layers: int
+    hidden_size: int | None = None
+    num_attention_heads: int | None = None
+    head_dim: int | None = None  # query head dim (for activation sizing)
+    mlp_width_per_token: int | None = None  # intermediate width one token passes (MoE: top_k experts + shared)
+    vocab_size: int | None = None
+    max_position_embeddings: int | None = None
+    params: ParamCount | None = None
+    weight_dtype: str = "bf16"  # checkpoint dtype (bf16/fp16/fp32 or a quantized format)
+    quantized_scope: str = "linear"  # which matmuls a quantized checkpoint stores low-bit: linear | experts
+    tie_word_embeddings: bool = False
+    num_experts: int = 0
+    source: str = ""  # where it came from: bundled:<file>, config:<path>, cache:<id>, raw
+    hf_id: str | None = None
+    params_official: str | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    # --- per-token / per-request arithmetic (whole model, tp=1 unless given) ---
+
+    def kv_groups(self) -> tuple[LayerGroup, ...]:
+        return tuple(g for g in self.groups if g.holds_kv)
+
+    def bytes_per_token(self, kv: KVFormat, tp: int = 1) -> Fraction:
+        """KV bytes per token over every layer, before any window cap."""
+        return sum((g.bytes_per_token_per_layer(kv, tp) * g.num_layers for g in self.groups), Fraction(0))
+
+    def state_bytes(self, kv: KVFormat, tp: int = 1) -> int:
+        return sum(g.state_bytes_per_layer(kv, tp) * g.num_layers for g in self.groups)
+
+    def bytes_per_request(self, context_tokens: int, kv: KVFormat, tp: int = 1, block_size: int | None = None) -> int:
+        """KV (and state) bytes one request of `context_tokens` holds at its peak.
+
+        Without `block_size` tokens are counted exactly (`tokens_held`); with it each group holds
+        whole blocks, freeing those that fell out of its window.
+        """
+        total = Fraction(0)
+        for g in self.groups:
+            if block_size:
+                tokens = g.peak_blocks(context_tokens, block_size) * block_size
+            else:
+                tokens = g.tokens_held(context_tokens)
+            total += g.bytes_per_token_per_layer(kv, tp) * g.num_layers * tokens
+        return _ceil(total) + self.state_bytes(kv, tp)
+
+    def restricted_to(self, layer_subset: set[int]) -> "ModelSpec":
+        """The same model holding only some layers (a pipeline stage)."""
+        from dataclasses import replace
+
+        groups = tuple(g2 for g in self.groups if (g2 := g.restricted_to(layer_subset)) is not None)
+        return replace(self, groups=groups, num_layers=sum(g.num_layers for g in groups))
+
+    @property
+    def is_uniform(self) -> bool:
+        """One KV-holding kind with every token kept (no windows, no state layers)."""
+        return all(g.kind in ("full", "mla") for g in self.groups) and len({type(g) for g in self.groups}) == 1
+
+    def layout(self) -> str:
+        return "; ".join(f"{g.num_layers}x {g.describe()}" for g in self.groups)
+
+
+def _ceil(x: Fraction) -> int:
+    return -(-x.numerator // x.denominator)
