@@ -1,0 +1,65 @@
+"""The `kvplan` command line: parse, call the library, render. No arithmetic here.
+
+Each command lives in its own module exposing `register(app)`; COMMANDS lists them in help order.
+"""
+
+import importlib
+import os
+import sys
+
+import typer
+
+from ..errors import KvplanError
+
+COMMANDS = ("estimate", "models")
+
+app = typer.Typer(
+    name="kvplan",
+    help=("KV-cache capacity planner and live profiler for LLM serving.\n\n"
+          "Examples:\n\n"
+          "  kvplan estimate                                   # Llama-3.1-8B on one H100\n\n"
+          "  kvplan estimate qwen3-32b --gpu A100-80GB --tp 2 --context 32k --batch 16\n\n"
+          "  kvplan estimate ./my-model/ --gpu L40S --kv-dtype fp8 --format json\n\n"
+          "  kvplan models"),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+for _name in COMMANDS:
+    importlib.import_module(f"{__name__}.{_name}").register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: KvplanError -> one line on stderr and its exit code."""
+    try:
+        rc = app(args=argv, prog_name="kvplan", standalone_mode=False)
+    except KvplanError as exc:
+        print(f"kvplan: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("kvplan: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 0
+    except Exception as exc:  # click usage errors and genuine bugs
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Abort):
+            print("kvplan: aborted", file=sys.stderr)
+            return 130
+        if os.environ.get("KVPLAN_DEBUG"):
+            raise
+        print(f"kvplan: internal error: {type(exc).__name__}: {exc} (set KVPLAN_DEBUG=1 for a traceback)",
+              file=sys.stderr)
+        return 70
+    return rc if isinstance(rc, int) else 0
+
+
+def run() -> None:
+    sys.exit(main())

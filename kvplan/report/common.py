@@ -1,0 +1,34 @@
+"""Helpers every renderer shares: format checking, JSON on stdout, a rich console."""
+
+import json
+import sys
+
+from ..errors import InputError
+
+FORMATS = ("table", "json", "csv", "markdown")
+
+
+def check_format(fmt: str, allowed: tuple[str, ...] = FORMATS) -> str:
+    key = (fmt or "table").strip().lower()
+    if key == "md":
+        key = "markdown"
+    if key not in allowed:
+        raise InputError(f"--format {fmt!r}: choose one of {', '.join(allowed)}")
+    return key
+
+
+def print_json(data) -> None:
+    """stdout holds exactly one JSON document."""
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, allow_nan=False, default=str) + "\n")
+
+
+def console():
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=False)
+
+
+def md_table(headers: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
