@@ -67,9 +67,10 @@ class Estimate:
 def estimate(model: LoadedModel, dep: Deployment) -> Estimate:
     spec = model.spec
     policy = get_policy(dep.engine)
-    wfmt = weight_format(dep.weight_dtype or spec.weight_dtype)
-    kv = kv_format(dep.kv_dtype, wfmt.compute_dtype)
     notes: list[str] = []
+    weight_dtype = dep.weight_dtype or serving_dtype(spec, notes)
+    wfmt = weight_format(weight_dtype)
+    kv = kv_format(dep.kv_dtype, wfmt.compute_dtype)
     max_model_len = _max_model_len(spec, dep, notes)
     context = dep.context_tokens or max_model_len
     if context > max_model_len:
@@ -83,7 +84,7 @@ def estimate(model: LoadedModel, dep: Deployment) -> Estimate:
     bottleneck = max(stages, key=lambda s: policy.request_bytes(s, context, kv, dep))
     per_request_whole = spec.bytes_per_request(context, kv, 1, block_size)
 
-    weights = weight_bytes(model, dep.weight_dtype, dep.weights_bytes)
+    weights = weight_bytes(model, weight_dtype if weight_dtype != spec.weight_dtype else None, dep.weights_bytes)
     weights_per_gpu = -(-weights.total_bytes // dep.num_gpus) if weights.total_bytes is not None else None
     gpu_memory = dep.gpu.memory_bytes if dep.gpu else None
     terms = policy.overhead(spec, dep, _act_elem_bytes(wfmt.compute_dtype))
@@ -116,6 +117,14 @@ def estimate(model: LoadedModel, dep: Deployment) -> Estimate:
         kv_cache_tokens=pool.kv_cache_tokens if pool else None, max_concurrency=mcc, max_concurrent_users=users,
         max_context_tokens=max_ctx, contexts=rows, fits=fits, verdict=verdict, suggestions=suggestions, notes=notes,
     )
+
+
+def serving_dtype(spec: ModelSpec, notes: list[str]) -> str:
+    """The dtype an engine serves a checkpoint in by default: fp32 checkpoints run as bf16 (vLLM's auto)."""
+    if spec.weight_dtype == "fp32":
+        notes.append("fp32 checkpoint served as bf16, as vLLM's --dtype auto does (--dtype fp32 to keep it)")
+        return "bf16"
+    return spec.weight_dtype
 
 
 def _ceil(x) -> int:

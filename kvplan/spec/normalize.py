@@ -59,8 +59,11 @@ def spec_from_config(config: dict, *, name: str, source: str, allow_unknown: boo
     top = config
     cfg = _text_config(config)
     model_type = str(cfg.get("model_type") or top.get("model_type") or "").strip()
-    cfg = {**_CLASS_DEFAULTS.get(model_type, {}), **cfg, "model_type": model_type}
-    _resolve_aliases(cfg)
+    cfg = {**cfg, "model_type": model_type}
+    _resolve_aliases(cfg)  # before defaults: Falcon's n_head must not lose to its class default of 71
+    for key, value in _CLASS_DEFAULTS.get(model_type, {}).items():
+        if cfg.get(key) is None:
+            cfg[key] = value
     if "tie_word_embeddings" not in cfg and "tie_word_embeddings" in top:
         cfg["tie_word_embeddings"] = top["tie_word_embeddings"]
 

@@ -27,15 +27,47 @@ class _Tally:
     experts_active: int = 0
 
 
+class _Uncountable(Exception):
+    """A field the count needs is missing or not a non-negative integer."""
+
+
+class _IntFields(dict):
+    """Config view whose lookups return validated ints (or lists/bools/None) or raise _Uncountable."""
+
+    def __getitem__(self, key):
+        value = dict.get(self, key)
+        if key == "model_type":
+            return value
+        if value is None or isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise _Uncountable(key)
+        return value
+
+    def get(self, key, default=None):
+        value = dict.get(self, key, default)
+        if value is None or isinstance(value, (bool, list, str)):
+            return value if value is not None else default
+        if not isinstance(value, int) or value < 0:
+            raise _Uncountable(key)
+        return value
+
+
 def count_params(cfg: dict, layer_kinds: list[str]) -> ParamCount | None:
-    """`cfg` is the normalized text config (aliases resolved); `layer_kinds` one entry per layer."""
+    """`cfg` is the normalized text config (aliases resolved); `layer_kinds` one entry per layer.
+
+    None when the family is not one kvplan counts exactly or a needed field is missing/invalid:
+    weights are then left out of the estimate rather than guessed."""
+    if cfg.get("model_type") not in COUNTED_FAMILIES:
+        return None
+    try:
+        return _count(_IntFields(cfg), layer_kinds)
+    except _Uncountable:
+        return None
+
+
+def _count(cfg: dict, layer_kinds: list[str]) -> ParamCount | None:
     model_type = cfg.get("model_type")
-    if model_type not in COUNTED_FAMILIES:
-        return None
     h = cfg["hidden_size"]
-    vocab = cfg.get("vocab_size")
-    if not vocab:
-        return None
+    vocab = cfg["vocab_size"]
     total = _Tally()
     for i, kind in enumerate(layer_kinds):
         if kind == "mla":

@@ -1,0 +1,109 @@
+"""The model runner: flattens one scheduled step into tensors and runs the model once.
+
+A step is packed into one row `[1, T]` (no padding): single-token chunks (decodes) first, then
+each multi-token prefill chunk. Host lists become device tensors in one copy each:
+
+    input_ids, positions         [T]       tokens of every chunk at their absolute positions
+    slot_mapping[g]              [T]       block_tables[g][pos // bs] * bs + pos % bs, per page group g
+    decode block_tables[g]       [D, M]    int32, -1 padded;  decode_seq_lens [D] = position + 1
+    prefill block_tables[g]      [P, M]    one row per prefill chunk
+    logits_rows                  [K]       the last row of every chunk that reaches its request's end
+
+Only those K rows go through the LM head (`logits_to_keep`).
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import UnsupportedModelError
+from .attention import PrefillChunk, StepMetadata
+from .kv_pool import KVPool
+
+
+@dataclass
+class PreparedStep:
+    input_ids: torch.Tensor  # [1, T]
+    positions: torch.Tensor  # [1, T]
+    meta: StepMetadata
+    logits_rows: torch.Tensor  # [K]
+    sample_requests: list  # the Request behind each logits row
+    num_tokens: int
+
+
+class ModelRunner:
+    def __init__(self, model: torch.nn.Module, pool: KVPool, kv_manager):
+        self.model, self.pool, self.kv_manager = model, pool, kv_manager
+        self.device = pool.device
+        self._validated = False
+
+    def prepare(self, scheduled: list) -> PreparedStep:
+        """`scheduled`: ScheduledRequest(request, num_new_tokens, start_position) items of one step."""
+        decodes = [s for s in scheduled if s.num_new_tokens == 1]
+        prefills = [s for s in scheduled if s.num_new_tokens > 1]
+        bs, groups = self.pool.block_size, self.pool.num_groups
+        input_ids: list[int] = []
+        positions: list[int] = []
+        slots: list[list[int]] = [[] for _ in range(groups)]
+        decode_tables: list[list[list[int]]] = [[] for _ in range(groups)]
+        prefill_tables: list[list[list[int]]] = [[] for _ in range(groups)]
+        seq_lens: list[int] = []
+        chunks: list[PrefillChunk] = []
+        logits_rows: list[int] = []
+        sample_requests = []
+        for item in decodes + prefills:
+            req, start, n = item.request, item.start_position, item.num_new_tokens
+            end = start + n
+            offset = len(input_ids)
+            input_ids.extend(req.all_token_ids[start:end])
+            positions.extend(range(start, end))
+            tables = self.kv_manager.block_tables(req)
+            for g, table in enumerate(tables):
+                slots[g].extend(_slot(table, p, bs) for p in range(start, end))
+                (decode_tables if n == 1 else prefill_tables)[g].append(table)
+            if n == 1:
+                seq_lens.append(end)
+            else:
+                chunks.append(PrefillChunk(offset, n, start))
+            if end == req.num_tokens:
+                logits_rows.append(offset + n - 1)
+                sample_requests.append(req)
+        meta = StepMetadata(
+            pool=self.pool,
+            slot_mapping=[self._tensor(s, torch.long) for s in slots],
+            num_decode=len(decodes),
+            decode_block_tables=[self._table(t) for t in decode_tables],
+            decode_seq_lens=self._tensor(seq_lens, torch.int32),
+            prefills=chunks,
+            prefill_block_tables=[self._table(t) for t in prefill_tables],
+        )
+        return PreparedStep(self._tensor(input_ids, torch.long)[None], self._tensor(positions, torch.long)[None], meta,
+                            self._tensor(logits_rows, torch.long), sample_requests, len(input_ids))
+
+    @torch.inference_mode()
+    def execute(self, step: PreparedStep) -> torch.Tensor:
+        """Logits `[K, vocab]` for the rows that sample (no host sync here)."""
+        out = self.model(input_ids=step.input_ids, position_ids=step.positions, use_cache=False,
+                         logits_to_keep=step.logits_rows, kvplan_meta=step.meta)
+        if not self._validated:
+            missing = sorted(set(self.pool.layers) - step.meta.layers_seen)
+            if missing:
+                raise UnsupportedModelError(f"{type(self.model).__name__} did not route attention of layers {missing} "
+                                            "through the paged attention function; its KV would be wrong")
+            self._validated = True
+        return out.logits[0]
+
+    def _tensor(self, values: list[int], dtype: torch.dtype) -> torch.Tensor:
+        host = torch.tensor(values, dtype=dtype)
+        if self.device.type == "cuda":
+            return host.pin_memory().to(self.device, non_blocking=True)
+        return host
+
+    def _table(self, rows: list[list[int]]) -> torch.Tensor:
+        width = max((len(r) for r in rows), default=0) or 1
+        return self._tensor([r + [-1] * (width - len(r)) for r in rows] or [[-1]], torch.int32)[:len(rows)]
+
+
+def _slot(table: list[int], position: int, block_size: int) -> int:
+    block = table[position // block_size] if position // block_size < len(table) else -1
+    return block * block_size + position % block_size if block >= 0 else -1
