@@ -179,3 +179,15 @@ def test_batch_that_does_not_fit_names_the_knobs():
     assert e.fits is False
     assert e.max_context_tokens is not None and e.max_context_tokens < 131072
     assert any("longest context" in s for s in e.suggestions)
+
+
+def test_context_beyond_max_model_len_is_a_failed_verdict():
+    e = est("gemma-2-9b", gpu=find_gpu("L40S"), context_tokens=32768)
+    assert e.fits is False and "exceeds max_model_len 8,192" in e.verdict
+    assert e.max_context_tokens <= 8192
+
+
+def test_fp32_checkpoint_served_as_bf16_by_default():
+    e = est("gemma-2-9b", context_tokens=4096)
+    assert e.kv_dtype == "bf16" and e.weights_bytes == 9_241_705_984 * 2
+    assert est("gemma-2-9b", weight_dtype="fp32").weights_bytes == 9_241_705_984 * 4

@@ -73,8 +73,6 @@ def estimate(model: LoadedModel, dep: Deployment) -> Estimate:
     kv = kv_format(dep.kv_dtype, wfmt.compute_dtype)
     max_model_len = _max_model_len(spec, dep, notes)
     context = dep.context_tokens or max_model_len
-    if context > max_model_len:
-        notes.append(f"context {context:,} exceeds max_model_len {max_model_len:,}; an engine would reject such requests")
     _check_parallelism(spec, dep)
 
     block_size = policy.block_size(spec, dep)
@@ -99,8 +97,8 @@ def estimate(model: LoadedModel, dep: Deployment) -> Estimate:
 
     rows = [_row(policy, spec, stages, budget, kv, dep, c, block_size)
             for c in _table_contexts(max_model_len, context)]
-    fits, verdict, suggestions = _verdict(spec, dep, weights_per_gpu, gpu_memory, budget, users, context, max_ctx,
-                                          terms, kv, policy, stages)
+    fits, verdict, suggestions = _verdict(dep, weights_per_gpu, gpu_memory, budget, users, context, max_ctx,
+                                          max_model_len, kv)
     return Estimate(
         model=spec.name, model_source=spec.source, layout=spec.layout(), engine=policy.name,
         engine_version=policy.version, deployment=_deployment_dict(dep), kv_dtype=kv.name, weights_dtype=weights.dtype,
@@ -212,7 +210,7 @@ def _row(policy, spec, stages, budget, kv, dep, context, block_size) -> ContextR
     return ContextRow(context, spec.bytes_per_request(context, kv, 1, block_size), per_gpu, users)
 
 
-def _verdict(spec, dep, weights_per_gpu, gpu_memory, budget, users, context, max_ctx, terms, kv, policy, stages):
+def _verdict(dep, weights_per_gpu, gpu_memory, budget, users, context, max_ctx, max_model_len, kv):
     if budget is None:
         return None, "KV figures only: " + ("no GPU given" if gpu_memory is None and dep.kv_cache_memory_bytes is None
                                               else "weights or overhead unknown"), []
@@ -227,6 +225,9 @@ def _verdict(spec, dep, weights_per_gpu, gpu_memory, budget, users, context, max
     if budget <= 0:
         suggestions.append("raise --gpu-memory-utilization, raise --tp, or quantize weights (--dtype fp8)")
         return False, f"does not fit: no memory left for KV ({fmt_gib(budget)} after weights and overhead)", suggestions
+    if context > max_model_len:
+        suggestions.append("raise --max-model-len (up to what the model supports) or shorten --context")
+        return False, f"does not fit: context {context:,} exceeds max_model_len {max_model_len:,}", suggestions
     if users is None or users < dep.batch:
         if max_ctx:
             suggestions.append(f"at batch {dep.batch}, the longest context that fits is {max_ctx:,} tokens")
