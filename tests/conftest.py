@@ -45,3 +45,13 @@ def _guarded_connect_ex(self, address):
 
 socket.socket.connect = _guarded_connect
 socket.socket.connect_ex = _guarded_connect_ex
+
+
+def pytest_terminal_summary(terminalreporter):
+    try:
+        from fuzzing import CASES
+    except ImportError:
+        return
+    if CASES:
+        parts = ", ".join(f"{name} {n}" for name, n in sorted(CASES.items()))
+        terminalreporter.write_line(f"fuzz cases run: {sum(CASES.values())} ({parts})")

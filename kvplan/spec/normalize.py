@@ -64,6 +64,7 @@ def spec_from_config(config: dict, *, name: str, source: str, allow_unknown: boo
     for key, value in _CLASS_DEFAULTS.get(model_type, {}).items():
         if cfg.get(key) is None:
             cfg[key] = value
+    _validate_int_fields(cfg, source)
     if "tie_word_embeddings" not in cfg and "tie_word_embeddings" in top:
         cfg["tie_word_embeddings"] = top["tie_word_embeddings"]
 
@@ -131,6 +132,35 @@ def _resolve_aliases(cfg: dict) -> None:
                 if cfg.get(alias) is not None:
                     cfg[canonical] = cfg[alias]
                     break
+
+
+# Integer fields kvplan reads; wrong types fail here rather than deep inside the arithmetic.
+_INT_FIELDS = (
+    "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "hidden_size", "head_dim",
+    "intermediate_size", "vocab_size", "max_position_embeddings", "sliding_window", "max_window_layers",
+    "attention_chunk_size", "kv_lora_rank", "q_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim",
+    "num_local_experts", "num_experts", "n_routed_experts", "num_experts_per_tok", "moe_intermediate_size",
+    "shared_expert_intermediate_size", "n_shared_experts", "first_k_dense_replace", "moe_layer_freq",
+    "decoder_sparse_step", "sliding_window_pattern", "full_attention_interval", "linear_num_key_heads",
+    "linear_key_head_dim", "linear_num_value_heads", "linear_value_head_dim", "linear_conv_kernel_dim",
+    "attn_layer_period", "attn_layer_offset", "no_rope_layer_interval", "num_kv_heads", "n_head_kv",
+    "multi_query_group_num",
+)
+_MAX_FIELD = 1 << 40
+
+
+def _validate_int_fields(cfg: dict, source: str) -> None:
+    for key in _INT_FIELDS:
+        value = cfg.get(key)
+        if value is None:
+            continue
+        if isinstance(value, float) and math.isfinite(value) and value == int(value):
+            value = cfg[key] = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value > _MAX_FIELD:
+            raise InputError(f"{source}: {key} must be a non-negative integer, got {value!r:.40}")
+    for key in ("layer_types", "no_rope_layers", "mlp_only_layers"):
+        if cfg.get(key) is not None and not isinstance(cfg[key], list):
+            raise InputError(f"{source}: {key} must be a list, got {type(cfg[key]).__name__}")
 
 
 def _positive_int(cfg: dict, key: str, source: str) -> int:
