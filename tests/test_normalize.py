@@ -129,7 +129,7 @@ def test_unknown_architecture_allowed_with_override():
 @pytest.mark.parametrize("cfg,message", [
     ({"model_type": "llama", "num_attention_heads": 8, "hidden_size": 64}, "num_hidden_layers"),
     ({"model_type": "llama", "num_hidden_layers": 0, "num_attention_heads": 8, "hidden_size": 64}, "positive"),
-    ({"model_type": "llama", "num_hidden_layers": -2, "num_attention_heads": 8, "hidden_size": 64}, "positive"),
+    ({"model_type": "llama", "num_hidden_layers": -2, "num_attention_heads": 8, "hidden_size": 64}, "non-negative"),
     ({"model_type": "llama", "num_hidden_layers": 2, "num_attention_heads": 8, "num_key_value_heads": 3,
       "hidden_size": 64}, "not a multiple"),
     ({"model_type": "llama", "num_hidden_layers": 2, "num_attention_heads": 7, "hidden_size": 64}, "not divisible"),
