@@ -1,12 +1,14 @@
-"""Find a model by what the user typed: a path, a bundled spec, or an id in the local HF cache.
+"""Find a model by what the user typed: a path, a bundled spec, an id in the local HF cache, or
+(only when online access is allowed) an id on the Hugging Face Hub.
 
-Never touches the network and never imports or runs code from a model repo.
+The Hub path (kvplan.spec.hub) reads configs and safetensors headers, never weights, and never
+imports or runs code from a model repo.
 """
 
 import difflib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -14,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import InputError, UnknownModelError
+from . import hub
 from .model import FullAttention, ModelSpec
 from .normalize import spec_from_config
 from .safetensors import CheckpointBytes, checkpoint_bytes
@@ -34,24 +37,60 @@ class LoadedModel:
     model_dir: Path | None = None
 
 
-def load_model(ref: str | None = None, *, allow_unknown: bool = False, overrides: dict | None = None) -> LoadedModel:
-    """Resolve `ref` (None = the bundled default) to a model. Order: path, bundled, HF cache."""
+def load_model(ref: str | None = None, *, allow_unknown: bool = False, overrides: dict | None = None,
+               online: bool | None = None, revision: str | None = None) -> LoadedModel:
+    """Resolve `ref` (None = the bundled default) to a model.
+
+    Order: path, bundled spec, local HF cache, then the Hub if `online` (None: the user config
+    decides; HF_HUB_OFFLINE=1 always forbids it). A `revision` names a Hub branch, tag or commit,
+    so it skips bundled specs, which have none.
+    """
     ref = DEFAULT_MODEL if ref is None else str(ref).strip()
     if not ref:
         raise InputError("model: empty name")
+    revision = hub.check_revision(revision.strip()) if revision is not None else None
     path = Path(ref).expanduser()
     if path.exists():
-        return _load_path(path, allow_unknown, overrides)
-    bundled = _bundled_file(ref)
-    if bundled is not None:
-        return _load_bundled(bundled, allow_unknown, overrides)
-    cached = _hf_cache_snapshot(ref)
+        if revision:
+            raise InputError(f"--revision applies to Hugging Face ids (org/name), not to the local path {ref!r}")
+        return _with_overrides(_load_path(path, allow_unknown, overrides), overrides)
+    if revision is None:
+        bundled = _bundled_file(ref)
+        if bundled is not None:
+            return _with_overrides(_load_bundled(bundled, allow_unknown, overrides), overrides)
+    elif not hub.is_repo_id(ref):
+        raise InputError(f"--revision applies to Hugging Face ids (org/name), not {ref!r}")
+    cached = _hf_cache_snapshot(ref, revision)
+    has_headers = cached is not None and (any(cached.glob("*.safetensors")) or hub.has_sidecar(cached))
+    if not has_headers and hub.is_repo_id(ref) and hub.online_enabled(online):
+        fetched = hub.fetch_snapshot(ref, cached.name if cached else revision, hf_cache_dir())
+        loaded = _load_path(fetched.path, allow_unknown, overrides, source=f"hub:{ref}@{fetched.commit}", hf_id=ref)
+        return _with_overrides(loaded, overrides)
     if cached is not None:
-        loaded = _load_path(cached, allow_unknown, overrides, source=f"cache:{ref}")
-        return loaded
+        loaded = _load_path(cached, allow_unknown, overrides, source=f"cache:{ref}@{cached.name}", hf_id=ref)
+        return _with_overrides(loaded, overrides)
+    raise UnknownModelError(_not_found_message(ref, revision))
+
+
+def _not_found_message(ref: str, revision: str | None) -> str:
+    at = f"@{revision}" if revision else ""
+    if hub.is_repo_id(ref):
+        forced = hub.offline_forced()
+        why = (f"{forced}=1 forbids the Hub" if forced
+               else "the Hub was not asked (pass --online, or set `online: true` in ~/.config/kvplan/config.yaml)")
+        return f"unknown model {ref + at!r}: not bundled, not in the local HF cache, and {why}"
     hint = difflib.get_close_matches(ref.lower(), list(bundled_names()), n=1, cutoff=0.6)
     suffix = f"; did you mean {hint[0]!r}?" if hint else "; `kvplan models` lists bundled specs"
-    raise UnknownModelError(f"unknown model {ref!r}: not a path, not a bundled spec, not in the local HF cache{suffix}")
+    return f"unknown model {ref!r}: not a path, not a bundled spec, not in the local HF cache{suffix}"
+
+
+def _with_overrides(loaded: LoadedModel, overrides: dict | None) -> LoadedModel:
+    """Say in the provenance which config fields the user replaced."""
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if not given:
+        return loaded
+    note = ", ".join(f"{k}={v}" for k, v in given.items())
+    return replace(loaded, spec=replace(loaded.spec, source=f"{loaded.spec.source} + user override {note}"))
 
 
 def spec_from_numbers(layers: int, kv_heads: int, head_dim: int, heads: int | None = None,
@@ -103,17 +142,28 @@ def read_config_file(path: Path) -> dict:
     return data
 
 
-def _load_path(path: Path, allow_unknown: bool, overrides: dict | None, source: str | None = None) -> LoadedModel:
+def _load_path(path: Path, allow_unknown: bool, overrides: dict | None, source: str | None = None,
+               hf_id: str | None = None) -> LoadedModel:
+    """A config file or model directory; `hf_id` names a snapshot of the HF cache (its dir is a commit)."""
     model_dir = path if path.is_dir() else None
     config_path = path / "config.json" if model_dir else path
     if model_dir and not config_path.is_file():
         raise InputError(f"{path}: directory has no config.json")
     config = apply_overrides(read_config_file(config_path), overrides)
     name = (model_dir or config_path.parent).name if config_path.name == "config.json" else config_path.stem
-    spec = spec_from_config(config, name=name, source=source or f"config:{config_path}",
-                            allow_unknown=allow_unknown or bool(overrides))
-    checkpoint = checkpoint_bytes(model_dir) if model_dir else None
+    spec = spec_from_config(config, name=hf_id or name, source=source or f"config:{config_path}",
+                            allow_unknown=allow_unknown or bool(overrides), hf_id=hf_id)
+    checkpoint = _checkpoint(model_dir, spec.tie_word_embeddings) if model_dir else None
     return LoadedModel(spec, checkpoint, config, model_dir)
+
+
+def _checkpoint(model_dir: Path, tied_embeddings: bool) -> CheckpointBytes | None:
+    """Local shard headers, else headers an earlier Hub fetch cached for this snapshot, else the index total."""
+    if not any(model_dir.glob("*.safetensors")):
+        fetched = hub.cached_checkpoint(model_dir, tied_embeddings)
+        if fetched is not None:
+            return fetched
+    return checkpoint_bytes(model_dir, tied_embeddings)
 
 
 @lru_cache(maxsize=None)
@@ -173,19 +223,26 @@ def hf_cache_dir() -> Path:
     return Path(home) / "hub"
 
 
-def _hf_cache_snapshot(model_id: str) -> Path | None:
-    """`org/name` -> the snapshot directory the cache's refs/main points to (or the only one)."""
+def _hf_cache_snapshot(model_id: str, revision: str | None = None) -> Path | None:
+    """`org/name` -> the snapshot directory for `revision` (a commit, or a ref; default main).
+
+    Without an explicit revision or any refs, falls back to the newest snapshot that has a config.json.
+    """
     if model_id.count("/") != 1:
         return None
     repo = hf_cache_dir() / ("models--" + model_id.replace("/", "--"))
     snapshots = repo / "snapshots"
     if not snapshots.is_dir():
         return None
-    ref = repo / "refs" / "main"
+    if revision and hub.is_commit(revision) and (snapshots / revision / "config.json").is_file():
+        return snapshots / revision
+    ref = repo / "refs" / (revision or "main")
     if ref.is_file():
         candidate = snapshots / ref.read_text().strip()
         if (candidate / "config.json").is_file():
             return candidate
+    if revision or (ref.parent.is_dir() and any(ref.parent.iterdir())):
+        return None  # the refs say what each name points to; do not guess past them
     with_config = sorted((p for p in snapshots.iterdir() if (p / "config.json").is_file()),
                          key=lambda p: p.stat().st_mtime)
     return with_config[-1] if with_config else None
