@@ -11,7 +11,7 @@ import typer
 
 from ..errors import KvplanError
 
-COMMANDS = ("estimate", "models")
+COMMANDS = ("estimate", "simulate", "profile", "check", "sweep", "models", "explain_log")
 
 app = typer.Typer(
     name="kvplan",

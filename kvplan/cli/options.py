@@ -20,7 +20,7 @@ DEPLOY_PANEL = "Deployment"
 BUDGET_PANEL = "Budget overrides"
 
 ModelArg = Annotated[Optional[str], typer.Argument(
-    help="Bundled spec (`kvplan models`), HF id in the local cache, config.json or model directory. "
+    help="Bundled spec (`kvplan models`), HF id (local cache; the Hub with --online), config.json or model directory. "
          "Default: llama-3.1-8b", show_default=False)]
 LayersOpt = Annotated[Optional[int], typer.Option("--layers", help="Raw model: number of layers", rich_help_panel=MODEL_PANEL)]
 KVHeadsOpt = Annotated[Optional[int], typer.Option("--kv-heads", help="Raw model: KV heads", rich_help_panel=MODEL_PANEL)]
@@ -28,6 +28,8 @@ HeadDimOpt = Annotated[Optional[int], typer.Option("--head-dim", help="Raw model
 HeadsOpt = Annotated[Optional[int], typer.Option("--heads", help="Raw model: attention (query) heads", rich_help_panel=MODEL_PANEL)]
 HiddenOpt = Annotated[Optional[int], typer.Option("--hidden-size", help="Raw model: hidden size", rich_help_panel=MODEL_PANEL)]
 AllowUnknownOpt = Annotated[bool, typer.Option("--allow-unknown-arch", help="Size an unknown model_type as standard attention", rich_help_panel=MODEL_PANEL)]
+OnlineOpt = Annotated[Optional[bool], typer.Option("--online/--offline", help="Fetch an HF id's config and safetensors headers from the Hub when not cached (default: `online:` in ~/.config/kvplan/config.yaml, else offline; HF_HUB_OFFLINE=1 always wins)", show_default=False, rich_help_panel=MODEL_PANEL)]
+RevisionOpt = Annotated[Optional[str], typer.Option("--revision", help="Hub branch, tag or commit of an HF id (default: main)", rich_help_panel=MODEL_PANEL)]
 
 GpuOpt = Annotated[Optional[str], typer.Option("--gpu", help="GPU name (H100, A100-80GB, L40S, ...) or `auto` (NVML)", rich_help_panel=DEPLOY_PANEL)]
 GpuMemoryOpt = Annotated[Optional[str], typer.Option("--gpu-memory", help="GPU memory instead of --gpu: 80GiB, 24GB, 81559MiB", rich_help_panel=DEPLOY_PANEL)]
@@ -56,7 +58,8 @@ DEFAULT_GPU = "H100-SXM"
 
 def load_model_from_flags(model: str | None, layers: int | None = None, kv_heads: int | None = None,
                           head_dim: int | None = None, heads: int | None = None, hidden_size: int | None = None,
-                          allow_unknown: bool = False) -> LoadedModel:
+                          allow_unknown: bool = False, online: bool | None = None,
+                          revision: str | None = None) -> LoadedModel:
     """MODEL alone loads it; raw numbers alone build a uniform model; both: numbers override the config."""
     raw = {"num_hidden_layers": layers, "num_key_value_heads": kv_heads, "head_dim": head_dim,
            "num_attention_heads": heads, "hidden_size": hidden_size}
@@ -70,7 +73,7 @@ def load_model_from_flags(model: str | None, layers: int | None = None, kv_heads
     for key, value in given.items():
         if value <= 0:
             raise InputError(f"{key} override must be positive, got {value}")
-    return load_model(model, allow_unknown=allow_unknown, overrides=given or None)
+    return load_model(model, allow_unknown=allow_unknown, overrides=given or None, online=online, revision=revision)
 
 
 def resolve_gpu(gpu: str | None, gpu_memory: str | None, default: str | None = DEFAULT_GPU) -> GPU | None:

@@ -1,6 +1,6 @@
 """`estimate`: pure arithmetic from a model and a deployment to bytes, blocks and users."""
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from ..dtypes import kv_format, weight_format
 from ..errors import InputError
@@ -59,6 +59,7 @@ class Estimate:
     verdict: str
     suggestions: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    engine_report: dict | None = None  # the engine's own predicted start-up figures and lines (not generic)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,7 +67,7 @@ class Estimate:
 
 def estimate(model: LoadedModel, dep: Deployment) -> Estimate:
     spec = model.spec
-    policy = get_policy(dep.engine)
+    policy = get_policy(dep.engine).bind(spec)
     notes: list[str] = []
     weight_dtype = dep.weight_dtype or serving_dtype(spec, notes)
     wfmt = weight_format(weight_dtype)
@@ -99,6 +100,14 @@ def estimate(model: LoadedModel, dep: Deployment) -> Estimate:
             for c in _table_contexts(max_model_len, context)]
     fits, verdict, suggestions = _verdict(dep, weights_per_gpu, gpu_memory, budget, users, context, max_ctx,
                                           max_model_len, kv)
+    report = policy.report(stages, budget, kv, dep, max_model_len) if budget is not None else None
+    if report is not None and report.lines:
+        notes.append(f"{policy.name} {policy.version} would log: " + " | ".join(report.lines))
+    if report is not None and report.refusal:
+        fits, verdict = False, f"{policy.name} {policy.version} would refuse to start: {report.refusal}"
+    elif report is not None and "kv_cache_tokens" in report.figures:  # the engine's own figures, as it logs them
+        pool = replace(pool, num_blocks=report.figures["num_blocks"], kv_cache_tokens=report.figures["kv_cache_tokens"])
+        mcc = report.figures["max_concurrency"]
     return Estimate(
         model=spec.name, model_source=spec.source, layout=spec.layout(), engine=policy.name,
         engine_version=policy.version, deployment=_deployment_dict(dep), kv_dtype=kv.name, weights_dtype=weights.dtype,
@@ -114,6 +123,7 @@ def estimate(model: LoadedModel, dep: Deployment) -> Estimate:
         kv_budget_bytes=budget, num_blocks=pool.num_blocks if pool else None, block_size=block_size,
         kv_cache_tokens=pool.kv_cache_tokens if pool else None, max_concurrency=mcc, max_concurrent_users=users,
         max_context_tokens=max_ctx, contexts=rows, fits=fits, verdict=verdict, suggestions=suggestions, notes=notes,
+        engine_report=asdict(report) if report is not None else None,
     )
 
 

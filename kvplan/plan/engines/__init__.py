@@ -1,7 +1,7 @@
 """Engine budget policies: how each serving engine turns GPU memory into a KV pool."""
 
 from ...errors import InputError
-from .base import EnginePolicy, Pool
+from .base import EnginePolicy, EngineReport, Pool
 from .generic import GenericPolicy
 
 _POLICIES: dict[str, type[EnginePolicy]] = {"generic": GenericPolicy}
@@ -13,11 +13,12 @@ def register(cls: type[EnginePolicy]) -> type[EnginePolicy]:
 
 
 def get_policy(name: str) -> EnginePolicy:
+    """`name` or `name@version` (e.g. `vllm@0.8.5`): the version picks the semantics the policy models."""
     _load_builtin()
-    key = (name or "generic").strip().lower()
+    key, _, version = (name or "generic").strip().lower().partition("@")
     if key not in _POLICIES:
         raise InputError(f"unknown --engine {name!r}; choose one of {', '.join(sorted(_POLICIES))}")
-    return _POLICIES[key]()
+    return _POLICIES[key](version.strip() or None)
 
 
 def engine_names() -> list[str]:
@@ -34,4 +35,4 @@ def _load_builtin() -> None:
             importlib.import_module(f"{__name__}.{info.name}")
 
 
-__all__ = ["EnginePolicy", "Pool", "get_policy", "engine_names", "register"]
+__all__ = ["EnginePolicy", "EngineReport", "Pool", "get_policy", "engine_names", "register"]

@@ -1,11 +1,14 @@
 """The interface every engine policy implements (one small class per engine)."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ...dtypes import KVFormat
 from ...spec import ModelSpec
 from ..deployment import Deployment
 from ..overhead import Term
+
+# kvplan's own --block-size default; engines whose default page differs read it as "the engine's default".
+KVPLAN_DEFAULT_BLOCK_SIZE = 16
 
 
 @dataclass(frozen=True)
@@ -19,10 +22,42 @@ class Pool:
     usable_bytes: int  # bytes the blocks occupy (<= budget)
 
 
+@dataclass(frozen=True)
+class EngineReport:
+    """What the engine itself would print at start-up for this deployment, predicted.
+
+    `figures` holds the engine's own numbers under stable keys (kv_cache_tokens, max_concurrency,
+    num_blocks, ...); `lines` the log lines it would print; `refusal` the reason it would refuse to
+    start (None when it starts).
+    """
+
+    engine: str
+    version: str
+    figures: dict = field(default_factory=dict)
+    lines: tuple[str, ...] = ()
+    refusal: str | None = None
+
+
 class EnginePolicy:
     name = "abstract"
     version = ""
     description = ""
+
+    def __init__(self, version: str | None = None):
+        self.model: ModelSpec | None = None  # the whole model, for layouts that depend on all stages (bind)
+        if version:
+            self.version = self.resolve_version(version)
+
+    def bind(self, spec: ModelSpec) -> "EnginePolicy":
+        """Remember the whole model: a pipeline stage alone cannot tell how the engine groups layers."""
+        self.model = spec
+        return self
+
+    def resolve_version(self, version: str) -> str:
+        """Map a user-given version ("0.8.5", "v0") onto the semantics this policy models."""
+        from ...errors import InputError
+
+        raise InputError(f"--engine {self.name} has one set of semantics; drop '@{version}'")
 
     def overhead(self, spec: ModelSpec, dep: Deployment, act_elem_bytes: int) -> list[Term]:
         raise NotImplementedError
@@ -49,3 +84,13 @@ class EnginePolicy:
     def max_users(self, stage: ModelSpec, pool: Pool, context_tokens: int, kv: KVFormat, dep: Deployment) -> int:
         per_request = self.request_bytes(stage, context_tokens, kv, dep)
         return pool.usable_bytes // per_request if per_request else 0
+
+    def report(self, stages: list[ModelSpec], budget_bytes: int, kv: KVFormat, dep: Deployment,
+               max_model_len: int) -> EngineReport | None:
+        """The engine's own start-up figures and lines (None: the policy models no engine log)."""
+        return None
+
+
+def engine_block_size(dep: Deployment, engine_default: int) -> int:
+    """--block-size as given, or the engine's own default when the user left kvplan's default."""
+    return engine_default if dep.block_size == KVPLAN_DEFAULT_BLOCK_SIZE else dep.block_size

@@ -1,0 +1,103 @@
+"""`kvplan explain-log`: set an engine's start-up log beside kvplan's prediction for the same settings."""
+
+from typing import Annotated, Optional
+
+import typer
+
+from . import options as o
+
+ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Model when the log names none or a local path "
+                                                 "(bundled spec, HF id, config.json)", rich_help_panel=o.MODEL_PANEL)]
+EngineVersionOpt = Annotated[Optional[str], typer.Option(
+    "--engine-version", help="Engine version whose semantics to use (default: the one the log prints)",
+    rich_help_panel=o.DEPLOY_PANEL)]
+LogFile = Annotated[str, typer.Argument(help="Start-up log of vLLM (V0 or V1) or SGLang", show_default=False)]
+
+# Flags a log's `# kvplan:` header may set, as (name, type).
+_HEADER_FLAGS = {"--model": "model", "--gpu": "gpu", "--gpu-memory": "gpu_memory", "--tp": "tp", "--pp": "pp",
+                 "--max-model-len": "max_model_len", "--kv-dtype": "kv_dtype", "--block-size": "block_size",
+                 "--max-num-batched-tokens": "max_num_batched_tokens", "--engine-version": "engine_version",
+                 "--dtype": "dtype", "--layers": "layers", "--kv-heads": "kv_heads", "--head-dim": "head_dim",
+                 "--heads": "heads", "--gpu-memory-utilization": "gpu_memory_utilization",
+                 "--kv-cache-memory": "kv_cache_memory", "--weights": "weights"}
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        "explain-log",
+        help=("Compare a vLLM or SGLang start-up log with kvplan's prediction for the same settings.\n\n"
+              "Reads the model, settings and the reported weights, available KV memory, tokens, blocks,\n"
+              "concurrency and refusals; predicts them from the logged available memory (+/- its 0.01 GiB\n"
+              "rounding); prints both side by side with the difference. Lines the log lacks are named.\n\n"
+              "Examples:\n\n"
+              "  kvplan explain-log vllm.log\n\n"
+              "  kvplan explain-log vllm.log --model qwen3-8b --max-model-len 32768 -f json"),
+    )(explain_log_command)
+
+
+def explain_log_command(
+    ctx: typer.Context,
+    path: LogFile,
+    model: ModelOpt = None,
+    layers: o.LayersOpt = None, kv_heads: o.KVHeadsOpt = None, head_dim: o.HeadDimOpt = None,
+    heads: o.HeadsOpt = None,
+    gpu: o.GpuOpt = None, gpu_memory: o.GpuMemoryOpt = None, tp: Annotated[Optional[int], typer.Option(
+        "--tp", help="Tensor-parallel size (default: from the log)")] = None,
+    pp: Annotated[Optional[int], typer.Option("--pp", help="Pipeline-parallel size (default: from the log)")] = None,
+    dtype: o.DtypeOpt = None, kv_dtype: Annotated[Optional[str], typer.Option(
+        "--kv-dtype", help="KV dtype (default: from the log)")] = None,
+    max_model_len: o.MaxModelLenOpt = None,
+    block_size: Annotated[Optional[int], typer.Option("--block-size", help="Block size (default: from the log)")] = None,
+    max_num_batched_tokens: Annotated[Optional[int], typer.Option(
+        "--max-num-batched-tokens", help="Scheduler token budget (default: from the log, else 8192)")] = None,
+    gpu_memory_utilization: Annotated[Optional[float], typer.Option(
+        "--gpu-memory-utilization", help="vLLM utilization / SGLang mem_fraction_static (default: from the log)")] = None,
+    kv_cache_memory: o.KVMemoryOpt = None, weights: o.WeightsOpt = None,
+    engine_version: EngineVersionOpt = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table, json or markdown")] = "table",
+) -> None:
+    from ..plan.explain_log import deployment_for_log, explain_log, require_model, vllm_version_for
+    from ..plan.logs import read_startup_log
+    from ..report.explain_log import render_explanation
+
+    log = read_startup_log(path)
+    given = {k: v for k, v in ctx.params.items() if k != "path"}
+    flags = _merge_header(log.kvplan_args, given, ctx)
+    raw = [flags.get(k) for k in ("layers", "kv_heads", "head_dim", "heads")]
+    if any(v is not None for v in raw[:3]):
+        loaded = o.load_model_from_flags(None, *[None if v is None else int(v) for v in raw])
+    else:
+        loaded = o.load_model_from_flags(require_model(log, flags.get("model")))
+    version = flags.get("engine_version") or (vllm_version_for(log) if log.engine == "vllm" else None)
+    gpu_choice = o.resolve_gpu(flags.get("gpu"), flags.get("gpu_memory"), default=None)
+    dep, mml = deployment_for_log(log, loaded.spec, flags, version, gpu_choice)
+    render_explanation(explain_log(log, loaded, dep, mml), fmt)
+
+
+def _merge_header(header: list[str], given: dict, ctx: typer.Context) -> dict:
+    """Flags from the log's `# kvplan:` lines, then those given on the command line (which win)."""
+    from ..errors import InputError
+
+    flags: dict = {}
+    i = 0
+    while i < len(header):
+        name, _, inline = header[i].partition("=")
+        if name not in _HEADER_FLAGS:
+            raise InputError(f"`# kvplan:` line: unknown flag {name!r}")
+        if inline:
+            flags[_HEADER_FLAGS[name]], i = inline, i + 1
+        elif i + 1 < len(header):
+            flags[_HEADER_FLAGS[name]], i = header[i + 1], i + 2
+        else:
+            raise InputError(f"`# kvplan:` line: {name} needs a value")
+    for key, value in given.items():
+        if value is not None and _on_command_line(ctx, key):
+            flags[key] = value
+    flags.setdefault("fmt", given.get("fmt", "table"))
+    return flags
+
+
+def _on_command_line(ctx: typer.Context, name: str) -> bool:
+    # typer bundles its own click, so compare the source by name rather than by enum identity
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
