@@ -1,0 +1,336 @@
+"""`sweep`: `estimate` over a grid of deployments, as one pandas DataFrame (one row per configuration).
+
+Row = `estimate(model, grid.deployment(gpu, tp, pp, dtype, kv_dtype, context))` (max_model_len =
+context, batch 1) reduced to COLUMNS. For the generic engine the rows are computed vectorized,
+model by model:
+  - per (GPU, tp, pp, weight dtype): weights, KV budget and whether the weights fit, from one
+    `estimate` probe of a 1-token deployment (the budget depends on neither context nor KV dtype);
+  - per (stage, KV dtype, context): KV bytes per request from the spec's own per-group constants
+    (`bytes_per_token_per_layer`, `peak_blocks`, `state_bytes`), summed exactly in integers;
+  - per (stage, GPU, dtype, KV dtype): the pool, from `policy.pool`;
+  - per row, with numpy: users = min over stages of pool bytes // request bytes, the bottleneck
+    stage's blocks and tokens, fits.
+Other engines' figures depend on the context in their own ways (vLLM's start-up refusal, its
+block groups), so their rows come from `estimate` itself, one by one.
+tests/test_sweep*.py check the vectorized rows against `estimate` on random samples.
+"""
+
+import itertools
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+
+from .dtypes import kv_format, weight_format
+from .errors import InputError, KvplanError
+from .hardware import GPU
+from .plan import Deployment, Estimate, estimate, pp_partition
+from .plan.estimate import TABLE_CONTEXTS
+from .spec import LoadedModel, ModelSpec, load_model
+from .units import GiB, fmt_gib
+
+COLUMNS = ("model", "gpu", "tp", "pp", "weights_dtype", "kv_dtype", "context_tokens", "weights_bytes_per_gpu",
+           "kv_budget_bytes", "kv_bytes_per_request", "kv_bytes_per_request_per_gpu", "num_blocks",
+           "kv_cache_tokens", "max_concurrent_users", "fits", "within_model_max")
+_TEXT = ("model", "gpu", "weights_dtype", "kv_dtype")
+# Measured peak while building: the final frame (~100 B/row) plus per-model work arrays and the concat copy.
+BYTES_PER_ROW = 320
+DEFAULT_MAX_MEMORY_BYTES = 2 * GiB
+
+
+@dataclass(frozen=True)
+class SweepGrid:
+    models: tuple[str, ...]
+    gpus: tuple[GPU, ...]
+    tp: tuple[int, ...] = (1,)
+    pp: tuple[int, ...] = (1,)
+    dtypes: tuple[str | None, ...] = (None,)  # None: the checkpoint's own format
+    kv_dtypes: tuple[str, ...] = ("auto",)
+    contexts: tuple[int, ...] = TABLE_CONTEXTS
+    gpu_memory_utilization: float = 0.9
+    block_size: int = 16
+    engine: str = "generic"
+
+    def __post_init__(self):
+        for name in ("models", "gpus", "tp", "pp", "dtypes", "kv_dtypes", "contexts"):
+            values = getattr(self, name)
+            if not values:
+                raise InputError(f"sweep: no {name} given")
+            if len(set(values)) != len(values):
+                raise InputError(f"sweep: {name} lists a value twice")
+        for name in ("tp", "pp", "contexts"):
+            for v in getattr(self, name):
+                if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                    raise InputError(f"sweep: {name} must be positive integers, got {v!r}")
+        for d in self.dtypes:
+            if d is not None:
+                weight_format(d)
+        for k in self.kv_dtypes:
+            kv_format(k)
+
+    @property
+    def size(self) -> int:
+        return math.prod(len(getattr(self, n)) for n in ("models", "gpus", "tp", "pp", "dtypes", "kv_dtypes", "contexts"))
+
+    def deployment(self, gpu: GPU, tp: int, pp: int, dtype: str | None, kv_dtype: str, context: int) -> Deployment:
+        """The deployment one row stands for."""
+        return Deployment(gpu=gpu, tp=tp, pp=pp, weight_dtype=dtype, kv_dtype=kv_dtype, max_model_len=context,
+                          context_tokens=context, batch=1, gpu_memory_utilization=self.gpu_memory_utilization,
+                          block_size=self.block_size, engine=self.engine)
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    frame: object  # pandas.DataFrame with COLUMNS
+    skipped: tuple[str, ...]  # combinations estimate() refuses, with the reason (one line each)
+    vectorized: bool
+    grid: SweepGrid
+
+
+def check_memory(grid: SweepGrid, max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES) -> None:
+    """Refuse a grid whose frame would not fit `max_memory_bytes`, before building anything."""
+    need = grid.size * BYTES_PER_ROW
+    if need > max_memory_bytes:
+        raise InputError(f"sweep: {grid.size:,} configurations need about {fmt_gib(need)} "
+                         f"(~{BYTES_PER_ROW} B each), over the {fmt_gib(max_memory_bytes)} limit: narrow a dimension "
+                         "or raise --max-memory")
+
+
+def run_sweep(grid: SweepGrid, max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES, progress=None,
+              vectorize: bool | None = None) -> SweepResult:
+    """Every configuration of the grid. `progress(done_models, total_models)` is called after each model.
+
+    `vectorize`: None picks the vectorized path for the generic engine and the per-row loop otherwise;
+    False forces the per-row loop (the reference, and the benchmark's baseline)."""
+    check_memory(grid, max_memory_bytes)
+    import numpy as np
+    import pandas as pd
+
+    from .plan.engines import get_policy
+    from .plan.engines.generic import GenericPolicy
+
+    models = [load_model(m) for m in grid.models]
+    vectorized = type(get_policy(grid.engine)) is GenericPolicy
+    if vectorize is not None:
+        if vectorize and not vectorized:
+            raise InputError(f"sweep: the vectorized path models the generic engine only, not {grid.engine!r}")
+        vectorized = vectorize
+    categories: dict[str, dict[str, int]] = {c: {} for c in _TEXT}
+    skipped: dict[str, None] = {}
+    parts = []
+    for i, model in enumerate(models):
+        build = _vector_rows if vectorized else _estimate_rows
+        parts.append(build(model, grid, categories, skipped))
+        if progress:
+            progress(i + 1, len(models))
+    columns = {}
+    for c in COLUMNS:
+        data = np.concatenate([p[c] for p in parts]) if parts else np.empty(0)
+        if c in _TEXT:
+            names = list(categories[c])
+            columns[c] = pd.Categorical.from_codes(data.astype(np.int32), categories=names) if names else \
+                pd.Categorical([])
+        else:
+            columns[c] = data
+    frame = pd.DataFrame(columns)
+    return SweepResult(frame, tuple(skipped), vectorized, grid)
+
+
+def estimate_row(model: LoadedModel, grid: SweepGrid, gpu: GPU, tp: int, pp: int, dtype: str | None,
+                 kv_dtype: str, context: int) -> dict:
+    """One row the plain way: `estimate` on the row's deployment (the reference the vectorized rows equal)."""
+    return row_from_estimate(estimate(model, grid.deployment(gpu, tp, pp, dtype, kv_dtype, context)), model.spec)
+
+
+def row_from_estimate(est: Estimate, spec: ModelSpec) -> dict:
+    return {
+        "model": est.model, "gpu": est.gpu, "tp": est.deployment["tp"], "pp": est.deployment["pp"],
+        "weights_dtype": est.weights_dtype, "kv_dtype": est.kv_dtype, "context_tokens": est.context_tokens,
+        "weights_bytes_per_gpu": est.weights_bytes_per_gpu, "kv_budget_bytes": est.kv_budget_bytes,
+        "kv_bytes_per_request": est.kv_bytes_per_request,
+        "kv_bytes_per_request_per_gpu": est.kv_bytes_per_request_per_gpu, "num_blocks": est.num_blocks,
+        "kv_cache_tokens": est.kv_cache_tokens, "max_concurrent_users": est.max_concurrent_users,
+        "fits": bool(est.fits), "within_model_max": _within(spec, est.context_tokens),
+    }
+
+
+def _within(spec: ModelSpec, context: int) -> bool:
+    return not spec.max_position_embeddings or context <= spec.max_position_embeddings
+
+
+def _code(categories: dict[str, dict[str, int]], column: str, value: str) -> int:
+    return categories[column].setdefault(value, len(categories[column]))
+
+
+class _Block:
+    """Column arrays of one model over the grid's axes (gpu, tp, pp, dtype, kv, context), masked at the end."""
+
+    def __init__(self, grid: SweepGrid):
+        import numpy as np
+
+        self.shape = (len(grid.gpus), len(grid.tp), len(grid.pp), len(grid.dtypes), len(grid.kv_dtypes),
+                      len(grid.contexts))
+        self.cols = {c: np.zeros(self.shape, dtype=np.int64) for c in COLUMNS if c not in ("fits", "within_model_max")}
+        self.cols["fits"] = np.zeros(self.shape, dtype=bool)
+        self.cols["within_model_max"] = np.zeros(self.shape, dtype=bool)
+        self.valid = np.zeros(self.shape, dtype=bool)
+
+    def finish(self) -> dict:
+        return {c: a[self.valid] for c, a in self.cols.items()}
+
+
+def _estimate_rows(model: LoadedModel, grid: SweepGrid, categories, skipped) -> dict:
+    """The plain loop: one `estimate` per row (engines whose figures the vectorized path does not model)."""
+    block = _Block(grid)
+    for index in itertools.product(*(range(n) for n in block.shape)):
+        g, t, p, d, k, c = index
+        try:
+            row = estimate_row(model, grid, grid.gpus[g], grid.tp[t], grid.pp[p], grid.dtypes[d],
+                               grid.kv_dtypes[k], grid.contexts[c])
+        except KvplanError as exc:
+            skipped.setdefault(f"{model.spec.name} tp={grid.tp[t]} pp={grid.pp[p]}: {exc}")
+            continue
+        if row["kv_budget_bytes"] is None:
+            skipped.setdefault(f"{model.spec.name}: no KV budget (weights unknown)")
+            continue
+        for col, value in row.items():
+            block.cols[col][index] = _code(categories, col, value) if col in _TEXT else value
+        block.valid[index] = True
+    return block.finish()
+
+
+def _vector_rows(model: LoadedModel, grid: SweepGrid, categories, skipped) -> dict:
+    import numpy as np
+
+    from .plan.engines import get_policy
+    from .plan.overhead import Term
+
+    spec = model.spec
+    block = _Block(grid)
+    cols = block.cols
+    contexts = np.asarray(grid.contexts, dtype=np.int64)
+    cols["within_model_max"][...] = np.asarray([_within(spec, int(c)) for c in contexts])
+    cols["context_tokens"][...] = contexts
+    cols["model"][...] = _code(categories, "model", spec.name)
+    for g, gpu in enumerate(grid.gpus):
+        cols["gpu"][g] = _code(categories, "gpu", gpu.name)
+    memory = np.asarray([gpu.memory_bytes for gpu in grid.gpus], dtype=np.int64)
+    policy = get_policy(grid.engine).bind(spec)
+    peak_cache: dict = {}
+    for (p, pp), (t, tp), (d, dtype) in _product(grid.pp, grid.tp, grid.dtypes):
+        try:  # weights, overhead and parallelism checks exactly as estimate() does them
+            probe = estimate(model, grid.deployment(grid.gpus[0], tp, pp, dtype, grid.kv_dtypes[0], 1))
+        except KvplanError as exc:
+            skipped.setdefault(f"{spec.name} tp={tp} pp={pp}: {exc}")
+            continue
+        if probe.kv_budget_bytes is None:
+            skipped.setdefault(f"{spec.name} dtype={probe.weights_dtype}: no KV budget ({'; '.join(probe.notes)})")
+            continue
+        terms = [Term(**x) for x in probe.overhead]
+        weights = probe.weights_bytes_per_gpu
+        budgets = np.asarray([policy.kv_budget(gpu.memory_bytes, weights, terms,
+                                               grid.deployment(gpu, tp, pp, dtype, grid.kv_dtypes[0], 1))
+                              for gpu in grid.gpus], dtype=np.int64)
+        # estimate's verdict: weights must stay under total x utilization (truncated like int())
+        weights_fit = weights < (memory * grid.gpu_memory_utilization).astype(np.int64)
+        stages = [spec.restricted_to(set(r)) for r in pp_partition(spec.num_layers, pp)]
+        compute_dtype = weight_format(probe.weights_dtype).compute_dtype
+        block_size = probe.block_size
+        for k, kv_name in enumerate(grid.kv_dtypes):
+            kv = kv_format(kv_name, compute_dtype)
+            try:
+                pools = [_generic_pools(s, kv, tp, block_size, budgets) for s in stages]
+            except KvplanError as exc:
+                skipped.setdefault(f"{spec.name} tp={tp} pp={pp} kv={kv.name}: {exc}")
+                continue
+            per_stage = np.stack([request_bytes(s, kv, tp, block_size, contexts, peak_cache) for s in stages])
+            usable = np.stack([pl[0] for pl in pools])  # (S, G)
+            users = _users(usable, per_stage)  # (G, C)
+            neck = np.argmax(per_stage, axis=0)  # the first stage with the largest request, as max() picks
+            at = (slice(None), t, p, d, k)
+            cols["tp"][at], cols["pp"][at] = tp, pp
+            cols["weights_dtype"][at] = _code(categories, "weights_dtype", probe.weights_dtype)
+            cols["kv_dtype"][at] = _code(categories, "kv_dtype", kv.name)
+            cols["weights_bytes_per_gpu"][at] = weights
+            cols["kv_budget_bytes"][at] = budgets[:, None]
+            cols["kv_bytes_per_request"][at] = request_bytes(spec, kv, 1, block_size, contexts, peak_cache)
+            cols["kv_bytes_per_request_per_gpu"][at] = per_stage.max(axis=0)
+            cols["num_blocks"][at] = np.stack([pl[1] for pl in pools])[neck].T
+            cols["kv_cache_tokens"][at] = np.stack([pl[2] for pl in pools])[neck].T
+            cols["max_concurrent_users"][at] = users
+            cols["fits"][at] = weights_fit[:, None] & (users >= 1)
+            block.valid[at] = True
+    return block.finish()
+
+
+def _product(*axes):
+    return itertools.product(*(list(enumerate(a)) for a in axes))
+
+
+def _generic_pools(stage: ModelSpec, kv, tp: int, block_size: int, budgets):
+    """GenericPolicy.pool over an array of budgets: (usable bytes, blocks, tokens), each shaped like budgets."""
+    import numpy as np
+
+    from .spec.grouping import page_layout
+
+    budgets = np.maximum(budgets, 0)
+    if not stage.kv_groups():  # pure state model: no pages, the whole budget holds state
+        zeros = np.zeros_like(budgets)
+        return budgets, zeros, zeros
+    layout = page_layout(stage, kv, tp)
+    page = layout.page_bytes(kv, tp, block_size)
+    blocks = budgets // page
+    kv_layers = sum(g.num_layers for g in stage.kv_groups())
+    return blocks * page, blocks, blocks * layout.layers_per_page * block_size // kv_layers
+
+
+def _users(usable, per_stage):
+    """min over stages of usable // request bytes (0 where a request holds nothing), shape (G, C)."""
+    import numpy as np
+
+    safe = np.where(per_stage > 0, per_stage, 1)
+    per = usable[:, :, None] // safe[:, None, :]
+    per = np.where(per_stage[:, None, :] > 0, per, 0)
+    return per.min(axis=0)
+
+
+def request_bytes(stage: ModelSpec, kv, tp: int, block_size: int, contexts, peak_cache: dict | None = None):
+    """`stage.bytes_per_request(c, kv, tp, block_size)` for every c in `contexts`, exactly, as an int64 array.
+
+    Per group the constant is bytes per token per layer x layers x block size (a Fraction from the
+    spec itself); `peak_blocks` is asked once per group and context. Scaling every constant by the
+    common denominator keeps the sum in integers, so the one rounding up matches the spec's.
+    """
+    import numpy as np
+
+    peak_cache = {} if peak_cache is None else peak_cache
+    terms = []
+    for g in stage.groups:
+        coef = Fraction(g.bytes_per_token_per_layer(kv, tp)) * g.num_layers * block_size
+        if coef:
+            key = (g, block_size)
+            if key not in peak_cache:
+                peak_cache[key] = np.asarray([g.peak_blocks(int(c), block_size) for c in contexts], dtype=np.int64)
+            terms.append((coef, peak_cache[key]))
+    state = stage.state_bytes(kv, tp)
+    if not terms:
+        return np.full(len(contexts), state, dtype=np.int64)
+    denom = math.lcm(*(c.denominator for c, _ in terms))
+    scaled = [(c.numerator * (denom // c.denominator), blocks) for c, blocks in terms]
+    if sum(s * int(b.max(initial=0)) for s, b in scaled) + state * denom >= 1 << 62:
+        raise InputError(f"sweep: {stage.name} at {int(max(contexts)):,} tokens needs more KV bytes per request "
+                         "than 64-bit integers hold: use smaller contexts")
+    total = np.zeros(len(contexts), dtype=np.int64)
+    for s, blocks in scaled:
+        total += s * blocks
+    return -(-total // denom) + state
+
+
+def select(frame, fits_only: bool = False, min_users: int | None = None):
+    """Rows that fit (and whose context the model supports), or that hold at least `min_users`."""
+    mask = None
+    if fits_only:
+        mask = frame["fits"] & frame["within_model_max"]
+    if min_users is not None:
+        more = frame["max_concurrent_users"] >= min_users
+        mask = more if mask is None else mask & more
+    return frame if mask is None else frame[mask].reset_index(drop=True)
