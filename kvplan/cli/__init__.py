@@ -37,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rc = app(args=argv, prog_name="kvplan", standalone_mode=False)
     except KvplanError as exc:
-        print(f"kvplan: error: {exc}", file=sys.stderr)
+        # one line even when a library's message (YAML, JSON) spans several
+        message = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+        print(f"kvplan: error: {message}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("kvplan: interrupted", file=sys.stderr)
