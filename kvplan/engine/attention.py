@@ -38,7 +38,7 @@ class PrefillChunk:
 class StepMetadata:
     """Everything attention needs for one packed step; tensors are on the pool's device."""
 
-    pool: KVPool
+    pool: KVPool | None  # None: warm-up forward before the pool exists (nothing is stored)
     slot_mapping: list[torch.Tensor]  # per page group: [T] int64, -1 = do not store
     num_decode: int  # rows [0, num_decode) are single-token decodes
     decode_block_tables: list[torch.Tensor]  # per page group: [num_decode, M] int32, -1 padded
@@ -54,13 +54,9 @@ def paged_attention(module, query, key, value, attention_mask, scaling=None, dro
     if meta is None:
         raise KvplanError(f"attention '{ATTN_IMPLEMENTATION}' runs only inside the kvplan engine "
                           "(the model was called without kvplan_meta)")
-    layer_idx = module.layer_idx
-    layer = meta.pool.layers.get(layer_idx)
-    if layer is None:
-        raise UnsupportedModelError(f"layer {layer_idx} has no KV in the page layout (the spec and the model disagree)")
-    _check_features(layer_idx, layer.window, kwargs)
     if query.shape[0] != 1:
         raise KvplanError("the engine packs every step into batch 1")
+    layer_idx = module.layer_idx
     meta.layers_seen.add(layer_idx)
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     softcap = float(kwargs.get("softcap") or 0.0)
@@ -68,12 +64,25 @@ def paged_attention(module, query, key, value, attention_mask, scaling=None, dro
     q = query[0].transpose(0, 1)  # [T, Hq, D]
     k = key[0].transpose(0, 1)
     v = value[0].transpose(0, 1)
+    out = q.new_empty(q.shape)  # contiguous [T, Hq, D], whatever q's strides
+    if meta.pool is None:  # warm-up before the pool exists: each chunk attends over its own fresh K/V
+        window = kwargs.get("sliding_window") or 0
+        _check_features(layer_idx, window, kwargs)
+        table = torch.zeros(1, dtype=torch.int32, device=q.device)
+        for chunk in meta.prefills:
+            rows = slice(chunk.offset, chunk.offset + chunk.num_tokens)
+            out[rows] = prefill_attention(q[rows], k[rows][None], v[rows][None], table, 0, scale, window=window,
+                                          softcap=softcap, sinks=sinks)
+        return out[None], None
 
     from .. import kernels
 
+    layer = meta.pool.layers.get(layer_idx)
+    if layer is None:
+        raise UnsupportedModelError(f"layer {layer_idx} has no KV in the page layout (the spec and the model disagree)")
+    _check_features(layer_idx, layer.window, kwargs)
     group = layer.group_id
     kernels.store_kv(k, v, layer.k_cache, layer.v_cache, meta.slot_mapping[group])
-    out = torch.empty_like(q)
     if meta.num_decode:
         nd = meta.num_decode
         out[:nd] = kernels.paged_decode(q[:nd], layer.k_cache, layer.v_cache, meta.decode_block_tables[group],
@@ -116,6 +125,8 @@ def prefill_attention(q, k_cache, v_cache, block_table_row, start_pos: int, scal
                  for s in range(0, steps, rows)]
         return parts[0] if len(parts) == 1 else torch.cat(parts)
     first = max(0, start_pos - window + 1) if window else 0  # older keys are invisible to every query
+    if end - 1 - first < window:  # no query reaches past its window: plain causal attention
+        window = 0
     k, v = gather_tokens(k_cache, v_cache, block_table_row, first, end)
     group = q_heads // k.shape[1]
     qt = q.transpose(0, 1)[None]  # [1, Hq, T, D]

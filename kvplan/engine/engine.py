@@ -13,17 +13,23 @@ the engine adds tensors. Per step:
                                      whose chunk reaches the end of the request
     4. sampler                       one host sync per step
     5. scheduler.update(...)         appends tokens, hashes full blocks, finishes, frees
+    6. parallel sampling (n > 1)     after a request's first token, n - 1 children sampled from
+                                     the same logits row are forked: they share every block,
+                                     and the shared partial last block is copied on first write
 """
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from ..errors import InputError
-from ..paging import KVCacheManager, Request, Scheduler, SchedulerConfig
+from ..paging.kv_cache_manager import KVCacheManager
+from ..paging.request import Request
+from ..paging.scheduler import Scheduler, SchedulerConfig
 from ..spec import ModelSpec
 from ..spec.grouping import page_layout
+from .contiguous import ReservingKVCacheManager
 from .kv_pool import KVPool
 from .model_loader import LoadedEngineModel
 from .runner import ModelRunner
@@ -40,6 +46,7 @@ class EngineConfig:
     max_num_batched_tokens: int = 8192
     enable_prefix_caching: bool = True
     enable_chunked_prefill: bool = True
+    contiguous: bool = False  # baseline: every request reserves max_model_len tokens of blocks at admission
 
 
 @dataclass
@@ -53,7 +60,11 @@ class StepOutput:
     finished: list[Request]
     preempted: list[Request]
     num_copies: int
-    extra: dict = field(default_factory=dict)
+    # Allocator state while the model ran (after scheduling, before finished requests were freed):
+    blocks_in_use: int = 0
+    live_slots: int = 0  # block slots holding a token's KV (shared blocks once)
+    num_running: int = 0
+    context_tokens: int = 0  # sum over scheduled chunks of the positions they attend up to
 
 
 class LLMEngine:
@@ -65,8 +76,14 @@ class LLMEngine:
         self.kv = kv_format(config.kv_dtype, compute)
         self.layout = page_layout(spec, self.kv)
         self.pool = KVPool(self.layout, config.num_blocks, config.block_size, self.kv, model.device)
-        self.kv_manager = KVCacheManager(self.layout, config.num_blocks, config.block_size,
-                                         enable_prefix_caching=config.enable_prefix_caching)
+        if config.contiguous:
+            if config.max_model_len is None:
+                raise InputError("the contiguous baseline needs max_model_len")
+            self.kv_manager = ReservingKVCacheManager(self.layout, config.num_blocks, config.block_size,
+                                                      config.max_model_len)
+        else:
+            self.kv_manager = KVCacheManager(self.layout, config.num_blocks, config.block_size,
+                                             enable_prefix_caching=config.enable_prefix_caching)
         self.scheduler = Scheduler(self.kv_manager, SchedulerConfig(
             max_num_seqs=config.max_num_seqs, max_num_batched_tokens=config.max_num_batched_tokens,
             enable_chunked_prefill=config.enable_chunked_prefill))
@@ -80,7 +97,8 @@ class LLMEngine:
 
     def add_request(self, prompt_token_ids: list[int], max_tokens: int, sampling: SamplingParams = GREEDY, *,
                     request_id: str | None = None, eos_token_id: int | None = None, arrival_time: float = 0.0,
-                    prefix_group: str | None = None) -> Request:
+                    prefix_group: str | None = None, n: int = 1) -> Request:
+        """Queue a request; `n > 1` samples n sequences that share the prompt's blocks (ids `<id>`, `<id>.1`, ...)."""
         if not prompt_token_ids:
             raise InputError("a request needs at least one prompt token")
         if max_tokens < 1:
@@ -89,13 +107,17 @@ class LLMEngine:
         if self.config.max_model_len is not None and total > self.config.max_model_len:
             raise InputError(f"request of {total} tokens exceeds max_model_len {self.config.max_model_len}")
         need = self.layout.blocks_per_request(total, self.config.block_size)
+        if self.config.contiguous:
+            need = self.layout.blocks_per_request(self.config.max_model_len, self.config.block_size)
         if need > self.config.num_blocks:
             raise InputError(f"request of {total} tokens needs {need} blocks; the pool has {self.config.num_blocks}")
         request_id = request_id if request_id is not None else f"req-{next(self._ids)}"
         if request_id in self.requests:
             raise InputError(f"duplicate request id {request_id!r}")
+        if n < 1:
+            raise InputError(f"n must be >= 1, got {n}")
         req = Request(request_id=request_id, prompt_token_ids=list(prompt_token_ids), max_tokens=max_tokens,
-                      arrival_time=arrival_time, eos_token_id=eos_token_id, prefix_group=prefix_group)
+                      arrival_time=arrival_time, eos_token_id=eos_token_id, prefix_group=prefix_group, num_samples=n)
         self.requests[request_id] = req
         self._params[request_id] = sampling
         self.scheduler.add_request(req)
@@ -108,9 +130,9 @@ class LLMEngine:
 
     def step(self) -> StepOutput:
         out = self.scheduler.schedule()
-        copies = list(out.copies)
-        self.pool.copy_blocks(copies)
+        self.pool.copy_blocks(out.copies)
         sampled: dict[str, int] = {}
+        children: dict[str, list[int]] = {}
         logits, ids = None, []
         num_tokens = num_decode = 0
         if out.scheduled:
@@ -119,14 +141,53 @@ class LLMEngine:
             logits = self.runner.execute(prepared)
             ids = [r.request_id for r in prepared.sample_requests]
             if ids:
-                tokens = self.sampler.sample(logits, ids, [self._params[i] for i in ids])
+                params = [self._params[i] for i in ids]
+                tokens = self.sampler.sample(logits, ids, params)
                 sampled = dict(zip(ids, tokens))
+                children = self._sample_children(logits, prepared.sample_requests, params)
+        blocks, live, running = self.num_used_blocks, self.live_slots(out.scheduled), self.scheduler.num_running
+        context = sum(s.start_position + s.num_new_tokens for s in out.scheduled)
         finished = self.scheduler.update(out, sampled)
+        finished += self._fork(children)
         for req in finished:
             self.sampler.forget(req.request_id)
             self._params.pop(req.request_id, None)
         return StepOutput(num_tokens, num_decode, len(out.scheduled) - num_decode, sampled, logits, ids, finished,
-                          list(out.preempted), len(copies))
+                          list(out.preempted), len(out.copies), blocks, live, running, context)
+
+    def _sample_children(self, logits, reqs: list[Request], params: list[SamplingParams]) -> dict[str, list[int]]:
+        """First tokens of the n - 1 extra samples, from their parent's first logits row."""
+        children = {}
+        for row, (req, p) in enumerate(zip(reqs, params)):
+            if req.num_samples > 1 and req.num_output_tokens == 0:
+                ids = [f"{req.request_id}.{i}" for i in range(1, req.num_samples)]
+                child_params = [SamplingParams(p.temperature, p.top_p, None if p.seed is None else p.seed + i)
+                                for i in range(1, req.num_samples)]
+                for cid, cp in zip(ids, child_params):
+                    self._params[cid] = cp
+                rows = logits[row:row + 1].expand(len(ids), -1)
+                children[req.request_id] = self.sampler.sample(rows, ids, child_params)
+        return children
+
+    def _fork(self, children: dict[str, list[int]]) -> list[Request]:
+        """Children start with the parent's prompt and their own first token; finished ones never hold KV."""
+        finished = []
+        for parent_id, tokens in children.items():
+            parent = self.requests[parent_id]
+            for i, token in enumerate(tokens, 1):
+                child = Request(request_id=f"{parent_id}.{i}", prompt_token_ids=list(parent.prompt_token_ids),
+                                max_tokens=parent.max_tokens, arrival_time=parent.arrival_time,
+                                eos_token_id=parent.eos_token_id, prefix_group=parent.prefix_group)
+                self.requests[child.request_id] = child
+                child.append_token(token)
+                if child.is_finished:  # one token and done: it never needs KV of its own
+                    finished.append(child)
+                elif parent.is_finished:  # the parent stopped (EOS) and freed its blocks: recompute
+                    self.scheduler.add_request(child)
+                else:
+                    self.scheduler.fork(parent, child)
+            parent.num_samples = 1
+        return finished
 
     def run(self, on_step=None) -> list[Request]:
         """Step until every request finished; `on_step(engine, output)` after each step."""
@@ -147,4 +208,17 @@ class LLMEngine:
 
     @property
     def num_free_blocks(self) -> int:
-        return self.kv_manager.block_pool.num_free_blocks
+        return self.kv_manager.pool.num_free_blocks
+
+    @property
+    def num_used_blocks(self) -> int:
+        return self.kv_manager.pool.num_used_blocks
+
+    def live_slots(self, scheduled=()) -> int:
+        """Block slots holding KV of a running sequence's token, counting this step's `scheduled` chunks."""
+        if not self.config.contiguous:
+            return self.kv_manager.num_filled_slots  # allocate_slots already counted the step's tokens
+        new = {s.request.request_id: s.num_new_tokens for s in scheduled}
+        groups = [g.attention for g in self.layout.groups]  # the reservation's base-class count is not live
+        return sum(g.tokens_held(r.num_computed_tokens + new.get(r.request_id, 0))
+                   for r in self.scheduler.running for g in groups)

@@ -41,8 +41,9 @@ def check_supported(spec: ModelSpec) -> None:
     """Fail closed on attention the paged engine does not implement."""
     for group in spec.groups:
         if group.kind not in ("full", "sliding"):
-            raise UnsupportedModelError(f"{spec.name}: {_KIND_NAMES.get(group.kind, group.kind)} is not supported by "
-                                        "the paged engine (kvplan estimate/simulate still size it)")
+            raise UnsupportedModelError(f"{spec.name}: the paged engine does not support "
+                                        f"{_KIND_NAMES.get(group.kind, group.kind)} (kvplan estimate and simulate "
+                                        "still size it)")
     if spec.model_type not in SUPPORTED_MODEL_TYPES:
         raise UnsupportedModelError(f"{spec.name}: model_type {spec.model_type!r} is not validated with the paged "
                                     f"engine (supported: {', '.join(sorted(SUPPORTED_MODEL_TYPES))})")
@@ -137,7 +138,15 @@ def _pretrained_model(loaded: LoadedModel, device: torch.device, dtype: torch.dt
         raise UnsupportedModelError(f"{loaded.spec.name}: multimodal checkpoint ({raw.get('model_type')}); the engine "
                                     "runs text-only checkpoints (or --random-weights from the text config)")
     config = AutoConfig.from_pretrained(loaded.model_dir, local_files_only=True)
+    # device_map needs accelerate; without it the weights load on the host and move once.
+    placement = {"device_map": str(device)} if device.type != "cpu" and _has_accelerate() else {}
     model = AutoModelForCausalLM.from_pretrained(loaded.model_dir, config=config, dtype=dtype,
                                                  attn_implementation=attention.ATTN_IMPLEMENTATION,
-                                                 local_files_only=True, device_map=str(device))
-    return model, config
+                                                 local_files_only=True, **placement)
+    return model.to(device), config
+
+
+def _has_accelerate() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("accelerate") is not None

@@ -38,7 +38,7 @@ class ModelRunner:
         self._validated = False
 
     def prepare(self, scheduled: list) -> PreparedStep:
-        """`scheduled`: ScheduledRequest(request, num_new_tokens, start_position) items of one step."""
+        """`scheduled`: the step's `kvplan.paging.ScheduledRequest` items."""
         decodes = [s for s in scheduled if s.num_new_tokens == 1]
         prefills = [s for s in scheduled if s.num_new_tokens > 1]
         bs, groups = self.pool.block_size, self.pool.num_groups
@@ -55,7 +55,7 @@ class ModelRunner:
             req, start, n = item.request, item.start_position, item.num_new_tokens
             end = start + n
             offset = len(input_ids)
-            input_ids.extend(req.all_token_ids[start:end])
+            input_ids.extend(req.token_ids(start, end))
             positions.extend(range(start, end))
             tables = self.kv_manager.block_tables(req)
             for g, table in enumerate(tables):
@@ -65,7 +65,7 @@ class ModelRunner:
                 seq_lens.append(end)
             else:
                 chunks.append(PrefillChunk(offset, n, start))
-            if end == req.num_tokens:
+            if item.needs_logits:
                 logits_rows.append(offset + n - 1)
                 sample_requests.append(req)
         meta = StepMetadata(
@@ -93,11 +93,8 @@ class ModelRunner:
             self._validated = True
         return out.logits[0]
 
-    def _tensor(self, values: list[int], dtype: torch.dtype) -> torch.Tensor:
-        host = torch.tensor(values, dtype=dtype)
-        if self.device.type == "cuda":
-            return host.pin_memory().to(self.device, non_blocking=True)
-        return host
+    def _tensor(self, values: list, dtype: torch.dtype) -> torch.Tensor:
+        return to_device(values, dtype, self.device)
 
     def _table(self, rows: list[list[int]]) -> torch.Tensor:
         width = max((len(r) for r in rows), default=0) or 1
@@ -105,5 +102,41 @@ class ModelRunner:
 
 
 def _slot(table: list[int], position: int, block_size: int) -> int:
-    block = table[position // block_size] if position // block_size < len(table) else -1
-    return block * block_size + position % block_size if block >= 0 else -1
+    index = position // block_size
+    block = table[index] if index < len(table) else -1
+    if block < 0:  # the allocator must cover every token it schedules; a silent skip would read garbage
+        raise RuntimeError(f"no KV block for position {position} (block table entry {index} of {len(table)})")
+    return block * block_size + position % block_size
+
+
+def to_device(values: list, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Host list -> device tensor through pinned memory, without a sync."""
+    host = torch.tensor(values, dtype=dtype)
+    if device.type == "cuda":
+        return host.pin_memory().to(device, non_blocking=True)
+    return host
+
+
+@torch.inference_mode()
+def warmup_forward(model: torch.nn.Module, device: torch.device, num_tokens: int, num_seqs: int,
+                   vocab_size: int) -> torch.Tensor:
+    """A dummy prefill of `num_tokens` tokens in `num_seqs` sequences, before the pool exists.
+
+    Its peak is the activation memory the KV budget must leave free (vLLM's profile run):
+    attention runs over each chunk's own K/V and nothing is stored. Returns the logits of
+    every sequence's last row, so the caller can run the sampler on them too.
+    """
+    num_seqs = max(1, min(num_seqs, num_tokens))
+    lengths = [num_tokens // num_seqs + (i < num_tokens % num_seqs) for i in range(num_seqs)]
+    chunks, rows, offset = [], [], 0
+    for n in lengths:
+        chunks.append(PrefillChunk(offset, n, 0))
+        offset += n
+        rows.append(offset - 1)
+    positions = [p for n in lengths for p in range(n)]
+    meta = StepMetadata(pool=None, slot_mapping=[], num_decode=0, decode_block_tables=[],
+                        decode_seq_lens=to_device([], torch.int32, device), prefills=chunks, prefill_block_tables=[])
+    input_ids = torch.randint(0, vocab_size, (1, num_tokens), generator=torch.Generator().manual_seed(0))
+    out = model(input_ids=input_ids.to(device), position_ids=to_device(positions, torch.long, device)[None],
+                use_cache=False, logits_to_keep=to_device(rows, torch.long, device), kvplan_meta=meta)
+    return out.logits[0]

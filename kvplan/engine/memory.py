@@ -1,0 +1,120 @@
+"""Device memory as torch's caching allocator and NVML see it.
+
+On CUDA every figure is read without a device sync (allocator counters are host-side);
+NVML is optional (nvidia-ml-py) and reports what the driver sees, CUDA context included.
+On CPU there is no allocator to ask: figures are None and callers say so.
+"""
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class MemorySample:
+    allocated_bytes: int | None  # torch tensors alive
+    reserved_bytes: int | None  # held by torch's caching allocator
+    peak_allocated_bytes: int | None  # since the last reset
+    nvml_used_bytes: int | None  # this process on the device (driver view), else the whole device
+
+
+@dataclass(frozen=True)
+class OtherProcess:
+    pid: int
+    used_bytes: int | None
+
+
+class DeviceMemory:
+    def __init__(self, device: torch.device | str):
+        self.device = torch.device(device)
+        self._nvml = None
+        if self.device.type == "cuda":
+            self._nvml = _nvml_handle(self.device)
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    def total_bytes(self) -> int | None:
+        if not self.is_cuda:
+            return None
+        return torch.cuda.get_device_properties(self.device).total_memory
+
+    def reset_peak(self) -> None:
+        if self.is_cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def synchronize(self) -> None:
+        if self.is_cuda:
+            torch.cuda.synchronize(self.device)
+
+    def sample(self) -> MemorySample:
+        if not self.is_cuda:
+            return MemorySample(None, None, None, None)
+        return MemorySample(torch.cuda.memory_allocated(self.device), torch.cuda.memory_reserved(self.device),
+                            torch.cuda.max_memory_allocated(self.device), self.nvml_used())
+
+    def nvml_used(self) -> int | None:
+        if self._nvml is None:
+            return None
+        import pynvml
+
+        try:
+            for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(self._nvml):
+                if proc.pid == os.getpid() and proc.usedGpuMemory is not None:
+                    return int(proc.usedGpuMemory)
+            return int(pynvml.nvmlDeviceGetMemoryInfo(self._nvml).used)
+        except pynvml.NVMLError:
+            return None
+
+    def other_processes(self) -> list[OtherProcess]:
+        """Processes other than this one holding memory on the device (NVML), before we start."""
+        if self._nvml is None:
+            return []
+        import pynvml
+
+        try:
+            procs = list(pynvml.nvmlDeviceGetComputeRunningProcesses(self._nvml))
+            procs += list(pynvml.nvmlDeviceGetGraphicsRunningProcesses(self._nvml))
+        except pynvml.NVMLError:
+            return []
+        return [OtherProcess(p.pid, int(p.usedGpuMemory) if p.usedGpuMemory is not None else None)
+                for p in procs if p.pid != os.getpid()]
+
+    def device_used_bytes(self) -> int | None:
+        if self._nvml is None:
+            return None
+        import pynvml
+
+        try:
+            return int(pynvml.nvmlDeviceGetMemoryInfo(self._nvml).used)
+        except pynvml.NVMLError:
+            return None
+
+    def name(self) -> str:
+        if self.is_cuda:
+            return torch.cuda.get_device_name(self.device)
+        return "CPU"
+
+
+def _nvml_handle(device: torch.device):
+    """The NVML handle of a torch CUDA device, matched by UUID (CUDA_VISIBLE_DEVICES renumbers)."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:  # no nvidia-ml-py or no driver: NVML figures stay None
+        return None
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
+    try:
+        if uuid is not None:
+            text = str(uuid)
+            return pynvml.nvmlDeviceGetHandleByUUID(text if text.startswith("GPU-") else f"GPU-{text}")
+    except pynvml.NVMLError:
+        pass
+    try:
+        return pynvml.nvmlDeviceGetHandleByIndex(index)
+    except pynvml.NVMLError:
+        return None
