@@ -1,0 +1,144 @@
+"""`kvplan simulate`: run a workload through the paged allocator and scheduler on the estimate's pool."""
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import options as o
+
+WORKLOAD_PANEL = "Workload"
+SIM_PANEL = "Simulation"
+
+RequestsOpt = Annotated[int, typer.Option("--requests", help="Synthetic: number of requests", rich_help_panel=WORKLOAD_PANEL)]
+PromptOpt = Annotated[str, typer.Option("--prompt-len", help="Synthetic: each request's own prompt tokens, after any shared prefix: N, uniform:LO:HI, lognormal:MEAN:SIGMA, exponential:MEAN", rich_help_panel=WORKLOAD_PANEL)]
+OutputOpt = Annotated[str, typer.Option("--output-len", help="Synthetic: tokens to generate (same forms as --prompt-len)", rich_help_panel=WORKLOAD_PANEL)]
+SharedOpt = Annotated[str, typer.Option("--shared-prefix", help="Synthetic: tokens every request of a prefix group starts with (a system prompt)", rich_help_panel=WORKLOAD_PANEL)]
+GroupsOpt = Annotated[int, typer.Option("--prefix-groups", help="Synthetic: distinct shared prefixes (request i uses group i mod G)", rich_help_panel=WORKLOAD_PANEL)]
+RateOpt = Annotated[Optional[float], typer.Option("--arrival-rate", help="Synthetic: Poisson arrivals per second (per step with --clock steps); default: all at once", rich_help_panel=WORKLOAD_PANEL)]
+NOpt = Annotated[int, typer.Option("--n", help="Samples per request (forked after the prompt, copy-on-write)", rich_help_panel=WORKLOAD_PANEL)]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Synthetic: random seed (same seed, same workload)", rich_help_panel=WORKLOAD_PANEL)]
+TraceOpt = Annotated[Optional[Path], typer.Option("--trace", help="JSONL trace, one request per line (docs/simulate.md); replaces the synthetic flags", rich_help_panel=WORKLOAD_PANEL)]
+ModeOpt = Annotated[str, typer.Option("--mode", help="event (skip steps where nothing changes) or step (every step, slow reference)", rich_help_panel=SIM_PANEL)]
+ClockOpt = Annotated[str, typer.Option("--clock", help="auto, cost (roofline step time from the GPU) or steps", rich_help_panel=SIM_PANEL)]
+PrefixOpt = Annotated[bool, typer.Option("--prefix-caching/--no-prefix-caching", help="Share cached full blocks between requests", rich_help_panel=SIM_PANEL)]
+ChunkedOpt = Annotated[bool, typer.Option("--chunked-prefill/--no-chunked-prefill", help="Split prompts that exceed the step's token budget", rich_help_panel=SIM_PANEL)]
+ContiguousOpt = Annotated[bool, typer.Option("--contiguous/--no-contiguous", help="Also run the workload under max_model_len reservations", rich_help_panel=SIM_PANEL)]
+PlotOpt = Annotated[Optional[Path], typer.Option("--plot", help="PNG of blocks in use and memory utilization over time", rich_help_panel=SIM_PANEL)]
+
+_SYNTHETIC = ("requests", "prompt_len", "output_len", "shared_prefix", "prefix_groups", "arrival_rate", "seed")
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        "simulate",
+        help=("Run a workload through the paged KV allocator and scheduler, on the pool the estimate predicts.\n\n"
+              "Examples:\n\n"
+              "  kvplan simulate llama-3.1-8b --gpu H100 --requests 1000 --prompt-len lognormal:1000:1 --output-len 500\n\n"
+              "  kvplan simulate llama-3.1-8b --gpu H100 --max-model-len 8192 --shared-prefix 1000 --prompt-len 0 "
+              "--output-len uniform:50:4000 --requests 1000\n\n"
+              "  kvplan simulate qwen3-8b --gpu L40S --trace examples/trace.jsonl --format json\n\n"
+              "  kvplan simulate llama-3.1-8b --gpu H100 --requests 5000 --arrival-rate 20 --plot blocks.png"),
+    )(simulate_command)
+
+
+def simulate_command(
+    ctx: typer.Context,
+    model: o.ModelArg = None,
+    layers: o.LayersOpt = None, kv_heads: o.KVHeadsOpt = None, head_dim: o.HeadDimOpt = None,
+    heads: o.HeadsOpt = None, hidden_size: o.HiddenOpt = None, allow_unknown_arch: o.AllowUnknownOpt = False,
+    online: o.OnlineOpt = None, revision: o.RevisionOpt = None,
+    gpu: o.GpuOpt = None, gpu_memory: o.GpuMemoryOpt = None, tp: o.TpOpt = 1, pp: o.PpOpt = 1,
+    dtype: o.DtypeOpt = None, kv_dtype: o.KVDtypeOpt = "auto",
+    max_model_len: o.MaxModelLenOpt = None, gpu_memory_utilization: o.UtilOpt = 0.9, block_size: o.BlockSizeOpt = 16,
+    max_num_batched_tokens: o.BatchedTokensOpt = 8192, max_num_seqs: o.MaxSeqsOpt = 256,
+    engine: o.EngineOpt = "generic",
+    weights: o.WeightsOpt = None, overhead: o.OverheadOpt = None, activation_memory: o.ActivationOpt = None,
+    non_torch_memory: o.NonTorchOpt = None, cuda_graph_memory: o.GraphOpt = None, kv_cache_memory: o.KVMemoryOpt = None,
+    requests: RequestsOpt = 100, prompt_len: PromptOpt = "1000", output_len: OutputOpt = "500",
+    shared_prefix: SharedOpt = "0", prefix_groups: GroupsOpt = 1, arrival_rate: RateOpt = None, n: NOpt = 1,
+    seed: SeedOpt = 0, trace: TraceOpt = None,
+    mode: ModeOpt = "event", clock: ClockOpt = "auto", prefix_caching: PrefixOpt = True,
+    chunked_prefill: ChunkedOpt = True, contiguous: ContiguousOpt = True, plot: PlotOpt = None,
+    fmt: o.FormatOpt = "table",
+) -> None:
+    from ..report.common import check_format
+    from ..report.simulate import plot_simulation, render_simulation
+    from ..simulate import simulate
+
+    fmt = check_format(fmt)
+    workload, total = _workload(ctx, trace, requests, prompt_len, output_len, shared_prefix, prefix_groups,
+                                arrival_rate, n, seed)
+    loaded = o.load_model_from_flags(model, layers, kv_heads, head_dim, heads, hidden_size, allow_unknown_arch,
+                                     online=online, revision=revision)
+    assumed_gpu = gpu is None and gpu_memory is None and kv_cache_memory is None
+    dep = o.deployment_from_flags(
+        gpu=o.resolve_gpu(gpu, gpu_memory, default=o.DEFAULT_GPU if assumed_gpu else None), tp=tp, pp=pp,
+        dtype=dtype, kv_dtype=kv_dtype, max_model_len=max_model_len, gpu_memory_utilization=gpu_memory_utilization,
+        block_size=block_size, max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs,
+        engine=engine, weights=weights, overhead=overhead, activation_memory=activation_memory,
+        non_torch_memory=non_torch_memory, cuda_graph_memory=cuda_graph_memory, kv_cache_memory=kv_cache_memory)
+    bar = _progress_bar(total, 2 if contiguous else 1)
+    try:
+        report = simulate(loaded, dep, workload, mode=mode, clock=clock, prefix_caching=prefix_caching,
+                          chunked_prefill=chunked_prefill, compare_contiguous=contiguous,
+                          progress=bar.update if bar else None)
+    finally:
+        if bar:
+            bar.stop()
+    if assumed_gpu:
+        report.notes.insert(0, f"no GPU given: simulating one {o.DEFAULT_GPU} (pass --gpu or --kv-cache-memory)")
+    if plot is not None:
+        plot_simulation(report, plot)
+    render_simulation(report, fmt)
+    if plot is not None:
+        print(f"kvplan: plotted blocks in use and utilization to {plot}", file=sys.stderr)
+
+
+def _workload(ctx, trace, requests, prompt_len, output_len, shared_prefix, prefix_groups, arrival_rate, n, seed):
+    """The workload and its request count; a trace is read through once first, so errors come before any work."""
+    from ..errors import InputError
+    from ..paging.trace import TraceWorkload
+    from ..paging.workload import Distribution, SyntheticWorkload
+    from ..units import parse_count
+
+    if trace is not None:
+        # Typer may vendor its own click: compare the source by name, not by enum identity.
+        given = [k for k in _SYNTHETIC if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"]
+        if given:
+            raise InputError(f"--trace replaces the synthetic workload: drop --{given[0].replace('_', '-')}")
+        if n != 1:
+            raise InputError("--n goes with the synthetic workload; give \"n\" per line in a trace")
+        workload = TraceWorkload(trace)
+        return workload, workload.validate()
+    shared = parse_count(shared_prefix, "--shared-prefix", minimum=0)
+    workload = SyntheticWorkload(
+        requests, Distribution.parse(prompt_len, "--prompt-len", minimum=0 if shared else 1),
+        Distribution.parse(output_len, "--output-len"), shared, prefix_groups, arrival_rate, n, seed)
+    return workload, requests
+
+
+class _Bar:
+    def __init__(self, total: int, runs: int):
+        from rich.console import Console
+        from rich.progress import Progress
+
+        self.progress = Progress(console=Console(stderr=True), transient=True)
+        self.tasks = {"paged": self.progress.add_task("simulating (paged)", total=total)}
+        if runs > 1:
+            self.tasks["contiguous"] = self.progress.add_task("simulating (contiguous)", total=total)
+        self.progress.start()
+
+    def update(self, phase: str, done: int) -> None:
+        self.progress.update(self.tasks[phase], completed=done)
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+
+def _progress_bar(total: int, runs: int) -> _Bar | None:
+    """Only on a terminal, and only for runs long enough to wait for."""
+    if total < 2000 or not sys.stderr.isatty():
+        return None
+    return _Bar(total, runs)

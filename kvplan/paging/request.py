@@ -1,0 +1,84 @@
+"""Request: one sequence as the allocator and the scheduler see it (host data only, no tensors).
+
+Token bookkeeping (positions are 0-based):
+
+| range                                   | meaning                                           |
+|-----------------------------------------|---------------------------------------------------|
+| [0, num_cached_tokens)                  | prefix-cache hit at the last admission            |
+| [0, num_computed_tokens)                | KV in the cache (written by a forward pass)       |
+| [num_computed_tokens, num_tokens)       | still to compute (prompt chunk, or the last token)|
+
+A running request in decode has exactly one token to compute: the one sampled last step.
+"""
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class RequestStatus(Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    PREEMPTED = "preempted"  # released its blocks; waits at the front of the queue to recompute
+    FINISHED_LENGTH = "finished_length"
+    FINISHED_STOPPED = "finished_stopped"
+
+
+@dataclass(eq=False)
+class Request:
+    request_id: str
+    prompt_token_ids: list[int]
+    max_tokens: int
+    output_token_ids: list[int] = field(default_factory=list)
+    arrival_time: float = 0.0
+    eos_token_id: int | None = None
+    prefix_group: str | None = None
+    num_samples: int = 1  # sequences this request becomes: the simulator forks n - 1 children after prefill, then sets 1
+    status: RequestStatus = RequestStatus.WAITING
+    num_computed_tokens: int = 0
+    num_cached_tokens: int = 0
+    num_preemptions: int = 0
+    # Chained hashes of the full blocks of all_token_ids, filled lazily by the KV cache manager.
+    block_hashes: list[bytes] = field(default_factory=list, repr=False)
+
+    def __post_init__(self):
+        if self.max_tokens < 1:
+            raise ValueError(f"request {self.request_id}: max_tokens must be at least 1")
+        if not self.prompt_token_ids:
+            raise ValueError(f"request {self.request_id}: empty prompt")
+
+    @property
+    def all_token_ids(self) -> list[int]:
+        return self.prompt_token_ids + self.output_token_ids
+
+    def token_ids(self, start: int, stop: int) -> list[int]:
+        """all_token_ids[start:stop] without building the whole list."""
+        p = len(self.prompt_token_ids)
+        if stop <= p:
+            return self.prompt_token_ids[start:stop]
+        if start >= p:
+            return self.output_token_ids[start - p:stop - p]
+        return self.prompt_token_ids[start:] + self.output_token_ids[:stop - p]
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.prompt_token_ids) + len(self.output_token_ids)
+
+    @property
+    def num_prompt_tokens(self) -> int:
+        return len(self.prompt_token_ids)
+
+    @property
+    def num_output_tokens(self) -> int:
+        return len(self.output_token_ids)
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (RequestStatus.FINISHED_LENGTH, RequestStatus.FINISHED_STOPPED)
+
+    def append_token(self, token_id: int) -> None:
+        """Add a sampled token and finish on max_tokens or EOS."""
+        self.output_token_ids.append(token_id)
+        if self.eos_token_id is not None and token_id == self.eos_token_id:
+            self.status = RequestStatus.FINISHED_STOPPED
+        elif len(self.output_token_ids) >= self.max_tokens:
+            self.status = RequestStatus.FINISHED_LENGTH

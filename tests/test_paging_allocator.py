@@ -1,0 +1,213 @@
+"""BlockPool and KVCacheManager: LRU order, lazy eviction, prefix hits, copy-on-write, windows."""
+
+from hashlib import blake2b
+
+import pytest
+
+from kvplan.paging import NULL_BLOCK, BlockPool, KVCacheManager, Request
+from kvplan.spec import ChunkedLocal, FullAttention, ModelSpec, SlidingWindow, cdiv
+from kvplan.spec.grouping import page_layout
+
+
+def layout(*groups):
+    return page_layout(ModelSpec("t", "t", tuple(groups), sum(g.num_layers for g in groups)))
+
+
+FULL = layout(FullAttention((0, 1), 2, 8, 8))
+
+
+def req(rid, tokens, max_tokens=100):
+    return Request(rid, list(tokens), max_tokens)
+
+
+def compute(kv, r, n):
+    """Allocate and 'run' n tokens."""
+    assert kv.allocate_slots(r, n)
+    r.num_computed_tokens += n
+    kv.cache_blocks(r)
+
+
+# ---- BlockPool --------------------------------------------------------------------------------
+
+def test_pool_lru_revive_and_lazy_eviction():
+    pool = BlockPool(4)
+    a, b, c = pool.get_new_blocks(3)
+    pool.cache_block(a, "ka")
+    pool.cache_block(b, "kb")
+    for blk in (a, b, c):
+        pool.free_block(blk)
+    assert pool.free_block_ids() == [3, a, b, c]  # freed blocks join the back, in free order
+    assert pool.lookup("ka") == a  # still cached while free (lazy eviction)
+    assert pool.touch(b) is True and pool.free_block_ids() == [3, a, c]  # revived from the middle
+    got = pool.get_new_blocks(2)
+    assert got == [3, a] and pool.lookup("ka") is None and pool.num_evictions == 1
+    pool.check_integrity()
+    with pytest.raises(ValueError):
+        pool.get_new_blocks(2)
+
+
+def test_pool_integrity_detects_corruption():
+    pool = BlockPool(3)
+    pool.get_new_blocks(1)
+    pool.ref_cnt[0] = 0  # used block with refcount 0 but not in the free list
+    with pytest.raises(AssertionError):
+        pool.check_integrity()
+    with pytest.raises(RuntimeError):
+        BlockPool(2).free_block(0)
+
+
+# ---- prefix caching -----------------------------------------------------------------------------
+
+def test_chained_hash_is_stable_blake2b():
+    kv = KVCacheManager(FULL, 16, 4)
+    r = req("a", range(10))
+    compute(kv, r, 10)
+    parent = bytes(16)
+    expected = []
+    for i in range(2):
+        data = b"".join(t.to_bytes(8, "little", signed=True) for t in range(i * 4, i * 4 + 4))
+        parent = blake2b(parent + data, digest_size=16).digest()
+        expected.append(parent)
+    assert r.block_hashes[:2] == expected  # same value in every process (no salted hash())
+
+
+def test_prefix_hit_whole_blocks_and_l_minus_1_cap():
+    kv = KVCacheManager(FULL, 32, 4)
+    a = req("a", range(12))
+    compute(kv, a, 12)
+    same = req("b", range(12))
+    assert kv.get_computed_tokens(same) == 8  # 12 cached, but the last token must be recomputed: 2 blocks
+    longer = req("c", list(range(12)) + [99])
+    assert kv.get_computed_tokens(longer) == 12
+    differs = req("d", [0, 1, 2, 3, 4, 5, 6, 77, 8, 9, 10, 11, 12])
+    assert kv.get_computed_tokens(differs) == 4  # chain breaks at the second block
+    assert kv.allocate_slots(longer, 1)
+    assert longer.num_computed_tokens == longer.num_cached_tokens == 12
+    assert kv.block_tables(longer)[0][:3] == kv.block_tables(a)[0][:3]
+    assert kv.pool.ref_cnt[kv.block_tables(a)[0][0]] == 2
+
+
+def test_no_in_flight_hits_and_hits_survive_free():
+    kv = KVCacheManager(FULL, 32, 4)
+    a = req("a", range(9))
+    assert kv.allocate_slots(a, 9)
+    assert kv.get_computed_tokens(req("b", range(9))) == 0  # allocated, not computed: no hit
+    a.num_computed_tokens = 9
+    kv.cache_blocks(a)
+    kv.free(a)
+    assert kv.get_computed_tokens(req("c", range(9))) == 8  # freed blocks stay cached
+
+
+def test_free_order_evicts_tail_first():
+    kv = KVCacheManager(FULL, 4, 4)
+    a = req("a", range(16))
+    compute(kv, a, 16)
+    table = list(kv.block_tables(a)[0])
+    kv.free(a)
+    assert kv.pool.free_block_ids() == table[::-1]
+    assert kv.get_computed_tokens(req("b", list(range(16)) + [1])) == 16
+    compute(kv, req("c", [500]), 1)  # pops the tail block of a: its chain ends at 3 blocks
+    assert kv.get_computed_tokens(req("d", list(range(16)) + [1])) == 12
+
+
+def test_prefix_caching_off_for_windows():
+    kv = KVCacheManager(layout(SlidingWindow((0,), 1, 8, 8, window_tokens=8), FullAttention((1,), 1, 8, 8)), 32, 4)
+    assert not kv.enable_prefix_caching
+    compute(kv, req("a", range(12)), 12)
+    assert kv.get_computed_tokens(req("b", range(13))) == 0
+
+
+def test_cached_block_is_never_written():
+    kv = KVCacheManager(FULL, 8, 4)
+    a = req("a", range(8))
+    compute(kv, a, 8)
+    block = kv.block_tables(a)[0][1]
+    a.num_computed_tokens = 6  # a corrupt caller rewinding into a cached block
+    with pytest.raises(RuntimeError, match="cached"):
+        kv.allocate_slots(a, 1)
+    assert kv.pool.is_cached(block)
+
+
+# ---- allocation -----------------------------------------------------------------------------------
+
+def test_allocate_is_all_or_nothing():
+    kv = KVCacheManager(FULL, 3, 4)
+    a = req("a", range(8))
+    compute(kv, a, 8)
+    b = req("b", range(100, 109))
+    assert kv.allocate_slots(b, 9) is False
+    assert kv.pool.num_free_blocks == 1 and kv.num_blocks_held(b) == 0 and b.num_computed_tokens == 0
+    kv.check_integrity()
+
+
+def test_fork_copy_on_write_returns_copies():
+    kv = KVCacheManager(FULL, 16, 4)
+    parent = req("p", range(6))
+    compute(kv, parent, 6)
+    child = req("c", list(range(6)) + [42])
+    parent.output_token_ids.append(41)
+    kv.fork(parent, child)
+    shared = list(kv.block_tables(parent)[0])
+    assert kv.block_tables(child)[0] == shared and all(kv.pool.ref_cnt[b] == 2 for b in shared)
+    assert kv.allocate_slots(parent, 1)  # writes position 6 into the shared partial block: copy it
+    copies = kv.take_copies()
+    assert copies == [(shared[1], kv.block_tables(parent)[0][1])] and kv.take_copies() == []
+    assert kv.block_tables(parent)[0][0] == kv.block_tables(child)[0][0]  # the full block stays shared
+    assert kv.allocate_slots(child, 1) and kv.take_copies() == []  # sole owner of the old block now
+    kv.check_integrity()
+    with pytest.raises(ValueError):
+        kv.fork(parent, req("x", [9, 9, 9, 9, 9, 9, 9]))  # different computed tokens
+
+
+@pytest.mark.parametrize("window,bs", [(5, 4), (8, 4), (17, 16), (100, 16), (3, 1)])
+def test_sliding_decode_matches_peak_blocks(window, bs):
+    """Token by token, a sliding group's most blocks held equals the estimate's peak_blocks exactly."""
+    group = SlidingWindow((0,), 1, 8, 8, window_tokens=window)
+    kv = KVCacheManager(layout(group), 10_000, bs)
+    r = req("a", [1], max_tokens=10_000)
+    most = 0
+    for n in range(1, 4 * window + 3 * bs):
+        if n > 1:
+            r.output_token_ids.append(n)
+        compute(kv, r, 1)
+        most = max(most, kv.num_blocks_held(r))
+        assert most == group.peak_blocks(n, bs), n
+        table = kv.block_tables(r)[0]
+        needed_from = max(0, n - 1 - window + 1)  # the last query, at n - 1, attends (n - 1 - W, n - 1]
+        assert all(b != NULL_BLOCK for b in table[needed_from // bs:])
+
+
+def test_sliding_chunk_keeps_window_before_the_chunk():
+    group = SlidingWindow((0,), 1, 8, 8, window_tokens=8)
+    kv = KVCacheManager(layout(group), 100, 4)
+    r = req("a", range(40))
+    compute(kv, r, 20)
+    assert kv.allocate_slots(r, 12)  # queries 20..31 need keys from 13 on
+    table = kv.block_tables(r)[0]
+    assert table[:3] == [NULL_BLOCK] * 3 and all(b != NULL_BLOCK for b in table[3:8])
+    assert kv.num_blocks_held(r) <= cdiv(8 - 1 + 12, 4) + 1
+
+
+def test_chunked_local_releases_finished_chunks():
+    group = ChunkedLocal((0,), 1, 8, 8, window_tokens=8)
+    kv = KVCacheManager(layout(group), 100, 4)
+    r = req("a", [1], max_tokens=100)
+    compute(kv, r, 1)
+    for n in range(2, 30):
+        r.output_token_ids.append(n)
+        compute(kv, r, 1)
+        assert kv.num_blocks_held(r) <= group.peak_blocks(n, 4)
+    assert kv.block_tables(r)[0][:6] == [NULL_BLOCK] * 6  # chunks [0,8), [8,16), [16,24) are gone
+
+
+def test_two_page_groups_share_one_pool():
+    two = layout(SlidingWindow((0,), 1, 8, 8, window_tokens=4), FullAttention((1,), 1, 8, 8))
+    kv = KVCacheManager(two, 20, 2)
+    r = req("a", range(10))
+    compute(kv, r, 10)
+    sliding, full = kv.block_tables(r)
+    assert len(sliding) == len(full) == 5 and NULL_BLOCK not in full
+    assert kv.pool.num_used_blocks == kv.num_blocks_held(r) == 5 + sum(b != NULL_BLOCK for b in sliding)
+    assert kv.num_filled_slots == 10 + 2 * sum(b != NULL_BLOCK for b in sliding)
+    kv.free(r)
+    assert kv.pool.num_free_blocks == 20 and kv.num_filled_slots == 0

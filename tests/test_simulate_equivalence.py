@@ -1,0 +1,91 @@
+"""The event-driven run equals the step-by-step run: every metric, the timeline and the final pool."""
+
+import re
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kvplan.paging import SchedulerConfig, Simulator, SyntheticWorkload
+from kvplan.paging.clock import CostModel
+from kvplan.paging.simulator import PoolTooSmall
+from kvplan.paging.workload import Distribution
+from kvplan.spec import ChunkedLocal, FullAttention, ModelSpec, SlidingWindow
+from kvplan.spec.grouping import page_layout
+
+LAYOUTS = {
+    "full": (FullAttention((0, 1, 2, 3), 2, 64, 64),),
+    "sliding": (SlidingWindow((0, 2), 2, 64, 64, window_tokens=100), FullAttention((1, 3), 2, 64, 64)),
+    "chunked": (ChunkedLocal((0, 2), 2, 64, 64, window_tokens=64), FullAttention((1, 3), 2, 64, 64)),
+}
+COST = CostModel(weights_bytes=10**9, kv_bytes_per_token=4096, flops_per_token=2e9, bandwidth_bytes_per_s=2e12,
+                 peak_flops=4e14)
+
+
+def run(kind, mode, workload, num_blocks, contiguous=False, clock=None, cfg=None, caching=True):
+    layout = page_layout(ModelSpec("t", "t", LAYOUTS[kind], 4))
+    sim = Simulator(layout, num_blocks, 16, 2048, cfg or SchedulerConfig(32, 512), clock, mode=mode,
+                    contiguous=contiguous, prefix_caching=caching)
+    metrics = sim.run(workload)
+    return metrics, sim
+
+
+def canonical_pool(sim):
+    """The pool up to renaming blocks: the free list as cache keys, and the key set."""
+    pool = sim.kv.pool
+    return [pool.block_key[b] for b in pool.free_block_ids()], set(pool.cached_blocks), pool.num_evictions
+
+
+def assert_same(kind, workload, num_blocks, **kw):
+    try:
+        step, step_sim = run(kind, "step", workload, num_blocks, **kw)
+    except PoolTooSmall as e:  # a request that cannot run alone: both runs must say so
+        with pytest.raises(PoolTooSmall, match=re.escape(str(e))):
+            run(kind, "event", workload, num_blocks, **kw)
+        return None
+    event, event_sim = run(kind, "event", workload, num_blocks, **kw)
+    assert event.summary(32) == step.summary(32)
+    assert event.timeline == step.timeline and event.delays == step.delays
+    assert event_sim.now == step_sim.now
+    if not kw.get("contiguous"):
+        assert canonical_pool(event_sim) == canonical_pool(step_sim)
+    return step
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(kind=st.sampled_from(sorted(LAYOUTS)), seed=st.integers(0, 10**6), requests=st.integers(1, 40),
+       prompt=st.sampled_from(["uniform:1:300", "lognormal:120:1", "16", "0"]),
+       output=st.sampled_from(["uniform:1:200", "exponential:60", "1", "33"]),
+       shared=st.sampled_from([0, 0, 16, 50]), groups=st.integers(1, 3), n=st.sampled_from([1, 1, 2, 3]),
+       rate=st.sampled_from([None, 0.05, 1.0]), num_blocks=st.integers(60, 400), contiguous=st.booleans(),
+       cost=st.booleans(), caching=st.booleans())
+def test_event_equals_step(kind, seed, requests, prompt, output, shared, groups, n, rate, num_blocks, contiguous,
+                           cost, caching):
+    if prompt == "0" and not shared:
+        prompt = "1"
+    workload = SyntheticWorkload(requests, Distribution.parse(prompt, "p", 0), Distribution.parse(output, "o"),
+                                 shared, groups, rate, n, seed)
+    if contiguous:
+        num_blocks = max(num_blocks, 2048 * 4 * n // 16)  # room for one request's reservations
+    result = assert_same(kind, workload, num_blocks, contiguous=contiguous, clock=COST if cost else None,
+                         caching=caching)
+    if result is not None:
+        assert result.completed_requests == requests and result.completed_sequences == requests * n
+
+
+def test_event_equals_step_under_pressure_and_budget():
+    """Preemptions and steps whose budget binds (the event run falls back to a full step)."""
+    workload = SyntheticWorkload(120, Distribution.parse("lognormal:400:1", "p"), Distribution.parse("uniform:1:400", "o"),
+                                 64, 2, None, 2, seed=11)
+    result = assert_same("full", workload, 150, cfg=SchedulerConfig(24, 300), clock=COST)
+    assert result.preemptions > 50 and result.cached_tokens > 0
+    result = assert_same("sliding", workload, 150, cfg=SchedulerConfig(24, 300))
+    assert result.preemptions > 50
+
+
+def test_event_run_touches_few_requests():
+    workload = SyntheticWorkload(200, Distribution.parse("200", "p"), Distribution.parse("400", "o"), seed=1)
+    metrics, sim = run("full", "event", workload, 4000)
+    decode_tokens = 200 * 399
+    assert sim.sched.num_wakes < decode_tokens / 50  # woken about once per request, not once per token
+    assert metrics.completed_requests == 200
