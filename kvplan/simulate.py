@@ -59,9 +59,10 @@ def _clock(choice: str, model: LoadedModel, dep: Deployment, est, notes: list[st
         notes.append(f"time counted in scheduler steps ({', '.join(missing)} unknown); arrival rates are per step")
         return StepClock()
     active = params.active or params.total
-    return CostModel(weights_bytes=est.weights_bytes_per_gpu * dep.pp, kv_bytes_per_token=est.kv_bytes_per_token_per_gpu * dep.pp,
-                     flops_per_token=2.0 * active / dep.tp, bandwidth_bytes_per_s=gpu.bandwidth_bytes_per_s,
-                     peak_flops=gpu.bf16_dense_flops)
+    # A step passes through every pipeline stage in turn: pp stages of per-GPU work.
+    return CostModel(weights_bytes=est.weights_bytes_per_gpu * dep.pp,
+                     kv_bytes_per_token=est.kv_bytes_per_token_per_gpu * dep.pp, flops_per_token=2.0 * active / dep.tp,
+                     bandwidth_bytes_per_s=gpu.bandwidth_bytes_per_s, peak_flops=gpu.bf16_dense_flops)
 
 
 def simulate(model: LoadedModel, dep: Deployment, workload, *, mode: str = "event", clock: str = "auto",

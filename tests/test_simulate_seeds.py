@@ -53,5 +53,21 @@ def test_1000_users_common_prompt_paged_vs_contiguous(capsys):
     # Paged: a new user holds 1 private block beside the 62 shared ones, so the scheduler's
     # max-num-seqs (256), not memory, caps concurrency.
     assert d["peak_concurrency"] == min(256, 1000)
-    assert d["prefix_hit_rate"] > 0.95 and d["completed_requests"] == d["contiguous"]["completed_requests"] == 1000
+    # The prompt is exactly the 1,000 shared tokens: a hit stops at (1000 - 1) // 16 = 62 blocks. The
+    # first step admits ceil(8192 / 1000) = 9 users before any block is computed; all later ones hit.
+    in_flight = math.ceil(8192 / 1000)
+    assert d["prefill_tokens_saved"] == (1000 - in_flight) * 62 * 16 == 983_072
+    assert d["prefix_hit_rate"] == pytest.approx(983_072 / (1000 * 1000))
+    assert d["completed_requests"] == d["contiguous"]["completed_requests"] == 1000
     assert d["memory_utilization"] > 0.99 and d["contiguous"]["memory_utilization"] < 0.3
+
+
+def test_1000_users_with_room_for_1024_sequences(capsys):
+    args = ["--max-model-len", "8192", "--requests", "1000", "--shared-prefix", "1000", "--prompt-len", "0",
+            "--output-len", "uniform:50:4000", "--max-num-seqs", "1024"]
+    d = simulate_json(args, capsys)
+    # Every user fits at admission (1 private block each + 62 shared << num_blocks), so all 1,000 run
+    # at once; as answers grow the pool runs out and the newest are preempted and recomputed.
+    assert 1000 + 62 <= d["num_blocks"]
+    assert d["peak_concurrency"] == 1000 and d["preemptions"] > 0 and d["completed_requests"] == 1000
+    assert d["contiguous"]["peak_concurrency"] == d["num_blocks"] * 16 // 8192 == 54

@@ -45,18 +45,29 @@ class BlockPool:
         """Pop n blocks from the front of the free list (evicting their cache keys), refcount 1."""
         if n > len(self._free):
             raise ValueError(f"asked for {n} blocks, {len(self._free)} free")
-        return [self.get_new_block() for _ in range(n)]
+        popitem, block_key, ref_cnt = self._free.popitem, self.block_key, self.ref_cnt
+        blocks = []
+        for _ in range(n):
+            block, _ = popitem(last=False)
+            if block_key[block] is not None:
+                self._evict(block)
+            ref_cnt[block] = 1
+            blocks.append(block)
+        return blocks
 
     def get_new_block(self) -> int:
         block, _ = self._free.popitem(last=False)
-        key = self.block_key[block]
-        if key is not None:
-            if self.cached_blocks.get(key) == block:
-                del self.cached_blocks[key]
-            self.block_key[block] = None
-            self.num_evictions += 1
+        if self.block_key[block] is not None:
+            self._evict(block)
         self.ref_cnt[block] = 1
         return block
+
+    def _evict(self, block: int) -> None:
+        key = self.block_key[block]
+        if self.cached_blocks.get(key) == block:
+            del self.cached_blocks[key]
+        self.block_key[block] = None
+        self.num_evictions += 1
 
     def touch(self, block: int) -> bool:
         """Take one more reference; True when the block was free (a cached block revived)."""
@@ -121,7 +132,8 @@ class BlockPool:
             if ref < 0:
                 raise AssertionError(f"block {block} has refcount {ref}")
             if (ref == 0) != (block in free):
-                raise AssertionError(f"block {block}: refcount {ref} but {'' if block in free else 'not '}in the free list")
+                where = "in" if block in free else "not in"
+                raise AssertionError(f"block {block}: refcount {ref} but {where} the free list")
         for key, block in self.cached_blocks.items():
             if self.block_key[block] != key:
                 raise AssertionError(f"cache key of block {block} does not match the map")

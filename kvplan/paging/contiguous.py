@@ -101,7 +101,8 @@ class ContiguousKVManager:
     def check_integrity(self) -> None:
         reserved = sum(self._units.values()) * self.reservation_slots
         if reserved != self.num_reserved_slots or reserved > self.capacity_slots:
-            raise AssertionError(f"reserved slots {self.num_reserved_slots} != {reserved} (capacity {self.capacity_slots})")
+            raise AssertionError(f"reserved slots {self.num_reserved_slots} != {reserved} "
+                                 f"(capacity {self.capacity_slots})")
         filled = sum(self._held(r.num_computed_tokens) for r in self._reqs.values())
         if filled != self.num_filled_slots:
             raise AssertionError(f"filled slots {self.num_filled_slots} != {filled}")

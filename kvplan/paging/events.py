@@ -24,6 +24,8 @@ Tests compare every metric, the timeline and the final pool (up to block names) 
 step-by-step run.
 """
 
+from heapq import heappop, heappush
+
 from .request import Request, RequestStatus
 from .scheduler import Scheduler, SchedulerOutput
 
@@ -43,6 +45,8 @@ class EventScheduler(Scheduler):
         self._next_rank = 0
         self._lazy: dict[str, tuple] = {}  # id -> (request, t0, c0, rate, event step, finishing step)
         self._events: dict[int, list[str]] = {}  # step -> requests with something to do then
+        self._event_steps: list[int] = []  # heap of the keys of _events
+        self.last_step_quiet = False  # the last step only advanced lazy requests: so will the next ones
         self._active: dict[str, Request] = {}
         self._rate_sum = self._rate_t0_sum = self._ctx_base = 0
         self.num_wakes = 0
@@ -56,6 +60,28 @@ class EventScheduler(Scheduler):
         if victim.request_id in self._lazy:
             self._wake(victim.request_id, self.step_index)
         super()._preempt(victim, out)
+
+    def _push_event(self, step: int, rid: str) -> None:
+        bucket = self._events.get(step)
+        if bucket is None:
+            bucket = self._events[step] = []
+            heappush(self._event_steps, step)
+        bucket.append(rid)
+
+    def next_event_step(self) -> int:
+        """The first step from now on at which some request may have something to do."""
+        steps = self._event_steps
+        while steps and steps[0] < self.step_index:
+            heappop(steps)
+        return steps[0] if steps else 1 << 62
+
+    def quiet_step(self) -> tuple[int, int, int, int, int]:
+        """Take a step in which only lazy requests advance (the caller knows it is one); returns its
+        (batch tokens, context tokens, running, allocated slots, filled slots), computed as step() does."""
+        t, n_lazy = self.step_index, len(self._lazy)
+        self.step_index = t + 1
+        return (n_lazy, self._ctx_base + n_lazy * (t + 1), len(self.running), self.kv.num_allocated_slots,
+                self.kv.num_filled_slots + self._rate_sum * (t + 1) - self._rate_t0_sum)
 
     def _wake(self, rid: str, t: int) -> None:
         req, t0, c0, rate, _, _ = self._lazy.pop(rid)
@@ -86,7 +112,7 @@ class EventScheduler(Scheduler):
         self._rate_sum += rate
         self._rate_t0_sum += rate * t_next
         self._ctx_base += req.num_computed_tokens - t_next
-        self._events.setdefault(event, []).append(rid)
+        self._push_event(event, rid)
 
     def step(self, after_update):
         """One scheduler step; returns (output, batch tokens, context tokens, running, allocated
@@ -95,7 +121,9 @@ class EventScheduler(Scheduler):
         active, self._active = self._active, {}
         lazy = self._lazy
         boundaries = {}
-        for rid in self._events.pop(t, ()):
+        bucket = self._events.pop(t, ())
+        quiet = not active and not bucket
+        for rid in bucket:
             entry = lazy.get(rid)
             if entry is None or entry[4] != t or rid in boundaries:  # stale, or pushed twice
                 continue
@@ -114,7 +142,7 @@ class EventScheduler(Scheduler):
                     kv.append_block(entry[0])
                     event = min(t + kv.block_size, entry[5])
                     lazy[rid] = entry[:4] + (event, entry[5])
-                    self._events.setdefault(event, []).append(rid)
+                    self._push_event(event, rid)
             else:  # the pool may run out: take the exact path
                 for rid, entry in boundaries.items():
                     self._wake(rid, t)
@@ -135,6 +163,7 @@ class EventScheduler(Scheduler):
             self._schedule_waiting(budget - scheduled_tokens - len(lazy), out)
             scheduled_tokens = sum(s.num_new_tokens for s in out.scheduled)
         out.copies = self.kv.take_copies()
+        self.last_step_quiet = quiet and not out.scheduled and not out.preempted
 
         n_lazy = len(lazy)
         batch_tokens = scheduled_tokens + n_lazy

@@ -176,11 +176,12 @@ class KVCacheManager(LazyDecodeSupport):
 
     def _write(self, table: list[int], start: int, end: int) -> None:
         bs, filled, block_key = self.block_size, self._filled, self.pool.block_key
-        for i in range(start // bs, (end - 1) // bs + 1):
+        first, last = start // bs, (end - 1) // bs
+        for i in range(first, last + 1):
             block = table[i]
             if block_key[block] is not None:
                 raise RuntimeError(f"block {block} is cached (immutable) and was about to be written")
-            filled[block] += min(end, (i + 1) * bs) - max(start, i * bs)
+            filled[block] += bs if first < i < last else min(end, (i + 1) * bs) - max(start, i * bs)
         self.num_filled_slots += end - start
 
     def _free_one(self, block: int) -> None:

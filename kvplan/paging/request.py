@@ -32,7 +32,7 @@ class Request:
     arrival_time: float = 0.0
     eos_token_id: int | None = None
     prefix_group: str | None = None
-    num_samples: int = 1  # sequences this request becomes: the simulator forks n - 1 children after prefill, then sets 1
+    num_samples: int = 1  # sequences it becomes: the caller forks n - 1 children after the prompt, then sets 1
     status: RequestStatus = RequestStatus.WAITING
     num_computed_tokens: int = 0
     num_cached_tokens: int = 0

@@ -50,7 +50,9 @@ class Simulator:
         from .clock import StepClock
 
         if mode not in ("event", "step"):
-            raise InputError(f"simulation mode must be 'event' or 'step', got {mode!r}")
+            raise InputError(f"--mode must be 'event' or 'step', got {mode!r}")
+        if max_model_len < 2:
+            raise InputError(f"--max-model-len {max_model_len} leaves no room for a prompt and an output token")
         self.config = config or SchedulerConfig()
         self.clock = clock or StepClock()
         self.max_model_len = max_model_len
@@ -61,7 +63,8 @@ class Simulator:
             self.kv = KVCacheManager(layout, num_blocks, block_size, prefix_caching)
             capacity = num_blocks * block_size
         self.mode = mode
-        self.sched = EventScheduler(self.kv, self.config, _token, _tokens) if mode == "event" else Scheduler(self.kv, self.config)
+        self.sched = (EventScheduler(self.kv, self.config, _token, _tokens) if mode == "event"
+                      else Scheduler(self.kv, self.config))
         self.metrics = Metrics(capacity)
         self.check = check
         self.progress = progress
@@ -168,6 +171,13 @@ class Simulator:
             dt = clock.step_time(batch_tokens, context)
             m.record_step(now, dt, running, allocated, filled)
             now += dt
+            if step and sched.last_step_quiet:  # nothing but lazy decodes until the next event or arrival
+                end = sched.next_event_step()
+                while sched.step_index < end and (sched.waiting or pending is None or pending.arrival_time > now):
+                    batch_tokens, context, running, allocated, filled = sched.quiet_step()
+                    dt = clock.step_time(batch_tokens, context)
+                    m.record_step(now, dt, running, allocated, filled)
+                    now += dt
             if self.check:
                 self.kv.check_integrity()
             if finished and self.progress:

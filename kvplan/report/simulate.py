@@ -110,14 +110,17 @@ def plot_simulation(report, path: Path) -> None:
     bs, unit = d["block_size"], d["time_unit"]
     fig = Figure(figsize=(10, 7), dpi=110)
     FigureCanvasAgg(fig)
-    top, bottom = fig.add_subplot(2, 1, 1), fig.add_subplot(2, 1, 2, sharex=None)
-    for label, timeline, style in (("paged", report.timeline, "-"), ("contiguous", report.contiguous_timeline, "--")):
+    top = fig.add_subplot(2, 1, 1)
+    bottom = fig.add_subplot(2, 1, 2, sharex=top)
+    runs = (("paged", report.timeline, "tab:blue"), ("contiguous", report.contiguous_timeline, "tab:orange"))
+    for label, timeline, color in runs:
         if not timeline:
             continue
         times = [p[1] for p in timeline]
-        top.plot(times, [p[3] / bs for p in timeline], style, linewidth=1, label=f"{label}: allocated")
-        top.plot(times, [p[4] / bs for p in timeline], style, linewidth=0.8, alpha=0.6, label=f"{label}: holding tokens")
-        bottom.plot(times, [p[4] / p[3] if p[3] else 0.0 for p in timeline], style, linewidth=1, label=label)
+        top.plot(times, [p[3] / bs for p in timeline], color=color, linewidth=1.2, label=f"{label}: allocated")
+        top.plot(times, [p[4] / bs for p in timeline], "--", color=color, linewidth=0.9,
+                 label=f"{label}: holding tokens")
+        bottom.plot(times, [p[4] / p[3] if p[3] else 0.0 for p in timeline], color=color, linewidth=1, label=label)
     top.axhline(d["num_blocks"], color="grey", linewidth=0.8, label="pool")
     top.set_ylabel(f"blocks ({bs} tokens)")
     top.set_title(f"kvplan simulate: {d['model']}, {d['num_blocks']:,} blocks")
