@@ -19,6 +19,7 @@ block shared by several requests (prefix hit, fork) counts once. So memory_utili
 internal_fragmentation = 1: the two keys state the same split from both sides.
 """
 
+from array import array
 from dataclasses import dataclass, field
 
 
@@ -51,7 +52,7 @@ class Metrics:
     completed_sequences: int = 0
     output_tokens: int = 0
     truncated_requests: int = 0
-    delays: list[float] = field(default_factory=list)
+    delays: array = field(default_factory=lambda: array("d"))  # 8 bytes per request, for the percentiles
     timeline: list[tuple] = field(default_factory=list)  # (step, time, running, allocated slots, filled slots)
     _stride: int = 1
 
