@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..atomic import write_bytes_atomic
 from ..errors import InputError, KvplanError
 from .safetensors import CheckpointBytes, data_bytes, header_length, parse_header, summarize_headers, tensor_sizes
 
@@ -370,32 +371,18 @@ def _commit_to_cache(cache_dir: Path, repo_id: str, revision: str, commit: str, 
         for etag, body in files.values():
             blob = repo_dir / "blobs" / etag
             if not blob.is_file():
-                _atomic_write(blob, body)
+                write_bytes_atomic(blob, body)
         sidecar = {"format": SIDECAR_FORMAT, "repo_id": repo_id, "revision": revision, "commit": commit,
                    "endpoint": endpoint, "fetched_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                    "files": headers}
-        _atomic_write(repo_dir / "kvplan" / f"{commit}.json", json.dumps(sidecar, separators=(",", ":")).encode())
+        write_bytes_atomic(repo_dir / "kvplan" / f"{commit}.json", json.dumps(sidecar, separators=(",", ":")).encode())
         for name in sorted(files, key=lambda n: n == "config.json"):  # config.json last
             _atomic_link(snapshot / name, repo_dir / "blobs" / files[name][0])
         if revision != commit:
-            _atomic_write(repo_dir / "refs" / revision, commit.encode())
+            write_bytes_atomic(repo_dir / "refs" / revision, commit.encode())
     except OSError as exc:
         raise HubError(f"hub: cannot write the HF cache at {cache_dir} ({exc.strerror or exc})") from None
     return snapshot
-
-
-def _atomic_write(path: Path, body: bytes) -> None:
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(body)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _atomic_link(path: Path, blob: Path) -> None:
