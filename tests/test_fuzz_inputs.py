@@ -91,3 +91,43 @@ def test_startup_logs(lines):
         parse_startup_log("\n".join(lines))
     except KvplanError as exc:
         assert "\n" not in str(exc)
+
+
+@given(st.one_of(st.text(max_size=20), st.builds(lambda k, a, b: f"{k}:{a}:{b}",
+                                                 st.sampled_from(["uniform", "lognormal", "exponential", "x"]),
+                                                 st.text("0123456789.-e", max_size=6), st.text("0123456789.-e", max_size=6))))
+def test_workload_distribution_specs(text):
+    import random
+
+    from kvplan.paging.workload import Distribution
+
+    count("workload specs")
+    try:
+        dist = Distribution.parse(text, "--prompt-len")
+    except KvplanError as exc:
+        assert "\n" not in str(exc)
+        return
+    value = dist.sample(random.Random(0))
+    assert isinstance(value, int) and value >= 1
+
+
+trace_values = st.one_of(st.integers(-3, 1 << 41), st.floats(allow_nan=True), st.booleans(), st.none(),
+                         st.text(max_size=4), st.lists(st.integers(-2, 1 << 41), max_size=4))
+trace_objects = st.dictionaries(st.sampled_from(["prompt", "prompt_len", "output_len", "arrival", "prefix_group",
+                                                 "prefix_len", "n", "id", "promt_len"]), trace_values, max_size=6)
+
+
+@given(st.lists(st.one_of(trace_objects.map(lambda d: __import__("json").dumps(d)), st.text(max_size=30)),
+                min_size=1, max_size=6))
+def test_trace_files(tmp_path_factory, lines):
+    from kvplan.paging.trace import TraceWorkload
+
+    count("trace files")
+    path = tmp_path_factory.mktemp("trace") / "t.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    try:
+        items = list(TraceWorkload(path))
+    except KvplanError as exc:
+        assert "\n" not in str(exc) and str(path) in str(exc)
+        return
+    assert all(item.output_len >= 1 for item in items)
