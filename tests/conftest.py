@@ -2,11 +2,20 @@ import ipaddress
 import os
 import socket
 
+from hypothesis import HealthCheck, settings
+
 # Must run before anything imports triton kernels: Triton picks interpreter vs compiler
 # when a kernel is decorated.
 os.environ["TRITON_INTERPRET"] = "1"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+# Fuzz budgets: `ci` keeps the suite fast; `pytest --hypothesis-profile nightly` (or
+# KVPLAN_FUZZ_PROFILE=nightly) runs 5,000 examples per property.
+settings.register_profile("ci", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("nightly", max_examples=5000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("KVPLAN_FUZZ_PROFILE", "ci"))
 
 
 class NetworkBlocked(RuntimeError):
