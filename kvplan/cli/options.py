@@ -99,6 +99,16 @@ def optional_count(text: str | None, what: str) -> int | None:
     return None if text is None else parse_count(text, what)
 
 
+DEPLOYMENT_FLAGS = ("tp", "pp", "dtype", "kv_dtype", "context", "batch", "max_model_len", "gpu_memory_utilization",
+                    "block_size", "max_num_batched_tokens", "max_num_seqs", "engine", "weights", "overhead",
+                    "activation_memory", "non_torch_memory", "cuda_graph_memory", "kv_cache_memory")
+
+
+def deployment_from_params(params: dict, gpu: GPU | None) -> Deployment:
+    """The Deployment from a command's parameters (pass `locals()`): the deployment flags it declares."""
+    return deployment_from_flags(gpu=gpu, **{k: params[k] for k in DEPLOYMENT_FLAGS if k in params})
+
+
 def deployment_from_flags(*, gpu: GPU | None, tp: int = 1, pp: int = 1, dtype: str | None = None,
                           kv_dtype: str = "auto", context: str | None = None, batch: int = 1,
                           max_model_len: str | None = None, gpu_memory_utilization: float = 0.9,

@@ -56,12 +56,7 @@ def profile_command(
     workload, _ = _workload(ctx, trace, requests, prompt_len, output_len, shared_prefix, prefix_groups,
                             arrival_rate, n, seed)
     loaded = o.load_model_from_flags(model)
-    dep = o.deployment_from_flags(
-        gpu=o.resolve_gpu(gpu, gpu_memory, default=None), tp=tp, pp=pp, dtype=dtype, kv_dtype=kv_dtype,
-        context=context, batch=batch, max_model_len=max_model_len, gpu_memory_utilization=gpu_memory_utilization,
-        block_size=block_size, max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs,
-        engine=engine, weights=weights, overhead=overhead, activation_memory=activation_memory,
-        non_torch_memory=non_torch_memory, cuda_graph_memory=cuda_graph_memory, kv_cache_memory=kv_cache_memory)
+    dep = o.deployment_from_params(locals(), gpu=o.resolve_gpu(gpu, gpu_memory, default=None))
     total = sum(item.output_len * item.num_samples for item in workload)
     bar = _Bar(total, 2 if compare else 1) if sys.stderr.isatty() else None
     try:

@@ -73,12 +73,7 @@ def simulate_command(
     loaded = o.load_model_from_flags(model, layers, kv_heads, head_dim, heads, hidden_size, allow_unknown_arch,
                                      online=online, revision=revision)
     assumed_gpu = gpu is None and gpu_memory is None and kv_cache_memory is None
-    dep = o.deployment_from_flags(
-        gpu=o.resolve_gpu(gpu, gpu_memory, default=o.DEFAULT_GPU if assumed_gpu else None), tp=tp, pp=pp,
-        dtype=dtype, kv_dtype=kv_dtype, max_model_len=max_model_len, gpu_memory_utilization=gpu_memory_utilization,
-        block_size=block_size, max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs,
-        engine=engine, weights=weights, overhead=overhead, activation_memory=activation_memory,
-        non_torch_memory=non_torch_memory, cuda_graph_memory=cuda_graph_memory, kv_cache_memory=kv_cache_memory)
+    dep = o.deployment_from_params(locals(), gpu=o.resolve_gpu(gpu, gpu_memory, default=o.DEFAULT_GPU if assumed_gpu else None))
     bar = _progress_bar(total, 2 if contiguous else 1)
     try:
         report = simulate(loaded, dep, workload, mode=mode, clock=clock, prefix_caching=prefix_caching,

@@ -59,7 +59,8 @@ def spec_from_config(config: dict, *, name: str, source: str, allow_unknown: boo
     top = config
     cfg = _text_config(config)
     model_type = str(cfg.get("model_type") or top.get("model_type") or "").strip()
-    cfg = {**cfg, "model_type": model_type}
+    # HF configs write null for "not set": treat it as absent, so defaults apply uniformly.
+    cfg = {**{k: v for k, v in cfg.items() if v is not None}, "model_type": model_type}
     _resolve_aliases(cfg)  # before defaults: Falcon's n_head must not lose to its class default of 71
     for key, value in _CLASS_DEFAULTS.get(model_type, {}).items():
         if cfg.get(key) is None:
@@ -149,15 +150,22 @@ _INT_FIELDS = (
 _MAX_FIELD = 1 << 40
 
 
+# Fields used as divisors or periods: zero is as wrong as negative.
+_POSITIVE_FIELDS = {"sliding_window_pattern", "full_attention_interval", "attn_layer_period", "no_rope_layer_interval",
+                    "moe_layer_freq", "decoder_sparse_step", "num_experts_per_tok", "linear_conv_kernel_dim"}
+
+
 def _validate_int_fields(cfg: dict, source: str) -> None:
-    for key in _INT_FIELDS:
+    for key in _INT_FIELDS + tuple(_POSITIVE_FIELDS):
         value = cfg.get(key)
         if value is None:
             continue
         if isinstance(value, float) and math.isfinite(value) and value == int(value):
             value = cfg[key] = int(value)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value > _MAX_FIELD:
-            raise InputError(f"{source}: {key} must be a non-negative integer, got {value!r:.40}")
+        minimum = 1 if key in _POSITIVE_FIELDS else 0
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum or value > _MAX_FIELD:
+            kind = "positive" if minimum else "non-negative"
+            raise InputError(f"{source}: {key} must be a {kind} integer, got {value!r:.40}")
     for key in ("layer_types", "no_rope_layers", "mlp_only_layers"):
         if cfg.get(key) is not None and not isinstance(cfg[key], list):
             raise InputError(f"{source}: {key} must be a list, got {type(cfg[key]).__name__}")
