@@ -267,20 +267,11 @@ def _product(*axes):
 
 
 def _generic_pools(stage: ModelSpec, kv, tp: int, block_size: int, budgets):
-    """GenericPolicy.pool over an array of budgets: (usable bytes, blocks, tokens), each shaped like budgets."""
-    import numpy as np
+    """The generic policy's pool over an array of budgets: (usable bytes, blocks, tokens)."""
+    from .plan.engines.generic import paged_pool
 
-    from .spec.grouping import page_layout
-
-    budgets = np.maximum(budgets, 0)
-    if not stage.kv_groups():  # pure state model: no pages, the whole budget holds state
-        zeros = np.zeros_like(budgets)
-        return budgets, zeros, zeros
-    layout = page_layout(stage, kv, tp)
-    page = layout.page_bytes(kv, tp, block_size)
-    blocks = budgets // page
-    kv_layers = sum(g.num_layers for g in stage.kv_groups())
-    return blocks * page, blocks, blocks * layout.layers_per_page * block_size // kv_layers
+    _, usable, blocks, tokens = paged_pool(stage, kv, tp, block_size, budgets)
+    return usable, blocks, tokens
 
 
 def _users(usable, per_stage):

@@ -26,15 +26,23 @@ class GenericPolicy(EnginePolicy):
         return stage.bytes_per_request(context_tokens, kv, dep.tp, self.block_size(stage, dep))
 
     def pool(self, stage: ModelSpec, budget_bytes: int, kv: KVFormat, dep: Deployment) -> Pool:
-        """Blocks are pages of block_size tokens x G layers (see spec.grouping); tokens are counted
-        as if every KV layer kept every token, so hybrids report a conservative token capacity."""
         block_size = self.block_size(stage, dep)
-        budget_bytes = max(budget_bytes, 0)
-        if not stage.kv_groups():  # pure state model: no per-token KV at all
-            return Pool(0, block_size, 0, 0, budget_bytes)
-        layout = page_layout(stage, kv, dep.tp)
-        page_bytes = layout.page_bytes(kv, dep.tp, block_size)
-        num_blocks = budget_bytes // page_bytes
-        kv_layers = sum(g.num_layers for g in stage.kv_groups())
-        tokens = num_blocks * layout.layers_per_page * block_size // kv_layers
-        return Pool(num_blocks, block_size, page_bytes, tokens, num_blocks * page_bytes)
+        page_bytes, usable, num_blocks, tokens = paged_pool(stage, kv, dep.tp, block_size, budget_bytes)
+        return Pool(num_blocks, block_size, page_bytes, tokens, usable)
+
+
+def paged_pool(stage: ModelSpec, kv: KVFormat, tp: int, block_size: int, budget_bytes):
+    """(page bytes, usable bytes, blocks, tokens) for a budget: an int, or a numpy array of budgets (sweep).
+
+    Blocks are pages of block_size tokens x G layers (see spec.grouping); tokens are counted as if
+    every KV layer kept every token, so hybrids report a conservative token capacity.
+    """
+    budget_bytes = budget_bytes * (budget_bytes > 0)  # max(budget, 0), elementwise for arrays too
+    if not stage.kv_groups():  # pure state model: no per-token KV, the whole budget holds state
+        return 0, budget_bytes, budget_bytes * 0, budget_bytes * 0
+    layout = page_layout(stage, kv, tp)
+    page_bytes = layout.page_bytes(kv, tp, block_size)
+    num_blocks = budget_bytes // page_bytes
+    kv_layers = sum(g.num_layers for g in stage.kv_groups())
+    tokens = num_blocks * layout.layers_per_page * block_size // kv_layers
+    return page_bytes, num_blocks * page_bytes, num_blocks, tokens
