@@ -37,9 +37,9 @@ from ...errors import InputError, UnsupportedModelError
 from ...spec import ModelSpec, cdiv
 from ...units import GiB
 from ..deployment import Deployment
-from ..overhead import Term, overhead_terms
 from . import register
-from .base import EnginePolicy, EngineReport, Pool
+from .base import EngineReport, Pool
+from .generic import GenericPolicy
 
 HOPPER_GPUS = ("h100", "h200", "h800", "h20", "gh200")
 BLACKWELL_GPUS = ("b200", "b100", "gb200", "b300")
@@ -74,7 +74,7 @@ class KVGroup:
 
 
 @register
-class VllmPolicy(EnginePolicy):
+class VllmPolicy(GenericPolicy):  # the same budget; its own blocks, groups and logs
     name = "vllm"
     version = "0.11"
     description = ("vLLM V1 (0.9.2-0.11): total x gpu_memory_utilization - weights - activation - non-torch; "
@@ -109,15 +109,6 @@ class VllmPolicy(EnginePolicy):
         return self.version == "0.11"
 
     # --- budget ---
-
-    def overhead(self, spec: ModelSpec, dep: Deployment, act_elem_bytes: int) -> list[Term]:
-        return overhead_terms(spec, dep, act_elem_bytes)
-
-    def kv_budget(self, gpu_memory_bytes: int, weights_per_gpu: int, terms: list[Term], dep: Deployment) -> int:
-        if dep.kv_cache_memory_bytes is not None:
-            return dep.kv_cache_memory_bytes
-        used = weights_per_gpu + sum(t.bytes or 0 for t in terms)
-        return int(gpu_memory_bytes * dep.gpu_memory_utilization) - used
 
     def block_size(self, spec: ModelSpec, dep: Deployment) -> int:
         if any(g.kind == "mla" for g in spec.kv_groups()) and dep.gpu is not None:
