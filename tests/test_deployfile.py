@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from kvplan.cli import main
-from kvplan.deployfile import json_schema, load_deployments, load_file
+from kvplan.deployfields import json_schema
+from kvplan.deployfile import load_deployments, load_file
 from kvplan.errors import InputError
 from kvplan.hardware import find_gpu
 from kvplan.units import GiB
@@ -275,7 +276,7 @@ def test_load_deployments_needs_a_file():
 def test_docs_schema_is_generated_from_the_field_table():
     on_disk = json.loads((ROOT / "docs" / "deployment.schema.json").read_text())
     assert on_disk == json_schema(), ("docs/deployment.schema.json is stale: regenerate with "
-                                      "python -c 'import json,kvplan.deployfile as d; print(json.dumps(d.json_schema(), indent=2))'")
+                                      "python -c 'import json,kvplan.deployfields as d; print(json.dumps(d.json_schema(), indent=2))'")
 
 
 def test_examples_validate_against_schema(tmp_path):
