@@ -8,6 +8,8 @@ only to +/- 0.005 GiB. Each case checks, with exact integers and the exact 2-dec
 The per-token KV bytes are computed here by hand from each model's config, independently of kvplan.
 """
 
+import re
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -33,12 +35,17 @@ HAND_BLOCK_BYTES = {
     "deepseek-v2-lite-tp2-pp2-vllm20665.log": 576 * 2 * 16 * 14,  # stage 0 holds 14 of 27 layers
     "llama-3.1-8b-v0-20k-vllm10517.log": 2 * 8 * 128 * 2 * 16 * 32,
     "llama-3.1-8b-v0-29k-vllm10517.log": 2 * 8 * 128 * 2 * 16 * 32,
+    # Qwen2-7B at tp 2: its 4 KV heads split 2 per rank
+    "qwen2-7b-tp2-a100-80gb-vllmbench.log": 2 * 2 * 128 * 2 * 16 * 28,
+    "qwen2-7b-tp2-two-nodes-a100-40gb-vllmbench.log": 2 * 2 * 128 * 2 * 16 * 28,
     # Gemma 3 4B: 7 groups of 5 layers share each block: 5 layers x 2 x 4 heads x 256 x 2 B x 16 tokens
     "gemma-3-4b-hybrid-kvcached215.log": 5 * 2 * 4 * 256 * 2 * 16,
 }
 POOL_CASES = ["qwen3-14b-lmcache1739.log", "qwen3-30b-a3b-fp8kv-vllm25350.log",
               "deepseek-v2-lite-tp2-pp2-vllm20665.log", "llama-3.1-8b-v0-20k-vllm10517.log",
-              "llama-3.1-8b-v0-29k-vllm10517.log"]
+              "llama-3.1-8b-v0-29k-vllm10517.log", "qwen2-7b-tp2-a100-80gb-vllmbench.log",
+              "qwen2-7b-tp2-two-nodes-a100-40gb-vllmbench.log"]
+TP_CASES = ["qwen2-7b-tp2-a100-80gb-vllmbench.log", "qwen2-7b-tp2-two-nodes-a100-40gb-vllmbench.log"]
 REFUSAL_CASES = ["qwen3-30b-a3b-fp8kv-refusal-vllm25350.log", "deepseek-v2-lite-refusal-vllm15871.log",
                  "qwen3-coder-480b-dp8-refusal-recipes12-a.log", "qwen3-coder-480b-dp8-refusal-recipes12-b.log"]
 
@@ -143,6 +150,23 @@ def test_refusal_and_largest_max_model_len(name):
     b = bisect_min(lo, hi, lambda x: policy.largest_max_model_len(stage, x, kv, dep, mml) >= estimated)
     assert b is not None and policy.largest_max_model_len(stage, b, kv, dep, mml) == estimated
     assert f"largest max_model_len that fits is {estimated}" in policy.report(stages, b, kv, dep, mml).refusal
+
+
+@pytest.mark.parametrize("name", TP_CASES)
+def test_tensor_parallel_pool_is_the_logged_block_count_with_kv_heads_split(name):
+    """Dense GQA at tp 2: the pool vLLM kept ("num_gpu_blocks is: N", read here from the raw text) is what the
+    logged tokens and concurrency say, and only a per-rank page of kv_heads / tp heads reaches it."""
+    log, loaded, dep, mml, policy, kv, stages = setup(name)
+    assert dep.tp == 2 and dep.pp == 1
+    blocks = int(re.search(r"num_gpu_blocks is: (\d+)", (DATA / name).read_text()).group(1))
+    assert log.kv_cache_tokens == blocks * 16
+    assert log.concurrency_text == f"{blocks / -(-mml // 16):.2f}"  # blocks / cdiv(16,384, 16)
+    ((lo, hi),) = stage_intervals(log, dep)
+    assert policy.pool(stages[0], lo, kv, dep).num_blocks <= blocks <= policy.pool(stages[0], hi, kv, dep).num_blocks
+    # Unsplit heads (a tp 1 page, twice the bytes) fall short of the logged pool even at the top of the rounding.
+    unsplit = replace(dep, tp=1)
+    assert policy.block_bytes(stages[0], kv, unsplit) == 2 * HAND_BLOCK_BYTES[name]
+    assert policy.pool(stages[0], hi, kv, unsplit).num_blocks < blocks
 
 
 def test_hybrid_sliding_window_one_block_count_explains_both_lines():
