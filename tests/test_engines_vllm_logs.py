@@ -199,3 +199,15 @@ def test_versions_differ_where_the_logs_say_they_do():
     assert old.report(stages, budget, kv, dep, 29000).figures["max_concurrency"] == 2666 * 16 / 29000
     v0 = get_policy("vllm@v0").bind(loaded.spec).report(stages, budget, kv, dep, 29000)
     assert v0.lines[1] == "# GPU blocks: 2666"
+
+
+@pytest.mark.parametrize("prefix,tp,pp", [
+    ("(VllmWorker TP1 pid=3975)", 1, None), ("(VllmWorker PP1_TP0 pid=3)", 0, 1), ("(Worker_PP1_TP2 pid=3)", 2, 1),
+    ("(Worker_TP3 pid=9)", 3, None),
+])
+def test_worker_prefixes_name_their_ranks(prefix, tp, pp):
+    from kvplan.plan.logs import parse_startup_log
+
+    log = parse_startup_log(f"{prefix} INFO 09-03 02:12:25 [gpu_worker.py:276] Available KV cache memory: 31.83 GiB\n")
+    [worker] = log.available_kv_gib
+    assert worker.value == 31.83 and (worker.tp_rank, worker.pp_rank) == (tp, pp)

@@ -112,10 +112,10 @@ _PATTERNS = {
 }
 
 _RANK_PATTERNS = (
-    re.compile(r"\(Worker_PP(\d+)_TP(\d+)"),
-    re.compile(r"\(Worker_TP(\d+)"),
+    re.compile(r"\((?:VllmWorker |Worker_)PP(\d+)_TP(\d+)"),
+    re.compile(r"\((?:VllmWorker |Worker_)TP(\d+)"),  # vLLM 0.10: `(VllmWorker TP1 pid=..)`
     re.compile(r"\(VllmWorker rank=(\d+)"),
-    re.compile(r"\(RayWorkerWrapper pid=\d+\)"),
+    re.compile(r"\(RayWorkerWrapper pid=\d+[^)]*\)"),  # `(RayWorkerWrapper pid=374, ip=10.0.0.1)`
     re.compile(r"\(VllmWorkerProcess pid=\d+\)"),
 )
 
@@ -241,7 +241,7 @@ def _worker(line: str, value: float) -> WorkerFigure:
         m = pattern.search(line)
         if not m:
             continue
-        label = m.group(0).lstrip("(")
+        label = m.group(0).strip("()")
         groups = m.groups()
         if len(groups) == 2:
             return WorkerFigure(value, label, tp_rank=int(groups[1]), pp_rank=int(groups[0]))
