@@ -61,9 +61,17 @@ KV_DTYPE_ALIASES = {
 
 @dataclass(frozen=True)
 class KVFormat:
-    """A KV storage format as applied to head vectors of a given length."""
+    """A KV storage format as applied to head vectors of a given length.
+
+    `state` is the format of recurrent (Mamba/DeltaNet) state, which engines keep in the model's
+    compute dtype whatever the KV cache dtype (vLLM's mamba_cache_dtype `auto`).
+    """
 
     fmt: StorageFormat
+    state: StorageFormat = KV_FORMATS["bf16"]
+
+    def state_bytes(self, elems: int) -> int:
+        return elems * self.state.bits // 8
 
     @property
     def name(self) -> str:
@@ -87,7 +95,8 @@ def kv_format(name: str, weight_compute_dtype: str = "bf16") -> KVFormat:
     key = KV_DTYPE_ALIASES.get(key, key)
     if key not in KV_FORMATS:
         raise InputError(f"unknown --kv-dtype {name!r}; choose one of auto, {', '.join(KV_FORMATS)}")
-    return KVFormat(KV_FORMATS[key])
+    state = KV_FORMATS.get(weight_compute_dtype, KV_FORMATS["bf16"])
+    return KVFormat(KV_FORMATS[key], state)
 
 
 @dataclass(frozen=True)

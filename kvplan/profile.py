@@ -119,9 +119,9 @@ def run_profile(loaded: LoadedModel, dep: Deployment, workload, *, device: str |
             notes.append(msg)
             warn(f"kvplan profile: warning: {msg}")
 
-    from .plan.estimate import serving_dtype
+    from .plan.dtype_plan import dtype_plan
 
-    dtype = engine_dtype(dep.weight_dtype or serving_dtype(spec, []), spec)
+    dtype = engine_dtype(dtype_plan(spec, dep.weight_dtype).compute)
     dtype_name = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
     has_checkpoint = loaded.model_dir is not None and loaded.checkpoint is not None
     random = (not has_checkpoint) if random_weights is None else random_weights

@@ -9,13 +9,12 @@ reservations over the same memory, for comparison.
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .dtypes import kv_format, weight_format
 from .errors import InputError
 from .paging.clock import CostModel, StepClock
 from .paging.scheduler import SchedulerConfig
 from .paging.simulator import PoolTooSmall, Simulator
 from .plan import Deployment, estimate, pp_partition
-from .plan.estimate import serving_dtype
+from .plan.dtype_plan import dtype_plan
 from .spec import LoadedModel
 from .spec.grouping import page_layout
 
@@ -38,7 +37,7 @@ class SimulationReport:
 
 def _stage_layout(model: LoadedModel, dep: Deployment, block_size: int, context: int):
     spec = model.spec
-    kv = kv_format(dep.kv_dtype, weight_format(dep.weight_dtype or serving_dtype(spec, [])).compute_dtype)
+    kv = dtype_plan(spec, dep.weight_dtype).kv(dep.kv_dtype)
     stages = [spec.restricted_to(set(r)) for r in pp_partition(spec.num_layers, dep.pp)]
     stage = max(stages, key=lambda s: s.bytes_per_request(context, kv, dep.tp, block_size))
     return page_layout(stage, kv, dep.tp)

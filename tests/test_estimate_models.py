@@ -175,10 +175,34 @@ def test_weights_larger_than_gpu_is_a_verdict_not_a_crash():
 
 
 def test_batch_that_does_not_fit_names_the_knobs():
-    e = est("llama-3.1-8b", gpu=find_gpu("L4"), context_tokens=131072, batch=4, weight_dtype="fp8")
-    assert e.fits is False
-    assert e.max_context_tokens is not None and e.max_context_tokens < 131072
-    assert any("longest context" in s for s in e.suggestions)
+    e = est("llama-3.1-8b", gpu=find_gpu("L4"), max_model_len=32768, context_tokens=32768, batch=4, weight_dtype="fp8")
+    assert e.fits is False and e.max_concurrent_users == 2
+    # the pool's blocks split four ways, in whole 16-token blocks
+    assert e.max_context_tokens == e.num_blocks // 4 * 16 < 32768
+    assert f"the longest context that fits is {e.max_context_tokens:,} tokens" in " ".join(e.suggestions)
+    assert "--kv-dtype fp8 cuts KV bytes per token 2x" in e.suggestions
+
+
+def test_max_model_len_that_cannot_hold_one_request_fails_with_the_largest_that_would():
+    e = est("llama-3.1-8b", gpu=find_gpu("L4"), context_tokens=4096, batch=4)  # max_model_len = 131,072
+    assert e.fits is False and "one request of max_model_len 131,072" in e.verdict
+    largest = e.num_blocks * 16  # uniform model: one request may use every block
+    assert f"--max-model-len {largest:,} or less fits" in e.suggestions
+
+
+def test_batch_beyond_max_num_seqs_does_not_fit():
+    e = est("llama-3.1-8b", gpu=find_gpu("H100"), max_model_len=8192, context_tokens=1024, batch=400)
+    assert e.max_concurrent_users >= 400 and e.fits is False and "--max-num-seqs 256" in e.verdict
+
+
+def test_quantized_weights_are_not_told_to_quantize():
+    e = est("deepseek-v3", gpu=find_gpu("H100"), tp=8)
+    assert e.fits is False and not any("--dtype fp8" in s for s in e.suggestions)
+
+
+def test_kv_cache_memory_zero_names_the_flag():
+    e = est("llama-3.1-8b", kv_cache_memory_bytes=0)
+    assert e.fits is False and "--kv-cache-memory" in e.verdict
 
 
 def test_context_beyond_max_model_len_is_a_failed_verdict():

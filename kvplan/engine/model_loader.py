@@ -49,12 +49,9 @@ def check_supported(spec: ModelSpec) -> None:
                                     f"engine (supported: {', '.join(sorted(SUPPORTED_MODEL_TYPES))})")
 
 
-def engine_dtype(name: str | None, spec: ModelSpec) -> torch.dtype:
-    """bf16/fp16/fp32 as asked; a quantized checkpoint format runs in its 16-bit compute dtype."""
-    from ..dtypes import weight_format
-
-    fmt = weight_format(name or spec.weight_dtype)
-    return TORCH_DTYPES[fmt.name if fmt.name in TORCH_DTYPES else fmt.compute_dtype]
+def engine_dtype(compute_dtype: str) -> torch.dtype:
+    """The torch dtype the engine computes in: bf16/fp16/fp32 (kvplan.plan.dtype_plan decides which)."""
+    return TORCH_DTYPES[compute_dtype]
 
 
 def load_engine_model(loaded: LoadedModel, *, device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
@@ -62,7 +59,7 @@ def load_engine_model(loaded: LoadedModel, *, device: torch.device | str = "cpu"
     """`random_weights=None` means: weights from the checkpoint when `loaded` has one, random otherwise."""
     check_supported(loaded.spec)
     device = torch.device(device)
-    dtype = dtype or engine_dtype(None, loaded.spec)
+    dtype = dtype or engine_dtype(loaded.spec.compute_dtype)
     has_weights = loaded.model_dir is not None and loaded.checkpoint is not None
     if random_weights is None:
         random_weights = not has_weights

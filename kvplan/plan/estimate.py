@@ -2,12 +2,12 @@
 
 from dataclasses import asdict, dataclass, field, replace
 
-from ..dtypes import kv_format, weight_format
 from ..errors import InputError
 from ..spec import LoadedModel, ModelSpec
 from ..units import fmt_gib
 from .deployment import Deployment, pp_partition
-from .engines import EnginePolicy, Pool, get_policy
+from .dtype_plan import FLOAT_DTYPES, dtype_plan
+from .engines import EnginePolicy, get_policy
 from .overhead import Term
 from .weights import weight_bytes
 
@@ -69,9 +69,8 @@ def estimate(model: LoadedModel, dep: Deployment) -> Estimate:
     spec = model.spec
     policy = get_policy(dep.engine).bind(spec)
     notes: list[str] = []
-    weight_dtype = dep.weight_dtype or serving_dtype(spec, notes)
-    wfmt = weight_format(weight_dtype)
-    kv = kv_format(dep.kv_dtype, wfmt.compute_dtype)
+    dtypes = dtype_plan(spec, dep.weight_dtype, notes)
+    kv = dtypes.kv(dep.kv_dtype)
     max_model_len = _max_model_len(spec, dep, notes)
     context = dep.context_tokens or max_model_len
     _check_parallelism(spec, dep)
@@ -83,23 +82,26 @@ def estimate(model: LoadedModel, dep: Deployment) -> Estimate:
     bottleneck = max(stages, key=lambda s: policy.request_bytes(s, context, kv, dep))
     per_request_whole = spec.bytes_per_request(context, kv, 1, block_size)
 
-    weights = weight_bytes(model, weight_dtype if weight_dtype != spec.weight_dtype else None, dep.weights_bytes)
+    weights = weight_bytes(model, dtypes.weights, dep.weights_bytes)
     weights_per_gpu = -(-weights.total_bytes // dep.num_gpus) if weights.total_bytes is not None else None
     gpu_memory = dep.gpu.memory_bytes if dep.gpu else None
-    terms = policy.overhead(spec, dep, _act_elem_bytes(wfmt.compute_dtype))
+    terms = policy.overhead(spec, dep, dtypes.act_elem_bytes)
 
     budget = _budget(policy, gpu_memory, weights_per_gpu, terms, dep, notes)
     pool = policy.pool(bottleneck, budget, kv, dep) if budget is not None else None
-    users = mcc = max_ctx = None
+    users = mcc = max_ctx = longest_single = None
     if pool is not None:
         users = min(policy.max_users(s, policy.pool(s, budget, kv, dep), context, kv, dep) for s in stages)
         mcc = min(policy.max_concurrency(s, policy.pool(s, budget, kv, dep), max_model_len, kv, dep) for s in stages)
-        max_ctx = _max_context(policy, stages, budget, kv, dep, max_model_len)
+        max_ctx = _max_context(policy, stages, budget, kv, dep, max_model_len, dep.batch)
+        longest_single = _max_context(policy, stages, budget, kv, dep, max_model_len, 1)
 
     rows = [_row(policy, spec, stages, budget, kv, dep, c, block_size)
             for c in _table_contexts(max_model_len, context)]
-    fits, verdict, suggestions = _verdict(dep, weights_per_gpu, gpu_memory, budget, users, context, max_ctx,
-                                          max_model_len, kv)
+    fits, verdict, suggestions = _verdict(
+        dep, weights_per_gpu=weights_per_gpu, gpu_memory=gpu_memory, budget=budget, users=users, context=context,
+        max_ctx=max_ctx, longest_single=longest_single, max_model_len=max_model_len, kv=kv,
+        weights_quantized=dtypes.weights_label not in FLOAT_DTYPES)
     report = policy.report(stages, budget, kv, dep, max_model_len) if budget is not None else None
     if report is not None and report.lines:
         notes.append(f"{policy.name} {policy.version} would log: " + " | ".join(report.lines))
@@ -127,20 +129,8 @@ def estimate(model: LoadedModel, dep: Deployment) -> Estimate:
     )
 
 
-def serving_dtype(spec: ModelSpec, notes: list[str]) -> str:
-    """The dtype an engine serves a checkpoint in by default: fp32 checkpoints run as bf16 (vLLM's auto)."""
-    if spec.weight_dtype == "fp32":
-        notes.append("fp32 checkpoint served as bf16, as vLLM's --dtype auto does (--dtype fp32 to keep it)")
-        return "bf16"
-    return spec.weight_dtype
-
-
 def _ceil(x) -> int:
     return -(-x.numerator // x.denominator)
-
-
-def _act_elem_bytes(compute_dtype: str) -> int:
-    return 4 if compute_dtype == "fp32" else 2
 
 
 def _max_model_len(spec: ModelSpec, dep: Deployment, notes: list[str]) -> int:
@@ -188,12 +178,13 @@ def _budget(policy: EnginePolicy, gpu_memory: int | None, weights_per_gpu: int |
     return policy.kv_budget(gpu_memory, weights_per_gpu, terms, dep)
 
 
-def _max_context(policy: EnginePolicy, stages: list[ModelSpec], budget: int, kv, dep: Deployment, max_model_len: int) -> int:
+def _max_context(policy: EnginePolicy, stages: list[ModelSpec], budget: int, kv, dep: Deployment, max_model_len: int,
+                 batch: int) -> int:
     """Largest context (<= max_model_len) for which `batch` requests fit on every stage."""
     pools = [(s, policy.pool(s, budget, kv, dep)) for s in stages]
 
     def fits(tokens: int) -> bool:
-        return all(dep.batch * policy.request_bytes(s, tokens, kv, dep) <= p.usable_bytes for s, p in pools)
+        return all(batch * policy.request_bytes(s, tokens, kv, dep) <= p.usable_bytes for s, p in pools)
 
     if not fits(1):
         return 0
@@ -220,33 +211,49 @@ def _row(policy, spec, stages, budget, kv, dep, context, block_size) -> ContextR
     return ContextRow(context, spec.bytes_per_request(context, kv, 1, block_size), per_gpu, users)
 
 
-def _verdict(dep, weights_per_gpu, gpu_memory, budget, users, context, max_ctx, max_model_len, kv):
+def _verdict(dep: Deployment, *, weights_per_gpu, gpu_memory, budget, users, context, max_ctx, longest_single,
+             max_model_len, kv, weights_quantized) -> tuple[bool | None, str, list[str]]:
+    """Fits or not, in words, with the knobs that would change the answer. Checks run from the most
+    basic (do the weights fit) to the most specific (does the asked batch fit)."""
     if budget is None:
         return None, "KV figures only: " + ("no GPU given" if gpu_memory is None and dep.kv_cache_memory_bytes is None
                                               else "weights or overhead unknown"), []
-    suggestions: list[str] = []
+    quantize = "" if weights_quantized else ", or quantize the weights (--dtype fp8 / awq)"
     if gpu_memory is not None and weights_per_gpu is not None and dep.kv_cache_memory_bytes is None:
         usable = int(gpu_memory * dep.gpu_memory_utilization)
         if weights_per_gpu >= usable:
             need_gpus = -(-weights_per_gpu * dep.num_gpus // usable)
-            suggestions.append(f"weights need at least {need_gpus} such GPUs: raise --tp, or use --dtype fp8 / awq")
             return False, (f"does not fit: weights take {fmt_gib(weights_per_gpu)} per GPU, more than the "
-                           f"{fmt_gib(usable)} usable ({dep.gpu_memory_utilization:g} x {fmt_gib(gpu_memory)})"), suggestions
+                           f"{fmt_gib(usable)} usable ({dep.gpu_memory_utilization:g} x {fmt_gib(gpu_memory)})"), [
+                f"the weights alone need at least {need_gpus} such GPUs (more with activations and KV): raise --tp"
+                f" or --pp{quantize}"]
     if budget <= 0:
-        suggestions.append("raise --gpu-memory-utilization, raise --tp, or quantize weights (--dtype fp8)")
-        return False, f"does not fit: no memory left for KV ({fmt_gib(budget)} after weights and overhead)", suggestions
+        if dep.kv_cache_memory_bytes is not None:
+            return False, "does not fit: --kv-cache-memory leaves no memory for KV", ["give a positive --kv-cache-memory"]
+        return False, f"does not fit: no memory left for KV ({fmt_gib(budget)} after weights and overhead)", [
+            f"raise --gpu-memory-utilization or --tp{quantize}"]
     if context > max_model_len:
-        suggestions.append("raise --max-model-len (up to what the model supports) or shorten --context")
-        return False, f"does not fit: context {context:,} exceeds max_model_len {max_model_len:,}", suggestions
+        return False, f"does not fit: context {context:,} exceeds max_model_len {max_model_len:,}", [
+            "raise --max-model-len (up to what the model supports) or shorten --context"]
+    if longest_single is not None and longest_single < max_model_len:
+        return False, (f"does not fit: one request of max_model_len {max_model_len:,} tokens needs more KV than "
+                       "the budget holds (an engine refuses to start)"), [
+            f"--max-model-len {longest_single:,} or less fits" if longest_single else "no request fits at all",
+            "a larger --tp or GPU adds KV budget"]
     if users is None or users < dep.batch:
+        suggestions = []
         if max_ctx:
             suggestions.append(f"at batch {dep.batch}, the longest context that fits is {max_ctx:,} tokens")
         suggestions.append(f"at {context:,} tokens, {users or 0} concurrent requests fit")
         if kv.fmt.bits > 8:
-            suggestions.append("--kv-dtype fp8 halves KV bytes per token")
+            suggestions.append(f"--kv-dtype fp8 cuts KV bytes per token {kv.fmt.bits // 8}x")
         suggestions.append("a larger --tp or GPU adds KV budget")
         return False, f"does not fit: {users or 0} requests of {context:,} tokens fit, {dep.batch} asked", suggestions
-    return True, f"fits: {dep.batch} x {context:,}-token requests; up to {users:,} concurrent at this context", suggestions
+    if dep.batch > dep.max_num_seqs:
+        return False, (f"does not fit: batch {dep.batch} exceeds --max-num-seqs {dep.max_num_seqs}, the most requests "
+                       "an engine runs at once"), ["raise --max-num-seqs"]
+    capped = f" (memory; the engine runs at most --max-num-seqs {dep.max_num_seqs})" if users > dep.max_num_seqs else ""
+    return True, f"fits: {dep.batch} x {context:,}-token requests; up to {users:,} concurrent at this context{capped}", []
 
 
 def _deployment_dict(dep: Deployment) -> dict:

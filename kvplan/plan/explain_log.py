@@ -10,7 +10,7 @@ when the GPU is known, to show how far the budget model is from that run.
 
 from dataclasses import asdict, dataclass, field
 
-from ..dtypes import kv_format, weight_format
+from .dtype_plan import dtype_plan
 from ..errors import InputError
 from ..spec import LoadedModel
 from ..units import GiB
@@ -84,12 +84,12 @@ def _stage_budgets(log: StartupLog, dep: Deployment) -> list[int] | None:
 def _explain_vllm(log: StartupLog, model: LoadedModel, dep: Deployment, max_model_len: int) -> LogExplanation:
     spec = model.spec
     policy = get_policy(dep.engine).bind(spec)
-    weight_dtype = dep.weight_dtype or ("bf16" if spec.weight_dtype == "fp32" else spec.weight_dtype)
-    kv = kv_format(dep.kv_dtype, weight_format(weight_dtype).compute_dtype)
+    dtypes = dtype_plan(spec, dep.weight_dtype)
+    kv = dtypes.kv(dep.kv_dtype)
     stages = [spec.restricted_to(set(r)) for r in pp_partition(spec.num_layers, dep.pp)]
     out = LogExplanation("vllm", policy.version, spec.name, _settings(dep, max_model_len, kv.name), missing=list(log.missing))
 
-    weights = weight_bytes(model, dep.weight_dtype if dep.weight_dtype != spec.weight_dtype else None, dep.weights_bytes)
+    weights = weight_bytes(model, dtypes.weights, dep.weights_bytes)
     weights_per_gpu = None if weights.total_bytes is None else -(-weights.total_bytes // dep.num_gpus)
     if log.weights_gib is not None and weights_per_gpu is not None:
         out.rows.append(_gib_row("weights per GPU (GiB)", log.weights_gib, weights_per_gpu, weights.basis))
@@ -97,8 +97,7 @@ def _explain_vllm(log: StartupLog, model: LoadedModel, dep: Deployment, max_mode
     total_bytes = int(round(log.total_gpu_gib * GiB)) if log.total_gpu_gib else (dep.gpu.memory_bytes if dep.gpu else None)
     budgets = _stage_budgets(log, dep)
     if total_bytes is not None and weights_per_gpu is not None:
-        wfmt = weight_format(weight_dtype)
-        terms = policy.overhead(spec, dep, 4 if wfmt.compute_dtype == "fp32" else 2)
+        terms = policy.overhead(spec, dep, dtypes.act_elem_bytes)
         if all(t.bytes is not None for t in terms):
             model_budget = policy.kv_budget(total_bytes, weights_per_gpu, terms, _without_budget(dep))
             if budgets:
@@ -198,8 +197,8 @@ def _refusal_rows(out, log, policy, stages, budgets, low, high, kv, dep, max_mod
 def _explain_sglang(log: StartupLog, model: LoadedModel, dep: Deployment) -> LogExplanation:
     spec = model.spec
     policy = get_policy(dep.engine).bind(spec)
-    weight_dtype = dep.weight_dtype or ("bf16" if spec.weight_dtype == "fp32" else spec.weight_dtype)
-    kv = kv_format(dep.kv_dtype, weight_format(weight_dtype).compute_dtype)
+    dtypes = dtype_plan(spec, dep.weight_dtype)
+    kv = dtypes.kv(dep.kv_dtype)
     stages = [spec.restricted_to(set(r)) for r in pp_partition(spec.num_layers, dep.pp)]
     stage = max(stages, key=lambda s: policy.cell_bytes(s, kv, dep))
     cell = policy.cell_bytes(stage, kv, dep)
@@ -208,7 +207,7 @@ def _explain_sglang(log: StartupLog, model: LoadedModel, dep: Deployment) -> Log
     out.settings["mem_fraction_static"] = dep.gpu_memory_utilization
     out.settings["cell_bytes"] = cell
     sg = log.sglang
-    weights = weight_bytes(model, dep.weight_dtype if dep.weight_dtype != spec.weight_dtype else None, dep.weights_bytes)
+    weights = weight_bytes(model, dtypes.weights, dep.weights_bytes)
     if log.weights_gib is not None and weights.total_bytes is not None:
         out.rows.append(_gib_row("weights per GPU (GiB)", log.weights_gib, -(-weights.total_bytes // dep.num_gpus),
                                  weights.basis))

@@ -27,12 +27,17 @@ def bytes_from_params(params: ParamCount, fmt: WeightFormat, quantized_scope: st
 
 
 def weight_bytes(model: LoadedModel, dtype: str | None, override_bytes: int | None) -> Weights:
+    """`dtype`: the format to size weights in, or None for the checkpoint's own (see dtype_plan)."""
     spec = model.spec
     if override_bytes is not None:
         return Weights(override_bytes, dtype or spec.weight_dtype, "--weights")
     if model.checkpoint is not None and dtype is None:
         return Weights(model.checkpoint.total_bytes, spec.weight_dtype, model.checkpoint.source)
-    fmt = weight_format(dtype or spec.weight_dtype)
+    name = dtype or spec.weight_dtype
+    if name.startswith("unknown:"):
+        return Weights(None, name, f"unknown: the config's quantization ({name[8:]}) is not sized from the config "
+                                   "(give --weights, or a model directory with safetensors)")
+    fmt = weight_format(name)
     if spec.params is None:
         return Weights(None, fmt.name, "unknown: no parameter count for this model (give --weights)")
     scope = spec.quantized_scope if dtype is None else "linear"

@@ -184,8 +184,7 @@ class RecurrentState(LayerGroup):
         return 0
 
     def state_bytes_per_layer(self, kv: KVFormat, tp: int = 1) -> int:
-        elems = (self.conv_elems + self.ssm_elems) // max(1, tp)
-        return int(kv.vector_bytes(elems)) if elems else 0
+        return kv.state_bytes((self.conv_elems + self.ssm_elems) // max(1, tp))
 
     def describe(self) -> str:
         return f"state, {self.conv_elems + self.ssm_elems:,} elems/layer"
@@ -222,7 +221,8 @@ class ModelSpec:
     vocab_size: int | None = None
     max_position_embeddings: int | None = None
     params: ParamCount | None = None
-    weight_dtype: str = "bf16"  # checkpoint dtype (bf16/fp16/fp32 or a quantized format)
+    weight_dtype: str = "bf16"  # checkpoint storage (bf16/fp16/fp32, a quantized format, or "unknown:<method>")
+    compute_dtype: str = "bf16"  # the config's torch_dtype: activations and unquantized layers
     quantized_scope: str = "linear"  # which matmuls a quantized checkpoint stores low-bit: linear | experts
     tie_word_embeddings: bool = False
     num_experts: int = 0

@@ -87,8 +87,8 @@ def spec_from_config(config: dict, *, name: str, source: str, allow_unknown: boo
     kinds = _layer_kinds(cfg, num_layers, is_mla, source)
     groups = _build_groups(cfg, kinds, kv_heads, head_dim, source)
 
-    quant = top.get("quantization_config") or cfg.get("quantization_config") or {}
-    weight_dtype, scope = _checkpoint_format(top, cfg, quant)
+    quant = top.get("quantization_config") or cfg.get("quantization_config")
+    weight_dtype, scope, compute_dtype = _checkpoint_format(top, cfg, quant)
     params = count_params(cfg, kinds) if cfg.get("hidden_size") else None
     experts = int(cfg.get("num_local_experts") or cfg.get("num_experts") or cfg.get("n_routed_experts") or 0)
     return ModelSpec(
@@ -97,7 +97,7 @@ def spec_from_config(config: dict, *, name: str, source: str, allow_unknown: boo
         head_dim=(head_dim or cfg.get("qk_nope_head_dim", 0) + cfg.get("qk_rope_head_dim", 0)) or None,
         mlp_width_per_token=_mlp_width(cfg, experts),
         vocab_size=cfg.get("vocab_size"), max_position_embeddings=cfg.get("max_position_embeddings"),
-        params=params, weight_dtype=weight_dtype, quantized_scope=scope,
+        params=params, weight_dtype=weight_dtype, quantized_scope=scope, compute_dtype=compute_dtype,
         tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)), num_experts=int(experts),
         source=source, hf_id=hf_id, params_official=params_official,
     )
@@ -335,12 +335,39 @@ def _state_group(cfg: dict, layers: tuple[int, ...], source: str) -> RecurrentSt
     raise UnsupportedModelError(f"{source}: linear-attention layers of {model_type!r} have no known state shape")
 
 
-def _checkpoint_format(top: dict, cfg: dict, quant: dict) -> tuple[str, str]:
-    method = str(quant.get("quant_method") or "").lower() if isinstance(quant, dict) else ""
-    if method in ("awq", "gptq", "mxfp4", "fp8"):
-        scope = "experts" if method == "mxfp4" and cfg["model_type"] == "gpt_oss" else "linear"
-        return method, scope
-    if method in ("compressed-tensors", "modelopt") and "fp8" in str(quant).lower():
-        return "fp8", "linear"
+def _checkpoint_format(top: dict, cfg: dict, quant) -> tuple[str, str, str]:
+    """(weight storage, quantized scope, compute dtype) from torch_dtype and quantization_config.
+
+    A quantization kvplan cannot size from the config is "unknown:<what>": weights then come only
+    from safetensors headers or --weights, never from a guess."""
     dtype = top.get("torch_dtype") or top.get("dtype") or cfg.get("torch_dtype") or cfg.get("dtype")
-    return torch_dtype_to_format(dtype), "linear"
+    compute = torch_dtype_to_format(dtype)
+    if not quant:
+        return compute, "linear", compute
+    if not isinstance(quant, dict):
+        return "unknown:quantization_config", "linear", compute
+    method = str(quant.get("quant_method") or "").lower()
+    if method in ("awq", "gptq"):
+        bits = quant.get("bits", quant.get("w_bit", 4))
+        storage = {4: method, 8: "int8"}.get(bits, f"unknown:{method} {bits}-bit")
+    elif method in ("fp8", "mxfp4"):
+        storage = method
+    elif method == "modelopt":
+        algo = str(quant.get("quant_algo") or (quant.get("quantization") or {}).get("quant_algo") or "").upper()
+        storage = {"FP8": "fp8", "NVFP4": "nvfp4"}.get(algo, f"unknown:modelopt {algo or '?'}")
+    elif method == "compressed-tensors":
+        storage = _compressed_tensors_format(quant)
+    else:
+        storage = f"unknown:{method or 'quantization'}"
+    scope = "experts" if method == "mxfp4" and cfg["model_type"] == "gpt_oss" else "linear"
+    return storage, scope, compute
+
+
+def _compressed_tensors_format(quant: dict) -> str:
+    groups = quant.get("config_groups")
+    weights = [g.get("weights") for g in groups.values() if isinstance(g, dict)] if isinstance(groups, dict) else []
+    kinds = {(w.get("num_bits"), w.get("type")) for w in weights if isinstance(w, dict)}
+    if len(kinds) != 1:
+        return "unknown:compressed-tensors"
+    return {(8, "float"): "fp8", (8, "int"): "int8", (4, "int"): "int4", (4, "float"): "nvfp4"}.get(
+        kinds.pop(), "unknown:compressed-tensors")
