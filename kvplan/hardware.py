@@ -74,6 +74,23 @@ def detect_gpu(index: int = 0) -> GPU:
             pynvml.nvmlShutdown()
     except pynvml.NVMLError as exc:
         raise InputError(f"--gpu auto: NVML found no usable GPU ({exc})") from None
-    known = next((g for g in GPUS if _key(g.name) in _key(name)), None)
+    known = catalog_match(name)
     return GPU(name, total, known.bandwidth_bytes_per_s if known else None,
                known.bf16_dense_flops if known else None, note="detected via NVML")
+
+
+# What NVML names contain -> catalog entry; the first match wins, so specific patterns go first.
+_NVML_PATTERNS = (
+    (("h100", "pcie"), "H100-PCIe"), (("h100",), "H100-SXM"), (("h200",), "H200"), (("b200",), "B200"),
+    (("a100", "80gb"), "A100-80GB"), (("a100",), "A100-40GB"), (("l40s",), "L40S"), (("l4",), "L4"),
+    (("a10g",), "A10G"), (("4090",), "RTX-4090"), (("3090",), "RTX-3090"), (("mi300x",), "MI300X"),
+)
+
+
+def catalog_match(device_name: str) -> GPU | None:
+    """The catalog entry for a name as NVML reports it ("NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB")."""
+    words = _key(device_name)
+    for needles, name in _NVML_PATTERNS:
+        if all(n in words for n in needles):
+            return find_gpu(name)
+    return None

@@ -78,9 +78,9 @@ def test_formatting_labels_units():
 def test_activation_peak_formula_llama_8b():
     spec = load_model("llama-3.1-8b").spec
     dep = Deployment(max_num_batched_tokens=8192, max_num_seqs=256)
-    # MLP gate+up and activation (3 x 14336), 4 hidden buffers, q/k/v width 3 x 32 x 128; bf16;
-    # plus fp32 logits for 256 sampled rows of a 128,256-token vocabulary.
-    expected = 8192 * (3 * 14336 + 4 * 4096 + 3 * 32 * 128) * 2 + 256 * 128256 * 4
+    # MLP gate+up and activation (3 x 14336), 4 hidden buffers, q (32 heads) + k, v (8 KV heads) x 128;
+    # bf16; plus fp32 logits for 256 sampled rows of a 128,256-token vocabulary.
+    expected = 8192 * (3 * 14336 + 4 * 4096 + (32 + 2 * 8) * 128) * 2 + 256 * 128256 * 4
     assert activation_peak_bytes(spec, dep, 2) == expected
 
 
@@ -91,3 +91,15 @@ def test_overhead_terms_and_overrides():
     assert terms["activation peak"] == activation_peak_bytes(spec, Deployment(tp=2), 2)
     only = overhead_terms(spec, Deployment(overhead_bytes=3 * GiB), 2)
     assert [t.bytes for t in only] == [3 * GiB]
+
+
+@pytest.mark.parametrize("nvml_name,entry", [
+    ("NVIDIA H100 80GB HBM3", "H100-SXM"), ("NVIDIA H100 PCIe", "H100-PCIe"), ("NVIDIA H200", "H200"),
+    ("NVIDIA A100-SXM4-80GB", "A100-80GB"), ("NVIDIA A100-SXM4-40GB", "A100-40GB"), ("NVIDIA L40S", "L40S"),
+    ("NVIDIA L4", "L4"), ("NVIDIA A10G", "A10G"), ("NVIDIA GeForce RTX 4090", "RTX-4090"), ("Tesla T4", None),
+])
+def test_nvml_names_map_to_the_catalog(nvml_name, entry):
+    from kvplan.hardware import catalog_match
+
+    match = catalog_match(nvml_name)
+    assert (match.name if match else None) == entry

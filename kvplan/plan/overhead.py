@@ -29,7 +29,8 @@ def activation_peak_bytes(spec: ModelSpec, dep: Deployment, act_elem_bytes: int)
 
     The MLP dominates: gate+up output (2 x intermediate) and its activation (1 x intermediate)
     live together, next to a few hidden-size buffers (residual, norm output, attention output)
-    and the q/k/v projections; plus fp32 logits for `max_num_seqs` sampled rows.
+    and the q/k/v projections (k and v for the KV heads only); plus fp32 logits for
+    `max_num_seqs` sampled rows.
     """
     if not spec.hidden_size or not spec.vocab_size or not spec.num_attention_heads:
         return None
@@ -46,9 +47,11 @@ def _intermediate_per_token(spec: ModelSpec) -> int:
 
 
 def _qkv_width(spec: ModelSpec) -> int:
+    """q for every query head, k and v for the KV heads only (GQA/MQA project fewer)."""
     heads = spec.num_attention_heads or 0
     head_dim = spec.head_dim or (spec.hidden_size // heads if heads else 0)
-    return 3 * heads * head_dim
+    kv_heads = next((g.num_kv_heads for g in spec.kv_groups() if hasattr(g, "num_kv_heads")), heads)
+    return (heads + 2 * kv_heads) * head_dim
 
 
 def overhead_terms(spec: ModelSpec, dep: Deployment, act_elem_bytes: int) -> list[Term]:

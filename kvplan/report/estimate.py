@@ -42,7 +42,8 @@ def summary_rows(est: Estimate) -> list[tuple[str, str]]:
         ("Layout", est.layout),
         ("KV dtype / weights", f"{est.kv_dtype} / {est.weights_dtype}"),
         ("KV per token", f"{est.kv_bytes_per_token:,} B (whole model, no window cap)"),
-        (f"KV per request @ {est.context_tokens:,}", f"{_both(est.kv_bytes_per_request)}  [{est.kv_bytes_per_request:,} B]"),
+        (f"KV{' + state' if est.state_bytes_per_request else ''} per request @ {est.context_tokens:,}",
+         f"{_both(est.kv_bytes_per_request)}  [{est.kv_bytes_per_request:,} B]"),
         (f"KV for batch {est.batch}", f"{_both(est.kv_bytes_total)}  [{est.kv_bytes_total:,} B]"),
     ]
     if est.state_bytes_per_request:

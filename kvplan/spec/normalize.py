@@ -31,6 +31,7 @@ _CLASS_DEFAULTS = {
     "gemma2": {"head_dim": 256, "sliding_window": 4096, "tie_word_embeddings": True},
     "gemma": {"tie_word_embeddings": True},
     "falcon": {"multi_query": True, "num_attention_heads": 71, "num_hidden_layers": 32},
+    "RefinedWebModel": {"multi_query": True},
     "qwen3_next": {"full_attention_interval": 4, "linear_conv_kernel_dim": 4},
 }
 
@@ -40,7 +41,7 @@ KNOWN_MODEL_TYPES = {
     "gemma2", "gemma3_text", "gpt_oss", "deepseek_v2", "deepseek_v3", "kimi_k2", "phi3", "phi",
     "gpt2", "gpt_bigcode", "gptj", "gpt_neox", "falcon", "mpt", "bloom", "starcoder2", "olmo", "olmo2",
     "granite", "cohere", "internlm2", "stablelm", "llama4_text", "jamba", "mamba", "falcon_mamba",
-    "glm4_moe", "exaone", "minicpm", "codegen",
+    "glm4_moe", "exaone", "minicpm", "codegen", "RefinedWeb", "RefinedWebModel",
 }
 _WRAPPERS_WITH_TEXT_CONFIG = {"gemma3", "llama4", "mistral3", "qwen2_vl", "qwen2_5_vl", "llava", "mllama"}
 
@@ -193,8 +194,9 @@ def _as_positive_int(value: Any, key: str, source: str) -> int:
 
 def _kv_heads(cfg: dict, heads: int, source: str) -> int:
     model_type = cfg["model_type"]
-    if model_type == "falcon" or model_type.lower() == "refinedweb":
-        if cfg.get("new_decoder_architecture"):
+    if model_type in ("falcon", "RefinedWeb", "RefinedWebModel"):
+        # RefinedWeb (40B) configs give n_head_kv without new_decoder_architecture; it implies it
+        if cfg.get("new_decoder_architecture") or cfg.get("n_head_kv") is not None:
             kv = cfg.get("num_kv_heads", cfg.get("n_head_kv", heads))
         elif cfg.get("multi_query", True):
             kv = 1

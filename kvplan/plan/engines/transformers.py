@@ -93,6 +93,9 @@ def allocators(spec: ModelSpec, kv: KVFormat, tp: int, page_size: int) -> tuple[
 
 
 def _first_kind(spec: ModelSpec) -> str:
+    if not spec.kv_groups():
+        raise UnsupportedModelError(f"{spec.name}: no attention layer holds KV; transformers' paged cache has "
+                                    "nothing to size (use --engine generic)")
     first = min(spec.kv_groups(), key=lambda g: min(g.layers))
     return first.kind
 
