@@ -111,7 +111,7 @@ def evaluate(entry: DeploymentEntry, model: LoadedModel) -> DeploymentResult:
     if req.min_context_tokens is not None:
         rules.append(_min_context(entry, at_max, req.min_context_tokens))
     if req.max_kv_budget_fraction is not None:
-        if not req.min_concurrent_users:
+        if not loads:  # no user target (or none an engine accepts): the load is one max_model_len request
             loads.append((at_max.kv_bytes_per_request_per_gpu, f"1 x {at_max.max_model_len:,} tokens", entry.line))
         rules.append(_budget_fraction(entry, at_max, loads, req.max_kv_budget_fraction))
     if entry.gpu_count is not None:
@@ -170,11 +170,12 @@ def _users(entry, model, dep, at_max: Estimate, target):
                           f"requests of {context:,} tokens exceed max_model_len {at_max.max_model_len:,}: the engine "
                           "rejects them", target.line, numbers | {"max_concurrent_users": 0}), None
     est = _estimate(entry, model, replace(dep, context_tokens=context, batch=target.users))
-    users = est.max_concurrent_users or 0
+    users = min(est.max_concurrent_users or 0, dep.max_num_seqs)  # the engine never runs more at once
     per_request = est.kv_bytes_per_request_per_gpu
     passed = users >= target.users
+    capped = f", capped by max_num_seqs {dep.max_num_seqs:,}" if users == dep.max_num_seqs else ""
     message = (f"{users:,} requests of {context:,} tokens fit ({fmt_gib(per_request)} KV each per GPU, "
-               f"budget {fmt_gib(est.kv_budget_bytes)})")
+               f"budget {fmt_gib(est.kv_budget_bytes)}{capped})")
     if not passed:
         message = f"only {message}; {target.users:,} required"
     numbers |= {"max_concurrent_users": users, "kv_bytes_per_request_per_gpu": per_request,

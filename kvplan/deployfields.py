@@ -105,12 +105,18 @@ def _kv_dtype(value) -> str:
 
 
 def _engine(value) -> str:
-    from .plan.engines import engine_names
+    """An engine name, optionally with the version its semantics follow (`vllm@0.8.5`)."""
+    from .plan.engines import engine_names, get_policy
 
-    name, known = _text(value).lower(), engine_names()
+    text, known = _text(value).strip().lower(), engine_names()
+    name = text.split("@", 1)[0]
     if name not in known:
         raise FieldError(f"unknown engine {shown_value(value)}{near_miss_hint(name, known)}; choose one of {', '.join(known)}")
-    return name
+    try:
+        get_policy(text)
+    except InputError as exc:
+        raise FieldError(str(exc)) from None
+    return text
 
 
 def _command(value) -> str | list[str]:

@@ -183,6 +183,11 @@ def _entry(path: Path, item: Y, defaults: dict[str, Y], index: int | None) -> De
         else:
             kwargs[kwarg] = value
             lines[KWARG_TO_KEY.get(kwarg, kwarg)] = command_lines[kwarg]
+    if command and "engine" not in parsed:  # the deployment runs vLLM: judge it by vLLM's rules
+        kwargs["engine"] = "vllm"
+    if parsed.get("model") and command_model and str(parsed["model"]) != str(command_model):
+        _check_same_model(path, parsed["model"], command_model, source,
+                          lambda message: fail(own.get("model", item), "model", message))
     model = parsed.get("model") or command_model
     if model is None:
         raise InputError(f"{shown}:{item.line}: {label}: the command line names no model: add `model`")
@@ -228,6 +233,21 @@ def _command_settings(path: Path, parsed: dict, own: dict[str, Y], fail):
     return None, {}, (), None, {}
 
 
+def _check_same_model(path: Path, written: str, served: str, source: str, fail) -> None:
+    """`model:` may rename what the command serves (a path inside the container), not replace it."""
+    from .spec import load_model
+
+    def resolved(ref: str) -> str | None:
+        try:
+            return load_model(_model_ref(path, str(ref))).spec.name
+        except KvplanError:
+            return None
+
+    ours, theirs = resolved(written), resolved(served)
+    if ours is not None and theirs is not None and ours != theirs:
+        raise fail(f"{written!r} here, but {source} serves {served!r} ({theirs}): keep one")
+
+
 def _plain_setting(value):
     return value.name if isinstance(value, GPU) else value
 
@@ -244,7 +264,7 @@ def _entry_from_launch(path: Path, launch) -> DeploymentEntry:
         raise InputError(f"{where}: GPU type unknown: add the node selector nvidia.com/gpu.product or the "
                          "annotation/label kvplan.dev/gpu (e.g. H100)")
     try:
-        dep = Deployment(gpu=launch.gpu, **kwargs)
+        dep = Deployment(gpu=launch.gpu, **{"engine": "vllm", **kwargs})  # it runs vLLM: vLLM's rules
     except KvplanError as exc:
         raise InputError(f"{where}: {exc}") from None
     lines = {KWARG_TO_KEY.get(k, k): launch.line for k in kwargs} | {"gpu": launch.gpu_line}

@@ -323,3 +323,41 @@ def test_unwritable_step_summary_keeps_the_verdict(capsys, tmp_path, monkeypatch
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "no" / "such" / "dir" / "summary.md"))
     rc, out, err = run(["check", str(FAILING), "-f", "github"], capsys)
     assert rc == 1 and "::error " in out and "cannot append to $GITHUB_STEP_SUMMARY" in err
+
+
+def test_budget_fraction_with_only_targets_beyond_max_model_len(tmp_path):
+    path = tmp_path / "d.yaml"
+    path.write_text("model: llama-3.1-8b\ngpu: H100\nmax_model_len: 32k\nrequirements:\n"
+                    "  min_concurrent_users: {users: 2, context_tokens: 64k}\n  max_kv_budget_fraction: 0.8\n")
+    (r,) = check_files([path]).results
+    fraction = rule(r, "max_kv_budget_fraction")
+    # the only load an engine accepts is one max_model_len request
+    assert fraction.numbers["load_bytes_per_gpu"] == 32768 * LLAMA8B_BYTES_PER_TOKEN and fraction.passed
+    assert not rule(r, "min_concurrent_users").passed
+
+
+def test_users_are_capped_by_max_num_seqs(tmp_path):
+    path = tmp_path / "d.yaml"
+    path.write_text("vllm_args: vllm serve Qwen/Qwen3-8B --max-model-len 8192 --max-num-seqs 8\ngpu: H100\n"
+                    "requirements: {min_concurrent_users: {users: 64, context_tokens: 1k}}\n")
+    (r,) = check_files([path]).results
+    users = rule(r, "min_concurrent_users")
+    assert not users.passed and users.numbers["max_concurrent_users"] == 8 and "max_num_seqs 8" in users.message
+
+
+def test_launched_deployments_use_vllm_rules_and_versions_parse(tmp_path):
+    path = tmp_path / "d.yaml"
+    path.write_text("deployments:\n  - vllm_args: vllm serve Qwen/Qwen3-8B --max-model-len 8192\n    gpu: H100\n"
+                    "  - model: qwen3-8b\n    gpu: H100\n    engine: vllm@0.8.5\n")
+    launched, versioned = check_files([path]).results
+    assert launched.entry.deployment.engine == "vllm" and versioned.entry.deployment.engine == "vllm@0.8.5"
+    assert (versioned.estimate.engine, versioned.estimate.engine_version) == ("vllm", "0.8.4")  # 0.8.4+ semantics
+
+
+def test_model_that_contradicts_the_command_is_refused(tmp_path, capsys):
+    path = tmp_path / "d.yaml"
+    path.write_text("model: qwen3-8b\ngpu: H100\nvllm_args: vllm serve meta-llama/Llama-3.1-8B-Instruct\n")
+    code, _, err = run(["check", str(path)], capsys)
+    assert code == 2 and f"{path.name}:1" in err and "serves" in err and err.count("\n") == 1
+    path.write_text("model: qwen3-8b\ngpu: H100\nvllm_args: vllm serve /mnt/models/qwen\n")  # a container path
+    assert run(["check", str(path)], capsys)[0] in (0, 1)
