@@ -86,12 +86,15 @@ def _settings_of(parsed) -> Settings:
     return Settings(flags.get("model"), kwargs, tuple(parsed.ignored))
 
 
-def serve_args(argv: list[str]) -> list[str] | None:
-    """The arguments after `vllm serve` (or the OpenAI server module) in a command, else None."""
-    if len(argv) >= 3 and os.path.basename(argv[0]) in _SHELLS and "-c" in argv[1:-1]:
-        script = argv[argv.index("-c") + 1]
+def serve_args(argv: list[str], env: dict[str, str] | None = None) -> list[str] | None:
+    """The arguments after `vllm serve` (or the OpenAI server module) in a command, else None.
+
+    `sh -c SCRIPT` (also `bash -lc`, `sh -ec`, ...) is split as a shell would: comments dropped,
+    line continuations joined, `;`/`&&`/`|` separated, `$VAR`/`${VAR}` from the container's env."""
+    script = _shell_script(argv)
+    if script is not None:
         try:
-            return serve_args(shlex.split(script))
+            return serve_args(_shell_words(script, env or {}))
         except ValueError as exc:
             raise InputError(f"cannot split the shell command ({exc})") from None
     for i, arg in enumerate(argv[:-1]):
@@ -101,6 +104,31 @@ def serve_args(argv: list[str]) -> list[str] | None:
             cut = next((j for j, a in enumerate(rest) if a in _SHELL_OPERATORS), len(rest))
             return rest[:cut]
     return None
+
+
+def _shell_script(argv: list[str]) -> str | None:
+    if len(argv) < 3 or os.path.basename(argv[0]) not in _SHELLS:
+        return None
+    for i, arg in enumerate(argv[1:-1], 1):
+        if re.fullmatch(r"-[a-z]*c[a-z]*", arg):  # -c, -lc, -ec, -euc ...
+            return argv[i + 1]
+    return None
+
+
+def _shell_words(script: str, env: dict[str, str]) -> list[str]:
+    script = script.replace("\\\n", " ")
+    script = re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)",
+                    lambda m: env.get(m.group(1) or m.group(2), m.group(0)), script)
+    lexer = shlex.shlex(script, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    return list(lexer)
+
+
+def is_vllm_server_image(image: str) -> bool:
+    """The official server image (`vllm/vllm-openai[:tag|@digest]`, any registry), whose entrypoint
+    is `vllm serve`; other images merely named after vLLM (routers, operators) are not."""
+    name = image.split("@")[0].rsplit("/", 1)[-1].split(":")[0]  # drop digest, registry/path and tag
+    return name == "vllm-openai"
 
 
 def is_manifest(docs: list[Y]) -> bool:
@@ -179,9 +207,9 @@ def _kubernetes(shown: str, doc: Y) -> list[Launch]:
             if y is not None:
                 argv += [_k8s_expand(shown, v, env) for v in _strings(shown, y, key)]
                 line = y.line
-        args = serve_args(argv)
+        args = serve_args(argv, env)
         image = c.get("image")
-        if args is None and not c.get("command") and image is not None and "vllm" in str(image.value):
+        if args is None and not c.get("command") and image is not None and is_vllm_server_image(str(image.value)):
             args = argv  # the vllm/vllm-openai image's entrypoint is the server itself
         if args is None:
             continue
@@ -256,7 +284,7 @@ def _compose(shown: str, services: Y) -> list[Launch]:
             line = y.line
         args = serve_args(argv)
         image = svc.get("image")
-        if args is None and svc.get("entrypoint") is None and image is not None and "vllm" in str(image.value):
+        if args is None and svc.get("entrypoint") is None and image is not None and is_vllm_server_image(str(image.value)):
             args = argv
         if args is None:
             continue

@@ -307,3 +307,22 @@ def test_gpu_from_product_labels():
     assert gpu_from_product("NVIDIA-L40S") == find_gpu("L40S")
     assert gpu_from_product("NVIDIA-A100-PCIE-40GB") is None  # never guessed from a partial match
     assert gpu_from_product("NVIDIA-H100-NVL") is None
+
+
+def test_shell_scripts_in_manifests_are_split_like_a_shell():
+    from kvplan.manifests import serve_args
+
+    script = "vllm serve $MODEL_ID \\\n  --max-model-len 4096 # was --max-model-len 40960\n; sleep infinity"
+    assert serve_args(["bash", "-lc", script], {"MODEL_ID": "Qwen/Qwen3-8B"}) == ["Qwen/Qwen3-8B", "--max-model-len", "4096"]
+    assert serve_args(["sh", "-ec", "vllm serve m --max-model-len 4096; echo done"]) == ["m", "--max-model-len", "4096"]
+
+
+@pytest.mark.parametrize("image,server", [
+    ("vllm/vllm-openai:v0.10.1", True), ("docker.io/vllm/vllm-openai@sha256:0123", True),
+    ("myregistry:5000/vllm/vllm-openai:latest", True),
+    ("ghcr.io/vllm-project/production-stack/router:latest", False), ("lmcache/vllm-router", False),
+])
+def test_only_the_server_image_counts_as_vllm_serve(image, server):
+    from kvplan.manifests import is_vllm_server_image
+
+    assert is_vllm_server_image(image) is server
