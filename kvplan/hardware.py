@@ -5,6 +5,7 @@ reports 81,559 MiB. Sources: vendor datasheets and public nvidia-smi logs (docs/
 """
 
 import difflib
+import re
 from dataclasses import dataclass
 
 from .errors import InputError
@@ -79,8 +80,9 @@ def detect_gpu(index: int = 0) -> GPU:
                known.bf16_dense_flops if known else None, note="detected via NVML")
 
 
-# What NVML names contain -> catalog entry; the first match wins, so specific patterns go first.
+# Words in NVML names -> catalog entry; the first match wins, so specific patterns go first.
 _NVML_PATTERNS = (
+    (("h100", "nvl"), None),  # 94 GB, not in the catalog: better no figures than the SXM's
     (("h100", "pcie"), "H100-PCIe"), (("h100",), "H100-SXM"), (("h200",), "H200"), (("b200",), "B200"),
     (("a100", "80gb"), "A100-80GB"), (("a100",), "A100-40GB"), (("l40s",), "L40S"), (("l4",), "L4"),
     (("a10g",), "A10G"), (("4090",), "RTX-4090"), (("3090",), "RTX-3090"), (("mi300x",), "MI300X"),
@@ -89,8 +91,8 @@ _NVML_PATTERNS = (
 
 def catalog_match(device_name: str) -> GPU | None:
     """The catalog entry for a name as NVML reports it ("NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB")."""
-    words = _key(device_name)
+    words = set(re.split(r"[^a-z0-9]+", device_name.lower()))
     for needles, name in _NVML_PATTERNS:
         if all(n in words for n in needles):
-            return find_gpu(name)
+            return find_gpu(name) if name else None
     return None

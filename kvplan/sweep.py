@@ -102,8 +102,11 @@ def run_sweep(grid: SweepGrid, max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES,
     `vectorize`: None picks the vectorized path for the generic engine and the per-row loop otherwise;
     False forces the per-row loop (the reference, and the benchmark's baseline)."""
     check_memory(grid, max_memory_bytes)
-    import numpy as np
-    import pandas as pd
+    try:
+        import numpy as np
+        import pandas as pd
+    except ImportError:
+        raise InputError("kvplan sweep needs pandas and numpy: pip install 'kvplan[report]'") from None
 
     from .plan.engines import get_policy
     from .plan.engines.generic import GenericPolicy

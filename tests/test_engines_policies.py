@@ -234,3 +234,16 @@ def test_transformers_sizing_matches_transformers(monkeypatch, model, flash, log
                       CBSettings(flash_attention=flash, logits_to_keep=logits_to_keep))
     assert (plan.max_batch_tokens, plan.num_sectors) == expected and expected[1] > 100
     assert (plan.bytes_per_sector, plan.tokens_per_sector) == (bytes_per_sector, tokens_per_sector)
+
+
+@pytest.mark.parametrize("engine", ["trtllm", "transformers"])
+def test_free_memory_engines_only_need_weights_to_fit_the_gpu(engine):
+    """Their memory fraction applies to what is free after loading, not to the total."""
+    from kvplan.hardware import find_gpu
+    from kvplan.plan import Deployment, estimate
+    from kvplan.spec import load_model
+
+    e = estimate(load_model("llama-3.1-8b"), Deployment(gpu=find_gpu("L4"), engine=engine, gpu_memory_utilization=0.5,
+                                                         max_model_len=8192))
+    assert e.weights_bytes_per_gpu > 0.5 * find_gpu("L4").memory_bytes  # more than the fraction of the total...
+    assert "weights take" not in e.verdict and e.num_blocks > 0  # ...yet they load, and the pool has blocks

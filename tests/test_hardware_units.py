@@ -96,7 +96,8 @@ def test_overhead_terms_and_overrides():
 @pytest.mark.parametrize("nvml_name,entry", [
     ("NVIDIA H100 80GB HBM3", "H100-SXM"), ("NVIDIA H100 PCIe", "H100-PCIe"), ("NVIDIA H200", "H200"),
     ("NVIDIA A100-SXM4-80GB", "A100-80GB"), ("NVIDIA A100-SXM4-40GB", "A100-40GB"), ("NVIDIA L40S", "L40S"),
-    ("NVIDIA L4", "L4"), ("NVIDIA A10G", "A10G"), ("NVIDIA GeForce RTX 4090", "RTX-4090"), ("Tesla T4", None),
+    ("NVIDIA L4", "L4"), ("NVIDIA L40", None), ("NVIDIA A10G", "A10G"), ("NVIDIA GeForce RTX 4090", "RTX-4090"),
+    ("Tesla T4", None), ("NVIDIA H100 NVL", None),
 ])
 def test_nvml_names_map_to_the_catalog(nvml_name, entry):
     from kvplan.hardware import catalog_match

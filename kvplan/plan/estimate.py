@@ -101,7 +101,8 @@ def estimate(model: LoadedModel, dep: Deployment) -> Estimate:
     fits, verdict, suggestions = _verdict(
         dep, weights_per_gpu=weights_per_gpu, gpu_memory=gpu_memory, budget=budget, users=users, context=context,
         max_ctx=max_ctx, longest_single=longest_single, max_model_len=max_model_len, kv=kv,
-        weights_quantized=dtypes.weights_label not in FLOAT_DTYPES)
+        weights_quantized=dtypes.weights_label not in FLOAT_DTYPES,
+        weights_limit=policy.weights_limit_bytes(gpu_memory, dep) if gpu_memory is not None else None)
     report = policy.report(stages, budget, kv, dep, max_model_len) if budget is not None else None
     if report is not None and report.lines:
         notes.append(f"{policy.name} {policy.version} would log: " + " | ".join(report.lines))
@@ -212,7 +213,7 @@ def _row(policy, spec, stages, budget, kv, dep, context, block_size) -> ContextR
 
 
 def _verdict(dep: Deployment, *, weights_per_gpu, gpu_memory, budget, users, context, max_ctx, longest_single,
-             max_model_len, kv, weights_quantized) -> tuple[bool | None, str, list[str]]:
+             max_model_len, kv, weights_quantized, weights_limit) -> tuple[bool | None, str, list[str]]:
     """Fits or not, in words, with the knobs that would change the answer. Checks run from the most
     basic (do the weights fit) to the most specific (does the asked batch fit)."""
     if budget is None:
@@ -220,11 +221,13 @@ def _verdict(dep: Deployment, *, weights_per_gpu, gpu_memory, budget, users, con
                                               else "weights or overhead unknown"), []
     quantize = "" if weights_quantized else ", or quantize the weights (--dtype fp8 / awq)"
     if gpu_memory is not None and weights_per_gpu is not None and dep.kv_cache_memory_bytes is None:
-        usable = int(gpu_memory * dep.gpu_memory_utilization)
+        usable = weights_limit
         if weights_per_gpu >= usable:
             need_gpus = -(-weights_per_gpu * dep.num_gpus // usable)
+            share = (f"{dep.gpu_memory_utilization:g} x {fmt_gib(gpu_memory)}" if usable < gpu_memory
+                     else "the whole GPU")
             return False, (f"does not fit: weights take {fmt_gib(weights_per_gpu)} per GPU, more than the "
-                           f"{fmt_gib(usable)} usable ({dep.gpu_memory_utilization:g} x {fmt_gib(gpu_memory)})"), [
+                           f"{fmt_gib(usable)} usable ({share})"), [
                 f"the weights alone need at least {need_gpus} such GPUs (more with activations and KV): raise --tp"
                 f" or --pp{quantize}"]
     if budget <= 0:

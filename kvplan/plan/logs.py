@@ -145,6 +145,8 @@ def _parse_line(line: str, log: StartupLog) -> None:
     if m := p["kvplan"].match(line):
         log.kvplan_args += shlex.split(m.group(1))
         return
+    if line.lstrip().startswith("#") and not p["gpu_blocks"].search(line):
+        return  # commentary around a pasted log; vLLM V0's "# GPU blocks: N" is the one log line so written
     if m := p["v1_version"].search(line) or p["banner_version"].search(line):
         log.engine, log.version = "vllm", log.version or m.group(1)
     if m := p["v1_engine"].search(line):

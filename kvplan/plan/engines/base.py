@@ -62,6 +62,10 @@ class EnginePolicy:
     def overhead(self, spec: ModelSpec, dep: Deployment, act_elem_bytes: int) -> list[Term]:
         raise NotImplementedError
 
+    def weights_limit_bytes(self, gpu_memory_bytes: int, dep: Deployment) -> int:
+        """The most weight bytes per GPU the engine can load: its memory share (vLLM: total x utilization)."""
+        return int(gpu_memory_bytes * dep.gpu_memory_utilization)
+
     def kv_budget(self, gpu_memory_bytes: int, weights_per_gpu: int, terms: list[Term], dep: Deployment) -> int:
         """KV bytes per GPU before rounding to blocks."""
         raise NotImplementedError

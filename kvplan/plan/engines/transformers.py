@@ -169,6 +169,9 @@ class TransformersPolicy(EnginePolicy):
         # Activations are planned inside the cache budget (max_batch_tokens); only the context is gone.
         return [t for t in overhead_terms(spec, dep, act_elem_bytes) if t.name.startswith(("non-torch", "overhead"))]
 
+    def weights_limit_bytes(self, gpu_memory_bytes: int, dep: Deployment) -> int:
+        return gpu_memory_bytes  # the memory fraction applies to what is free after loading
+
     def kv_budget(self, gpu_memory_bytes: int, weights_per_gpu: int, terms: list[Term], dep: Deployment) -> int:
         if dep.kv_cache_memory_bytes is not None:
             return dep.kv_cache_memory_bytes

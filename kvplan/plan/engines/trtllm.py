@@ -51,6 +51,9 @@ class TrtllmPolicy(EnginePolicy):
     def overhead(self, spec: ModelSpec, dep: Deployment, act_elem_bytes: int) -> list[Term]:
         return overhead_terms(spec, dep, act_elem_bytes)
 
+    def weights_limit_bytes(self, gpu_memory_bytes: int, dep: Deployment) -> int:
+        return gpu_memory_bytes  # the memory fraction applies to what is free after loading
+
     def kv_budget(self, gpu_memory_bytes: int, weights_per_gpu: int, terms: list[Term], dep: Deployment) -> int:
         if dep.kv_cache_memory_bytes is not None:
             return dep.kv_cache_memory_bytes
