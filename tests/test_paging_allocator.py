@@ -211,3 +211,21 @@ def test_two_page_groups_share_one_pool():
     assert kv.num_filled_slots == 10 + 2 * sum(b != NULL_BLOCK for b in sliding)
     kv.free(r)
     assert kv.pool.num_free_blocks == 20 and kv.num_filled_slots == 0
+
+
+def test_a_full_group_before_a_sliding_one_can_use_the_blocks_the_sliding_one_releases():
+    """allocate_slots plans with every group's releases, so it must apply them before any allocation."""
+    from kvplan.paging import KVCacheManager, Request
+    from kvplan.spec import FullAttention, ModelSpec, SlidingWindow
+    from kvplan.spec.grouping import page_layout
+
+    layout = page_layout(ModelSpec("t", "t", (FullAttention((0,), 1, 8, 8),
+                                              SlidingWindow((1,), 1, 8, 8, window_tokens=4)), 2))
+    assert [g.attention.kind for g in layout.groups] == ["full", "sliding"]
+    kv = KVCacheManager(layout, 8, 2)
+    req = Request("a", list(range(8)), 4)
+    assert kv.allocate_slots(req, 8) and kv.pool.num_free_blocks == 0  # 4 full + 4 sliding blocks
+    req.num_computed_tokens = 8
+    req.append_token(100)
+    assert kv.allocate_slots(req, 1)  # the full group's new block comes from the sliding group's release
+    kv.check_integrity()

@@ -128,3 +128,17 @@ def test_config_validation():
     s, _ = make(max_num_seqs=2, max_num_batched_tokens=8)
     with pytest.raises(InputError, match="n=3"):
         s.add_request(Request("x", [1], 1, num_samples=3))
+
+
+def test_max_num_seqs_counts_the_samples_a_parent_will_fork():
+    from kvplan.paging import KVCacheManager, Request, Scheduler, SchedulerConfig
+    from kvplan.spec import FullAttention, ModelSpec
+    from kvplan.spec.grouping import page_layout
+
+    layout = page_layout(ModelSpec("t", "t", (FullAttention((0,), 1, 8, 8),), 1))
+    sched = Scheduler(KVCacheManager(layout, 1000, 4), SchedulerConfig(max_num_seqs=4, max_num_batched_tokens=64))
+    for i in range(3):
+        sched.add_request(Request(f"r{i}", [100 * i + j for j in range(5)], 10, num_samples=2))
+    out = sched.schedule()
+    assert [s.request.request_id for s in out.scheduled] == ["r0", "r1"]  # 2 x 2 samples = 4 sequences
+    assert sched.num_sequences == 4

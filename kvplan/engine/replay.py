@@ -143,8 +143,8 @@ def replay(engine: LLMEngine, items: list, memory: DeviceMemory, *, vocab_size: 
             t0 = time.perf_counter()
             out = engine.step()
             duration = time.perf_counter() - t0
-            if not out.num_tokens and not out.preempted:
-                stuck = engine.scheduler.waiting[0]
+            if not out.num_tokens:  # even alone the head request cannot run (the simulator's rule)
+                stuck = out.preempted[-1] if out.preempted else engine.scheduler.waiting[0]
                 raise FindingError(f"{mode} run: a request of {stuck.num_tokens:,} tokens does not fit the KV pool "
                                    f"of {cfg.num_blocks:,} blocks even alone")
             run.preemptions += len(out.preempted)

@@ -147,13 +147,16 @@ class KVCacheManager(LazyDecodeSupport):
                 tables[g].extend(group_hits)
             st = self._reqs[req.request_id] = _Blocks(req, tables, first_held, len(hits[0]))
             req.num_computed_tokens = req.num_cached_tokens = start
+        # Every group's releases first: the plan counted them as available to every group.
         for g, table in enumerate(tables):
-            release_to, cow = plan[g]
+            release_to = plan[g][0]
             for i in range(first_held[g], release_to):
                 if table[i] != NULL_BLOCK:
                     self._free_one(table[i])
                     table[i] = NULL_BLOCK
             first_held[g] = max(first_held[g], release_to)
+        for g, table in enumerate(tables):
+            cow = plan[g][1]
             if cow:
                 i = start // bs
                 src = table[i]

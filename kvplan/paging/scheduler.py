@@ -114,7 +114,7 @@ class Scheduler:
         kv, cfg, waiting = self.kv, self.config, self.waiting
         while waiting and budget > 0:
             req = waiting[0]
-            if len(self.running) + req.num_samples > cfg.max_num_seqs:
+            if self.num_sequences + req.num_samples > cfg.max_num_seqs:
                 break
             num_new = req.num_tokens - kv.get_computed_tokens(req)
             if num_new > budget:
@@ -159,6 +159,11 @@ class Scheduler:
             self.running.remove(req)
             kv.free(req)
         return finished
+
+    @property
+    def num_sequences(self) -> int:
+        """Running sequences, counting the samples a parent will fork after its prompt."""
+        return sum(r.num_samples for r in self.running)
 
     def fork(self, parent: Request, child: Request) -> None:
         """Add `child` (parent's computed tokens, its own sampled token) sharing the parent's blocks."""
