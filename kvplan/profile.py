@@ -376,7 +376,8 @@ def _blocks_for(spec, dep, result) -> int:
     from .spec.grouping import page_layout
 
     layout = page_layout(spec, _kv_format(dep, spec))
-    return layout.blocks_per_request(result.estimate["max_model_len"], result.estimate["block_size"])
+    return layout.blocks_per_request(result.estimate["max_model_len"], result.estimate["block_size"],
+                                     dep.max_num_batched_tokens)
 
 
 def _kv_format(dep: Deployment, spec):

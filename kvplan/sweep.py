@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from .dtypes import kv_format, weight_format
+from .plan.dtype_plan import dtype_plan
 from .errors import InputError, KvplanError
 from .hardware import GPU
 from .plan import Deployment, Estimate, estimate, pp_partition
@@ -236,8 +237,9 @@ def _vector_rows(model: LoadedModel, grid: SweepGrid, categories, skipped) -> di
         # estimate's verdict: weights must stay under total x utilization (truncated like int())
         weights_fit = weights < (memory * grid.gpu_memory_utilization).astype(np.int64)
         stages = [spec.restricted_to(set(r)) for r in pp_partition(spec.num_layers, pp)]
-        compute_dtype = weight_format(probe.weights_dtype).compute_dtype
+        compute_dtype = dtype_plan(spec, dtype).compute
         block_size = probe.block_size
+        chunk = grid.deployment(grid.gpus[0], tp, pp, dtype, grid.kv_dtypes[0], 1).max_num_batched_tokens
         for k, kv_name in enumerate(grid.kv_dtypes):
             kv = kv_format(kv_name, compute_dtype)
             try:
@@ -245,7 +247,7 @@ def _vector_rows(model: LoadedModel, grid: SweepGrid, categories, skipped) -> di
             except KvplanError as exc:
                 skipped.setdefault(f"{spec.name} tp={tp} pp={pp} kv={kv.name}: {exc}")
                 continue
-            per_stage = np.stack([request_bytes(s, kv, tp, block_size, contexts, peak_cache) for s in stages])
+            per_stage = np.stack([request_bytes(s, kv, tp, block_size, contexts, peak_cache, chunk) for s in stages])
             usable = np.stack([pl[0] for pl in pools])  # (S, G)
             users = _users(usable, per_stage)  # (G, C)
             neck = np.argmax(per_stage, axis=0)  # the first stage with the largest request, as max() picks
@@ -255,7 +257,7 @@ def _vector_rows(model: LoadedModel, grid: SweepGrid, categories, skipped) -> di
             cols["kv_dtype"][at] = _code(categories, "kv_dtype", kv.name)
             cols["weights_bytes_per_gpu"][at] = weights
             cols["kv_budget_bytes"][at] = budgets[:, None]
-            cols["kv_bytes_per_request"][at] = request_bytes(spec, kv, 1, block_size, contexts, peak_cache)
+            cols["kv_bytes_per_request"][at] = request_bytes(spec, kv, 1, block_size, contexts, peak_cache, chunk)
             cols["kv_bytes_per_request_per_gpu"][at] = per_stage.max(axis=0)
             cols["num_blocks"][at] = np.stack([pl[1] for pl in pools])[neck].T
             cols["kv_cache_tokens"][at] = np.stack([pl[2] for pl in pools])[neck].T
@@ -287,8 +289,9 @@ def _users(usable, per_stage):
     return per.min(axis=0)
 
 
-def request_bytes(stage: ModelSpec, kv, tp: int, block_size: int, contexts, peak_cache: dict | None = None):
-    """`stage.bytes_per_request(c, kv, tp, block_size)` for every c in `contexts`, exactly, as an int64 array.
+def request_bytes(stage: ModelSpec, kv, tp: int, block_size: int, contexts, peak_cache: dict | None = None,
+                  chunk_tokens: int = 1):
+    """`stage.bytes_per_request(c, kv, tp, block_size, chunk_tokens)` for every c in `contexts`, exactly, as int64.
 
     Per group the constant is bytes per token per layer x layers x block size (a Fraction from the
     spec itself); `peak_blocks` is asked once per group and context. Scaling every constant by the
@@ -301,9 +304,10 @@ def request_bytes(stage: ModelSpec, kv, tp: int, block_size: int, contexts, peak
     for g in stage.groups:
         coef = Fraction(g.bytes_per_token_per_layer(kv, tp)) * g.num_layers * block_size
         if coef:
-            key = (g, block_size)
+            key = (g, block_size, chunk_tokens)
             if key not in peak_cache:
-                peak_cache[key] = np.asarray([g.peak_blocks(int(c), block_size) for c in contexts], dtype=np.int64)
+                peak_cache[key] = np.asarray([g.peak_blocks(int(c), block_size, chunk_tokens) for c in contexts],
+                                             dtype=np.int64)
             terms.append((coef, peak_cache[key]))
     state = stage.state_bytes(kv, tp)
     if not terms:

@@ -168,8 +168,9 @@ def test_prefix_cache_hits_are_read_through_the_block_table():
 
 @pytest.mark.parametrize("model_type", ["llama", "gemma2"])
 def test_preemption_and_recompute_keep_logits_exact(model_type):
-    # 14 blocks of 4 tokens cannot hold four 30-token requests: the newest is preempted and recomputed.
-    engine = make_engine(model_type, num_blocks=14, max_num_batched_tokens=64)
+    # 16 blocks of 4 tokens cannot hold four 30-token requests: the newest is preempted and recomputed.
+    # (16: a 31-token recompute in one chunk holds 8 full + 8 sliding blocks, window 8 included.)
+    engine = make_engine(model_type, num_blocks=16, max_num_batched_tokens=64)
     for prompt in prompts_of([14, 10, 12, 8], seed=3):
         engine.add_request(prompt, max_tokens=18)
     rows = run_recording(engine)

@@ -28,10 +28,17 @@ def test_gemma2_below_window_all_layers_hold_every_token():
 
 
 def test_gemma2_above_window_sliding_layers_capped():
-    e = est("gemma-2-9b", context_tokens=10_000)
+    e = est("gemma-2-9b", context_tokens=10_000, max_num_batched_tokens=2048)
     per_layer_token = 2 * 8 * 256 * 2
-    # a 4096-token window not aligned to 16-token blocks spans 257 blocks at its worst
-    assert e.kv_bytes_per_request == 21 * per_layer_token * 10_000 + 21 * per_layer_token * 257 * 16
+    # a 2048-token prefill chunk reads its 4096-token windows: 4096 - 1 + 2048 = 6143 positions,
+    # which span at most 385 blocks of 16 when misaligned
+    assert e.kv_bytes_per_request == 21 * per_layer_token * 10_000 + 21 * per_layer_token * 385 * 16
+
+
+def test_gemma2_prefill_chunk_longer_than_the_window_keeps_every_token():
+    # an 8192-token chunk needs the 4095 positions before each query: all 10,000 tokens at the peak
+    e = est("gemma-2-9b", context_tokens=10_000, max_num_batched_tokens=8192)
+    assert e.kv_bytes_per_request == 42 * (2 * 8 * 256 * 2) * 10_000
 
 
 def test_gemma2_reference_gib_figures_token_exact():
@@ -46,14 +53,14 @@ def test_gemma2_reference_gib_figures_token_exact():
 def test_gpt_oss_window_128():
     e = est("gpt-oss-20b", context_tokens=131072)
     per_layer_token = 2 * 8 * 64 * 2
-    sliding_blocks = (15 + 127) // 16 + 1  # 9 blocks of 16 cover a misaligned 128-token window
+    sliding_blocks = (15 + 128 + 8192 - 2) // 16 + 1  # an 8192-token chunk reads 128 + 8191 positions: 521 blocks
     assert e.kv_bytes_per_request == 12 * per_layer_token * 131072 + 12 * per_layer_token * sliding_blocks * 16
 
 
 def test_mistral_v01_request_bytes_saturate_at_the_window():
     a = est("mistral-7b-v0.1", context_tokens=16384).kv_bytes_per_request
     b = est("mistral-7b-v0.1", context_tokens=32768).kv_bytes_per_request
-    assert a == b == 32 * 2 * 8 * 128 * 2 * 257 * 16
+    assert a == b == 32 * 2 * 8 * 128 * 2 * 769 * 16  # window 4096 + an 8192-token chunk: 12,287 positions
 
 
 @pytest.mark.parametrize("ctx", [1000, 4096, 163840])
@@ -156,7 +163,7 @@ def test_hybrid_pool_pages_by_layer_groups():
     e = est("gemma-2-9b", kv_cache_memory_bytes=10 * GiB, context_tokens=8192)
     page = 16 * 21 * 2 * 8 * 256 * 2
     assert e.num_blocks == 10 * GiB // page
-    per_request_blocks = 8192 // 16 + 257
+    per_request_blocks = 8192 // 16 + 8192 // 16  # an 8192-token prefill chunk keeps every sliding token too
     assert e.max_concurrent_users == e.num_blocks // per_request_blocks
 
 

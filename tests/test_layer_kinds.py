@@ -39,6 +39,16 @@ def test_chunked_peak_blocks_matches_brute_force(chunk, block_size, context):
     assert group.peak_blocks(context, block_size) == _brute_chunked_peak(context, chunk, block_size)
 
 
+@settings(max_examples=300, deadline=None)
+@given(window=st.integers(1, 200), chunk=st.integers(1, 300), block_size=st.sampled_from([1, 4, 16]),
+       context=st.integers(1, 700))
+def test_sliding_peak_blocks_with_prefill_chunks_matches_brute_force(window, chunk, block_size, context):
+    """A chunk [s, e) of at most `chunk` tokens keeps [s - W + 1, e): the worst chunk ending at e starts at e - chunk."""
+    group = SlidingWindow((0,), 1, 8, 8, window)
+    brute = max(_blocks_holding(max(0, e - chunk - window + 1), e, block_size) for e in range(1, context + 1))
+    assert group.peak_blocks(context, block_size, chunk) == brute
+
+
 def test_tokens_held_below_and_above_window():
     g = SlidingWindow((0, 1), 8, 128, 128, 4096)
     assert g.tokens_held(1000) == 1000

@@ -106,7 +106,8 @@ class LLMEngine:
         total = len(prompt_token_ids) + max_tokens
         if self.config.max_model_len is not None and total > self.config.max_model_len:
             raise InputError(f"request of {total} tokens exceeds max_model_len {self.config.max_model_len}")
-        need = self.layout.blocks_per_request(total, self.config.block_size)
+        chunk = min(self.config.max_num_batched_tokens, total)  # a (re)prefill chunk reads whole windows
+        need = self.layout.blocks_per_request(total, self.config.block_size, chunk)
         if self.config.contiguous:
             need = self.layout.blocks_per_request(self.config.max_model_len, self.config.block_size)
         if need > self.config.num_blocks:

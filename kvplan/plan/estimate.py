@@ -80,7 +80,7 @@ def estimate(model: LoadedModel, dep: Deployment) -> Estimate:
     whole_per_token = spec.bytes_per_token(kv)
     per_gpu_per_token = max(s.bytes_per_token(kv, dep.tp) for s in stages)
     bottleneck = max(stages, key=lambda s: policy.request_bytes(s, context, kv, dep))
-    per_request_whole = spec.bytes_per_request(context, kv, 1, block_size)
+    per_request_whole = spec.bytes_per_request(context, kv, 1, block_size, dep.max_num_batched_tokens)
 
     weights = weight_bytes(model, dtypes.weights, dep.weights_bytes)
     weights_per_gpu = -(-weights.total_bytes // dep.num_gpus) if weights.total_bytes is not None else None
@@ -209,7 +209,8 @@ def _row(policy, spec, stages, budget, kv, dep, context, block_size) -> ContextR
     users = None
     if budget is not None:
         users = min(policy.max_users(s, policy.pool(s, budget, kv, dep), context, kv, dep) for s in stages)
-    return ContextRow(context, spec.bytes_per_request(context, kv, 1, block_size), per_gpu, users)
+    return ContextRow(context, spec.bytes_per_request(context, kv, 1, block_size, dep.max_num_batched_tokens),
+                      per_gpu, users)
 
 
 def _verdict(dep: Deployment, *, weights_per_gpu, gpu_memory, budget, users, context, max_ctx, longest_single,

@@ -33,8 +33,8 @@ class PageLayout:
         page = per_layer * block_size * self.layers_per_page
         return -(-page.numerator // page.denominator)
 
-    def blocks_per_request(self, context_tokens: int, block_size: int) -> int:
-        return sum(g.attention.peak_blocks(context_tokens, block_size) for g in self.groups)
+    def blocks_per_request(self, context_tokens: int, block_size: int, chunk_tokens: int = 1) -> int:
+        return sum(g.attention.peak_blocks(context_tokens, block_size, chunk_tokens) for g in self.groups)
 
 
 def page_layout(spec: ModelSpec, kv: KVFormat | None = None, tp: int = 1) -> PageLayout:

@@ -3,8 +3,10 @@
 Each kind answers three questions, and everything else in kvplan is arithmetic over groups:
   - `bytes_per_token_per_layer(kv, tp)`: KV bytes one token adds to one layer on one rank;
   - `tokens_held(context_tokens)`: tokens a layer keeps for a request of that length;
-  - `peak_blocks(context_tokens, block_size)`: the most blocks a paged allocator that frees
-    out-of-window blocks holds for the request at any point of its life up to that length.
+  - `peak_blocks(context_tokens, block_size, chunk_tokens)`: the most blocks a paged allocator that
+    frees out-of-window blocks holds for the request at any point of its life up to that length,
+    when prompts are computed in chunks of up to `chunk_tokens` (every query of a chunk reads its
+    own window, so a chunk keeps up to W - 1 + chunk tokens of a sliding layer).
 Adding an attention kind is adding one class here.
 """
 
@@ -36,7 +38,7 @@ class LayerGroup:
     def tokens_held(self, context_tokens: int) -> int:
         return context_tokens
 
-    def peak_blocks(self, context_tokens: int, block_size: int) -> int:
+    def peak_blocks(self, context_tokens: int, block_size: int, chunk_tokens: int = 1) -> int:
         return cdiv(context_tokens, block_size)
 
     def state_bytes_per_layer(self, kv: KVFormat, tp: int = 1) -> int:
@@ -96,14 +98,8 @@ class SlidingWindow(FullAttention):
     def tokens_held(self, context_tokens: int) -> int:
         return min(context_tokens, self.window_tokens)
 
-    def peak_blocks(self, context_tokens: int, block_size: int) -> int:
-        # At length l >= W the window covers positions [l-W, l): floor((l-1)/bs) - floor((l-W)/bs) + 1
-        # blocks. With a = l - W that is floor((a mod bs + W - 1)/bs) + 1, largest when a mod bs is
-        # as large as the request's length allows.
-        if context_tokens <= self.window_tokens:
-            return cdiv(context_tokens, block_size)
-        offset = min(context_tokens - self.window_tokens, block_size - 1)
-        return (offset + self.window_tokens - 1) // block_size + 1
+    def peak_blocks(self, context_tokens: int, block_size: int, chunk_tokens: int = 1) -> int:
+        return _span_peak_blocks(context_tokens, block_size, self.window_tokens + max(chunk_tokens, 1) - 1)
 
     def describe(self) -> str:
         return f"{super().describe()}, window {self.window_tokens}"
@@ -120,10 +116,12 @@ class ChunkedLocal(FullAttention):
     def tokens_held(self, context_tokens: int) -> int:
         return min(context_tokens, self.window_tokens)
 
-    def peak_blocks(self, context_tokens: int, block_size: int) -> int:
+    def peak_blocks(self, context_tokens: int, block_size: int, chunk_tokens: int = 1) -> int:
         chunk = self.window_tokens
         if context_tokens <= chunk:
             return cdiv(context_tokens, block_size)
+        if chunk_tokens > 1:  # a prefill chunk reaches back to its local chunk's start: a bound, not exact
+            return min(cdiv(context_tokens, block_size), _span_peak_blocks(context_tokens, block_size, chunk + chunk_tokens - 1))
         # A full chunk [s, s+C) spans floor((s+C-1)/bs) - floor(s/bs) + 1 blocks; s mod bs repeats
         # with period bs, so looking at the first bs chunks (and the last partial one) suffices.
         num_full_chunks = context_tokens // chunk
@@ -180,7 +178,7 @@ class RecurrentState(LayerGroup):
     def tokens_held(self, context_tokens: int) -> int:
         return 0
 
-    def peak_blocks(self, context_tokens: int, block_size: int) -> int:
+    def peak_blocks(self, context_tokens: int, block_size: int, chunk_tokens: int = 1) -> int:
         return 0
 
     def state_bytes_per_layer(self, kv: KVFormat, tp: int = 1) -> int:
@@ -243,16 +241,18 @@ class ModelSpec:
     def state_bytes(self, kv: KVFormat, tp: int = 1) -> int:
         return sum(g.state_bytes_per_layer(kv, tp) * g.num_layers for g in self.groups)
 
-    def bytes_per_request(self, context_tokens: int, kv: KVFormat, tp: int = 1, block_size: int | None = None) -> int:
+    def bytes_per_request(self, context_tokens: int, kv: KVFormat, tp: int = 1, block_size: int | None = None,
+                          chunk_tokens: int = 1) -> int:
         """KV (and state) bytes one request of `context_tokens` holds at its peak.
 
         Without `block_size` tokens are counted exactly (`tokens_held`); with it each group holds
-        whole blocks, freeing those that fell out of its window.
+        whole blocks, freeing those that fell out of its window, with prompts computed in chunks
+        of up to `chunk_tokens`.
         """
         total = Fraction(0)
         for g in self.groups:
             if block_size:
-                tokens = g.peak_blocks(context_tokens, block_size) * block_size
+                tokens = g.peak_blocks(context_tokens, block_size, chunk_tokens) * block_size
             else:
                 tokens = g.tokens_held(context_tokens)
             total += g.bytes_per_token_per_layer(kv, tp) * g.num_layers * tokens
@@ -272,6 +272,18 @@ class ModelSpec:
 
     def layout(self) -> str:
         return "; ".join(f"{g.num_layers}x {g.describe()}" for g in self.groups)
+
+
+def _span_peak_blocks(context_tokens: int, block_size: int, span_tokens: int) -> int:
+    """Most blocks held over a request's life when only the last `span_tokens` positions are kept.
+
+    At length l >= S the span covers [l-S, l): floor((l-1)/bs) - floor((l-S)/bs) + 1 blocks. With
+    a = l - S that is floor((a mod bs + S - 1)/bs) + 1, largest when a mod bs is as large as the
+    request's length allows."""
+    if context_tokens <= span_tokens:
+        return cdiv(context_tokens, block_size)
+    offset = min(context_tokens - span_tokens, block_size - 1)
+    return (offset + span_tokens - 1) // block_size + 1
 
 
 def _ceil(x: Fraction) -> int:

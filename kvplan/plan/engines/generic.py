@@ -23,7 +23,9 @@ class GenericPolicy(EnginePolicy):
         return int(gpu_memory_bytes * dep.gpu_memory_utilization) - used
 
     def request_bytes(self, stage: ModelSpec, context_tokens: int, kv: KVFormat, dep: Deployment) -> int:
-        return stage.bytes_per_request(context_tokens, kv, dep.tp, self.block_size(stage, dep))
+        """At its peak: a prompt may be computed in chunks of max_num_batched_tokens (chunked prefill)."""
+        return stage.bytes_per_request(context_tokens, kv, dep.tp, self.block_size(stage, dep),
+                                       dep.max_num_batched_tokens)
 
     def pool(self, stage: ModelSpec, budget_bytes: int, kv: KVFormat, dep: Deployment) -> Pool:
         block_size = self.block_size(stage, dep)
