@@ -178,7 +178,7 @@ def run_profile(loaded: LoadedModel, dep: Deployment, workload, *, device: str |
 
 
 def _device_deployment(dep: Deployment, dev, memory, dtype_name: str, set_dtype: bool, longest: int) -> Deployment:
-    from .hardware import GPU, GPUS
+    from .hardware import GPU, catalog_match
 
     changes: dict = {}
     if set_dtype:
@@ -188,7 +188,7 @@ def _device_deployment(dep: Deployment, dev, memory, dtype_name: str, set_dtype:
     if dev.type == "cuda" and dep.gpu is None:  # the attached GPU: its memory, and bandwidth for the roofline
         total = memory.total_bytes()
         name = memory.name()
-        known = next((g for g in GPUS if g.name.lower().split("-")[0] in name.lower()), None)
+        known = catalog_match(name)
         changes["gpu"] = GPU(name, total, known.bandwidth_bytes_per_s if known else None,
                              known.bf16_dense_flops if known else None, note="attached device")
     if dev.type == "cpu" and dep.gpu is None and dep.kv_cache_memory_bytes is None:

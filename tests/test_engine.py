@@ -326,3 +326,15 @@ def test_engine_never_imported_by_kvplan():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_contiguous_forks_get_their_own_reservations():
+    """Forked samples in the contiguous baseline share only the computed blocks, never the reservation."""
+    outputs = {}
+    for contiguous in (False, True):
+        engine = make_engine("llama", num_blocks=64, max_model_len=48, contiguous=contiguous, max_num_batched_tokens=64)
+        engine.add_request(list(range(3, 13)), 20, SamplingParams(temperature=1.0, seed=123), request_id="p", n=3)
+        engine.run()
+        outputs[contiguous] = {rid: list(r.output_token_ids) for rid, r in engine.requests.items()}
+        assert_clean(engine)
+    assert outputs[True] == outputs[False] and len(outputs[True]) == 3

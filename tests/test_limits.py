@@ -48,3 +48,10 @@ def test_sweep_beyond_the_memory_limit_is_refused_before_it_starts(capsys):
                  "--context", "1:64000:1", "--max-memory", "64MiB"])
     err = capsys.readouterr().err
     assert code == 2 and "memory" in err and err.count("\n") == 1
+
+
+def test_huge_prompt_lengths_are_cut_without_building_them():
+    from kvplan.paging.workload import WorkItem
+
+    item = WorkItem(0, 0.0, 5, 3_000_000_000, prefix_group=0, prefix_len=1000)
+    assert len(item.prompt_ids(8192)) == 8192 and item.prompt_ids(8192)[:1000] == item.prompt_ids(1000)

@@ -176,7 +176,8 @@ def replay(engine: LLMEngine, items: list, memory: DeviceMemory, *, vocab_size: 
 
 
 def _add(engine: LLMEngine, item, vocab_size: int, run: RunMeasurement) -> None:
-    prompt = vocab_ids(item.prompt_ids(), vocab_size)
+    limit = engine.config.max_model_len
+    prompt = vocab_ids(item.prompt_ids(None if limit is None else limit + 1), vocab_size)  # never build a huge one
     try:
         engine.add_request(prompt, item.output_len, request_id=str(item.index), n=item.num_samples,
                            arrival_time=item.arrival_time, prefix_group=item.label)

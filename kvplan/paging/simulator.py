@@ -73,9 +73,9 @@ class Simulator:
         self.now = 0.0
 
     def _make_request(self, item: WorkItem) -> SimRequest:
-        prompt = item.prompt_ids()
-        output_len = item.output_len
         limit = self.max_model_len
+        prompt = item.prompt_ids(limit)  # one more than fits is enough to know it must be cut
+        output_len = item.output_len
         if len(prompt) >= limit or len(prompt) + output_len > limit:
             prompt = prompt[:limit - 1]
             output_len = min(output_len, limit - len(prompt))

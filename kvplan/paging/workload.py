@@ -90,15 +90,17 @@ class WorkItem:
     def num_prompt_tokens(self) -> int:
         return len(self.prompt_token_ids) if self.prompt_token_ids is not None else self.prefix_len + self.prompt_len
 
-    def prompt_ids(self) -> list[int]:
+    def prompt_ids(self, limit: int | None = None) -> list[int]:
+        """The prompt's token ids, at most `limit` of them (a 3-billion-token trace line is not built)."""
+        limit = self.num_prompt_tokens if limit is None else min(limit, self.num_prompt_tokens)
         if self.prompt_token_ids is not None:
-            return list(self.prompt_token_ids)
+            return list(self.prompt_token_ids[:limit])
         ids = []
         if self.prefix_len:
             base = _PREFIX_BASE + self.prefix_group * _SPAN
-            ids.extend(range(base, base + self.prefix_len))
+            ids.extend(range(base, base + min(self.prefix_len, limit)))
         base = _OWN_BASE + self.index * _SPAN
-        ids.extend(range(base, base + self.prompt_len))
+        ids.extend(range(base, base + min(self.prompt_len, limit - len(ids))))
         return ids
 
 
