@@ -112,9 +112,12 @@ class Scheduler:
 
     def _schedule_waiting(self, budget: int, out: SchedulerOutput) -> int:
         kv, cfg, waiting = self.kv, self.config, self.waiting
+        if not waiting or len(self.running) >= cfg.max_num_seqs:  # the common full case, without a sum
+            return budget
+        sequences = self.num_sequences
         while waiting and budget > 0:
             req = waiting[0]
-            if self.num_sequences + req.num_samples > cfg.max_num_seqs:
+            if sequences + req.num_samples > cfg.max_num_seqs:
                 break
             num_new = req.num_tokens - kv.get_computed_tokens(req)
             if num_new > budget:
@@ -125,6 +128,7 @@ class Scheduler:
                 break
             waiting.popleft()
             self._append_running(req)
+            sequences += req.num_samples
             start = req.num_computed_tokens
             out.scheduled.append(ScheduledRequest(req, num_new, start, start + num_new == req.num_tokens))
             budget -= num_new
