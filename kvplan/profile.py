@@ -202,13 +202,12 @@ def _term(terms: list[Term], prefix: str) -> int | None:
 
 
 def _fill_predicted(result: ProfileResult, est, spec, dep: Deployment, terms: list[Term], items: list) -> None:
+    from .engine.contiguous import reservation_blocks
     from .paging.scheduler import SchedulerConfig
     from .paging.simulator import Simulator
     from .spec.grouping import page_layout
 
-    from .dtypes import kv_format, weight_format
-
-    kv = kv_format(dep.kv_dtype, weight_format(dep.weight_dtype or spec.weight_dtype).compute_dtype)
+    kv = _kv_format(dep, spec)
     layout = page_layout(spec, kv)
     page_bytes = layout.page_bytes(kv, 1, est.block_size)
     sequences = sum(it.num_samples for it in items)
@@ -244,7 +243,7 @@ def _fill_predicted(result: ProfileResult, est, spec, dep: Deployment, terms: li
         "kv_budget_bytes": est.kv_budget_bytes,
     }
     result.predicted["contiguous_max_concurrent_users"] = min(
-        est.num_blocks // layout.blocks_per_request(est.max_model_len, est.block_size), sequences, dep.max_num_seqs)
+        est.num_blocks // reservation_blocks(layout, est.max_model_len, est.block_size), sequences, dep.max_num_seqs)
 
 
 def _profile_phases(result, state, loaded, dep, dev, memory, dtype, random, seed, terms, items, compare, progress):
@@ -373,17 +372,17 @@ def _bind(progress, phase: str):
 
 
 def _blocks_for(spec, dep, result) -> int:
+    from .engine.contiguous import reservation_blocks
     from .spec.grouping import page_layout
 
     layout = page_layout(spec, _kv_format(dep, spec))
-    return layout.blocks_per_request(result.estimate["max_model_len"], result.estimate["block_size"],
-                                     dep.max_num_batched_tokens)
+    return reservation_blocks(layout, result.estimate["max_model_len"], result.estimate["block_size"])
 
 
 def _kv_format(dep: Deployment, spec):
-    from .dtypes import kv_format, weight_format
+    from .plan.dtype_plan import dtype_plan
 
-    return kv_format(dep.kv_dtype, weight_format(dep.weight_dtype or spec.weight_dtype).compute_dtype)
+    return dtype_plan(spec, dep.weight_dtype).kv(dep.kv_dtype)
 
 
 def _roofline(result: ProfileResult, run, dep: Deployment) -> None:

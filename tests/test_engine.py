@@ -338,3 +338,15 @@ def test_contiguous_forks_get_their_own_reservations():
         outputs[contiguous] = {rid: list(r.output_token_ids) for rid, r in engine.requests.items()}
         assert_clean(engine)
     assert outputs[True] == outputs[False] and len(outputs[True]) == 3
+
+
+def test_contiguous_reservation_size_is_what_admission_allocates():
+    from kvplan.engine.contiguous import ReservingKVCacheManager, reservation_blocks
+    from kvplan.spec.grouping import page_layout
+    from kvplan.paging import Request
+
+    loaded = tiny_loaded("gemma2")  # a full and a sliding page group
+    layout = page_layout(loaded.spec)
+    manager = ReservingKVCacheManager(layout, 64, 4, max_model_len=40)
+    assert manager.allocate_slots(Request("a", list(range(5)), 3), 5)
+    assert manager.pool.num_used_blocks == reservation_blocks(layout, 40, 4) == 2 * 10

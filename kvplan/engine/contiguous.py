@@ -13,6 +13,12 @@ from ..paging.request import Request
 from ..spec.grouping import PageLayout
 
 
+def reservation_blocks(layout: PageLayout, max_model_len: int, block_size: int) -> int:
+    """Blocks one max_model_len reservation takes: allocated at admission in every page group, before any
+    window could release one (sliding groups included)."""
+    return len(layout.groups) * -(-max_model_len // block_size)
+
+
 class ReservingKVCacheManager(KVCacheManager):
     """Every sequence, forked samples included, owns a whole max_model_len reservation.
 
@@ -25,7 +31,7 @@ class ReservingKVCacheManager(KVCacheManager):
         self._promised_blocks = 0
 
     def _reservation_blocks(self) -> int:
-        return self.layout.blocks_per_request(self.max_model_len, self.block_size) if self.max_model_len else 0
+        return reservation_blocks(self.layout, self.max_model_len, self.block_size) if self.max_model_len else 0
 
     def allocate_slots(self, req: Request, num_new_tokens: int) -> bool:
         if self.num_blocks_held(req) == 0 and req.num_computed_tokens == 0:

@@ -29,7 +29,7 @@ from ..paging.request import Request
 from ..paging.scheduler import Scheduler, SchedulerConfig
 from ..spec import ModelSpec
 from ..spec.grouping import page_layout
-from .contiguous import ReservingKVCacheManager
+from .contiguous import ReservingKVCacheManager, reservation_blocks
 from .kv_pool import KVPool
 from .model_loader import LoadedEngineModel
 from .runner import ModelRunner
@@ -109,7 +109,7 @@ class LLMEngine:
         chunk = min(self.config.max_num_batched_tokens, total)  # a (re)prefill chunk reads whole windows
         need = self.layout.blocks_per_request(total, self.config.block_size, chunk)
         if self.config.contiguous:
-            need = self.layout.blocks_per_request(self.config.max_model_len, self.config.block_size)
+            need = reservation_blocks(self.layout, self.config.max_model_len, self.config.block_size)
         if need > self.config.num_blocks:
             raise InputError(f"request of {total} tokens needs {need} blocks; the pool has {self.config.num_blocks}")
         request_id = request_id if request_id is not None else f"req-{next(self._ids)}"
