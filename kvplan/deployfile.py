@@ -223,10 +223,10 @@ def _command_settings(path: Path, parsed: dict, own: dict[str, Y], fail):
             raise fail(y, "manifest", f"no such file {display_path(target)}")
         launch = manifests.select_launch(target, parsed.get("container"), lambda m: fail(y, "manifest", m))
         kwargs = dict(launch.settings.kwargs)
-        lines = {k: launch.line for k in kwargs}
         if launch.gpu is not None:
             kwargs["gpu"] = launch.gpu
-            lines["gpu"] = launch.gpu_line
+        # findings name this file, so settings read from the manifest point at its `manifest:` line
+        lines = {k: y.line for k in kwargs}
         return launch.settings.model, kwargs, launch.settings.ignored, launch.gpu_count, lines
     if "container" in parsed:
         raise fail(own["container"], "container", "only meaningful with `manifest`")

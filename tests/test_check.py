@@ -361,3 +361,10 @@ def test_model_that_contradicts_the_command_is_refused(tmp_path, capsys):
     assert code == 2 and f"{path.name}:1" in err and "serves" in err and err.count("\n") == 1
     path.write_text("model: qwen3-8b\ngpu: H100\nvllm_args: vllm serve /mnt/models/qwen\n")  # a container path
     assert run(["check", str(path)], capsys)[0] in (0, 1)
+
+
+def test_rules_from_a_manifest_point_into_the_deployment_file():
+    """Findings name the deployment file, so their lines must be lines of that file."""
+    (result,) = check_files([EXAMPLES / "with-manifest.yaml"]).results
+    length = len((EXAMPLES / "with-manifest.yaml").read_text().splitlines())
+    assert result.rules and all(1 <= r.line <= length for r in result.rules), [(r.rule, r.line) for r in result.rules]
