@@ -3,7 +3,7 @@
 from dataclasses import asdict, dataclass, field, replace
 
 from ..errors import InputError
-from ..spec import LoadedModel, ModelSpec
+from ..spec import LoadedModel, ModelSpec, ceil_bytes
 from ..units import fmt_gib
 from .deployment import Deployment, pp_partition
 from .dtype_plan import FLOAT_DTYPES, dtype_plan
@@ -115,9 +115,9 @@ def estimate(model: LoadedModel, dep: Deployment) -> Estimate:
         model=spec.name, model_source=spec.source, layout=spec.layout(), engine=policy.name,
         engine_version=policy.version, deployment=_deployment_dict(dep), kv_dtype=kv.name, weights_dtype=weights.dtype,
         context_tokens=context, max_model_len=max_model_len, batch=dep.batch,
-        kv_bytes_per_token=_ceil(whole_per_token), kv_bytes_per_request=per_request_whole,
+        kv_bytes_per_token=ceil_bytes(whole_per_token), kv_bytes_per_request=per_request_whole,
         kv_bytes_total=per_request_whole * dep.batch,
-        kv_bytes_per_token_per_gpu=_ceil(per_gpu_per_token),
+        kv_bytes_per_token_per_gpu=ceil_bytes(per_gpu_per_token),
         kv_bytes_per_request_per_gpu=max(policy.request_bytes(s, context, kv, dep) for s in stages),
         state_bytes_per_request=spec.state_bytes(kv),
         weights_bytes=weights.total_bytes, weights_bytes_per_gpu=weights_per_gpu, weights_basis=weights.basis,
@@ -128,10 +128,6 @@ def estimate(model: LoadedModel, dep: Deployment) -> Estimate:
         max_context_tokens=max_ctx, contexts=rows, fits=fits, verdict=verdict, suggestions=suggestions, notes=notes,
         engine_report=asdict(report) if report is not None else None,
     )
-
-
-def _ceil(x) -> int:
-    return -(-x.numerator // x.denominator)
 
 
 def _max_model_len(spec: ModelSpec, dep: Deployment, notes: list[str]) -> int:

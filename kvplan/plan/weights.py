@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from ..dtypes import WeightFormat, weight_format
-from ..spec import LoadedModel, ParamCount
+from ..spec import LoadedModel, ParamCount, ceil_bytes
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ def bytes_from_params(params: ParamCount, fmt: WeightFormat, quantized_scope: st
     else:
         low, high = params.linear + params.experts, params.embedding + params.lm_head + params.other
     total = low * bits + high * other_bits
-    return -(-total.numerator // (total.denominator * 8))
+    return ceil_bytes(total / 8)  # bits -> bytes
 
 
 def weight_bytes(model: LoadedModel, dtype: str | None, override_bytes: int | None) -> Weights:

@@ -2,11 +2,11 @@
 
 from .loaders import DEFAULT_MODEL, LoadedModel, bundled_names, load_model, spec_from_numbers
 from .model import (ChunkedLocal, FullAttention, LayerGroup, MLALatent, ModelSpec, ParamCount, RecurrentState,
-                    SlidingWindow, cdiv)
+                    SlidingWindow, cdiv, ceil_bytes)
 from .normalize import spec_from_config
 
 __all__ = [
     "DEFAULT_MODEL", "LoadedModel", "bundled_names", "load_model", "spec_from_numbers", "ChunkedLocal",
     "FullAttention", "LayerGroup", "MLALatent", "ModelSpec", "ParamCount", "RecurrentState", "SlidingWindow",
-    "cdiv", "spec_from_config",
+    "cdiv", "ceil_bytes", "spec_from_config",
 ]

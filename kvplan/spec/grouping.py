@@ -12,7 +12,7 @@ from math import gcd
 
 from ..dtypes import KVFormat
 from ..errors import UnsupportedModelError
-from .model import LayerGroup, ModelSpec
+from .model import LayerGroup, ModelSpec, ceil_bytes
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class PageLayout:
         """Bytes of one block: block_size tokens x G layers."""
         per_layer = self.groups[0].attention.bytes_per_token_per_layer(kv, tp)
         page = per_layer * block_size * self.layers_per_page
-        return -(-page.numerator // page.denominator)
+        return ceil_bytes(page)
 
     def blocks_per_request(self, context_tokens: int, block_size: int, chunk_tokens: int = 1) -> int:
         return sum(g.attention.peak_blocks(context_tokens, block_size, chunk_tokens) for g in self.groups)

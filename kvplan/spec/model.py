@@ -20,6 +20,11 @@ def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def ceil_bytes(x: Fraction) -> int:
+    """Exact byte counts are kept as fractions (4-bit formats, scales) and rounded up once, here."""
+    return -(-x.numerator // x.denominator)
+
+
 @dataclass(frozen=True)
 class LayerGroup:
     """Layers (by index) that share one attention kind and one KV shape."""
@@ -256,7 +261,7 @@ class ModelSpec:
             else:
                 tokens = g.tokens_held(context_tokens)
             total += g.bytes_per_token_per_layer(kv, tp) * g.num_layers * tokens
-        return _ceil(total) + self.state_bytes(kv, tp)
+        return ceil_bytes(total) + self.state_bytes(kv, tp)
 
     def restricted_to(self, layer_subset: set[int]) -> "ModelSpec":
         """The same model holding only some layers (a pipeline stage)."""
@@ -284,7 +289,3 @@ def _span_peak_blocks(context_tokens: int, block_size: int, span_tokens: int) ->
         return cdiv(context_tokens, block_size)
     offset = min(context_tokens - span_tokens, block_size - 1)
     return (offset + span_tokens - 1) // block_size + 1
-
-
-def _ceil(x: Fraction) -> int:
-    return -(-x.numerator // x.denominator)

@@ -23,7 +23,7 @@ from fractions import Fraction
 
 from ...dtypes import KVFormat
 from ...errors import UnsupportedModelError
-from ...spec import ModelSpec
+from ...spec import ModelSpec, ceil_bytes
 from ...units import GiB
 from ..deployment import Deployment
 from ..overhead import Term, overhead_terms
@@ -67,7 +67,7 @@ class SglangPolicy(EnginePolicy):
             raise UnsupportedModelError(f"{stage.name}: SGLang's Mamba/linear-attention pools are not modelled "
                                         "(use --engine generic)")
         cell = sum((g.bytes_per_token_per_layer(kv, dep.tp) * g.num_layers for g in stage.kv_groups()), Fraction(0))
-        return -(-cell.numerator // cell.denominator)
+        return ceil_bytes(cell)
 
     def token_pools(self, stage: ModelSpec, budget_bytes: int, kv: KVFormat, dep: Deployment) -> tuple[int, int | None]:
         """(full-attention tokens, sliding-window tokens or None) SGLang allocates on this stage."""

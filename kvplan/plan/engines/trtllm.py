@@ -23,7 +23,7 @@ from fractions import Fraction
 
 from ...dtypes import KVFormat
 from ...errors import InputError, UnsupportedModelError
-from ...spec import ModelSpec, cdiv
+from ...spec import ModelSpec, cdiv, ceil_bytes
 from ...units import GiB
 from ..deployment import Deployment
 from ..overhead import Term, overhead_terms
@@ -69,7 +69,7 @@ class TrtllmPolicy(EnginePolicy):
                                         "(use --engine generic)")
         per_token = sum((g.bytes_per_token_per_layer(kv, dep.tp) * g.num_layers for g in stage.kv_groups()),
                         Fraction(0))
-        return -(-per_token.numerator // per_token.denominator)
+        return ceil_bytes(per_token)
 
     def pool(self, stage: ModelSpec, budget_bytes: int, kv: KVFormat, dep: Deployment) -> Pool:
         per_token = self.token_bytes(stage, kv, dep)

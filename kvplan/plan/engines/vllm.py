@@ -30,11 +30,10 @@ search; V0: max_model_len exceeds num_blocks x block_size).
 
 import re
 from dataclasses import dataclass
-from fractions import Fraction
 
 from ...dtypes import KVFormat
 from ...errors import InputError, UnsupportedModelError
-from ...spec import ModelSpec, cdiv
+from ...spec import ModelSpec, cdiv, ceil_bytes
 from ...units import GiB
 from ..deployment import Deployment
 from . import register
@@ -131,7 +130,7 @@ class VllmPolicy(GenericPolicy):  # the same budget; its own blocks, groups and 
         block_size = self.block_size(spec, dep)
         out: dict[int, LayerSpec] = {}
         for g in spec.kv_groups():
-            page = _ceil(g.bytes_per_token_per_layer(kv, dep.tp) * block_size)
+            page = ceil_bytes(g.bytes_per_token_per_layer(kv, dep.tp) * block_size)
             kind = g.kind if self._hybrid_allocator else ("mla" if g.kind == "mla" else "full")
             window = getattr(g, "window_tokens", None) if kind in ("sliding", "chunked") else None
             for layer in g.layers:
@@ -315,7 +314,3 @@ class VllmPolicy(GenericPolicy):  # the same budget; its own blocks, groups and 
             return (f"max_model_len {max_model_len} exceeds the {num_blocks * block_size} tokens the KV cache holds "
                     f"({num_blocks} blocks of {block_size})")
         return None
-
-
-def _ceil(x: Fraction) -> int:
-    return -(-x.numerator // x.denominator)
