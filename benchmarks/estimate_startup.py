@@ -7,7 +7,6 @@ Also reports which heavy modules the estimate process imported (must be none).
 """
 
 import argparse
-import json
 import platform
 import statistics
 import subprocess

@@ -12,27 +12,19 @@ their metric summaries must be identical (checked), and the ratio of their CPU t
 
 import argparse
 import os
-import platform
 import resource
 import sys
 import time
 from pathlib import Path
 
+from machine import describe_machine  # benchmarks/machine.py, beside this script
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}; "
-            f"Python {platform.python_version()}; load average {load:.2f} at start")
+    return f"{describe_machine()}; load average {load:.2f} at start"
 
 
 def timed(fn):

@@ -10,13 +10,13 @@ independent. Every sampled row is also compared with the sweep's row (exact inte
 """
 
 import argparse
-import os
-import platform
 import random
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from machine import describe_machine  # benchmarks/machine.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("llama-3.1-8b", "llama-3.1-70b", "qwen3-32b", "mistral-7b-v0.1", "gemma-3-27b", "deepseek-v2-lite",
@@ -33,19 +33,10 @@ def build_grid():
 
 
 def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import numpy
     import pandas
 
-    return (f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}; "
-            f"Python {platform.python_version()}, numpy {numpy.__version__}, pandas {pandas.__version__}")
+    return f"{describe_machine()}, numpy {numpy.__version__}, pandas {pandas.__version__}"
 
 
 def main(argv=None) -> int:
