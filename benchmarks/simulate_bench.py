@@ -36,8 +36,8 @@ def timed(fn):
 def block_ops_bench(num_requests: int = 400) -> dict:
     """Prefill 1,024 tokens, decode 512 tokens one by one (hashing full blocks), free: a request's life."""
     from kvplan.paging import KVCacheManager, Request
-    from kvplan.spec import load_model
-    from kvplan.spec.grouping import page_layout
+    from kvplan.model import load_model
+    from kvplan.model.grouping import page_layout
 
     kv = KVCacheManager(page_layout(load_model("llama-3.1-8b").spec), 4096, 16)
     pool = kv.pool
@@ -73,10 +73,11 @@ def block_ops_bench(num_requests: int = 400) -> dict:
 
 def simulate_bench(requests: int, repeat: int) -> dict:
     from kvplan import Deployment, estimate, find_gpu, load_model
-    from kvplan.paging import SchedulerConfig, Simulator, SyntheticWorkload
-    from kvplan.paging.workload import Distribution
-    from kvplan.simulate import _clock
-    from kvplan.spec.grouping import page_layout
+    from kvplan.paging import SchedulerConfig
+    from kvplan.simulation import Simulator, SyntheticWorkload
+    from kvplan.simulation.workload import Distribution
+    from kvplan.simulation.run import _clock
+    from kvplan.model.grouping import page_layout
 
     model = load_model("llama-3.1-8b")
     dep = Deployment(gpu=find_gpu("H100"), max_model_len=8192)

@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from kvplan.cli import main as kvplan_main
-    from kvplan.spec import load_model
+    from kvplan.model import load_model
     from kvplan.sweep import COLUMNS, estimate_row, run_sweep
 
     grid = build_grid()

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 CHILD = ("import resource, sys, time\n"
-         "from kvplan.paging.trace import TraceWorkload\n"
+         "from kvplan.simulation.trace import TraceWorkload\n"
          "t = time.perf_counter()\n"
          "n = TraceWorkload(sys.argv[1]).validate() if sys.argv[1] != '-' else 0\n"
          "print(n, time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")

@@ -7,7 +7,7 @@
 from .errors import KvplanError
 from .hardware import find_gpu
 from .plan import Deployment, Estimate, estimate
-from .spec import ModelSpec, load_model
+from .model import ModelSpec, load_model
 
 __version__ = "0.1.0"
 __all__ = ["Deployment", "Estimate", "KvplanError", "ModelSpec", "estimate", "find_gpu", "load_model"]

@@ -20,10 +20,10 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
-from .deployfile import DeploymentEntry, load_deployments
+from .deploy.file import DeploymentEntry, load_deployments
 from .errors import KvplanError
 from .plan import Estimate, estimate
-from .spec import LoadedModel, load_model
+from .model import LoadedModel, load_model
 from .units import fmt_gib
 
 

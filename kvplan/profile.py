@@ -24,9 +24,9 @@ from dataclasses import asdict, dataclass, field, replace
 
 from .errors import FindingError, InputError, KvplanError
 from .plan import Deployment, estimate
-from .plan.engines import get_policy
+from .plan.policies import get_policy
 from .plan.overhead import Term
-from .spec import LoadedModel
+from .model import LoadedModel
 
 CPU_NOTE = ("CPU run: this validates the accounting (pool bytes, blocks, users, paging), not GPU memory; "
             "activation, non-torch and allocator figures need CUDA")
@@ -94,8 +94,8 @@ def run_profile(loaded: LoadedModel, dep: Deployment, workload, *, device: str |
     be said before the work starts; `progress(phase, tokens)` gets sampled tokens per step."""
     import torch
 
-    from .engine.memory import DeviceMemory
-    from .engine.model_loader import check_supported, engine_dtype
+    from .runtime.memory import DeviceMemory
+    from .runtime.model_loader import check_supported, engine_dtype
 
     spec = loaded.spec
     check_supported(spec)
@@ -202,10 +202,10 @@ def _term(terms: list[Term], prefix: str) -> int | None:
 
 
 def _fill_predicted(result: ProfileResult, est, spec, dep: Deployment, terms: list[Term], items: list) -> None:
-    from .engine.contiguous import reservation_blocks
+    from .runtime.contiguous import reservation_blocks
     from .paging.scheduler import SchedulerConfig
-    from .paging.simulator import Simulator
-    from .spec.grouping import page_layout
+    from .simulation.simulator import Simulator
+    from .model.grouping import page_layout
 
     kv = _kv_format(dep, spec)
     layout = page_layout(spec, kv)
@@ -251,11 +251,11 @@ def _profile_phases(result, state, loaded, dep, dev, memory, dtype, random, seed
 
     import torch
 
-    from .engine.engine import EngineConfig, LLMEngine
-    from .engine.model_loader import load_engine_model
-    from .engine.replay import replay
-    from .engine.runner import warmup_forward
-    from .engine.sampler import GREEDY, Sampler
+    from .runtime.engine import EngineConfig, LLMEngine
+    from .runtime.model_loader import load_engine_model
+    from .runtime.replay import replay
+    from .runtime.runner import warmup_forward
+    from .runtime.sampler import GREEDY, Sampler
 
     spec, measured, predicted = loaded.spec, result.measured, result.predicted
     cuda = dev.type == "cuda"
@@ -372,8 +372,8 @@ def _bind(progress, phase: str):
 
 
 def _blocks_for(spec, dep, result) -> int:
-    from .engine.contiguous import reservation_blocks
-    from .spec.grouping import page_layout
+    from .runtime.contiguous import reservation_blocks
+    from .model.grouping import page_layout
 
     layout = page_layout(spec, _kv_format(dep, spec))
     return reservation_blocks(layout, result.estimate["max_model_len"], result.estimate["block_size"])

@@ -26,7 +26,7 @@ from .errors import InputError, KvplanError
 from .hardware import GPU
 from .plan import Deployment, Estimate, estimate, pp_partition
 from .plan.estimate import TABLE_CONTEXTS
-from .spec import LoadedModel, ModelSpec, load_model
+from .model import LoadedModel, ModelSpec, load_model
 from .units import GiB, fmt_gib
 
 COLUMNS = ("model", "gpu", "tp", "pp", "weights_dtype", "kv_dtype", "context_tokens", "weights_bytes_per_gpu",
@@ -109,8 +109,8 @@ def run_sweep(grid: SweepGrid, max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES,
     except ImportError:
         raise InputError("kvplan sweep needs pandas and numpy: pip install 'kvplan[report]'") from None
 
-    from .plan.engines import get_policy
-    from .plan.engines.generic import GenericPolicy
+    from .plan.policies import get_policy
+    from .plan.policies.generic import GenericPolicy
 
     models = [load_model(m) for m in grid.models]
     vectorized = type(get_policy(grid.engine)) is GenericPolicy
@@ -205,7 +205,7 @@ def _estimate_rows(model: LoadedModel, grid: SweepGrid, categories, skipped) -> 
 def _vector_rows(model: LoadedModel, grid: SweepGrid, categories, skipped) -> dict:
     import numpy as np
 
-    from .plan.engines import get_policy
+    from .plan.policies import get_policy
     from .plan.overhead import Term
 
     spec = model.spec
@@ -273,7 +273,7 @@ def _product(*axes):
 
 def _generic_pools(stage: ModelSpec, kv, tp: int, block_size: int, budgets):
     """The generic policy's pool over an array of budgets: (usable bytes, blocks, tokens)."""
-    from .plan.engines.generic import paged_pool
+    from .plan.policies.generic import paged_pool
 
     _, usable, blocks, tokens = paged_pool(stage, kv, tp, block_size, budgets)
     return usable, blocks, tokens

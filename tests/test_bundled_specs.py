@@ -3,8 +3,8 @@
 import pytest
 
 from kvplan.dtypes import kv_format
-from kvplan.spec import bundled_names, load_model
-from kvplan.spec.loaders import bundled_entry
+from kvplan.model import bundled_names, load_model
+from kvplan.model.loaders import bundled_entry
 
 SPEC_NAMES = sorted({p.stem for p in bundled_names().values()})
 

@@ -304,7 +304,7 @@ def test_ci_doc_snippets(tmp_path, capsys):
 
     import yaml
 
-    from kvplan.deployfile import load_file
+    from kvplan.deploy.file import load_file
 
     blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / "docs" / "ci.md").read_text(), re.S)
     assert len(blocks) == 4

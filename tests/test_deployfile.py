@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from kvplan.cli import main
-from kvplan.deployfields import json_schema
-from kvplan.deployfile import load_deployments, load_file
+from kvplan.deploy.fields import json_schema
+from kvplan.deploy.file import load_deployments, load_file
 from kvplan.errors import InputError
 from kvplan.hardware import find_gpu
 from kvplan.units import GiB
@@ -276,7 +276,7 @@ def test_load_deployments_needs_a_file():
 def test_docs_schema_is_generated_from_the_field_table():
     on_disk = json.loads((ROOT / "docs" / "deployment.schema.json").read_text())
     assert on_disk == json_schema(), ("docs/deployment.schema.json is stale: regenerate with "
-                                      "python -c 'import json,kvplan.deployfields as d; print(json.dumps(d.json_schema(), indent=2))'")
+                                      "python -c 'import json,kvplan.deploy.fields as d; print(json.dumps(d.json_schema(), indent=2))'")
 
 
 def test_examples_validate_against_schema(tmp_path):
@@ -300,7 +300,7 @@ def test_alias_bomb_refused(tmp_path):
 
 
 def test_gpu_from_product_labels():
-    from kvplan.manifests import gpu_from_product
+    from kvplan.deploy.manifests import gpu_from_product
 
     assert gpu_from_product("NVIDIA-H100-80GB-HBM3") == find_gpu("H100-SXM")
     assert gpu_from_product("NVIDIA-A100-SXM4-40GB") == find_gpu("A100-40GB")
@@ -310,7 +310,7 @@ def test_gpu_from_product_labels():
 
 
 def test_shell_scripts_in_manifests_are_split_like_a_shell():
-    from kvplan.manifests import serve_args
+    from kvplan.deploy.manifests import serve_args
 
     script = "vllm serve $MODEL_ID \\\n  --max-model-len 4096 # was --max-model-len 40960\n; sleep infinity"
     assert serve_args(["bash", "-lc", script], {"MODEL_ID": "Qwen/Qwen3-8B"}) == ["Qwen/Qwen3-8B", "--max-model-len", "4096"]
@@ -323,6 +323,6 @@ def test_shell_scripts_in_manifests_are_split_like_a_shell():
     ("ghcr.io/vllm-project/production-stack/router:latest", False), ("lmcache/vllm-router", False),
 ])
 def test_only_the_server_image_counts_as_vllm_serve(image, server):
-    from kvplan.manifests import is_vllm_server_image
+    from kvplan.deploy.manifests import is_vllm_server_image
 
     assert is_vllm_server_image(image) is server

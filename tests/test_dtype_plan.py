@@ -8,7 +8,7 @@ from kvplan.dtypes import kv_format
 from kvplan.hardware import find_gpu
 from kvplan.plan import Deployment, estimate
 from kvplan.plan.dtype_plan import dtype_plan
-from kvplan.spec import load_model, spec_from_config
+from kvplan.model import load_model, spec_from_config
 
 GPT_OSS_CHECKPOINT_BYTES = 13_761_264_768  # MXFP4 experts + bf16 rest (tests/test_estimate_models.py)
 
@@ -88,7 +88,7 @@ def test_quantization_config_detection(quant, storage):
 
 def test_unknown_quantization_leaves_weights_out_instead_of_guessing():
     from kvplan.plan.weights import weight_bytes
-    from kvplan.spec import LoadedModel
+    from kvplan.model import LoadedModel
 
     spec = _quant_spec({"quant_method": "bitsandbytes", "load_in_4bit": True})
     weights = weight_bytes(LoadedModel(spec), None, None)

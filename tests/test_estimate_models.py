@@ -5,7 +5,7 @@ import pytest
 from kvplan.errors import InputError
 from kvplan.hardware import find_gpu
 from kvplan.plan import Deployment, estimate, pp_partition
-from kvplan.spec import load_model
+from kvplan.model import load_model
 
 GiB = 1 << 30
 MiB = 1 << 20

@@ -3,7 +3,7 @@
 import pytest
 
 from kvplan.plan import Deployment, estimate
-from kvplan.spec import LoadedModel, spec_from_numbers
+from kvplan.model import LoadedModel, spec_from_numbers
 
 
 def _raw(layers, kv_heads, head_dim=128, **dep):

@@ -5,14 +5,14 @@ import json
 import pytest
 
 torch = pytest.importorskip("torch")
-try:  # import triton while conftest's TRITON_INTERPRET=1 still holds (see tests/test_engine.py)
+try:  # import triton while conftest's TRITON_INTERPRET=1 still holds (see tests/test_runtime.py)
     import triton  # noqa: F401
 except ImportError:
     pass
 
 from kvplan.cli import main  # noqa: E402
-from kvplan.engine import EngineConfig, LLMEngine, load_engine_model  # noqa: E402
-from kvplan.spec import LoadedModel, spec_from_config  # noqa: E402
+from kvplan.runtime import EngineConfig, LLMEngine, load_engine_model  # noqa: E402
+from kvplan.model import LoadedModel, spec_from_config  # noqa: E402
 
 TINY = {"model_type": "llama", "vocab_size": 97, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8, "max_position_embeddings": 128,
@@ -49,7 +49,7 @@ def test_preemption_storm_completes_with_unconstrained_outputs():
 
 
 def test_oom_at_load_is_a_finding_with_exit_1(tmp_path, monkeypatch, capsys):
-    import kvplan.engine.model_loader as loader
+    import kvplan.runtime.model_loader as loader
 
     def no_memory(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 15.00 GiB")

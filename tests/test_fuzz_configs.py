@@ -15,7 +15,7 @@ from kvplan.cli import main
 from kvplan.errors import KvplanError
 from kvplan.hardware import find_gpu
 from kvplan.plan import Deployment, estimate
-from kvplan.spec import LoadedModel, spec_from_config
+from kvplan.model import LoadedModel, spec_from_config
 from kvplan.units import parse_count, parse_size
 
 hostile_number = st.one_of(

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from kvplan.cli import main
 from kvplan.errors import KvplanError
-from kvplan.plan.logs import parse_startup_log
-from kvplan.plan.vllm_args import parse_vllm_command
+from kvplan.logs.startup import parse_startup_log
+from kvplan.deploy.vllm_args import parse_vllm_command
 
 REPO = Path(__file__).resolve().parents[1]
 LOG_LINES = [line for p in sorted((REPO / "tests" / "data").rglob("*.log")) for line in p.read_text().splitlines()]
@@ -99,7 +99,7 @@ def test_startup_logs(lines):
 def test_workload_distribution_specs(text):
     import random
 
-    from kvplan.paging.workload import Distribution
+    from kvplan.simulation.workload import Distribution
 
     count("workload specs")
     try:
@@ -120,7 +120,7 @@ trace_objects = st.dictionaries(st.sampled_from(["prompt", "prompt_len", "output
 @given(st.lists(st.one_of(trace_objects.map(lambda d: __import__("json").dumps(d)), st.text(max_size=30)),
                 min_size=1, max_size=6))
 def test_trace_files(tmp_path_factory, lines):
-    from kvplan.paging.trace import TraceWorkload
+    from kvplan.simulation.trace import TraceWorkload
 
     count("trace files")
     path = tmp_path_factory.mktemp("trace") / "t.jsonl"

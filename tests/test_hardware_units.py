@@ -9,7 +9,7 @@ from kvplan.errors import InputError
 from kvplan.hardware import detect_gpu, find_gpu
 from kvplan.plan import Deployment
 from kvplan.plan.overhead import activation_peak_bytes, overhead_terms
-from kvplan.spec import load_model
+from kvplan.model import load_model
 from kvplan.units import GiB, MiB, fmt_gb, fmt_gib, parse_count, parse_size
 
 # Memory as the devices report it (shared/reference/models.md, GPU facts).

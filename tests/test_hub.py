@@ -15,8 +15,8 @@ import pytest
 from hub_server import (TINY_LLAMA, TOKEN, config_bytes, fp8_linear, gptq_linear, hub_env, hub_server,  # noqa: F401
                         llama_tensors, loopback_only, nbytes, safetensors_bytes, sharded)
 from kvplan.cli import main
-from kvplan.spec import load_model
-from kvplan.spec.hub import SIDECAR_FORMAT
+from kvplan.model import load_model
+from kvplan.model.hub import SIDECAR_FORMAT
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")

@@ -6,8 +6,8 @@ import struct
 import pytest
 
 from kvplan.errors import InputError
-from kvplan.spec import hub, load_model
-from kvplan.spec.safetensors import checkpoint_bytes, component_of, summarize_headers
+from kvplan.model import hub, load_model
+from kvplan.model.safetensors import checkpoint_bytes, component_of, summarize_headers
 from kvplan.userconfig import config_path, load_user_config
 
 

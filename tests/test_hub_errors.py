@@ -12,7 +12,7 @@ import pytest
 from hub_server import (TINY_LLAMA, TOKEN, config_bytes, hub_env, hub_server,  # noqa: F401
                         llama_tensors, loopback_only, safetensors_bytes, sharded)
 from kvplan.cli import main
-from kvplan.spec import hub
+from kvplan.model import hub
 
 pytest.importorskip("torch")
 pytest.importorskip("safetensors")

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kvplan.dtypes import kv_format
-from kvplan.spec import ChunkedLocal, FullAttention, MLALatent, RecurrentState, SlidingWindow
+from kvplan.model import ChunkedLocal, FullAttention, MLALatent, RecurrentState, SlidingWindow
 
 
 def _blocks_holding(first_pos: int, length: int, block_size: int) -> int:

@@ -5,7 +5,7 @@ import tracemalloc
 import pytest
 
 from kvplan.cli import main
-from kvplan.paging.trace import TraceWorkload
+from kvplan.simulation.trace import TraceWorkload
 
 
 def _write_trace(path, lines: int) -> None:
@@ -51,7 +51,7 @@ def test_sweep_beyond_the_memory_limit_is_refused_before_it_starts(capsys):
 
 
 def test_huge_prompt_lengths_are_cut_without_building_them():
-    from kvplan.paging.workload import WorkItem
+    from kvplan.simulation.workload import WorkItem
 
     item = WorkItem(0, 0.0, 5, 3_000_000_000, prefix_group=0, prefix_len=1000)
     assert len(item.prompt_ids(8192)) == 8192 and item.prompt_ids(8192)[:1000] == item.prompt_ids(1000)

@@ -6,7 +6,7 @@ import pytest
 
 from kvplan.dtypes import kv_format
 from kvplan.errors import InputError, UnsupportedModelError
-from kvplan.spec import load_model, spec_from_config
+from kvplan.model import load_model, spec_from_config
 
 BF16 = kv_format("bf16")
 

@@ -7,8 +7,8 @@ import warnings
 
 import pytest
 
-from kvplan.spec import bundled_names, load_model
-from kvplan.spec.loaders import bundled_entry
+from kvplan.model import bundled_names, load_model
+from kvplan.model.loaders import bundled_entry
 
 transformers = pytest.importorskip("transformers")
 from transformers import AutoConfig  # noqa: E402

@@ -5,8 +5,8 @@ from hashlib import blake2b
 import pytest
 
 from kvplan.paging import NULL_BLOCK, BlockPool, KVCacheManager, Request
-from kvplan.spec import ChunkedLocal, FullAttention, ModelSpec, SlidingWindow, cdiv
-from kvplan.spec.grouping import page_layout
+from kvplan.model import ChunkedLocal, FullAttention, ModelSpec, SlidingWindow, cdiv
+from kvplan.model.grouping import page_layout
 
 
 def layout(*groups):
@@ -216,8 +216,8 @@ def test_two_page_groups_share_one_pool():
 def test_a_full_group_before_a_sliding_one_can_use_the_blocks_the_sliding_one_releases():
     """allocate_slots plans with every group's releases, so it must apply them before any allocation."""
     from kvplan.paging import KVCacheManager, Request
-    from kvplan.spec import FullAttention, ModelSpec, SlidingWindow
-    from kvplan.spec.grouping import page_layout
+    from kvplan.model import FullAttention, ModelSpec, SlidingWindow
+    from kvplan.model.grouping import page_layout
 
     layout = page_layout(ModelSpec("t", "t", (FullAttention((0,), 1, 8, 8),
                                               SlidingWindow((1,), 1, 8, 8, window_tokens=4)), 2))

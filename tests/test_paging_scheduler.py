@@ -4,8 +4,8 @@ import pytest
 
 from kvplan.errors import InputError
 from kvplan.paging import KVCacheManager, Request, RequestStatus, Scheduler, SchedulerConfig
-from kvplan.spec import FullAttention, ModelSpec
-from kvplan.spec.grouping import page_layout
+from kvplan.model import FullAttention, ModelSpec
+from kvplan.model.grouping import page_layout
 
 FULL = page_layout(ModelSpec("t", "t", (FullAttention((0,), 1, 8, 8),), 1))
 
@@ -132,8 +132,8 @@ def test_config_validation():
 
 def test_max_num_seqs_counts_the_samples_a_parent_will_fork():
     from kvplan.paging import KVCacheManager, Request, Scheduler, SchedulerConfig
-    from kvplan.spec import FullAttention, ModelSpec
-    from kvplan.spec.grouping import page_layout
+    from kvplan.model import FullAttention, ModelSpec
+    from kvplan.model.grouping import page_layout
 
     layout = page_layout(ModelSpec("t", "t", (FullAttention((0,), 1, 8, 8),), 1))
     sched = Scheduler(KVCacheManager(layout, 1000, 4), SchedulerConfig(max_num_seqs=4, max_num_batched_tokens=64))

@@ -16,8 +16,8 @@ from hypothesis.stateful import (Bundle, RuleBasedStateMachine, consumes, initia
                                  rule)
 
 from kvplan.paging import NULL_BLOCK, KVCacheManager, Request
-from kvplan.spec import ChunkedLocal, FullAttention, ModelSpec, SlidingWindow, cdiv
-from kvplan.spec.grouping import page_layout
+from kvplan.model import ChunkedLocal, FullAttention, ModelSpec, SlidingWindow, cdiv
+from kvplan.model.grouping import page_layout
 
 BASES = [[1000 + i for i in range(64)], [2000 + i for i in range(64)]]
 

@@ -12,17 +12,17 @@ import json
 import pytest
 import torch
 
-try:  # see tests/test_engine.py: import triton while conftest's TRITON_INTERPRET=1 still holds
+try:  # see tests/test_runtime.py: import triton while conftest's TRITON_INTERPRET=1 still holds
     import triton  # noqa: F401
 except ImportError:
     pass
 
 from kvplan.cli import main
-from kvplan.engine.replay import vocab_ids
-from kvplan.paging.workload import Distribution, SyntheticWorkload
+from kvplan.runtime.replay import vocab_ids
+from kvplan.simulation.workload import Distribution, SyntheticWorkload
 from kvplan.plan import Deployment
 from kvplan.profile import run_profile
-from kvplan.spec import load_model
+from kvplan.model import load_model
 
 TINY = {"model_type": "llama", "vocab_size": 128, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "max_position_embeddings": 256,
@@ -126,7 +126,7 @@ def test_request_that_fits_no_pool_is_a_finding(tiny, capsys):
 
 
 def test_out_of_memory_becomes_a_finding_with_partial_measurements(tiny, monkeypatch):
-    import kvplan.engine.engine as engine_module
+    import kvplan.runtime.engine as engine_module
 
     def no_memory(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 MiB")
@@ -139,7 +139,7 @@ def test_out_of_memory_becomes_a_finding_with_partial_measurements(tiny, monkeyp
 
 
 def test_ctrl_c_leaves_a_partial_report(tiny, monkeypatch):
-    import kvplan.engine.engine as engine_module
+    import kvplan.runtime.engine as engine_module
 
     real_step, calls = engine_module.LLMEngine.step, []
 
@@ -158,7 +158,7 @@ def test_ctrl_c_leaves_a_partial_report(tiny, monkeypatch):
 
 
 def test_out_of_memory_mid_run_names_the_step_and_keeps_the_samples(tiny, monkeypatch):
-    import kvplan.engine.engine as engine_module
+    import kvplan.runtime.engine as engine_module
 
     real_step, calls = engine_module.LLMEngine.step, []
 

@@ -7,8 +7,8 @@ import pytest
 
 from kvplan.errors import InputError
 from kvplan.plan import Deployment, estimate
-from kvplan.spec import load_model
-from kvplan.spec.safetensors import checkpoint_bytes
+from kvplan.model import load_model
+from kvplan.model.safetensors import checkpoint_bytes
 
 CONFIG = {"model_type": "llama", "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
           "hidden_size": 64, "intermediate_size": 128, "vocab_size": 100, "max_position_embeddings": 256,

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from kvplan.cli import main
-from kvplan.paging.clock import CostModel, StepClock
+from kvplan.simulation.clock import CostModel, StepClock
 
 H100_BYTES_PER_S, H100_FLOPS = 3.35e12, 989.4e12  # the catalog's H100-SXM figures
 LLAMA_8B_PARAMS = 8_030_261_248

@@ -6,12 +6,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kvplan.paging import SchedulerConfig, Simulator, SyntheticWorkload
-from kvplan.paging.clock import CostModel
-from kvplan.paging.simulator import PoolTooSmall
-from kvplan.paging.workload import Distribution
-from kvplan.spec import ChunkedLocal, FullAttention, ModelSpec, SlidingWindow
-from kvplan.spec.grouping import page_layout
+from kvplan.paging import SchedulerConfig
+
+from kvplan.simulation import Simulator, SyntheticWorkload
+from kvplan.simulation.clock import CostModel
+from kvplan.simulation.simulator import PoolTooSmall
+from kvplan.simulation.workload import Distribution
+from kvplan.model import ChunkedLocal, FullAttention, ModelSpec, SlidingWindow
+from kvplan.model.grouping import page_layout
 
 LAYOUTS = {
     "full": (FullAttention((0, 1, 2, 3), 2, 64, 64),),

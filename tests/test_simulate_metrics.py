@@ -7,12 +7,14 @@ tables and refcounts at every step, rebuilds the clock, and derives each figure 
 import numpy as np
 import pytest
 
-from kvplan.paging import SchedulerConfig, Simulator, SyntheticWorkload
-from kvplan.paging.clock import CostModel
+from kvplan.paging import SchedulerConfig
+
+from kvplan.simulation import Simulator, SyntheticWorkload
+from kvplan.simulation.clock import CostModel
 from kvplan.paging.kv_cache_manager import NULL_BLOCK
-from kvplan.paging.workload import Distribution
-from kvplan.spec import FullAttention, ModelSpec, SlidingWindow
-from kvplan.spec.grouping import page_layout
+from kvplan.simulation.workload import Distribution
+from kvplan.model import FullAttention, ModelSpec, SlidingWindow
+from kvplan.model.grouping import page_layout
 
 COST = CostModel(weights_bytes=8 * 10**9, kv_bytes_per_token=65536, flops_per_token=1.6e10, bandwidth_bytes_per_s=3e12,
                  peak_flops=9e14)

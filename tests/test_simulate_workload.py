@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from kvplan.errors import InputError
-from kvplan.paging import Distribution, SyntheticWorkload, TraceWorkload
-from kvplan.paging.workload import output_token, output_tokens
+from kvplan.simulation import Distribution, SyntheticWorkload, TraceWorkload
+from kvplan.simulation.workload import output_token, output_tokens
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "trace.jsonl"
 

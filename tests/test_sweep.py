@@ -13,7 +13,7 @@ from kvplan.cli.sweep import parse_contexts
 from kvplan.dtypes import KV_FORMATS, kv_format
 from kvplan.errors import InputError
 from kvplan.hardware import GPUS, find_gpu
-from kvplan.spec import ChunkedLocal, FullAttention, ModelSpec, bundled_names, load_model
+from kvplan.model import ChunkedLocal, FullAttention, ModelSpec, bundled_names, load_model
 from kvplan.sweep import COLUMNS, SweepGrid, estimate_row, request_bytes, run_sweep, select
 
 KEY = ["model", "gpu", "tp", "pp", "weights_dtype", "kv_dtype", "context_tokens"]

@@ -78,7 +78,7 @@ def _read_vllm_command(ctx: typer.Context, text: str | None, path: str | None, n
     The engine becomes `vllm` unless --engine was given: the flags are vLLM's, so are the semantics.
     """
     from ..errors import InputError
-    from ..plan.vllm_args import parse_vllm_command, read_vllm_command_file
+    from ..deploy.vllm_args import parse_vllm_command, read_vllm_command_file
 
     if text is not None and path is not None:
         raise InputError("give --vllm-args or --from, not both")

@@ -56,8 +56,8 @@ def explain_log_command(
     engine_version: EngineVersionOpt = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, json or markdown")] = "table",
 ) -> None:
-    from ..plan.explain_log import deployment_for_log, explain_log, require_model, vllm_version_for
-    from ..plan.logs import read_startup_log
+    from ..logs.explain import deployment_for_log, explain_log, require_model, vllm_version_for
+    from ..logs.startup import read_startup_log
     from ..report.explain_log import render_explanation
 
     log = read_startup_log(path)

@@ -11,8 +11,8 @@ import typer
 from ..errors import InputError
 from ..hardware import GPU, detect_gpu, find_gpu
 from ..plan import Deployment
-from ..spec import LoadedModel, load_model
-from ..spec.loaders import spec_from_numbers
+from ..model import LoadedModel, load_model
+from ..model.loaders import spec_from_numbers
 from ..units import parse_count, parse_size
 
 MODEL_PANEL = "Model"

@@ -65,7 +65,7 @@ def simulate_command(
 ) -> None:
     from ..report.common import check_format
     from ..report.simulate import plot_simulation, render_simulation
-    from ..simulate import simulate
+    from ..simulation.run import simulate
 
     fmt = check_format(fmt)
     workload, total = _workload(ctx, trace, requests, prompt_len, output_len, shared_prefix, prefix_groups,
@@ -94,8 +94,8 @@ def simulate_command(
 def _workload(ctx, trace, requests, prompt_len, output_len, shared_prefix, prefix_groups, arrival_rate, n, seed):
     """The workload and its request count; a trace is read through once first, so errors come before any work."""
     from ..errors import InputError
-    from ..paging.trace import TraceWorkload
-    from ..paging.workload import Distribution, SyntheticWorkload
+    from ..simulation.trace import TraceWorkload
+    from ..simulation.workload import Distribution, SyntheticWorkload
     from ..units import parse_count
 
     if trace is not None:

@@ -122,7 +122,7 @@ def _ints(text: str, flag: str) -> tuple[int, ...]:
 
 
 def _models(text: str) -> tuple[str, ...]:
-    from ..spec import bundled_names
+    from ..model import bundled_names
 
     if text.strip().lower() == "all":
         return tuple(sorted({p.stem for p in bundled_names().values()}))

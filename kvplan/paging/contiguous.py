@@ -12,7 +12,7 @@ of the request's samples.
 | filled slots == sum over requests of tokens_held per group       | check_integrity() |
 """
 
-from ..spec.grouping import PageLayout
+from ..model.grouping import PageLayout
 from .request import Request
 
 

@@ -16,7 +16,7 @@ replace blocks that left the attention span by -1, so positions stay aligned.
 Filled slots are physical: a block shared by several requests counts once.
 """
 
-from ..spec.grouping import PageLayout
+from ..model.grouping import PageLayout
 from .block_pool import BlockPool
 from .hashing import block_hashes
 from .lazy_decode import CHUNKED, FULL, SLIDING, LazyDecodeSupport

@@ -12,7 +12,7 @@ The compute dtype is also what `--kv-dtype auto` means.
 from dataclasses import dataclass
 
 from ..dtypes import KVFormat, kv_format, weight_format
-from ..spec import ModelSpec
+from ..model import ModelSpec
 
 FLOAT_DTYPES = ("fp32", "bf16", "fp16")
 

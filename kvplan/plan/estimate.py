@@ -3,11 +3,11 @@
 from dataclasses import asdict, dataclass, field, replace
 
 from ..errors import InputError
-from ..spec import LoadedModel, ModelSpec, ceil_bytes
+from ..model import LoadedModel, ModelSpec, ceil_bytes
 from ..units import fmt_gib
 from .deployment import Deployment, pp_partition
 from .dtype_plan import FLOAT_DTYPES, dtype_plan
-from .engines import EnginePolicy, get_policy
+from .policies import EnginePolicy, get_policy
 from .overhead import Term
 from .weights import weight_bytes
 

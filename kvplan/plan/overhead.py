@@ -6,7 +6,7 @@ Each term is a model with a stated basis, shown in the report and overridable fr
 
 from dataclasses import dataclass
 
-from ..spec import ModelSpec
+from ..model import ModelSpec
 from ..units import MiB
 from .deployment import Deployment
 

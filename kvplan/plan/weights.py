@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from ..dtypes import WeightFormat, weight_format
-from ..spec import LoadedModel, ParamCount, ceil_bytes
+from ..model import LoadedModel, ParamCount, ceil_bytes
 
 
 @dataclass(frozen=True)

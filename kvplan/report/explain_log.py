@@ -2,7 +2,7 @@
 
 import sys
 
-from ..plan.explain_log import LogExplanation
+from ..logs.explain import LogExplanation
 from .common import check_format, console, md_table, print_json
 
 _MARK = {True: "agrees", False: "DIFFERS", None: "-"}

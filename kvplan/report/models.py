@@ -4,7 +4,7 @@ import csv
 import sys
 
 from ..dtypes import kv_format
-from ..spec import bundled_names, load_model
+from ..model import bundled_names, load_model
 from .common import check_format, console, md_table, print_json
 
 

@@ -1,0 +1,170 @@
+"""Parameter counts from config shapes, split by how a quantized checkpoint stores them.
+
+Exact for the families kvplan knows (Llama-like dense, Qwen2/3, Gemma 2/3, Mixtral, Qwen3-MoE,
+gpt-oss, DeepSeek V2/V3 MLA+MoE, Qwen3-Next); `None` for others, so weights are never guessed.
+"""
+
+from dataclasses import dataclass
+
+from .spec import ParamCount
+
+# Families whose module shapes kvplan reproduces exactly (checked against official totals).
+COUNTED_FAMILIES = {
+    "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "qwen3_next",
+    "gemma", "gemma2", "gemma3_text", "gpt_oss", "deepseek_v2", "deepseek_v3", "kimi_k2",
+    "granite", "olmo2", "phi3",
+}
+_QKV_BIAS = {"qwen2", "qwen2_moe"}
+_QK_NORM = {"qwen3", "qwen3_moe", "gemma3_text", "qwen3_next", "olmo2"}
+_FOUR_NORMS = {"gemma2", "gemma3_text"}
+
+
+@dataclass
+class _Tally:
+    linear: int = 0
+    experts: int = 0
+    other: int = 0
+    experts_active: int = 0
+
+
+class _Uncountable(Exception):
+    """A field the count needs is missing or not a non-negative integer."""
+
+
+class _IntFields(dict):
+    """Config view whose lookups return validated ints (or lists/bools/None) or raise _Uncountable."""
+
+    def __getitem__(self, key):
+        value = dict.get(self, key)
+        if key == "model_type":
+            return value
+        if value is None or isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise _Uncountable(key)
+        return value
+
+    def get(self, key, default=None):
+        value = dict.get(self, key, default)
+        if value is None or isinstance(value, (bool, list, str)):
+            return value if value is not None else default
+        if not isinstance(value, int) or value < 0:
+            raise _Uncountable(key)
+        return value
+
+
+def count_params(cfg: dict, layer_kinds: list[str]) -> ParamCount | None:
+    """`cfg` is the normalized text config (aliases resolved); `layer_kinds` one entry per layer.
+
+    None when the family is not one kvplan counts exactly or a needed field is missing/invalid:
+    weights are then left out of the estimate rather than guessed."""
+    if cfg.get("model_type") not in COUNTED_FAMILIES:
+        return None
+    try:
+        return _count(_IntFields(cfg), layer_kinds)
+    except _Uncountable:
+        return None
+
+
+def _count(cfg: dict, layer_kinds: list[str]) -> ParamCount | None:
+    model_type = cfg.get("model_type")
+    h = cfg["hidden_size"]
+    vocab = cfg["vocab_size"]
+    total = _Tally()
+    for i, kind in enumerate(layer_kinds):
+        if kind == "mla":
+            _mla_attention(cfg, total)
+        elif kind == "state":
+            _gated_deltanet(cfg, total)
+        else:
+            _attention(cfg, total)
+        _mlp(cfg, i, total)
+        total.other += (4 if model_type in _FOUR_NORMS else 2) * h
+    total.other += h  # final norm
+    embedding = vocab * h
+    lm_head = 0 if cfg.get("tie_word_embeddings") else vocab * h
+    active = None
+    if total.experts:
+        active = total.linear + total.experts_active + embedding + lm_head + total.other
+    return ParamCount(linear=total.linear, experts=total.experts, embedding=embedding, lm_head=lm_head,
+                      other=total.other, active=active)
+
+
+def _attention(cfg: dict, t: _Tally) -> None:
+    h, heads, kv_heads, head_dim = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"]
+    model_type = cfg["model_type"]
+    q_out = heads * head_dim * (2 if model_type == "qwen3_next" else 1)  # Qwen3-Next: query + output gate
+    t.linear += h * q_out + 2 * h * kv_heads * head_dim + heads * head_dim * h
+    if model_type in _QKV_BIAS:
+        t.other += q_out + 2 * kv_heads * head_dim
+    elif cfg.get("attention_bias"):
+        t.other += q_out + 2 * kv_heads * head_dim + h
+    if model_type in _QK_NORM:
+        t.other += (2 * head_dim) if model_type != "olmo2" else (heads + kv_heads) * head_dim
+    if model_type == "gpt_oss":
+        t.other += heads  # learned attention sinks
+
+
+def _mla_attention(cfg: dict, t: _Tally) -> None:
+    h, heads = cfg["hidden_size"], cfg["num_attention_heads"]
+    rank, rope, nope, v_dim = cfg["kv_lora_rank"], cfg["qk_rope_head_dim"], cfg["qk_nope_head_dim"], cfg["v_head_dim"]
+    q_lora = cfg.get("q_lora_rank")
+    qk_dim = nope + rope
+    if q_lora:
+        t.linear += h * q_lora + q_lora * heads * qk_dim
+        t.other += q_lora  # q_a_layernorm
+    else:
+        t.linear += h * heads * qk_dim
+    t.linear += h * (rank + rope) + rank * heads * (nope + v_dim) + heads * v_dim * h
+    t.other += rank  # kv_a_layernorm
+
+
+def _gated_deltanet(cfg: dict, t: _Tally) -> None:
+    h = cfg["hidden_size"]
+    k_heads, k_dim = cfg["linear_num_key_heads"], cfg["linear_key_head_dim"]
+    v_heads, v_dim = cfg["linear_num_value_heads"], cfg["linear_value_head_dim"]
+    key_dim, value_dim = k_heads * k_dim, v_heads * v_dim
+    conv_dim = 2 * key_dim + value_dim
+    t.linear += h * (2 * key_dim + 2 * value_dim) + h * 2 * v_heads + value_dim * h
+    t.other += conv_dim * cfg["linear_conv_kernel_dim"] + 2 * v_heads + v_dim
+
+
+def _is_moe_layer(cfg: dict, i: int) -> bool:
+    experts = _num_experts(cfg)
+    if not experts:
+        return False
+    model_type = cfg["model_type"]
+    if model_type in ("deepseek_v2", "deepseek_v3", "kimi_k2"):
+        return i >= cfg.get("first_k_dense_replace", 0) and i % cfg.get("moe_layer_freq", 1) == 0
+    if model_type in ("qwen2_moe", "qwen3_moe", "qwen3_next"):
+        if i in (cfg.get("mlp_only_layers") or []):
+            return False
+        return (i + 1) % cfg.get("decoder_sparse_step", 1) == 0
+    return True
+
+
+def _num_experts(cfg: dict) -> int:
+    return cfg.get("num_local_experts") or cfg.get("num_experts") or cfg.get("n_routed_experts") or 0
+
+
+def _mlp(cfg: dict, i: int, t: _Tally) -> None:
+    h = cfg["hidden_size"]
+    if not _is_moe_layer(cfg, i):
+        t.linear += 3 * h * cfg["intermediate_size"]
+        return
+    model_type = cfg["model_type"]
+    experts, top_k = _num_experts(cfg), cfg.get("num_experts_per_tok", 1)
+    inter = cfg.get("moe_intermediate_size") or cfg["intermediate_size"]
+    per_expert = 3 * h * inter
+    t.other += h * experts  # router
+    if model_type == "gpt_oss":
+        t.other += experts + experts * (2 * inter + h)  # router bias, expert biases
+    if model_type == "deepseek_v3" or cfg.get("topk_method") == "noaux_tc":
+        t.other += experts  # e_score_correction_bias
+    t.experts += experts * per_expert
+    t.experts_active += top_k * per_expert
+    shared = cfg.get("shared_expert_intermediate_size") or 0
+    if shared:
+        t.linear += 3 * h * shared
+        t.other += h  # shared_expert_gate
+    n_shared = cfg.get("n_shared_experts") or 0
+    if n_shared:
+        t.linear += 3 * h * inter * n_shared

@@ -1,0 +1,200 @@
+"""Exact weight bytes from safetensors headers: 8-byte little-endian length, then a JSON header.
+
+Only headers are read, never tensor data, so a 140 GB checkpoint is sized in milliseconds. The
+same summary serves local files and headers fetched from the Hub (kvplan.model.hub).
+
+Counting rules (docs/online.md):
+  * every tensor counts, so quantization scales, zero points and g_idx are included;
+  * a tensor name is counted once even if several shards repeat it;
+  * when the config ties the embeddings and the checkpoint still stores an lm_head of the same
+    dtype and shape as the input embedding, the lm_head is not counted (engines load one copy);
+  * tensors are split into text / vision / audio / projector components by name prefix.
+"""
+
+import json
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import InputError
+from ..units import fmt_gib
+
+_MAX_HEADER_BYTES = 100 * 1024 * 1024
+
+# Module names (a dotted segment near the front of a tensor name) that belong to a non-text part
+# of a multimodal checkpoint. A generic projector feeds whichever tower exists, so it gets its own bucket.
+_VISION_MODULES = {"vision_tower", "visual", "vision_model", "vision_encoder", "image_encoder", "embed_vision",
+                   "vision_embed"}
+_AUDIO_MODULES = {"audio_tower", "audio_model", "audio_encoder", "embed_audio", "speech_encoder", "talker",
+                  "token2wav"}
+_PROJECTOR_MODULES = {"multi_modal_projector", "mm_projector", "connector"}
+_PREFIX_SEGMENTS = 3  # `model.vision_tower.`, `thinker.audio_tower.`, `model.thinker.visual.` ...
+
+_EMBEDDING_SUFFIXES = ("embed_tokens.weight", "wte.weight", "word_embeddings.weight", "tok_embeddings.weight",
+                       "embed_in.weight")
+_LM_HEAD_SUFFIX = "lm_head.weight"
+
+
+@dataclass(frozen=True)
+class CheckpointBytes:
+    total_bytes: int
+    bytes_by_dtype: dict[str, int] = field(default_factory=dict)
+    num_tensors: int = 0
+    files: tuple[str, ...] = ()
+    source: str = ""
+    # text / vision / audio / projector -> bytes; empty when only an index total is known
+    bytes_by_component: dict[str, int] = field(default_factory=dict)
+
+
+def header_length(prefix: bytes, where: str) -> int:
+    """The header length encoded in a safetensors file's first 8 bytes."""
+    if len(prefix) != 8:
+        raise InputError(f"{where}: not a safetensors file (shorter than its 8-byte header length)")
+    (length,) = struct.unpack("<Q", prefix)
+    if length <= 0 or length > _MAX_HEADER_BYTES:
+        raise InputError(f"{where}: safetensors header length {length} is not plausible")
+    return length
+
+
+def parse_header(raw: bytes, length: int, where: str) -> dict:
+    if len(raw) != length:
+        raise InputError(f"{where}: safetensors header is truncated")
+    try:
+        header = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise InputError(f"{where}: safetensors header is not valid JSON") from None
+    if not isinstance(header, dict):
+        raise InputError(f"{where}: safetensors header is not a JSON object")
+    return header
+
+
+def read_header(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            length = header_length(f.read(8), str(path))
+            raw = f.read(length)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    return parse_header(raw, length, str(path))
+
+
+def tensor_sizes(header: dict, where: str) -> dict[str, tuple[str, int, tuple[int, ...]]]:
+    """name -> (dtype, bytes, shape) for every tensor in one header."""
+    sizes = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            begin, end = info["data_offsets"]
+            dtype = str(info["dtype"])
+            size = int(end) - int(begin)
+            shape = tuple(int(d) for d in info.get("shape", ()))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise InputError(f"{where}: tensor {name!r} has no valid data_offsets/dtype") from None
+        if size < 0:
+            raise InputError(f"{where}: tensor {name!r} has negative size")
+        sizes[name] = (dtype, size, shape)
+    return sizes
+
+
+def data_bytes(header: dict) -> int:
+    """Length of the data buffer a header describes (its largest end offset)."""
+    ends = [int(info["data_offsets"][1]) for name, info in header.items() if name != "__metadata__"]
+    return max(ends, default=0)
+
+
+def component_of(tensor_name: str) -> str:
+    """text, vision, audio or projector, from the module names at the front of a tensor name."""
+    for segment in tensor_name.split(".")[:_PREFIX_SEGMENTS]:
+        if segment in _VISION_MODULES:
+            return "vision"
+        if segment in _AUDIO_MODULES:
+            return "audio"
+        if segment in _PROJECTOR_MODULES:
+            return "projector"
+    return "text"
+
+
+def summarize_headers(headers: Iterable[tuple[str, dict]], *, source: str,
+                      tied_embeddings: bool = False) -> CheckpointBytes:
+    """Bytes per dtype and component over (file name, header) pairs, by the counting rules above."""
+    tensors: dict[str, tuple[str, int, tuple[int, ...]]] = {}
+    files: list[str] = []
+    for file_name, header in headers:
+        files.append(file_name)
+        for name, entry in tensor_sizes(header, file_name).items():
+            tensors.setdefault(name, entry)  # a name repeated across shards is one tensor
+    notes = []
+    dropped = _tied_lm_head(tensors) if tied_embeddings else None
+    if dropped is not None:
+        del tensors[dropped]
+        notes.append("tied lm_head counted once")
+    by_dtype: dict[str, int] = {}
+    by_component: dict[str, int] = {}
+    for name, (dtype, size, _) in tensors.items():
+        by_dtype[dtype] = by_dtype.get(dtype, 0) + size
+        component = component_of(name)
+        by_component[component] = by_component.get(component, 0) + size
+    if set(by_component) - {"text"}:
+        notes.append(", ".join(f"{c} {fmt_gib(by_component[c])}"
+                               for c in ("text", "vision", "audio", "projector") if c in by_component))
+    label = f"{source} ({len(files)} file{'s' if len(files) != 1 else ''}{''.join('; ' + n for n in notes)})"
+    return CheckpointBytes(sum(by_dtype.values()), by_dtype, len(tensors), tuple(files), source=label,
+                           bytes_by_component=by_component)
+
+
+def _tied_lm_head(tensors: dict[str, tuple[str, int, tuple[int, ...]]]) -> str | None:
+    """The stored lm_head that duplicates a tied input embedding, if there is exactly one such pair."""
+    heads = [n for n in tensors if n.endswith(_LM_HEAD_SUFFIX) and component_of(n) == "text"]
+    embeds = [n for n in tensors if n.endswith(_EMBEDDING_SUFFIXES) and component_of(n) == "text"]
+    if len(heads) != 1 or len(embeds) != 1:
+        return None
+    head, embed = tensors[heads[0]], tensors[embeds[0]]
+    same = head[0] == embed[0] and head[2] == embed[2] and head[1] == embed[1]
+    return heads[0] if same else None
+
+
+def checkpoint_bytes(model_dir: Path, tied_embeddings: bool = False) -> CheckpointBytes | None:
+    """Sum tensor bytes over the `*.safetensors` in `model_dir`; None when there are none.
+
+    With an index, every shard it lists must be present; a partial download falls back to the
+    index's total rather than undercounting.
+    """
+    files = sorted(model_dir.glob("*.safetensors"))
+    index = model_dir / "model.safetensors.index.json"
+    if files and index.is_file():
+        listed = _index_shards(index)
+        if listed and not listed <= {p.name for p in files}:
+            return _from_index(index)
+        if listed:
+            files = [p for p in files if p.name in listed]
+    if not files:
+        return _from_index(index) if index.is_file() else None
+    return summarize_headers(((p.name, read_header(p)) for p in files), source="safetensors headers",
+                             tied_embeddings=tied_embeddings)
+
+
+def _read_index(index: Path) -> dict:
+    try:
+        data = json.loads(index.read_text())
+    except (OSError, ValueError):
+        raise InputError(f"{index}: unreadable or malformed JSON") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{index}: expected a JSON object")
+    return data
+
+
+def _index_shards(index: Path) -> set[str]:
+    weight_map = _read_index(index).get("weight_map")
+    return {str(v) for v in weight_map.values()} if isinstance(weight_map, dict) else set()
+
+
+def _from_index(index: Path) -> CheckpointBytes:
+    try:
+        total = int(_read_index(index)["metadata"]["total_size"])
+    except (KeyError, TypeError, ValueError, InputError):
+        raise InputError(f"{index}: no readable metadata.total_size") from None
+    if total <= 0:
+        raise InputError(f"{index}: metadata.total_size must be positive")
+    return CheckpointBytes(total, {}, 0, (index.name,), source="model.safetensors.index.json metadata.total_size")

@@ -1,0 +1,100 @@
+"""The interface every engine policy implements (one small class per engine)."""
+
+from dataclasses import dataclass, field
+
+from ...dtypes import KVFormat
+from ...model import ModelSpec
+from ..deployment import Deployment
+from ..overhead import Term
+
+# kvplan's own --block-size default; engines whose default page differs read it as "the engine's default".
+KVPLAN_DEFAULT_BLOCK_SIZE = 16
+
+
+@dataclass(frozen=True)
+class Pool:
+    """A KV pool on one GPU (the most constrained pipeline stage)."""
+
+    num_blocks: int
+    block_size: int
+    page_bytes: int  # one block across every KV layer on the GPU
+    kv_cache_tokens: int  # what the engine reports as its token capacity
+    usable_bytes: int  # bytes the blocks occupy (<= budget)
+
+
+@dataclass(frozen=True)
+class EngineReport:
+    """What the engine itself would print at start-up for this deployment, predicted.
+
+    `figures` holds the engine's own numbers under stable keys (kv_cache_tokens, max_concurrency,
+    num_blocks, ...); `lines` the log lines it would print; `refusal` the reason it would refuse to
+    start (None when it starts).
+    """
+
+    engine: str
+    version: str
+    figures: dict = field(default_factory=dict)
+    lines: tuple[str, ...] = ()
+    refusal: str | None = None
+
+
+class EnginePolicy:
+    name = "abstract"
+    version = ""
+    description = ""
+
+    def __init__(self, version: str | None = None):
+        self.model: ModelSpec | None = None  # the whole model, for layouts that depend on all stages (bind)
+        if version:
+            self.version = self.resolve_version(version)
+
+    def bind(self, spec: ModelSpec) -> "EnginePolicy":
+        """Remember the whole model: a pipeline stage alone cannot tell how the engine groups layers."""
+        self.model = spec
+        return self
+
+    def resolve_version(self, version: str) -> str:
+        """Map a user-given version ("0.8.5", "v0") onto the semantics this policy models."""
+        from ...errors import InputError
+
+        raise InputError(f"--engine {self.name} has one set of semantics; drop '@{version}'")
+
+    def overhead(self, spec: ModelSpec, dep: Deployment, act_elem_bytes: int) -> list[Term]:
+        raise NotImplementedError
+
+    def weights_limit_bytes(self, gpu_memory_bytes: int, dep: Deployment) -> int:
+        """The most weight bytes per GPU the engine can load: its memory share (vLLM: total x utilization)."""
+        return int(gpu_memory_bytes * dep.gpu_memory_utilization)
+
+    def kv_budget(self, gpu_memory_bytes: int, weights_per_gpu: int, terms: list[Term], dep: Deployment) -> int:
+        """KV bytes per GPU before rounding to blocks."""
+        raise NotImplementedError
+
+    def block_size(self, spec: ModelSpec, dep: Deployment) -> int:
+        return dep.block_size
+
+    def request_bytes(self, stage: ModelSpec, context_tokens: int, kv: KVFormat, dep: Deployment) -> int:
+        """Bytes one request of `context_tokens` holds on one GPU of this stage, at its peak."""
+        raise NotImplementedError
+
+    def pool(self, stage: ModelSpec, budget_bytes: int, kv: KVFormat, dep: Deployment) -> Pool:
+        raise NotImplementedError
+
+    def max_concurrency(self, stage: ModelSpec, pool: Pool, max_model_len: int, kv: KVFormat, dep: Deployment) -> float:
+        """Requests of max_model_len tokens the pool holds, as the engine computes it."""
+        per_request = self.request_bytes(stage, max_model_len, kv, dep)
+        return pool.usable_bytes / per_request if per_request else float("inf")
+
+    def max_users(self, stage: ModelSpec, pool: Pool, context_tokens: int, kv: KVFormat, dep: Deployment) -> int:
+        per_request = self.request_bytes(stage, context_tokens, kv, dep)
+        return pool.usable_bytes // per_request if per_request else 0
+
+    def report(self, stages: list[ModelSpec], budget_bytes: int, kv: KVFormat, dep: Deployment,
+               max_model_len: int) -> EngineReport | None:
+        """The engine's own start-up figures and lines (None: the policy models no engine log)."""
+        return None
+
+
+def engine_block_size(dep: Deployment, engine_default: int) -> int:
+    """--block-size as given, or the engine's own default when the user left kvplan's default."""
+    return engine_default if dep.block_size == KVPLAN_DEFAULT_BLOCK_SIZE else dep.block_size

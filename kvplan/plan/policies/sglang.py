@@ -1,0 +1,147 @@
+"""SGLang's KV pool (`max_total_num_tokens`), following SGLang v0.5.x (`profile_max_num_token`).
+
+- Budget: SGLang measures free memory before loading weights (`free_before`, the minimum over
+  ranks) and after (`free_after`), and keeps `rest = free_after - free_before x (1 -
+  mem_fraction_static)`, i.e. `mem_fraction_static x free_before - weights`. Free, not total,
+  memory: other processes on the GPU shrink it. kvplan models `free_before = total - non-torch`
+  (CUDA context/NCCL, the generic overhead model) and reads `--gpu-memory-utilization` as
+  `--mem-fraction-static`.
+- `cell_size` per token on one rank = `kv_heads_per_rank x (head_dim + v_head_dim) x layers x bytes`
+  (MLA: `(kv_lora_rank + qk_rope_head_dim) x layers x bytes`, every rank holds all of it).
+- `max_total_num_tokens = rest // cell_size`, rounded down to the page size (`--page-size`, default
+  1; kvplan's --block-size, whose default 16 stands for SGLang's 1).
+- Sliding-window hybrids: the full-attention pool keeps `total / (ratio x swa_layers + full_layers)`
+  tokens and the SWA pool `ratio` times that (`--swa-full-tokens-ratio`, default 0.8), where `total`
+  is the all-layers token count; `max_total_num_tokens` is the full pool.
+- Log: "KV Cache is allocated. #tokens: N, K size: X GB, V size: X GB" with sizes in GiB labelled GB,
+  counting one extra page (`(N + page_size) x heads x head_dim x layers x bytes`); MLA logs one
+  "KV size".
+SGLang logs no concurrency; kvplan reports `max_total_num_tokens / max_model_len`.
+"""
+
+from fractions import Fraction
+
+from ...dtypes import KVFormat
+from ...errors import UnsupportedModelError
+from ...model import ModelSpec, ceil_bytes
+from ...units import GiB
+from ..deployment import Deployment
+from ..overhead import Term, overhead_terms
+from . import register
+from .base import EnginePolicy, EngineReport, Pool, engine_block_size
+
+SWA_FULL_TOKENS_RATIO = 0.8
+SGLANG_PAGE_SIZE = 1
+
+
+@register
+class SglangPolicy(EnginePolicy):
+    name = "sglang"
+    version = "0.5"
+    description = ("SGLang v0.5: mem_fraction_static x free memory before load - weights; "
+                   "max_total_num_tokens = rest // cell_size, page-aligned")
+
+    def resolve_version(self, version: str) -> str:
+        from ...errors import InputError
+
+        if not version.lstrip("v").startswith("0.5"):
+            raise InputError(f"--engine sglang@{version}: kvplan models SGLang 0.5.x (profile_max_num_token)")
+        return "0.5"
+
+    def overhead(self, spec: ModelSpec, dep: Deployment, act_elem_bytes: int) -> list[Term]:
+        # SGLang reserves activations and graphs through the fraction; only the context is gone before load.
+        return [t for t in overhead_terms(spec, dep, act_elem_bytes) if t.name.startswith(("non-torch", "overhead"))]
+
+    def kv_budget(self, gpu_memory_bytes: int, weights_per_gpu: int, terms: list[Term], dep: Deployment) -> int:
+        if dep.kv_cache_memory_bytes is not None:
+            return dep.kv_cache_memory_bytes
+        free_before = gpu_memory_bytes - sum(t.bytes or 0 for t in terms)
+        return rest_bytes(free_before, free_before - weights_per_gpu, dep.gpu_memory_utilization)
+
+    def block_size(self, spec: ModelSpec, dep: Deployment) -> int:
+        return engine_block_size(dep, SGLANG_PAGE_SIZE)
+
+    def cell_bytes(self, stage: ModelSpec, kv: KVFormat, dep: Deployment) -> int:
+        """Bytes one token takes across the stage's KV layers on one rank."""
+        if any(g.kind == "state" for g in stage.groups):
+            raise UnsupportedModelError(f"{stage.name}: SGLang's Mamba/linear-attention pools are not modelled "
+                                        "(use --engine generic)")
+        cell = sum((g.bytes_per_token_per_layer(kv, dep.tp) * g.num_layers for g in stage.kv_groups()), Fraction(0))
+        return ceil_bytes(cell)
+
+    def token_pools(self, stage: ModelSpec, budget_bytes: int, kv: KVFormat, dep: Deployment) -> tuple[int, int | None]:
+        """(full-attention tokens, sliding-window tokens or None) SGLang allocates on this stage."""
+        page = self.block_size(stage, dep)
+        tokens = max(budget_bytes, 0) // self.cell_bytes(stage, kv, dep) // page * page
+        swa = sum(g.num_layers for g in stage.kv_groups() if g.kind == "sliding")
+        if not swa:
+            return tokens, None
+        full = sum(g.num_layers for g in stage.kv_groups()) - swa
+        full_tokens = int(tokens * (swa + full) / (SWA_FULL_TOKENS_RATIO * swa + full))
+        return full_tokens, int(full_tokens * SWA_FULL_TOKENS_RATIO)
+
+    def pool(self, stage: ModelSpec, budget_bytes: int, kv: KVFormat, dep: Deployment) -> Pool:
+        page = self.block_size(stage, dep)
+        full_tokens, swa_tokens = self.token_pools(stage, budget_bytes, kv, dep)
+        per_token = self.cell_bytes(stage, kv, dep)
+        used = full_tokens * per_token if swa_tokens is None else budget_bytes
+        return Pool(full_tokens // page, page, page * per_token, full_tokens, min(used, max(budget_bytes, 0)))
+
+    def request_bytes(self, stage: ModelSpec, context_tokens: int, kv: KVFormat, dep: Deployment) -> int:
+        page = self.block_size(stage, dep)
+        tokens = -(-context_tokens // page) * page
+        return tokens * self.cell_bytes(stage, kv, dep)
+
+    def max_concurrency(self, stage: ModelSpec, pool: Pool, max_model_len: int, kv: KVFormat, dep: Deployment) -> float:
+        return pool.kv_cache_tokens / max_model_len
+
+    def max_users(self, stage: ModelSpec, pool: Pool, context_tokens: int, kv: KVFormat, dep: Deployment) -> int:
+        page = self.block_size(stage, dep)
+        return pool.kv_cache_tokens // (-(-context_tokens // page) * page)
+
+    def report(self, stages: list[ModelSpec], budget_bytes: int, kv: KVFormat, dep: Deployment,
+               max_model_len: int) -> EngineReport:
+        pools = [self.token_pools(s, budget_bytes, kv, dep) for s in stages]
+        tokens = min(p[0] for p in pools)
+        page = self.block_size(stages[0], dep)
+        lines = []
+        if tokens <= 0:
+            return EngineReport(self.name, self.version, {"refused": True}, (),
+                                "no memory is left for the KV pool; SGLang asks for a larger --mem-fraction-static")
+        stage = max(stages, key=lambda s: self.cell_bytes(s, kv, dep))
+        sizes = kv_pool_sizes_gib(stage, tokens, page, kv, dep.tp)
+        if "kv_size_gib" in sizes:
+            lines.append(f"KV Cache is allocated. #tokens: {tokens}, KV size: {sizes['kv_size_gib']:.2f} GB")
+        else:
+            lines.append(f"KV Cache is allocated. #tokens: {tokens}, K size: {sizes['k_size_gib']:.2f} GB, "
+                         f"V size: {sizes['v_size_gib']:.2f} GB")
+        lines.append(f"max_total_num_tokens={tokens}")
+        figures = {"kv_cache_tokens": tokens, "num_blocks": tokens // page, "block_size": page,
+                   "max_concurrency": tokens / max_model_len, "cell_bytes": self.cell_bytes(stage, kv, dep),
+                   "available_kv_bytes": budget_bytes, "refused": False, **sizes}
+        if pools[0][1] is not None:
+            figures["swa_tokens"] = min(p[1] for p in pools)
+        return EngineReport(self.name, self.version, figures, tuple(lines), None)
+
+
+def rest_bytes(free_before_bytes: int, free_after_bytes: int, mem_fraction_static: float) -> int:
+    """SGLang's KV budget from the two free-memory readings around weight loading."""
+    return int(free_after_bytes - free_before_bytes * (1 - mem_fraction_static))
+
+
+def max_total_num_tokens(rest: int, cell_bytes: int, page_size: int = SGLANG_PAGE_SIZE) -> int:
+    return max(rest, 0) // cell_bytes // page_size * page_size
+
+
+def kv_pool_sizes_gib(stage: ModelSpec, tokens: int, page_size: int, kv: KVFormat, tp: int) -> dict:
+    """The sizes SGLang logs for its pool: K and V (or the MLA latent) with one extra page, in GiB."""
+    slots = tokens + page_size
+    if any(g.kind == "mla" for g in stage.kv_groups()):
+        per_slot = sum((g.bytes_per_token_per_layer(kv, tp) * g.num_layers for g in stage.kv_groups()), Fraction(0))
+        return {"kv_size_gib": float(per_slot * slots / GiB)}
+    k = v = Fraction(0)
+    for g in stage.kv_groups():
+        heads = g.kv_heads_per_rank(tp)
+        k += heads * kv.vector_bytes(g.k_head_dim) * g.num_layers
+        v += heads * kv.vector_bytes(g.v_head_dim) * g.num_layers
+    return {"k_size_gib": float(k * slots / GiB), "v_size_gib": float(v * slots / GiB)}

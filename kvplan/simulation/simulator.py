@@ -1,0 +1,186 @@
+"""Simulator: drive the real Scheduler and KV managers with a workload and a clock, no tensors.
+
+Loop: add the requests that have arrived; if none is in the system jump to the next arrival;
+otherwise run one scheduler step, take its duration from the clock, record the metrics
+(after scheduling, i.e. with the step's blocks allocated and its tokens written), apply the
+step (advance, sample synthetic tokens, fork n > 1 samples after the prompt, free finished).
+
+mode="step" calls Scheduler.schedule()/update() for every step. mode="event" uses
+EventScheduler, which touches a decode request only when something happens to it (a block
+boundary, a release, a copy, its end); both give identical metrics (tested).
+"""
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from ..errors import InputError, KvplanError
+from ..model.grouping import PageLayout
+from ..paging.contiguous import ContiguousKVManager
+from .events import EventScheduler
+from ..paging.kv_cache_manager import KVCacheManager
+from .metrics import Metrics
+from ..paging.request import Request
+from ..paging.scheduler import Scheduler, SchedulerConfig
+from .workload import WorkItem, output_token, output_tokens
+
+
+class PoolTooSmall(KvplanError):
+    """A request cannot run even alone in the pool: the simulation would never end."""
+
+
+@dataclass(eq=False)
+class SimRequest(Request):
+    uid: int = 0  # sequence number: keys its synthetic output tokens
+    root: int = 0  # uid of the workload request this sequence belongs to (itself unless forked)
+
+
+def _token(req: SimRequest, index: int) -> int:
+    return output_token(req.uid, index)
+
+
+def _tokens(req: SimRequest, first: int, count: int) -> range:
+    return output_tokens(req.uid, first, count)
+
+
+class Simulator:
+    def __init__(self, layout: PageLayout, num_blocks: int, block_size: int, max_model_len: int,
+                 config: SchedulerConfig | None = None, clock=None, *, prefix_caching: bool = True,
+                 contiguous: bool = False, mode: str = "event", check: bool = False,
+                 progress: Callable[[int], None] | None = None):
+        from .clock import StepClock
+
+        if mode not in ("event", "step"):
+            raise InputError(f"--mode must be 'event' or 'step', got {mode!r}")
+        if max_model_len < 2:
+            raise InputError(f"--max-model-len {max_model_len} leaves no room for a prompt and an output token")
+        self.config = config or SchedulerConfig()
+        self.clock = clock or StepClock()
+        self.max_model_len = max_model_len
+        if contiguous:
+            self.kv = ContiguousKVManager(layout, num_blocks, block_size, max_model_len)
+            capacity = self.kv.capacity_slots
+        else:
+            self.kv = KVCacheManager(layout, num_blocks, block_size, prefix_caching)
+            capacity = num_blocks * block_size
+        self.mode = mode
+        self.sched = (EventScheduler(self.kv, self.config, _token, _tokens) if mode == "event"
+                      else Scheduler(self.kv, self.config))
+        self.metrics = Metrics(capacity)
+        self.check = check
+        self.progress = progress
+        self._next_uid = 0
+        self._families: dict[int, int] = {}  # root uid -> sequences not finished yet
+        self.now = 0.0
+
+    def _make_request(self, item: WorkItem) -> SimRequest:
+        limit = self.max_model_len
+        prompt = item.prompt_ids(limit)  # one more than fits is enough to know it must be cut
+        output_len = item.output_len
+        if len(prompt) >= limit or len(prompt) + output_len > limit:
+            prompt = prompt[:limit - 1]
+            output_len = min(output_len, limit - len(prompt))
+            self.metrics.truncated_requests += 1
+        if not self.config.enable_chunked_prefill and len(prompt) + output_len > self.config.max_num_batched_tokens:
+            raise InputError(f"request {item.index}: {len(prompt) + output_len} tokens exceed --max-num-batched-tokens "
+                             f"{self.config.max_num_batched_tokens} and chunked prefill is off")
+        uid = self._next_uid
+        self._next_uid += 1
+        self._families[uid] = item.num_samples
+        return SimRequest(str(uid), prompt, output_len, arrival_time=item.arrival_time, num_samples=item.num_samples,
+                          uid=uid, root=uid)
+
+    def _after_update(self, out, finished) -> list[SimRequest]:
+        m = self.metrics
+        children = []
+        for s in out.scheduled:
+            parent = s.request
+            if not (s.needs_logits and parent.num_samples > 1):
+                continue
+            extra, parent.num_samples = parent.num_samples - 1, 1
+            if parent.is_finished:  # one token per sample: the other samples end at once as well
+                m.completed_sequences += extra
+                m.output_tokens += extra
+                self._families[parent.root] -= extra
+                continue
+            for _ in range(extra):
+                uid = self._next_uid
+                self._next_uid += 1
+                child = SimRequest(str(uid), parent.prompt_token_ids, parent.max_tokens, [output_token(uid, 0)],
+                                   arrival_time=parent.arrival_time, uid=uid, root=parent.root)
+                self.sched.fork(parent, child)
+                children.append(child)
+        for req in finished:
+            m.completed_sequences += 1
+            m.output_tokens += req.num_output_tokens
+            left = self._families[req.root] - 1
+            if left:
+                self._families[req.root] = left
+            else:
+                del self._families[req.root]
+                m.completed_requests += 1
+        return children
+
+    def _plain_step(self):
+        sched, kv = self.sched, self.kv
+        out = sched.schedule()
+        batch_tokens = sum(s.num_new_tokens for s in out.scheduled)
+        context = sum(s.start_position + s.num_new_tokens for s in out.scheduled)
+        stats = (len(sched.running), kv.num_allocated_slots, kv.num_filled_slots)
+        sampled = {s.request.request_id: _token(s.request, s.request.num_output_tokens)
+                   for s in out.scheduled if s.needs_logits}
+        finished = sched.update(out, sampled)
+        children = self._after_update(out, finished)
+        return out, batch_tokens, context, *stats, finished, children
+
+    def run(self, workload: Iterable[WorkItem]) -> Metrics:
+        sched, m, clock = self.sched, self.metrics, self.clock
+        step = sched.step if self.mode == "event" else None
+        items = iter(workload)
+        pending = next(items, None)
+        now = self.now
+        # A step admits at most max_num_seqs requests and never looks past the first one it cannot
+        # admit, so arrived requests beyond that many stay in the workload stream, unbuilt: memory
+        # is bounded by the queue the scheduler can see, not by the backlog.
+        visible = self.config.max_num_seqs + 1
+        while True:
+            while pending is not None and pending.arrival_time <= now and len(sched.waiting) < visible:
+                sched.add_request(self._make_request(pending))
+                pending = next(items, None)
+            if not sched.has_unfinished_requests():
+                if pending is None:
+                    break
+                now = pending.arrival_time
+                continue
+            waiting_before = len(sched.waiting)
+            result = step(self._after_update) if step else self._plain_step()
+            out, batch_tokens, context, running, allocated, filled, finished, _ = result
+            if not batch_tokens:
+                stuck = out.preempted[-1] if out.preempted else sched.waiting[0]
+                raise PoolTooSmall(f"a request of {stuck.num_tokens:,} tokens (n={stuck.num_samples}) does not fit in "
+                                  "the KV pool even alone; raise the KV budget or lower --max-model-len")
+            m.preemptions += len(out.preempted)
+            admitted = 0 if out.preempted else waiting_before - len(sched.waiting)
+            if admitted:
+                for s in out.scheduled[-admitted:]:
+                    req = s.request
+                    m.admissions += 1
+                    m.prefill_tokens += req.num_tokens - s.needs_logits
+                    m.cached_tokens += req.num_cached_tokens
+                    if req.num_preemptions == 0:
+                        m.delays.append(now - req.arrival_time)
+            dt = clock.step_time(batch_tokens, context)
+            m.record_step(now, dt, running, allocated, filled)
+            now += dt
+            if step and sched.last_step_quiet:  # nothing but lazy decodes until the next event or arrival
+                end = sched.next_event_step()
+                while sched.step_index < end and (sched.waiting or pending is None or pending.arrival_time > now):
+                    batch_tokens, context, running, allocated, filled = sched.quiet_step()
+                    dt = clock.step_time(batch_tokens, context)
+                    m.record_step(now, dt, running, allocated, filled)
+                    now += dt
+            if self.check:
+                self.kv.check_integrity()
+            if finished and self.progress:
+                self.progress(m.completed_requests)
+        self.now = now
+        return m
