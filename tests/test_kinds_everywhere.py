@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from kvplan.dtypes import kv_format
-from kvplan.errors import KvplanError, UnsupportedModelError
+from kvplan.errors import InputError, KvplanError, UnsupportedModelError
 from kvplan.model import ChunkedLocal, FullAttention, LayerGroup, MLALatent, ModelSpec, RecurrentState, SlidingWindow
 from kvplan.model.kinds import KINDS, cdiv
 from kvplan.model.loaders import LoadedModel
@@ -121,6 +121,16 @@ def test_transformers_page_counts_k_and_v_head_dims():
     assert alloc.bytes_per_page == 256 * 4 * (64 + 32) * 2
 
 
+def test_tp_must_divide_split_kv_heads_but_not_a_latent():
+    """24 query heads over tp 3: 8 KV heads cannot be split three ways; an MLA latent is not split at all."""
+    def with_heads(group):
+        return LoadedModel(ModelSpec("h", "test", (group,), 4, num_attention_heads=24, max_position_embeddings=4096))
+
+    with pytest.raises(InputError, match="--tp 3 and the model's 8 KV heads"):
+        estimate(with_heads(FullAttention(LAYERS, 8, 64, 64)), Deployment(tp=3, kv_cache_memory_bytes=GiB))
+    assert estimate(with_heads(ONE_OF_EACH["mla"]), Deployment(tp=3, kv_cache_memory_bytes=GiB)).fits
+
+
 WORKLOAD = SyntheticWorkload(12, Distribution.parse("uniform:1:600", "prompt"), Distribution.parse("uniform:1:300", "output"),
                              seed=3)
 
@@ -152,7 +162,8 @@ def test_an_unknown_kind_fails_closed_in_every_policy(engine):
 
 def test_an_unknown_kind_has_no_answers():
     sparse = Sparse(LAYERS)
-    for ask in (lambda: sparse.holds_kv, lambda: sparse.bytes_per_token_per_layer(kv_format("bf16")),
+    for ask in (lambda: sparse.holds_kv, lambda: sparse.tp_split_kv_heads,
+                lambda: sparse.bytes_per_token_per_layer(kv_format("bf16")),
                 lambda: sparse.tokens_held(10), lambda: sparse.peak_blocks(10, 16), lambda: sparse.unwindowed(),
                 lambda: sparse.vllm_max_blocks(10, 16, 8), lambda: sparse.runtime_window_tokens()):
         with pytest.raises(UnsupportedModelError, match="kind 'sparse'"):

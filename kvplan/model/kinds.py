@@ -10,6 +10,7 @@ C: chunk, T: tokens per prefill chunk, L: context or max_model_len, bs: block si
 | `from_config(layers, fields)`        | kv heads, dim | + sliding_window    | + attention_chunk_size | kv_lora_rank, qk_rope_head_dim | family state shape |
 | `bytes_per_token_per_layer(kv, tp)`  | (K+V) x heads/rank | as full        | as full            | one latent, whole | 0                 |
 | `state_bytes_per_layer(kv, tp)`      | 0             | 0                   | 0                  | 0                 | (conv + ssm) / tp |
+| `tp_split_kv_heads`                  | kv heads      | kv heads            | kv heads           | None (replicated) | None              |
 | `tokens_held(L)`                     | L             | min(L, W)           | min(L, C)          | L                 | 0                 |
 | `peak_blocks(L, bs, T)`              | cdiv(L, bs)   | span W - 1 + T      | own chunk (T: bound) | cdiv(L, bs)     | 0                 |
 | `unwindowed()`                       | itself        | full, same heads    | full, same heads   | itself            | -                 |
@@ -95,6 +96,11 @@ class LayerGroup:
     def state_bytes_per_layer(self, kv: KVFormat, tp: int = 1) -> int:
         raise self._unanswered("per-request state bytes")
 
+    @property
+    def tp_split_kv_heads(self) -> int | None:
+        """KV heads tensor parallelism splits across ranks (None: nothing is split by head)."""
+        raise self._unanswered("how tensor parallelism splits it")
+
     def tokens_held(self, context_tokens: int) -> int:
         raise self._unanswered("tokens held")
 
@@ -149,6 +155,10 @@ class _KVHeads(LayerGroup):
     @property
     def holds_kv(self) -> bool:
         return True
+
+    @property
+    def tp_split_kv_heads(self) -> int:
+        return self.num_kv_heads
 
     def kv_heads_per_rank(self, tp: int) -> int:
         # Heads split over tp; when tp exceeds the head count each rank still holds one (replicated).
@@ -330,6 +340,10 @@ class MLALatent(LayerGroup):
     def holds_kv(self) -> bool:
         return True
 
+    @property
+    def tp_split_kv_heads(self) -> None:
+        return None  # every rank holds the whole latent
+
     def bytes_per_token_per_layer(self, kv: KVFormat, tp: int = 1) -> Fraction:
         return kv.vector_bytes(self.latent_dim)
 
@@ -387,6 +401,10 @@ class RecurrentState(LayerGroup):
     @property
     def holds_kv(self) -> bool:
         return False
+
+    @property
+    def tp_split_kv_heads(self) -> None:
+        return None  # the state splits by element, with no head count to divide
 
     def bytes_per_token_per_layer(self, kv: KVFormat, tp: int = 1) -> Fraction:
         return Fraction(0)
