@@ -129,9 +129,9 @@ class VllmPolicy(GenericPolicy):  # the same budget; its own blocks, groups and 
         out: dict[int, LayerSpec] = {}
         for g in spec.kv_groups():
             page = ceil_bytes(g.bytes_per_token_per_layer(kv, dep.tp) * block_size)
-            attention = g if self._hybrid_allocator else g.unwindowed()
+            layer_spec = LayerSpec((g if self._hybrid_allocator else g.unwindowed()).shape(), page, block_size)
             for layer in g.layers:
-                out[layer] = LayerSpec(attention.shape(), page, block_size)
+                out[layer] = layer_spec
         return dict(sorted(out.items()))
 
     def kv_groups(self, spec: ModelSpec, kv: KVFormat, dep: Deployment) -> list[KVGroup]:
