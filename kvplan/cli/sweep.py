@@ -59,7 +59,8 @@ def sweep_command(
     fits_only: FitsOnlyOpt = False, min_users: MinUsersOpt = None, fmt: SweepFormatOpt = None,
     output: OutputOpt = None, plot: PlotOpt = None, limit: LimitOpt = 40, max_memory: MaxMemoryOpt = "2GiB",
 ) -> None:
-    from ..report.sweep import format_for, plot_users_vs_context, render_sweep
+    from ..report.sweep import format_for, render_sweep
+    from ..report.sweep_plot import plot_users_vs_context
     from ..sweep import SweepGrid, run_sweep, select
 
     fmt = format_for(fmt, output)
