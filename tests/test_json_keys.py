@@ -96,6 +96,8 @@ def test_sweep_keys(capsys):
     assert len(records) == 8
     for r in records:
         assert set(r) == documented("sweep")
+    no_budget = [r for r in records if r["kv_budget_bytes"] is None]
+    assert no_budget and all(r["gpu"] == "L4" and r["model"] == "qwen3-32b" and not r["fits"] for r in no_budget)
 
 
 def test_explain_log_keys(capsys):

@@ -149,3 +149,20 @@ def test_block_layout_keeps_values_whole(capsys, monkeypatch):
     text = run(CHECK, capsys, monkeypatch, 40, terminal=False)
     assert "  rule: min_concurrent_users" in text and "  result: FAIL" in text
     assert "\n  rule: max_model_len_supported\n" in text
+
+
+@pytest.mark.parametrize("fmt", ["table", "csv", "markdown"])
+def test_estimate_and_check_renderers_import_nothing_heavy(fmt):
+    """The renderers (rich, csv, markdown) keep `kvplan estimate`/`check` free of pandas, numpy and torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom kvplan.cli import main\n"
+            f"assert main(['estimate', 'gemma-3-27b', '--gpu', 'H100', '--format', '{fmt}']) == 0\n"
+            f"main(['check', {str(EXAMPLES / 'passing.yaml')!r}, '--format', "
+            f"'{'markdown' if fmt == 'csv' else fmt}'])\n"
+            "heavy = [m for m in ('torch', 'transformers', 'pandas', 'numpy', 'matplotlib') if m in sys.modules]\n"
+            "print('HEAVY=' + ','.join(heavy))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("HEAVY="), done.stdout[-300:]

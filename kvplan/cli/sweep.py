@@ -78,7 +78,7 @@ def sweep_command(
     if fmt != "table" and output is not None:
         print(f"kvplan: wrote {len(frame):,} rows to {output}", file=sys.stderr)
     if plot is not None:
-        lines = plot_users_vs_context(frame, plot)
+        lines = plot_users_vs_context(frame, plot, result.model_max_tokens)
         print(f"kvplan: plotted {lines} configuration(s) to {plot}", file=sys.stderr)
 
 

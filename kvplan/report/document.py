@@ -120,7 +120,8 @@ class Table:
 @dataclass(frozen=True)
 class Records:
     """Flat rows for CSV, Parquet and JSON-records output: keys and an iterable of value lists.
-    `frame` (a pandas DataFrame holding the same rows) lets binary formats skip the conversion."""
+    `frame`: a pandas DataFrame holding the same rows, which the renderers write directly (a sweep's
+    million rows at C speed)."""
 
     keys: Sequence[str]
     rows: Callable[[], Iterable[Sequence]]

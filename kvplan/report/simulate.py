@@ -50,6 +50,9 @@ def simulation_report(d: dict) -> Report:
     if c:
         blocks.append(Line(f"contiguous reservation: {c['reservation_slots']:,} slots per request, at most "
                            f"{c['max_concurrency']:,} requests fit"))
+    if d["peak_concurrency"] == d["max_num_seqs"]:
+        blocks.append(Line(f"peak {d['peak_concurrency']:,} = --max-num-seqs cap: concurrency was held at the "
+                           "scheduler's limit; raise --max-num-seqs to see what KV memory allows", "note"))
     blocks += [Line(n, "note") for n in d["notes"]]
     return Report("kvplan simulate", FORMATS, blocks, data=d, records=Records.of(Table(MetricRecord, metric_records(d))))
 

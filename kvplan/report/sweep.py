@@ -1,6 +1,7 @@
 """A sweep as a Report: one SweepRow per configuration (the frame's columns, docs/ci.md); CSV, Parquet
 and JSON records come straight from the frame, the table and markdown from SweepRows."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -62,14 +63,31 @@ def sweep_report(frame, limit: int = 0, notes: list[str] = ()) -> Report:
     """`limit`: rows the table shows (0: all); the records always hold every row."""
     shown = frame.head(limit) if limit else frame
     records = Records(KEYS, lambda: frame_rows(frame), frame)
-    blocks = [Line(f"kvplan sweep: {len(frame):,} configurations", "title"),
-              Table(SweepRow, [SweepRow(*row) for row in frame_rows(shown)])]
+    blocks = [Line(f"kvplan sweep: {len(frame):,} configurations", "title"), Table(SweepRow, _SweepRows(shown))]
     if len(shown) < len(frame):
         blocks.append(Line(f"showing {len(shown):,} of {len(frame):,} rows: --limit 0 for all, --format csv/parquet "
                            "--output FILE for the data, --fits-only / --min-users to filter", "dim"))
     blocks += [Line(n, "note") for n in notes]
-    blocks.append(Line("GiB = 2^30 bytes.", "dim"))
+    blocks.append(Line("GiB = 2^30 bytes. KV budget -: weights and overhead leave no memory for KV "
+                       "(kv_budget_bytes null in CSV, JSON and Parquet).", "dim"))
     return Report("kvplan sweep", SWEEP_FORMATS, blocks, data=records, records=records)
+
+
+class _SweepRows(Sequence):
+    """The frame's rows as SweepRows, built only when a table or markdown reads them (CSV, JSON and
+    Parquet read the frame itself)."""
+
+    def __init__(self, frame):
+        self.frame = frame
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def __getitem__(self, i: int) -> SweepRow:
+        return SweepRow(*next(frame_rows(self.frame.iloc[i:i + 1])))
+
+    def __iter__(self):
+        return (SweepRow(*row) for row in frame_rows(self.frame))
 
 
 def frame_rows(frame):

@@ -15,9 +15,16 @@ def chunks(report: Report):
     if not isinstance(data, Records):
         yield json.dumps(finite(data), indent=2, allow_nan=False, default=str) + "\n"
         return
+    if data.frame is not None:  # pandas writes large frames at C speed; same objects, one per line
+        lines = data.frame[list(data.keys)].to_json(orient="records", lines=True).splitlines()
+        yield "[\n " + ",\n ".join(lines) + "\n]\n" if lines else "[]\n"
+        return
     lead = "[\n "
     for row in data.rows():
-        yield lead + json.dumps(finite(dict(zip(data.keys, row))), allow_nan=False)
+        record = dict(zip(data.keys, row))
+        if any(isinstance(v, float) for v in row):
+            record = finite(record)
+        yield lead + json.dumps(record, allow_nan=False)
         lead = ",\n "
     yield "[]\n" if lead.startswith("[") else "\n]\n"
 

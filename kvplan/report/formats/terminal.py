@@ -64,6 +64,24 @@ def _prose(out: Console, text: str, style: str, indent: str, lead: tuple[int, st
         out.print(t, soft_wrap=True)
 
 
+def _packed(out: Console, lead: str, pieces: list[str]) -> None:
+    """`lead` then the pieces separated by commas, lines broken only between pieces."""
+    lines, line = [], lead
+    for n, piece in enumerate(pieces):
+        piece += "," if n + 1 < len(pieces) else ""
+        if cell_len(line) + 1 + cell_len(piece) > out.width and line.strip() and line != lead:
+            lines.append(line)
+            line = "  " + piece
+        else:
+            line += " " + piece
+    lines.append(line)
+    for n, text in enumerate(lines):
+        t = Text(text)
+        if n == 0:
+            t.stylize("cyan", 0, len(lead))
+        out.print(t, soft_wrap=True)
+
+
 def _pairs(out: Console, pairs: Pairs) -> None:
     """Labels in one column, values wrapped beside them; a value goes under its label when there is no room."""
     if pairs.title:
@@ -95,9 +113,7 @@ def _table(out: Console, table: Table) -> None:
         _blocks(out, table)
         return
     if fit.hoisted:  # what every row shares, once
-        same = ", ".join(f"{columns[i].header} {whole[0][i]}" if columns[i].header else whole[0][i]
-                         for i in fit.hoisted)
-        _prose(out, f"in every row: {same}", "", indent="  ", lead=(len("in every row:"), "cyan"))
+        _packed(out, "in every row:", [f"{columns[i].header} {whole[0][i]}".strip() for i in fit.hoisted])
     styles = table.styles()
     t = RichTable()
     for n, i in enumerate(fit.drawn):
