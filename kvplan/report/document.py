@@ -4,13 +4,13 @@ suites of pass/fail cases, and the JSON document. Renderers (report/formats/) tu
 A row kind is a frozen dataclass whose fields carry their column in metadata, so adding a field to an
 output is one line:
 
-    kv_budget_bytes: int | None = col("KV budget / GPU", show=fmt_gib, drop=2)
+    kv_budget_bytes: int | None = col("KV budget / GPU", show=fmt_gib, drop=1)
 
 Field names are the JSON/CSV keys (units in the name); `header` and `show` are what people read.
 """
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 # How a cell may be laid out on a narrow terminal: identifiers and numbers are never wrapped or cut
@@ -47,15 +47,14 @@ class Column:
 
 
 def col(header: str = "", kind: str = NUM, show: Callable[[Any], str] | None = plain, drop: int = 0,
-        style: Callable[[Any], str | None] | None = None, code: bool = False, default: Any = MISSING):
-    """A dataclass field that is also a column (see the module docstring)."""
-    meta = {"column": dict(header=header, kind=kind, show=show, drop=drop, style=style, code=code)}
-    return field(metadata=meta) if default is MISSING else field(default=default, metadata=meta)
+        style: Callable[[Any], str | None] | None = None, code: bool = False):
+    """A dataclass field that is also a column (see the module docstring); the header defaults to the key."""
+    return field(metadata={"column": dict(header=header, kind=kind, show=show, drop=drop, style=style, code=code)})
 
 
-def data(default: Any = MISSING):
+def data():
     """A field for CSV/JSON only."""
-    return col(show=None, default=default)
+    return col(show=None)
 
 
 def columns_of(row_type: type) -> tuple[Column, ...]:

@@ -17,7 +17,7 @@ class FigureRow:
     logged: str = col("logged", kind=NUM, show=str)
     predicted: str = col("kvplan predicts", kind=NUM, show=str)
     difference: str = col("difference", kind=NUM, show=str, drop=1)
-    agrees: bool | None = col("", kind=ID, show=_MARK.get, style=lambda a: "fail" if a is False else None)
+    agrees: bool | None = col("result", kind=ID, show=_MARK.get, style=lambda a: "fail" if a is False else None)
     basis: str = col("basis", kind=TEXT, drop=2)
 
 

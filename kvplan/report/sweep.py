@@ -5,10 +5,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from ..errors import InputError
 from ..units import fmt_gib, fmt_tokens
 from .document import ID, Line, Records, Report, Table, col, data
-from .formats import emit
+from .formats import check_destination, emit
 from .common import check_format
 
 SWEEP_FORMATS = ("table", "csv", "parquet", "json", "markdown")
@@ -48,10 +47,7 @@ def format_for(fmt: str | None, output: Path | None) -> str:
     if fmt is None:
         fmt = _SUFFIX_FORMATS.get(output.suffix.lower(), "table") if output is not None else "table"
     fmt = check_format(fmt, SWEEP_FORMATS)
-    if fmt == "parquet" and output is None:
-        raise InputError("--format parquet writes a binary file: give --output FILE.parquet")
-    if fmt == "table" and output is not None:
-        raise InputError("--output needs a file format: --format csv, parquet, json or markdown")
+    check_destination(fmt, output, SWEEP_FORMATS)
     return fmt
 
 

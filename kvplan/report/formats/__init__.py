@@ -21,15 +21,21 @@ def render_text(report: Report, fmt: str) -> str:
     return TEXT[check_format(fmt, report.formats)](report)
 
 
+def check_destination(fmt: str, output: Path | None, formats: tuple[str, ...]) -> None:
+    """The table goes to a terminal, a binary format to a file: refuse the other pairings early."""
+    if fmt == "table" and output is not None:
+        files = ", ".join(f for f in formats if f != "table")
+        raise InputError(f"--output needs a file format: --format {files}")
+    if fmt in BINARY and output is None:
+        raise InputError(f"--format {fmt} writes a binary file: give --output FILE.{fmt}")
+
+
 def emit(report: Report, fmt: str, output: Path | None = None) -> None:
     fmt = check_format(fmt, report.formats)
+    check_destination(fmt, output, report.formats)
     if fmt == "table":
-        if output is not None:
-            raise InputError("--output needs a file format (json, csv, markdown, ...), not the table")
         terminal.render(report)
     elif fmt in BINARY:
-        if output is None:
-            raise InputError(f"--format {fmt} writes a binary file: give --output FILE.{fmt}")
         BINARY[fmt](report, output)
     elif output is None:
         if fmt == "json":  # streamed: a long list of records is never held as one string
