@@ -64,7 +64,8 @@ def simulate_command(
     fmt: o.FormatOpt = "table",
 ) -> None:
     from ..report.common import check_format
-    from ..report.simulate import plot_simulation, render_simulation
+    from ..report.simulate import render_simulation
+    from ..report.simulate_plot import plot_simulation
     from ..simulation.run import simulate
 
     fmt = check_format(fmt)
