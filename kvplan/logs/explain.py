@@ -83,7 +83,7 @@ def _stage_budgets(log: StartupLog, dep: Deployment) -> list[int] | None:
 
 def _explain_vllm(log: StartupLog, model: LoadedModel, dep: Deployment, max_model_len: int) -> LogExplanation:
     spec = model.spec
-    policy = get_policy(dep.engine).bind(spec)
+    policy = get_policy(dep.engine).bind(spec, model.config)
     dtypes = dtype_plan(spec, dep.weight_dtype)
     kv = dtypes.kv(dep.kv_dtype)
     stages = [spec.restricted_to(set(r)) for r in pp_partition(spec.num_layers, dep.pp)]
@@ -196,7 +196,7 @@ def _refusal_rows(out, log, policy, stages, budgets, low, high, kv, dep, max_mod
 
 def _explain_sglang(log: StartupLog, model: LoadedModel, dep: Deployment) -> LogExplanation:
     spec = model.spec
-    policy = get_policy(dep.engine).bind(spec)
+    policy = get_policy(dep.engine).bind(spec, model.config)
     dtypes = dtype_plan(spec, dep.weight_dtype)
     kv = dtypes.kv(dep.kv_dtype)
     stages = [spec.restricted_to(set(r)) for r in pp_partition(spec.num_layers, dep.pp)]

@@ -29,6 +29,7 @@ import ast
 import re
 import shlex
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..errors import InputError
 
@@ -63,6 +64,13 @@ class StartupLog:
     concurrency_text: str | None = None  # exactly as printed ("1.30")
     refusal: dict | None = None  # max_model_len, needed_gib, available_gib, estimated_max_model_len
     forced_block_size: int | None = None
+    # the memory profile vLLM logs (DEBUG from 0.9.2, INFO after graph capture from 0.11, INFO in V0), GiB
+    activation_gib: float | None = None
+    non_torch_gib: float | None = None
+    cuda_graph_gib: float | None = None  # the pre-allocation estimate (0.18+) or what capturing took
+    cuda_graph_basis: str | None = None  # "estimate" | "captured"
+    requested_gib: float | None = None  # total x gpu_memory_utilization as vLLM printed it
+    usage_context: str | None = None  # "serve" (OPENAI_API_SERVER) | "offline" (LLM_CLASS)
     sglang: dict = field(default_factory=dict)  # before_gib, after_gib, weight_gib, k_size_gib, ...
     missing: list[str] = field(default_factory=list)
     kvplan_args: list[str] = field(default_factory=list)
@@ -109,14 +117,27 @@ _PATTERNS = {
                            + _NUM + r" ?GB)?(?:, KV size: " + _NUM + r" ?GB)?"),
     "sg_total": re.compile(r"max_total_num_tokens=" + _NUM + r".*?context_len=(\d+)"),
     "kvplan": re.compile(r"^\s*#\s*kvplan:\s*(.*)$"),
+    "v1_profile": re.compile(r"Memory profiling takes .*?torch peak memory increase: " + _NUM + r" ?GiB; non-torch "
+                             r"forward increase memory: " + _NUM + r" ?GiB; weights memory: " + _NUM + r" ?GiB"),
+    "v1_requested": re.compile(r"Requested memory: ([0-9.]+) \(util\), " + _NUM + r" ?GiB"),
+    "v1_snapshot_total": re.compile(r"memory snapshot: .*?total_memory=" + _NUM + r" ?GiB"),
+    "v1_usage": re.compile(r"Free memory on device \(" + _NUM + r"/" + _NUM + r" GiB\) on startup\..*?Actual usage is "
+                           + _NUM + r" GiB for weight, " + _NUM + r" GiB for peak activation, " + _NUM
+                           + r" GiB for non-torch memory, and " + _NUM + r" GiB for CUDAGraph memory"),
+    "v1_free_total": re.compile(r"Free memory on device (?:\S+ )?\(" + _NUM + r"/" + _NUM + r" GiB\)"),
+    "graph_estimate": re.compile(r"Estimated CUDA graph memory: (-?" + _NUM[1:] + r" GiB total"),
+    "graph_captured": re.compile(r"Graph capturing finished in \d+ secs?, took " + _NUM + r" GiB"),
+    "v0_terms": re.compile(r"model weights take " + _NUM + r" ?GiB; non_torch_memory takes " + _NUM
+                           + r" ?GiB; PyTorch activation peak memory takes " + _NUM + r" ?GiB"),
+    "defaulting": re.compile(r"Defaulting (max_num_seqs|max_num_batched_tokens) to (\d+) for (\w+) usage context"),
 }
 
-_RANK_PATTERNS = (
-    re.compile(r"\((?:VllmWorker |Worker_)PP(\d+)_TP(\d+)"),
-    re.compile(r"\((?:VllmWorker |Worker_)TP(\d+)"),  # vLLM 0.10: `(VllmWorker TP1 pid=..)`
-    re.compile(r"\(VllmWorker rank=(\d+)"),
-    re.compile(r"\(RayWorkerWrapper pid=\d+[^)]*\)"),  # `(RayWorkerWrapper pid=374, ip=10.0.0.1)`
-    re.compile(r"\(VllmWorkerProcess pid=\d+\)"),
+_RANK_PATTERNS = (  # `(...)` or, in some builds, `[...]`
+    re.compile(r"[(\[](?:VllmWorker |Worker_)PP(\d+)_TP(\d+)"),
+    re.compile(r"[(\[](?:VllmWorker |Worker_)TP(\d+)"),  # vLLM 0.10: `(VllmWorker TP1 pid=..)`
+    re.compile(r"[(\[]VllmWorker rank=(\d+)"),
+    re.compile(r"[(\[]RayWorkerWrapper pid=\d+[^)\]]*[)\]]"),  # `(RayWorkerWrapper pid=374, ip=10.0.0.1)`
+    re.compile(r"[(\[]VllmWorkerProcess pid=\d+[)\]]"),
 )
 
 
@@ -137,7 +158,17 @@ def read_startup_log(path: str) -> StartupLog:
     log = parse_startup_log(text)
     if log.engine is None:
         raise InputError(f"{path}: no vLLM or SGLang start-up line found (is this a start-up log?)")
+    log.kvplan_args = _relative_to(log.kvplan_args, Path(path).parent)
     return log
+
+
+def _relative_to(args: list[str], folder: Path) -> list[str]:
+    """A `# kvplan: --model configs/x.json` path names a file beside the log, wherever kvplan runs from."""
+    out = list(args)
+    for i, arg in enumerate(out[:-1]):
+        if arg == "--model" and not Path(out[i + 1]).is_absolute() and (folder / out[i + 1]).is_file():
+            out[i + 1] = str(folder / out[i + 1])
+    return out
 
 
 def _parse_line(line: str, log: StartupLog) -> None:
@@ -209,7 +240,44 @@ def _parse_line(line: str, log: StartupLog) -> None:
         log.settings.setdefault("max_num_batched_tokens", int(m.group(1)))
     if m := p["forced_block"].search(line):
         log.forced_block_size = int(m.group(1))
+    _parse_profile_line(line, log)
     _parse_sglang_line(line, log)
+
+
+def _parse_profile_line(line: str, log: StartupLog) -> None:
+    """The memory-profile terms; each worker prints its own, the largest (the binding one) is kept."""
+    p = _PATTERNS
+    if m := p["v1_profile"].search(line):
+        log.engine = log.engine or "vllm"
+        _keep_max(log, activation_gib=_f(m.group(1)), non_torch_gib=_f(m.group(2)), weights_gib=_f(m.group(3)))
+    elif m := p["v1_usage"].search(line):
+        log.engine = log.engine or "vllm"
+        log.total_gpu_gib = log.total_gpu_gib or _f(m.group(2))
+        _keep_max(log, weights_gib=_f(m.group(3)), activation_gib=_f(m.group(4)), non_torch_gib=_f(m.group(5)))
+        if log.cuda_graph_gib is None:
+            log.cuda_graph_gib, log.cuda_graph_basis = _f(m.group(6)), "captured"
+    elif m := p["v1_free_total"].search(line):
+        log.total_gpu_gib = log.total_gpu_gib or _f(m.group(2))
+    elif m := p["v0_terms"].search(line):
+        _keep_max(log, weights_gib=_f(m.group(1)), non_torch_gib=_f(m.group(2)), activation_gib=_f(m.group(3)))
+    if m := p["v1_requested"].search(line):
+        log.requested_gib = _f(m.group(2))
+        log.settings.setdefault("gpu_memory_utilization", float(m.group(1)))
+    if m := p["v1_snapshot_total"].search(line):
+        log.total_gpu_gib = _f(m.group(1))
+    if m := p["graph_estimate"].search(line):
+        log.cuda_graph_gib, log.cuda_graph_basis = _f(m.group(1)), "estimate"
+    elif (m := p["graph_captured"].search(line)) and log.cuda_graph_basis != "estimate":
+        log.cuda_graph_gib, log.cuda_graph_basis = _f(m.group(1)), "captured"
+    if m := p["defaulting"].search(line):
+        log.settings.setdefault(m.group(1), int(m.group(2)))
+        log.usage_context = "offline" if m.group(3) == "LLM_CLASS" else "serve"
+
+
+def _keep_max(log: StartupLog, **values: float) -> None:
+    for name, value in values.items():
+        current = getattr(log, name)
+        setattr(log, name, value if current is None else max(current, value))
 
 
 def _parse_sglang_line(line: str, log: StartupLog) -> None:
@@ -243,7 +311,7 @@ def _worker(line: str, value: float) -> WorkerFigure:
         m = pattern.search(line)
         if not m:
             continue
-        label = m.group(0).strip("()")
+        label = m.group(0).strip("()[]")
         groups = m.groups()
         if len(groups) == 2:
             return WorkerFigure(value, label, tp_rank=int(groups[1]), pp_rank=int(groups[0]))

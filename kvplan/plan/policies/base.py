@@ -1,14 +1,17 @@
 """The interface every engine policy implements (one small class per engine)."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ...dtypes import KVFormat
+from ...hardware import GPU
 from ...model import ModelSpec
 from ..deployment import Deployment
 from ..overhead import Term
 
 # kvplan's own --block-size default; engines whose default page differs read it as "the engine's default".
 KVPLAN_DEFAULT_BLOCK_SIZE = 16
+KVPLAN_DEFAULT_MAX_NUM_SEQS = 256
+KVPLAN_DEFAULT_MAX_NUM_BATCHED_TOKENS = 8192
 
 
 @dataclass(frozen=True)
@@ -45,12 +48,13 @@ class EnginePolicy:
 
     def __init__(self, version: str | None = None):
         self.model: ModelSpec | None = None  # the whole model, for layouts that depend on all stages (bind)
+        self.config: dict | None = None  # its raw config, for what an engine allocates beyond the spec (bind)
         if version:
             self.version = self.resolve_version(version)
 
-    def bind(self, spec: ModelSpec) -> "EnginePolicy":
+    def bind(self, spec: ModelSpec, config: dict | None = None) -> "EnginePolicy":
         """Remember the whole model: a pipeline stage alone cannot tell how the engine groups layers."""
-        self.model = spec
+        self.model, self.config = spec, config
         return self
 
     def resolve_version(self, version: str) -> str:
@@ -58,6 +62,16 @@ class EnginePolicy:
         from ...errors import InputError
 
         raise InputError(f"--engine {self.name} has one set of semantics; drop '@{version}'")
+
+    def resolve_deployment(self, spec: ModelSpec, dep: Deployment, max_model_len: int) -> tuple[Deployment, list[str]]:
+        """Settings left unset (None) take this engine's defaults; notes say which rule applied."""
+        filled = replace(dep, max_num_seqs=dep.max_num_seqs or KVPLAN_DEFAULT_MAX_NUM_SEQS,
+                         max_num_batched_tokens=dep.max_num_batched_tokens or KVPLAN_DEFAULT_MAX_NUM_BATCHED_TOKENS)
+        return filled, []
+
+    def engine_memory(self, gpu: GPU) -> tuple[int, str]:
+        """(bytes, basis) of the GPU total this engine sizes from."""
+        return gpu.memory_bytes, f"{gpu.name} total"
 
     def overhead(self, spec: ModelSpec, dep: Deployment, act_elem_bytes: int) -> list[Term]:
         raise NotImplementedError

@@ -28,17 +28,20 @@ exceeds the budget, and from 0.8.4 it reports the largest max_model_len that wou
 search; V0: max_model_len exceeds num_blocks x block_size).
 """
 
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ...dtypes import KVFormat
 from ...errors import InputError, UnsupportedModelError
 from ...model import ModelSpec, cdiv, ceil_bytes
 from ...units import GiB
 from ..deployment import Deployment
+from ..overhead import Term
 from . import register
 from .base import EngineReport, Pool
 from .generic import GenericPolicy
+from .vllm_defaults import scheduler_defaults
+from .vllm_overhead import vllm_overhead_terms
+from .vllm_versions import NEWEST_FAMILY, resolve_vllm_version
 
 HOPPER_GPUS = ("h100", "h200", "h800", "h20", "gh200")
 BLACKWELL_GPUS = ("b200", "b100", "gb200", "b300")
@@ -73,39 +76,61 @@ class KVGroup:
 
 
 @register
-class VllmPolicy(GenericPolicy):  # the same budget; its own blocks, groups and logs
+class VllmPolicy(GenericPolicy):  # the same budget arithmetic; its own terms, blocks, groups and logs
     name = "vllm"
-    version = "0.11"
-    description = ("vLLM V1 (0.9.2-0.11): total x gpu_memory_utilization - weights - activation - non-torch; "
-                   "blocks = budget // page // layers per group; hybrid groups; refuses when max_model_len does not fit")
+    version = NEWEST_FAMILY
+    offline = False  # `vllm serve` (OpenAI server); the offline LLM class has other scheduler defaults
+    description = ("vLLM V1 (newest rules unless @VERSION): CUDA-visible total x gpu_memory_utilization - weights - "
+                   "activation - non-torch (- CUDA graphs from 0.21); blocks = budget // page // layers per group; "
+                   "hybrid groups; refuses when max_model_len does not fit")
+
+    def __init__(self, version: str | None = None):
+        super().__init__(None)
+        self.rules = resolve_vllm_version(version)
+        self.version = self.rules.family
 
     def resolve_version(self, version: str) -> str:
-        text = version.strip().lower().lstrip("v")
-        if text == "0":
-            return "v0"
-        if text == "latest" or text.startswith("0.1.dev"):  # source builds report 0.1.devN
-            return "0.11"
-        parts = tuple(int(p) for p in re.findall(r"\d+", text)[:3]) if re.match(r"\d+\.\d+", text) else ()
-        if not parts:
-            raise InputError(f"--engine vllm@{version}: give a vLLM version such as 0.8.5, 0.11 or v0 (V0 engine)")
-        parts = parts + (0,) * (3 - len(parts))
-        if parts < (0, 8, 0):
-            return "v0"
-        if parts < (0, 8, 4):
-            return "0.8.0"
-        if parts < (0, 9, 2):
-            return "0.8.4"
-        return "0.11"
+        return resolve_vllm_version(version).family
 
     # --- semantics switches ---
 
     @property
     def _v0(self) -> bool:
-        return self.version == "v0"
+        return not self.rules.v1
 
     @property
     def _hybrid_allocator(self) -> bool:
-        return self.version == "0.11"
+        return self.rules.hybrid_allocator and not self._chunked_without_hybrid(self._whole_model())
+
+    def _whole_model(self) -> ModelSpec | None:
+        return self.model
+
+    def _chunked_without_hybrid(self, spec: ModelSpec | None) -> bool:
+        """0.10.1-0.11 turn the hybrid KV cache manager off for chunked-local models: every layer keeps every token."""
+        return (spec is not None and not self.rules.chunked_local_hybrid and self.rules.hybrid_allocator
+                and any(g.kind == "chunked" for g in spec.kv_groups()))
+
+    # --- deployment and overhead ---
+
+    def resolve_deployment(self, spec: ModelSpec, dep: Deployment, max_model_len: int) -> tuple[Deployment, list[str]]:
+        """Scheduler settings not given take this release's defaults for the GPU and entry point."""
+        notes = [self.rules.note] if self.rules.note else []
+        if self._chunked_without_hybrid(spec):
+            notes.append(f"vLLM {self.version} turns the hybrid KV cache manager off for chunked-local attention "
+                         "(VLLM_ALLOW_CHUNKED_LOCAL_ATTN_WITH_HYBRID_KV_CACHE=0): every layer keeps every token")
+        if dep.max_num_seqs is not None and dep.max_num_batched_tokens is not None:
+            return dep, notes
+        defaults = scheduler_defaults(self.rules, dep.gpu, self.offline, max_model_len)
+        seqs = dep.max_num_seqs if dep.max_num_seqs is not None else defaults.max_num_seqs
+        tokens = dep.max_num_batched_tokens if dep.max_num_batched_tokens is not None else defaults.max_num_batched_tokens
+        notes.append(defaults.rule)
+        return replace(dep, max_num_seqs=seqs, max_num_batched_tokens=tokens), notes
+
+    def engine_memory(self, gpu) -> tuple[int, str]:
+        return gpu.engine_total()
+
+    def overhead(self, spec: ModelSpec, dep: Deployment, act_elem_bytes: int) -> list[Term]:
+        return vllm_overhead_terms(spec, self.config, dep, act_elem_bytes, self.rules)
 
     # --- budget ---
 
@@ -131,7 +156,8 @@ class VllmPolicy(GenericPolicy):  # the same budget; its own blocks, groups and 
         out: dict[int, LayerSpec] = {}
         for g in spec.kv_groups():
             page = ceil_bytes(g.bytes_per_token_per_layer(kv, dep.tp) * block_size)
-            kind = g.kind if self._hybrid_allocator else ("mla" if g.kind == "mla" else "full")
+            hybrid = self.rules.hybrid_allocator and not self._chunked_without_hybrid(spec)
+            kind = g.kind if hybrid else ("mla" if g.kind == "mla" else "full")
             window = getattr(g, "window_tokens", None) if kind in ("sliding", "chunked") else None
             for layer in g.layers:
                 out[layer] = LayerSpec(kind, window, page, block_size)
@@ -217,7 +243,7 @@ class VllmPolicy(GenericPolicy):  # the same budget; its own blocks, groups and 
         return self.request_blocks(groups, context_tokens, dep) * self._block_bytes(groups)
 
     def max_concurrency(self, stage: ModelSpec, pool: Pool, max_model_len: int, kv: KVFormat, dep: Deployment) -> float:
-        if not self._hybrid_allocator:
+        if not self.rules.concurrency_by_blocks:
             return pool.num_blocks * pool.block_size / max_model_len
         groups = self._groups_for(stage, kv, dep)
         return pool.num_blocks / self.request_blocks(groups, max_model_len, dep)
@@ -268,7 +294,7 @@ class VllmPolicy(GenericPolicy):  # the same budget; its own blocks, groups and 
         else:
             tokens = num_blocks // len(groups) * block_size
         per_request = self.request_blocks(groups, max_model_len, dep)
-        if self._hybrid_allocator:
+        if self.rules.concurrency_by_blocks:
             concurrency = num_blocks / per_request
         else:
             concurrency = num_blocks * block_size / max_model_len
@@ -298,7 +324,7 @@ class VllmPolicy(GenericPolicy):  # the same budget; its own blocks, groups and 
             if needed > budget:
                 text = (f"one request at max_model_len {max_model_len} needs {needed / GiB:.2f} GiB of KV cache, more "
                         f"than the {budget / GiB:.2f} GiB available")
-                if self.version != "0.8.0":
+                if self.rules.refusal_estimates_max_len:
                     best = self.largest_max_model_len(stage, budget, kv, dep, max_model_len)
                     if best > 0:
                         text += f"; the largest max_model_len that fits is {best}"
@@ -314,3 +340,12 @@ class VllmPolicy(GenericPolicy):  # the same budget; its own blocks, groups and 
             return (f"max_model_len {max_model_len} exceeds the {num_blocks * block_size} tokens the KV cache holds "
                     f"({num_blocks} blocks of {block_size})")
         return None
+
+
+@register
+class VllmOfflinePolicy(VllmPolicy):
+    """vLLM's offline `LLM` class: the same engine, larger scheduler defaults (LLM_CLASS usage context)."""
+
+    name = "vllm-offline"
+    offline = True
+    description = "vLLM's offline LLM class: as --engine vllm, with the LLM_CLASS scheduler defaults"
