@@ -6,6 +6,7 @@ gpt-oss, DeepSeek V2/V3 MLA+MoE, Qwen3-Next); `None` for others, so weights are 
 
 from dataclasses import dataclass
 
+from .kinds import LayerGroup
 from .spec import ParamCount
 
 # Families whose module shapes kvplan reproduces exactly (checked against official totals).
@@ -51,8 +52,8 @@ class _IntFields(dict):
         return value
 
 
-def count_params(cfg: dict, layer_kinds: list[str]) -> ParamCount | None:
-    """`cfg` is the normalized text config (aliases resolved); `layer_kinds` one entry per layer.
+def count_params(cfg: dict, layer_kinds: list[LayerGroup]) -> ParamCount | None:
+    """`cfg` is the normalized text config (aliases resolved); `layer_kinds` the group of each layer.
 
     None when the family is not one kvplan counts exactly or a needed field is missing/invalid:
     weights are then left out of the estimate rather than guessed."""
@@ -64,18 +65,14 @@ def count_params(cfg: dict, layer_kinds: list[str]) -> ParamCount | None:
         return None
 
 
-def _count(cfg: dict, layer_kinds: list[str]) -> ParamCount | None:
+def _count(cfg: dict, layer_kinds: list[LayerGroup]) -> ParamCount | None:
     model_type = cfg.get("model_type")
     h = cfg["hidden_size"]
     vocab = cfg["vocab_size"]
     total = _Tally()
+    blocks = _AttentionBlocks(cfg, total)
     for i, kind in enumerate(layer_kinds):
-        if kind == "mla":
-            _mla_attention(cfg, total)
-        elif kind == "state":
-            _gated_deltanet(cfg, total)
-        else:
-            _attention(cfg, total)
+        kind.count_attention_params(blocks)  # the kind picks its attention block's shape
         _mlp(cfg, i, total)
         total.other += (4 if model_type in _FOUR_NORMS else 2) * h
     total.other += h  # final norm
@@ -86,6 +83,27 @@ def _count(cfg: dict, layer_kinds: list[str]) -> ParamCount | None:
         active = total.linear + total.experts_active + embedding + lm_head + total.other
     return ParamCount(linear=total.linear, experts=total.experts, embedding=embedding, lm_head=lm_head,
                       other=total.other, active=active)
+
+
+class _AttentionBlocks:
+    """The attention-block shapes kvplan counts; each kind calls the one its layers have."""
+
+    def __init__(self, cfg: dict, tally: _Tally):
+        self.cfg, self.tally = cfg, tally
+
+    def qkvo(self) -> None:
+        _attention(self.cfg, self.tally)
+
+    def mla(self) -> None:
+        _mla_attention(self.cfg, self.tally)
+
+    def recurrent(self) -> None:
+        if self.cfg["model_type"] != "qwen3_next":  # the one recurrent block counted: gated DeltaNet
+            raise _Uncountable("recurrent block")
+        _gated_deltanet(self.cfg, self.tally)
+
+    def unknown(self, kind: LayerGroup) -> None:
+        raise _Uncountable(kind.kind)
 
 
 def _attention(cfg: dict, t: _Tally) -> None:

@@ -84,10 +84,5 @@ class ModelSpec:
         groups = tuple(g2 for g in self.groups if (g2 := g.restricted_to(layer_subset)) is not None)
         return replace(self, groups=groups, num_layers=sum(g.num_layers for g in groups))
 
-    @property
-    def is_uniform(self) -> bool:
-        """One KV-holding kind with every token kept (no windows, no state layers)."""
-        return all(g.kind in ("full", "mla") for g in self.groups) and len({type(g) for g in self.groups}) == 1
-
     def layout(self) -> str:
         return "; ".join(f"{g.num_layers}x {g.describe()}" for g in self.groups)

@@ -158,7 +158,7 @@ def _check_parallelism(spec: ModelSpec, dep: Deployment) -> None:
     if heads and heads % dep.tp:
         raise InputError(f"--tp {dep.tp} does not divide the model's {heads} attention heads")
     for g in spec.kv_groups():
-        kv_heads = getattr(g, "num_kv_heads", None)
+        kv_heads = g.tp_split_kv_heads
         if kv_heads is None:
             continue
         if (dep.tp <= kv_heads and kv_heads % dep.tp) or (dep.tp > kv_heads and dep.tp % kv_heads):

@@ -14,6 +14,7 @@ import torch
 
 from ..errors import InputError, UnsupportedModelError
 from ..model import LoadedModel, ModelSpec
+from ..model.kinds import RUNTIME
 from . import attention
 
 # Families whose attention goes through transformers' attention interface with standard causal
@@ -22,8 +23,6 @@ SUPPORTED_MODEL_TYPES = {
     "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2", "gemma3_text",
     "gpt_oss",
 }
-_KIND_NAMES = {"mla": "multi-head latent attention (MLA)", "state": "linear-attention / recurrent state layers",
-               "chunked": "chunked local attention"}
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -40,10 +39,9 @@ class LoadedEngineModel:
 def check_supported(spec: ModelSpec) -> None:
     """Fail closed on attention the paged engine does not implement."""
     for group in spec.groups:
-        if group.kind not in ("full", "sliding"):
-            raise UnsupportedModelError(f"{spec.name}: the paged engine does not support "
-                                        f"{_KIND_NAMES.get(group.kind, group.kind)} (kvplan estimate and simulate "
-                                        "still size it)")
+        if RUNTIME not in group.engines:
+            raise UnsupportedModelError(f"{spec.name}: the paged engine does not support {group.label} layers "
+                                        "(kvplan estimate and simulate still size it)")
     if spec.model_type not in SUPPORTED_MODEL_TYPES:
         raise UnsupportedModelError(f"{spec.name}: model_type {spec.model_type!r} is not validated with the paged "
                                     f"engine (supported: {', '.join(sorted(SUPPORTED_MODEL_TYPES))})")

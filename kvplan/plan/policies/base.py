@@ -3,6 +3,7 @@
 from dataclasses import dataclass, field, replace
 
 from ...dtypes import KVFormat
+from ...errors import UnsupportedModelError
 from ...hardware import GPU
 from ...model import ModelSpec
 from ..deployment import Deployment
@@ -43,8 +44,10 @@ class EngineReport:
 
 class EnginePolicy:
     name = "abstract"
+    kinds_engine = "abstract"  # the name the kinds know this engine's layout rules by (`LayerGroup.engines`)
     version = ""
     description = ""
+    default_block_size = KVPLAN_DEFAULT_BLOCK_SIZE  # tokens per block when --block-size is not given
 
     def __init__(self, version: str | None = None):
         self.model: ModelSpec | None = None  # the whole model, for layouts that depend on all stages (bind)
@@ -53,7 +56,10 @@ class EnginePolicy:
             self.version = self.resolve_version(version)
 
     def bind(self, spec: ModelSpec, config: dict | None = None) -> "EnginePolicy":
-        """Remember the whole model: a pipeline stage alone cannot tell how the engine groups layers."""
+        """Check the policy models every kind of the model, and remember the whole model (a pipeline
+        stage alone cannot tell how the engine groups layers) and its raw config (what an engine
+        allocates beyond the spec)."""
+        require_kinds(spec, self.kinds_engine)
         self.model, self.config = spec, config
         return self
 
@@ -85,7 +91,7 @@ class EnginePolicy:
         raise NotImplementedError
 
     def block_size(self, spec: ModelSpec, dep: Deployment) -> int:
-        return dep.block_size
+        return engine_block_size(dep, self.default_block_size)
 
     def request_bytes(self, stage: ModelSpec, context_tokens: int, kv: KVFormat, dep: Deployment) -> int:
         """Bytes one request of `context_tokens` holds on one GPU of this stage, at its peak."""
@@ -110,5 +116,15 @@ class EnginePolicy:
 
 
 def engine_block_size(dep: Deployment, engine_default: int) -> int:
-    """--block-size as given, or the engine's own default when the user left kvplan's default."""
-    return engine_default if dep.block_size == KVPLAN_DEFAULT_BLOCK_SIZE else dep.block_size
+    """--block-size as given, or the engine's own default when not given (None, or kvplan's default)."""
+    given = dep.block_size
+    return engine_default if given is None or given == KVPLAN_DEFAULT_BLOCK_SIZE else given
+
+
+def require_kinds(spec: ModelSpec, engine: str) -> None:
+    """Fail closed, naming the kind, when `engine` (a policy name, or the runtime) does not model a layer kind."""
+    for g in spec.groups:
+        if engine not in g.engines:
+            modelled = f"; modelled by: {', '.join(sorted(g.engines))}" if g.engines else ""
+            raise UnsupportedModelError(f"{spec.name}: --engine {engine} does not model {g.label} layers "
+                                        f"(kind {g.kind!r}){modelled}")

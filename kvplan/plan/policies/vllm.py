@@ -18,10 +18,10 @@ vLLM keeps the smallest block count.
 
 Hybrid models (0.11): layers of one KV spec form groups of G layers, G = the smallest per-kind
 layer count (or the largest when it is under 1.5x the smallest), the last group of a kind padded;
-every group takes one block per block-table slot from a shared pool. A sliding-window layer needs at
-most `cdiv(min(W - 1 + max_num_batched_tokens, max_model_len), block_size) + 1` blocks per request,
-a chunked-local layer `cdiv(min(C + max_num_batched_tokens, max_model_len), block_size)`. Versions
-before the hybrid allocator (0.8, v0) size every layer as full attention.
+every group takes one block per block-table slot from a shared pool. What a layer reserves per
+request is its kind's answer (`LayerGroup.vllm_max_blocks`, vLLM's `max_memory_usage_bytes` per
+spec in vllm/v1/kv_cache_interface.py). Versions before the hybrid allocator (0.8, v0) size every
+layer as full attention (`LayerGroup.unwindowed`).
 
 vLLM refuses to start when one max_model_len request does not fit (V1: the per-layer worst case
 exceeds the budget, and from 0.8.4 it reports the largest max_model_len that would fit by binary
@@ -32,38 +32,36 @@ from dataclasses import dataclass, replace
 
 from ...dtypes import KVFormat
 from ...errors import InputError, UnsupportedModelError
-from ...model import ModelSpec, cdiv, ceil_bytes
+from ...model import LayerGroup, ModelSpec, cdiv, ceil_bytes
 from ...units import GiB
 from ..deployment import Deployment
 from ..overhead import Term
 from . import register
-from .base import EngineReport, Pool
+from .base import EngineReport, Pool, require_kinds
 from .generic import GenericPolicy
 from .vllm_defaults import scheduler_defaults
 from .vllm_overhead import vllm_overhead_terms
 from .vllm_versions import NEWEST_FAMILY, resolve_vllm_version
 
-HOPPER_GPUS = ("h100", "h200", "h800", "h20", "gh200")
-BLACKWELL_GPUS = ("b200", "b100", "gb200", "b300")
+GPU_ARCHS = {"hopper": ("h100", "h200", "h800", "h20", "gh200"), "blackwell": ("b200", "b100", "gb200", "b300")}
 VLLM_KV_DTYPES = ("bf16", "fp16", "fp32", "fp8", "fp8_e4m3", "fp8_e5m2")
 HYBRID_PADDING_RATIO = 1.5  # vLLM's group-size heuristic: use the largest count when it is under 1.5x the smallest
 
 
 @dataclass(frozen=True)
 class LayerSpec:
-    """One vLLM KV-cache spec: what a layer of that kind needs per block and per request."""
+    """One vLLM KV-cache spec: layers with equal specs (kind and shape, page, block) share groups."""
 
-    kind: str  # full | sliding | chunked | mla
-    window_tokens: int | None
+    attention: LayerGroup  # the layer's kind and sizes, without layer indices (`LayerGroup.shape`)
     page_bytes: int  # one block of one layer on one rank
     block_size: int
 
+    @property
+    def kind(self) -> str:
+        return self.attention.kind
+
     def blocks_per_request(self, max_model_len: int, max_num_batched_tokens: int) -> int:
-        if self.kind == "sliding":
-            return cdiv(min(self.window_tokens - 1 + max_num_batched_tokens, max_model_len), self.block_size) + 1
-        if self.kind == "chunked":
-            return cdiv(min(self.window_tokens + max_num_batched_tokens, max_model_len), self.block_size)
-        return cdiv(max_model_len, self.block_size)
+        return self.attention.vllm_max_blocks(max_model_len, self.block_size, max_num_batched_tokens)
 
     def max_memory_bytes(self, max_model_len: int, max_num_batched_tokens: int) -> int:
         return self.blocks_per_request(max_model_len, max_num_batched_tokens) * self.page_bytes
@@ -75,9 +73,16 @@ class KVGroup:
     layers: tuple[int, ...]
 
 
+def gpu_arch(dep: Deployment) -> str | None:
+    """The GPU generation vLLM's attention backends choose by ("hopper", "blackwell"), None otherwise."""
+    name = dep.gpu.name.lower() if dep.gpu is not None else ""
+    return next((arch for arch, prefixes in GPU_ARCHS.items() if name.startswith(prefixes)), None)
+
+
 @register
 class VllmPolicy(GenericPolicy):  # the same budget arithmetic; its own terms, blocks, groups and logs
     name = "vllm"
+    kinds_engine = "vllm"
     version = NEWEST_FAMILY
     offline = False  # `vllm serve` (OpenAI server); the offline LLM class has other scheduler defaults
     description = ("vLLM V1 (newest rules unless @VERSION): CUDA-visible total x gpu_memory_utilization - weights - "
@@ -100,15 +105,15 @@ class VllmPolicy(GenericPolicy):  # the same budget arithmetic; its own terms, b
 
     @property
     def _hybrid_allocator(self) -> bool:
-        return self.rules.hybrid_allocator and not self._chunked_without_hybrid(self._whole_model())
+        return self._hybrid_for(self.model)
 
-    def _whole_model(self) -> ModelSpec | None:
-        return self.model
+    def _hybrid_for(self, spec: ModelSpec | None) -> bool:
+        return self.rules.hybrid_allocator and not self._chunked_without_hybrid(self.model or spec)
 
     def _chunked_without_hybrid(self, spec: ModelSpec | None) -> bool:
         """0.10.1-0.11 turn the hybrid KV cache manager off for chunked-local models: every layer keeps every token."""
         return (spec is not None and not self.rules.chunked_local_hybrid and self.rules.hybrid_allocator
-                and any(g.kind == "chunked" for g in spec.kv_groups()))
+                and any(g.vllm_chunked_local for g in spec.kv_groups()))
 
     # --- deployment and overhead ---
 
@@ -135,13 +140,9 @@ class VllmPolicy(GenericPolicy):  # the same budget arithmetic; its own terms, b
     # --- budget ---
 
     def block_size(self, spec: ModelSpec, dep: Deployment) -> int:
-        if any(g.kind == "mla" for g in spec.kv_groups()) and dep.gpu is not None:
-            gpu = dep.gpu.name.lower()
-            if any(gpu.startswith(h) for h in BLACKWELL_GPUS):
-                return 128  # CUTLASS MLA
-            if any(gpu.startswith(h) for h in HOPPER_GPUS):
-                return 64  # FlashMLA
-        return dep.block_size
+        """The requested size, unless a kind's attention backend forces its own (MLA)."""
+        requested, arch = super().block_size(spec, dep), gpu_arch(dep)
+        return max((g.vllm_block_size(arch, requested) for g in spec.kv_groups()), default=requested)
 
     # --- layout ---
 
@@ -149,18 +150,14 @@ class VllmPolicy(GenericPolicy):  # the same budget arithmetic; its own terms, b
         """Layer index -> its vLLM KV spec (on one tensor-parallel rank)."""
         if kv.name not in VLLM_KV_DTYPES:
             raise InputError(f"vLLM has no --kv-cache-dtype {kv.name}; use auto, fp8, fp8_e4m3 or fp8_e5m2")
-        if any(g.kind == "state" for g in spec.groups):
-            raise UnsupportedModelError(f"{spec.name}: vLLM aligns Mamba/linear-attention state pages with attention "
-                                        "blocks; that layout is not modelled (use --engine generic)")
+        require_kinds(spec, self.kinds_engine)  # state layers: vLLM aligns their pages with attention blocks (not modelled)
         block_size = self.block_size(spec, dep)
         out: dict[int, LayerSpec] = {}
         for g in spec.kv_groups():
             page = ceil_bytes(g.bytes_per_token_per_layer(kv, dep.tp) * block_size)
-            hybrid = self.rules.hybrid_allocator and not self._chunked_without_hybrid(spec)
-            kind = g.kind if hybrid else ("mla" if g.kind == "mla" else "full")
-            window = getattr(g, "window_tokens", None) if kind in ("sliding", "chunked") else None
+            layer_spec = LayerSpec((g if self._hybrid_for(spec) else g.unwindowed()).shape(), page, block_size)
             for layer in g.layers:
-                out[layer] = LayerSpec(kind, window, page, block_size)
+                out[layer] = layer_spec
         return dict(sorted(out.items()))
 
     def kv_groups(self, spec: ModelSpec, kv: KVFormat, dep: Deployment) -> list[KVGroup]:

@@ -23,8 +23,8 @@ def rotary_cache_bytes(spec: ModelSpec, config: dict | None, act_elem_bytes: int
     positions = spec.max_position_embeddings or text.get("max_position_embeddings") or 0
     rotary_dim = _rotary_dim(spec, text)
     scaling = text.get("rope_scaling") or {}
-    kind = str(scaling.get("rope_type") or scaling.get("type") or "default") if isinstance(scaling, dict) else "default"
-    factor = float(scaling.get("factor", 1)) if kind in SCALED_ROPE_TYPES else 1.0
+    rope_type = scaling.get("rope_type") or scaling.get("type") if isinstance(scaling, dict) else None
+    factor = float(scaling.get("factor", 1)) if rope_type in SCALED_ROPE_TYPES else 1.0
     caches = [int(positions * factor)]
     if text.get("rope_local_base_freq") is not None:  # Gemma 3: the local layers' unscaled rope
         caches.append(positions)
@@ -32,12 +32,10 @@ def rotary_cache_bytes(spec: ModelSpec, config: dict | None, act_elem_bytes: int
 
 
 def _rotary_dim(spec: ModelSpec, text: dict) -> int:
-    mla = next((g for g in spec.kv_groups() if g.kind == "mla"), None)
-    if mla is not None:
-        return mla.qk_rope_head_dim
     heads = spec.num_attention_heads or 0
     head_dim = spec.head_dim or (spec.hidden_size // heads if heads and spec.hidden_size else 0)
-    return int(head_dim * float(text.get("partial_rotary_factor", 1) or 1))
+    head_dim = int(head_dim * float(text.get("partial_rotary_factor", 1) or 1))
+    return max((g.vllm_rotary_dim(head_dim) for g in spec.kv_groups()), default=head_dim)
 
 
 def vision_encoder_params(config: dict | None) -> int | None:
@@ -45,12 +43,12 @@ def vision_encoder_params(config: dict | None) -> int | None:
     vision = (config or {}).get("vision_config")
     if not isinstance(vision, dict):
         return 0
-    kind = str(vision.get("model_type") or "")
+    tower = str(vision.get("model_type") or "")
     text_hidden = _text_config(config).get("hidden_size") or 0
     try:
-        if kind in ("siglip_vision_model", "clip_vision_model"):
+        if tower in ("siglip_vision_model", "clip_vision_model"):
             return _siglip(vision) + _projector(config, vision, text_hidden)
-        if kind == "pixtral":
+        if tower == "pixtral":
             return _pixtral(vision) + _projector(config, vision, text_hidden)
     except (KeyError, TypeError):
         return None

@@ -62,7 +62,7 @@ def forward_peak_bytes(spec: ModelSpec, dep: Deployment, act_elem_bytes: int) ->
 
 def cuda_graph_count(spec: ModelSpec, dep: Deployment) -> int:
     """FULL and PIECEWISE graphs per capture size; chunked-local attention supports PIECEWISE only."""
-    modes = 1 if any(g.kind == "chunked" for g in spec.kv_groups()) else 2
+    modes = 1 if any(g.vllm_chunked_local for g in spec.kv_groups()) else 2
     return modes * len(cudagraph_capture_sizes(dep.max_num_seqs))
 
 
