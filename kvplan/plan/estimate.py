@@ -114,8 +114,9 @@ def estimate(model: LoadedModel, dep: Deployment) -> Estimate:
     report = policy.report(stages, budget, kv, dep, max_model_len) if budget is not None else None
     if report is not None and report.lines:
         notes.append(f"{policy.name} {policy.version} would log: " + " | ".join(report.lines))
-    if report is not None and report.refusal:
-        fits, verdict = False, f"{policy.name} {policy.version} would refuse to start: {report.refusal}"
+    refusal = policy.max_model_len_refusal(spec, max_model_len) or (report.refusal if report is not None else None)
+    if refusal:
+        fits, verdict = False, f"{policy.name} {policy.version} would refuse to start: {refusal}"
     elif report is not None and "kv_cache_tokens" in report.figures:  # the engine's own figures, as it logs them
         pool = replace(pool, num_blocks=report.figures["num_blocks"], kv_cache_tokens=report.figures["kv_cache_tokens"])
         mcc = report.figures["max_concurrency"]

@@ -109,6 +109,10 @@ class EnginePolicy:
         per_request = self.request_bytes(stage, context_tokens, kv, dep)
         return pool.usable_bytes // per_request if per_request else 0
 
+    def max_model_len_refusal(self, spec: ModelSpec, max_model_len: int) -> str | None:
+        """Why the engine refuses this max_model_len for this model whatever the memory (None: it accepts it)."""
+        return None
+
     def report(self, stages: list[ModelSpec], budget_bytes: int, kv: KVFormat, dep: Deployment,
                max_model_len: int) -> EngineReport | None:
         """The engine's own start-up figures and lines (None: the policy models no engine log)."""

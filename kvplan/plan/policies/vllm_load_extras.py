@@ -18,14 +18,33 @@ from ...model import ModelSpec
 SCALED_ROPE_TYPES = ("linear", "dynamic", "yarn", "deepseek_yarn")
 
 
+def rope_scaling_factor(config: dict | None) -> float:
+    """The factor a linear, dynamic or YaRN rope scaling stretches the positions by (1 otherwise)."""
+    scaling = _text_config(config).get("rope_scaling") or {}
+    if not isinstance(scaling, dict):
+        return 1.0
+    rope_type = scaling.get("rope_type") or scaling.get("type")
+    return float(scaling.get("factor", 1)) if rope_type in SCALED_ROPE_TYPES else 1.0
+
+
+def derived_max_model_len(spec: ModelSpec, config: dict | None) -> int | None:
+    """vLLM's `_get_and_verify_max_len`: max_position_embeddings, stretched by a scaling rope (YaRN from its
+    original_max_position_embeddings); None when the model states no maximum."""
+    if not spec.max_position_embeddings:
+        return None
+    scaling = _text_config(config).get("rope_scaling") or {}
+    base = spec.max_position_embeddings
+    if isinstance(scaling, dict) and scaling.get("original_max_position_embeddings") and \
+            (scaling.get("rope_type") or scaling.get("type")) == "yarn":
+        base = int(scaling["original_max_position_embeddings"])
+    return int(base * rope_scaling_factor(config))
+
+
 def rotary_cache_bytes(spec: ModelSpec, config: dict | None, act_elem_bytes: int) -> int:
     text = _text_config(config)
     positions = spec.max_position_embeddings or text.get("max_position_embeddings") or 0
     rotary_dim = _rotary_dim(spec, text)
-    scaling = text.get("rope_scaling") or {}
-    rope_type = scaling.get("rope_type") or scaling.get("type") if isinstance(scaling, dict) else None
-    factor = float(scaling.get("factor", 1)) if rope_type in SCALED_ROPE_TYPES else 1.0
-    caches = [int(positions * factor)]
+    caches = [int(positions * rope_scaling_factor(config))]
     if text.get("rope_local_base_freq") is not None:  # Gemma 3: the local layers' unscaled rope
         caches.append(positions)
     return sum(caches) * rotary_dim * act_elem_bytes
