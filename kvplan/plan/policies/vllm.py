@@ -21,7 +21,7 @@ from . import register
 from .generic import GenericPolicy
 from .vllm_defaults import scheduler_defaults
 from .vllm_layout import VllmLayout
-from .vllm_overhead import vllm_overhead_terms
+from .vllm_overhead import cuda_graph_bytes, vllm_overhead_terms
 from .vllm_startup import VllmStartup
 from .vllm_versions import NEWEST_FAMILY, resolve_vllm_version
 
@@ -65,6 +65,10 @@ class VllmPolicy(VllmLayout, VllmStartup, GenericPolicy):  # the generic budget 
 
     def overhead(self, spec: ModelSpec, dep: Deployment, act_elem_bytes: int) -> list[Term]:
         return vllm_overhead_terms(spec, self.config, dep, act_elem_bytes, self.rules)
+
+    def cuda_graph_estimate(self, spec: ModelSpec, dep: Deployment) -> int:
+        """What vLLM estimates its CUDA graphs take (it subtracts the estimate from 0.21 on)."""
+        return cuda_graph_bytes(spec, dep)
 
 
 @register

@@ -50,6 +50,6 @@ def scheduler_defaults(rules: VllmRules, gpu: GPU | None, offline: bool, max_mod
     seqs_large = 1024 if rules.large_gpu_defaults == "seqs1024" else 256
     seqs = seqs_large if large else 256
     tokens = (16384 if offline else 8192) if large else (8192 if offline else 2048)
-    row = "large-GPU" if large else "default"
+    row = "large-GPU" if large else "small-GPU"
     return SchedulerDefaults(seqs, tokens, f"vLLM {rules.family} {entry} {row} defaults ({why}): "
                                            f"max_num_seqs {seqs}, max_num_batched_tokens {tokens}")
