@@ -11,10 +11,16 @@ from ..plan.deployment import Deployment, pp_partition
 from ..plan.dtype_plan import dtype_plan
 from ..plan.policies import get_policy
 from ..plan.policies.sglang import kv_pool_sizes_gib, max_total_num_tokens, rest_bytes
+from ..plan.policies.vllm_overhead import load_extra_terms
 from ..plan.weights import weight_bytes
 from ..units import GiB
 from .rows import LOG_QUANTUM_GIB, LogExplanation, Row, gib_row, int_row
 from .startup import StartupLog
+
+
+# SGLang's "mem usage" is free memory before minus after loading: the weights plus what the loader keeps
+# besides (rotary caches, allocator rounding): 0.11-0.24 GiB on the collected logs.
+LOADER_SLACK_GIB = 0.30
 
 
 def explain_sglang(log: StartupLog, model: LoadedModel, dep: Deployment, settings: dict) -> LogExplanation:
@@ -32,8 +38,11 @@ def explain_sglang(log: StartupLog, model: LoadedModel, dep: Deployment, setting
     sg = log.sglang
     weights = weight_bytes(model, dtypes.weights, dep.weights_bytes)
     if log.weights_gib is not None and weights.total_bytes is not None:
-        out.rows.append(gib_row("weights per GPU (GiB)", log.weights_gib, -(-weights.total_bytes // dep.num_gpus),
-                                 weights.basis))
+        vision = load_extra_terms(spec, model.config, dep, dtypes.act_elem_bytes)[1:]  # the vision encoder, if any
+        basis = weights.basis + "".join(f" + {t.name} {t.bytes / GiB:.2f} GiB" for t in vision if t.bytes)
+        out.rows.append(gib_row("weights per GPU (GiB; the free-memory drop while loading)", log.weights_gib,
+                                -(-weights.total_bytes // dep.num_gpus) + sum(t.bytes for t in vision), basis,
+                                LOADER_SLACK_GIB))
     if "before_gib" in sg and "after_gib" in sg and "tokens" in sg:
         def tokens_at(before_gib: float, after_gib: float) -> int:
             rest = rest_bytes(int(before_gib * GiB), int(after_gib * GiB), dep.gpu_memory_utilization)

@@ -40,6 +40,8 @@ def deployment_for_log(log: StartupLog, spec, flags: dict, version: str | None, 
     if sglang and flags.get("gpu_memory_utilization") is not None and "mem_fraction_static" in log.missing:
         log.settings["mem_fraction_static"] = float(flags["gpu_memory_utilization"])
         log.missing.remove("mem_fraction_static")
+    if flags.get("model") and "model" in log.missing:  # named by the user: not a figure the log lacks
+        log.missing.remove("model")
     dep = Deployment(
         gpu=gpu, tp=int(pick("tp", "tp_size" if sglang else "tensor_parallel_size", default=1)),
         pp=int(pick("pp", "pp_size" if sglang else "pipeline_parallel_size", default=1)),

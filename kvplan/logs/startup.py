@@ -110,7 +110,8 @@ _PATTERNS = {
                              r"be stored in KV cache \((\d+)\)"),
     "chunked": re.compile(r"max_num_batched_tokens=(\d+)"),
     "forced_block": re.compile(r"[Ff]orcing kv cache block size to (\d+)"),
-    "sg_args": re.compile(r"server_args=ServerArgs\((.*)\)\s*$"),
+    "sg_args": re.compile(r"server_args=ServerArgs\((.*?)\)?\s*$"),  # a terminal may wrap it: read what is there
+    "sg_fraction": re.compile(r"mem_fraction_static\W{1,3}([0-9]*\.[0-9]+)"),
     "sg_before": re.compile(r"Load weight begin\. avail mem=" + _NUM + r" ?GB"),
     "sg_after": re.compile(r"Load weight end\..*?avail mem=" + _NUM + r" ?GB, mem usage=" + _NUM + r" ?GB"),
     "sg_alloc": re.compile(r"KV Cache is allocated\..*?#tokens: (\d+)(?:, K size: " + _NUM + r" ?GB, V size: "
@@ -286,6 +287,8 @@ def _parse_sglang_line(line: str, log: StartupLog) -> None:
         log.engine = "sglang"
         _config_pairs(m.group(1), log)
         log.model = log.settings.get("model_path") or log.model
+    if (m := p["sg_fraction"].search(line)) and "mem_fraction_static" not in log.settings:
+        log.settings["mem_fraction_static"] = float(m.group(1))  # ServerArgs, a wrapped line, or a debug print
     if m := p["sg_before"].search(line):
         log.engine = "sglang"
         sg["before_gib"] = min(sg.get("before_gib", float("inf")), _f(m.group(1)))
