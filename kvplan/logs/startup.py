@@ -287,8 +287,8 @@ def _parse_sglang_line(line: str, log: StartupLog) -> None:
         log.engine = "sglang"
         _config_pairs(m.group(1), log)
         log.model = log.settings.get("model_path") or log.model
-    if (m := p["sg_fraction"].search(line)) and "mem_fraction_static" not in log.settings:
-        log.settings["mem_fraction_static"] = float(m.group(1))  # ServerArgs, a wrapped line, or a debug print
+    if m := p["sg_fraction"].search(line):  # ServerArgs (also when wrapped) or a debug print
+        log.settings["mem_fraction_static"] = float(m.group(1))
     if m := p["sg_before"].search(line):
         log.engine = "sglang"
         sg["before_gib"] = min(sg.get("before_gib", float("inf")), _f(m.group(1)))

@@ -27,24 +27,27 @@ def rope_scaling_factor(config: dict | None) -> float:
     return float(scaling.get("factor", 1)) if rope_type in SCALED_ROPE_TYPES else 1.0
 
 
-def derived_max_model_len(spec: ModelSpec, config: dict | None) -> int | None:
-    """vLLM's `_get_and_verify_max_len`: max_position_embeddings, stretched by a scaling rope (YaRN from its
-    original_max_position_embeddings); None when the model states no maximum."""
-    if not spec.max_position_embeddings:
-        return None
+def scaled_positions(spec: ModelSpec, config: dict | None) -> int:
+    """Positions a scaling rope covers: max_position_embeddings x factor, or for YaRN its
+    original_max_position_embeddings x factor (vLLM's derived max_model_len and rotary cache length)."""
     scaling = _text_config(config).get("rope_scaling") or {}
-    base = spec.max_position_embeddings
+    base = spec.max_position_embeddings or 0
     if isinstance(scaling, dict) and scaling.get("original_max_position_embeddings") and \
             (scaling.get("rope_type") or scaling.get("type")) == "yarn":
         base = int(scaling["original_max_position_embeddings"])
     return int(base * rope_scaling_factor(config))
 
 
+def derived_max_model_len(spec: ModelSpec, config: dict | None) -> int | None:
+    """vLLM's `_get_and_verify_max_len`; None when the model states no maximum."""
+    return scaled_positions(spec, config) if spec.max_position_embeddings else None
+
+
 def rotary_cache_bytes(spec: ModelSpec, config: dict | None, act_elem_bytes: int) -> int:
     text = _text_config(config)
-    positions = spec.max_position_embeddings or text.get("max_position_embeddings") or 0
+    positions = spec.max_position_embeddings or 0
     rotary_dim = _rotary_dim(spec, text)
-    caches = [int(positions * rope_scaling_factor(config))]
+    caches = [scaled_positions(spec, config)]
     if text.get("rope_local_base_freq") is not None:  # Gemma 3: the local layers' unscaled rope
         caches.append(positions)
     return sum(caches) * rotary_dim * act_elem_bytes
