@@ -18,7 +18,8 @@ from ..units import GiB
 from .rows import LOG_QUANTUM_GIB, LogExplanation, Row, gib_row, int_row
 from .startup import StartupLog
 
-# The worst error of each modelled term on the collected logs: beyond it a row says DIFFERS.
+# The error each modelled term stays within on (nearly) all collected logs (docs/benchmarks/vllm_logs.md):
+# beyond it a row says DIFFERS.
 TERM_TOLERANCE_GIB = {"weights": 0.10, "activation peak": 0.30, "non-torch (CUDA/NCCL)": 0.25, "CUDA graphs": 0.60}
 AVAILABLE_TOLERANCE = 0.01  # the overhead model's target: available KV within 1%
 
@@ -136,6 +137,12 @@ def _term_rows(out, log: StartupLog, model: LoadedModel, policy, dtypes, dep: De
         basis = weights.basis + "".join(f" + {t.name} {t.bytes / GiB:.2f} GiB" for t in extras)
         out.rows.append(gib_row("weights per GPU (GiB)", log.weights_gib, weights_per_gpu + sum(t.bytes for t in extras),
                                 basis, TERM_TOLERANCE_GIB["weights"]))
+    non_torch = terms.get("non-torch (CUDA/NCCL)")
+    if log.weights_and_non_torch_gib is not None and weights_per_gpu is not None and non_torch is not None:
+        extras = sum(t.bytes for name, t in terms.items() if name in ("rotary cos/sin cache", "vision encoder"))
+        out.rows.append(gib_row("weights + non-torch (GiB)", log.weights_and_non_torch_gib,
+                                weights_per_gpu + extras + non_torch.bytes, f"{weights.basis}; {non_torch.basis}",
+                                TERM_TOLERANCE_GIB["weights"] + TERM_TOLERANCE_GIB["non-torch (CUDA/NCCL)"]))
     for logged, name in ((log.activation_gib, "activation peak"), (log.non_torch_gib, "non-torch (CUDA/NCCL)")):
         term = terms.get(name)
         if logged is not None and term is not None and term.bytes is not None:

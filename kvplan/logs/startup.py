@@ -67,6 +67,7 @@ class StartupLog:
     # the memory profile vLLM logs (DEBUG from 0.9.2, INFO after graph capture from 0.11, INFO in V0), GiB
     activation_gib: float | None = None
     non_torch_gib: float | None = None
+    weights_and_non_torch_gib: float | None = None  # later releases print only their sum ("consumed memory")
     cuda_graph_gib: float | None = None  # the pre-allocation estimate (0.18+) or what capturing took
     cuda_graph_basis: str | None = None  # "estimate" | "captured"
     requested_gib: float | None = None  # total x gpu_memory_utilization as vLLM printed it
@@ -125,6 +126,10 @@ _PATTERNS = {
     "v1_usage": re.compile(r"Free memory on device \(" + _NUM + r"/" + _NUM + r" GiB\) on startup\..*?Actual usage is "
                            + _NUM + r" GiB for weight, " + _NUM + r" GiB for peak activation, " + _NUM
                            + r" GiB for non-torch memory, and " + _NUM + r" GiB for CUDAGraph memory"),
+    "v1_consumed": re.compile(r"Actual usage is " + _NUM + r" GiB for consumed memory \(weights \+ non-torch\), "
+                              + _NUM + r" GiB for peak activation, and " + _NUM + r" GiB for CUDAGraph memory"),
+    "v0_profile_terms": re.compile(r"Memory profiling results:.*?peak_torch_memory=" + _NUM + r"GiB.*?non_torch_memory="
+                                   + _NUM + r"GiB"),
     "v1_free_total": re.compile(r"Free memory on device (?:\S+ )?\(" + _NUM + r"/" + _NUM + r" GiB\)"),
     "graph_estimate": re.compile(r"Estimated CUDA graph memory: (-?" + _NUM[1:] + r" GiB total"),
     "graph_captured": re.compile(r"Graph capturing finished in \d+ secs?, took " + _NUM + r" GiB"),
@@ -257,7 +262,15 @@ def _parse_profile_line(line: str, log: StartupLog) -> None:
         _keep_max(log, weights_gib=_f(m.group(3)), activation_gib=_f(m.group(4)), non_torch_gib=_f(m.group(5)))
         if log.cuda_graph_gib is None:
             log.cuda_graph_gib, log.cuda_graph_basis = _f(m.group(6)), "captured"
-    elif m := p["v1_free_total"].search(line):
+    elif m := p["v1_consumed"].search(line):
+        log.engine = log.engine or "vllm"
+        _keep_max(log, weights_and_non_torch_gib=_f(m.group(1)), activation_gib=_f(m.group(2)))
+        if log.cuda_graph_gib is None:
+            log.cuda_graph_gib, log.cuda_graph_basis = _f(m.group(3)), "captured"
+    elif m := p["v0_profile_terms"].search(line):  # 0.6.4-0.6.6: peak_torch includes the weights
+        _keep_max(log, non_torch_gib=_f(m.group(2)))
+        log.sglang.setdefault("_v0_peak_torch_gib", _f(m.group(1)))
+    if m := p["v1_free_total"].search(line):
         log.total_gpu_gib = log.total_gpu_gib or _f(m.group(2))
     elif m := p["v0_terms"].search(line):
         _keep_max(log, weights_gib=_f(m.group(1)), non_torch_gib=_f(m.group(2)), activation_gib=_f(m.group(3)))
@@ -343,6 +356,9 @@ def _config_pairs(text: str, log: StartupLog) -> None:
 def _resolve(log: StartupLog) -> None:
     if log.engine == "vllm" and log.generation is None:
         log.generation = "v0" if log.num_gpu_blocks is not None and log.kv_cache_tokens is None else "v1"
+    peak = log.sglang.pop("_v0_peak_torch_gib", None)
+    if peak is not None and log.weights_gib is not None and log.activation_gib is None:
+        log.activation_gib = round(peak - log.weights_gib, 2)
     if log.engine == "vllm":
         expected = {"model": log.model, "weights (Model loading took)": log.weights_gib,
                     "available KV cache memory": log.available_kv_gib or None,
