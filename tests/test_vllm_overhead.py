@@ -15,6 +15,7 @@ from kvplan.cli.options import load_model_from_flags, resolve_gpu
 from kvplan.errors import InputError
 from kvplan.hardware import detect_gpu, find_gpu
 from kvplan.logs.explain import deployment_for_log, explain_log, vllm_version_for
+from kvplan.logs.log_deployment import gpu_from_log
 from kvplan.logs.startup import parse_startup_log, read_startup_log
 from kvplan.model import load_model
 from kvplan.plan import Deployment, estimate
@@ -290,3 +291,23 @@ def test_gpu_auto_takes_the_cuda_total_from_nvml_v2(monkeypatch):
 def test_max_model_len_above_the_model_is_a_refusal_not_a_fit():
     e = estimate(load_model("llama-3.1-8b"), Deployment(gpu=find_gpu("H100"), engine="vllm", max_model_len=200_000))
     assert e.fits is False and "greater than the model's derived maximum 131,072" in e.verdict
+
+
+def test_a_log_without_a_gpu_flag_is_sized_from_the_total_it_printed():
+    """llama-3.3-70b-fp8-tp2 0.19 log: "Requested memory: 0.950000 (util), 75.23 GiB" gives a 79.19 GiB total, which
+    takes the >= 70 GiB scheduler row (1024 sequences) without naming the GPU."""
+    text = "\n".join(l for l in (LOGS / "llama-3.3-70b-fp8-tp2-h100-v0.19-llmdplanner.log").read_text().splitlines()
+                     if not l.startswith("#"))
+    log = parse_startup_log(text)
+    model = load_model("llama-3.3-70b")
+    dep, mml = deployment_for_log(log, model.spec, {"dtype": "fp8"}, vllm_version_for(log), None)
+    rows = {r.figure: r for r in explain_log(log, model, dep, mml).rows}
+    assert log.total_gpu_gib == 79.19 and dep.gpu.cuda_total_bytes == round(79.19 * GiB)
+    assert all(r.agrees for r in rows.values()), rows
+    assert rows["activation peak (GiB)"].predicted == "1.88"  # 1,024 x 128,256 x 15.4 B
+
+
+def test_a_log_naming_its_gpu_is_matched_to_the_catalog():
+    log = parse_startup_log("(Worker_TP0 pid=668) WARNING [fused_moe.py:1090] Config file not found at "
+                            "/x/E=16,N=2048,device_name=NVIDIA_H100_80GB_HBM3.json\n")
+    assert gpu_from_log(log).name == "H100-SXM"

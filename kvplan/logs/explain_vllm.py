@@ -155,7 +155,7 @@ def _term_rows(out, log: StartupLog, model: LoadedModel, policy, dtypes, dep: De
         return
     if dep.gpu is not None:
         total, total_basis = policy.engine_memory(dep.gpu)
-        if log.total_gpu_gib is not None:
+        if log.total_gpu_gib is not None and dep.gpu.note != "from the log":
             out.rows.append(gib_row("GPU total as CUDA reports it (GiB)", log.total_gpu_gib, total, total_basis))
     else:
         total, total_basis = int(round(log.total_gpu_gib * GiB)), "the log's total"

@@ -1,8 +1,22 @@
 """The deployment a start-up log describes: its settings, with the user's flags winning."""
 
 from ..errors import InputError
+from ..hardware import GPU, catalog_match
 from ..plan.deployment import Deployment
+from ..units import GiB
 from .startup import StartupLog
+
+
+def gpu_from_log(log: StartupLog) -> GPU | None:
+    """The GPU a log names (a MoE config path, collect_env), else one of the total it printed."""
+    known = catalog_match(log.gpu_name) if log.gpu_name else None
+    if known is not None:
+        return known
+    if log.total_gpu_gib is None:
+        return None
+    total = round(log.total_gpu_gib * GiB)
+    return GPU(log.gpu_name or f"the log's GPU ({log.total_gpu_gib:.2f} GiB)", total, None, None,
+               note="from the log", cuda_total_bytes=total, cuda_total_basis="as the log printed it")
 
 
 def deployment_for_log(log: StartupLog, spec, flags: dict, version: str | None, gpu) -> tuple[Deployment, int]:
@@ -11,6 +25,7 @@ def deployment_for_log(log: StartupLog, spec, flags: dict, version: str | None, 
 
     st = log.settings
     sglang = log.engine == "sglang"
+    gpu = gpu if gpu is not None else gpu_from_log(log)
 
     def pick(flag: str, *keys: str, default=None):
         if flags.get(flag) is not None:

@@ -72,6 +72,7 @@ class StartupLog:
     cuda_graph_basis: str | None = None  # "estimate" | "captured"
     requested_gib: float | None = None  # total x gpu_memory_utilization as vLLM printed it
     usage_context: str | None = None  # "serve" (OPENAI_API_SERVER) | "offline" (LLM_CLASS)
+    gpu_name: str | None = None  # as a MoE config path or collect_env names it ("NVIDIA H100 80GB HBM3")
     sglang: dict = field(default_factory=dict)  # before_gib, after_gib, weight_gib, k_size_gib, ...
     missing: list[str] = field(default_factory=list)
     kvplan_args: list[str] = field(default_factory=list)
@@ -135,6 +136,7 @@ _PATTERNS = {
     "graph_captured": re.compile(r"Graph capturing finished in \d+ secs?, took " + _NUM + r" GiB"),
     "v0_terms": re.compile(r"model weights take " + _NUM + r" ?GiB; non_torch_memory takes " + _NUM
                            + r" ?GiB; PyTorch activation peak memory takes " + _NUM + r" ?GiB"),
+    "gpu_name": re.compile(r"device_name=(NVIDIA_[A-Za-z0-9_\-]+|AMD_[A-Za-z0-9_\-]+)|GPU \d+: (NVIDIA [^,;\n]+?)\s*$"),
     "defaulting": re.compile(r"Defaulting (max_num_seqs|max_num_batched_tokens) to (\d+) for (\w+) usage context"),
 }
 
@@ -283,6 +285,8 @@ def _parse_profile_line(line: str, log: StartupLog) -> None:
         log.cuda_graph_gib, log.cuda_graph_basis = _f(m.group(1)), "estimate"
     elif (m := p["graph_captured"].search(line)) and log.cuda_graph_basis != "estimate":
         log.cuda_graph_gib, log.cuda_graph_basis = _f(m.group(1)), "captured"
+    if (m := p["gpu_name"].search(line)) and log.gpu_name is None:
+        log.gpu_name = (m.group(1) or m.group(2)).replace("_", " ").strip()
     if m := p["defaulting"].search(line):
         log.settings.setdefault(m.group(1), int(m.group(2)))
         log.usage_context = "offline" if m.group(3) == "LLM_CLASS" else "serve"
@@ -356,6 +360,9 @@ def _config_pairs(text: str, log: StartupLog) -> None:
 def _resolve(log: StartupLog) -> None:
     if log.engine == "vllm" and log.generation is None:
         log.generation = "v0" if log.num_gpu_blocks is not None and log.kv_cache_tokens is None else "v1"
+    util = log.settings.get("gpu_memory_utilization")
+    if log.total_gpu_gib is None and log.requested_gib is not None and isinstance(util, float) and util > 0:
+        log.total_gpu_gib = round(log.requested_gib / util, 2)  # "Requested memory: U (util), R GiB" is total x U
     peak = log.sglang.pop("_v0_peak_torch_gib", None)
     if peak is not None and log.weights_gib is not None and log.activation_gib is None:
         log.activation_gib = round(peak - log.weights_gib, 2)
