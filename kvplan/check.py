@@ -138,8 +138,9 @@ def _fits(entry, base: Estimate, at_max: Estimate, headroom: int) -> RuleResult:
     passed = bool(base.fits) and bool(at_max.fits)
     if not base.fits:
         message = base.verdict
-    elif not at_max.fits:
-        message = f"{at_max.verdict} after {fmt_gib(headroom)} headroom"
+    elif not at_max.fits:  # at_max's figures are after headroom: say so, with the budget before it
+        message = (f"{at_max.verdict} (with {fmt_gib(headroom)} headroom the KV budget is "
+                   f"{fmt_gib(at_max.kv_budget_bytes)} of the {fmt_gib(base.kv_budget_bytes)} the engine would have)")
     else:
         message = at_max.verdict
     return RuleResult(

@@ -84,7 +84,7 @@ def test_vllm_chunked_local_through_the_policy():
 
 
 @pytest.mark.parametrize("text,version", [("vllm@0.7.9", "v0"), ("vllm@0.8.0", "0.8.0"), ("vllm@0.8.3", "0.8.0"),
-                                          ("vllm@0.8.4", "0.8.4"), ("vllm@0.9.1", "0.8.4"), ("vllm@0.9.2", "0.11")])
+                                          ("vllm@0.8.4", "0.8.4"), ("vllm@0.9.1", "0.8.4"), ("vllm@0.9.2", "0.9.2")])
 def test_vllm_version_boundaries_are_inclusive_at_the_release_that_changed(text, version):
     """0.8.4 is the first release that reports the largest max_model_len (vllm-project/vllm#16168)."""
     assert get_policy(text).version == version

@@ -21,7 +21,7 @@ from kvplan.units import GiB
 HEADS = dict(num_kv_heads=4, k_head_dim=64, v_head_dim=64)
 W, C = 256, 512  # window and chunk, in tokens
 MAX_MODEL_LEN, BATCHED = 4096, 512
-ENGINES = ("generic", "vllm", "vllm@0.8.5", "sglang", "trtllm", "transformers")
+ENGINES = ("generic", "vllm", "vllm@0.8.5", "vllm-offline", "sglang", "trtllm", "transformers")
 LAYERS = (0, 1, 2, 3)
 ONE_OF_EACH = {
     "full": FullAttention(LAYERS, **HEADS),
@@ -34,6 +34,7 @@ ONE_OF_EACH = {
 MODELLED = {
     "generic": {"full", "sliding", "chunked", "mla", "state"},
     "vllm": {"full", "sliding", "chunked", "mla"}, "vllm@0.8.5": {"full", "sliding", "chunked", "mla"},
+    "vllm-offline": {"full", "sliding", "chunked", "mla"},
     "sglang": {"full", "sliding", "chunked", "mla"}, "trtllm": {"full", "sliding", "chunked", "mla"},
     "transformers": {"full", "sliding"},
 }

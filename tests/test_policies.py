@@ -30,16 +30,20 @@ def test_every_engine_is_registered():
     assert {"generic", "vllm", "sglang", "trtllm", "transformers"} <= set(engine_names())
 
 
-@pytest.mark.parametrize("text,version", [("vllm", "0.11"), ("vllm@v0", "v0"), ("vllm@0.6.3", "v0"),
+@pytest.mark.parametrize("text,version", [("vllm", "0.21"), ("vllm@v0", "v0"), ("vllm@0.6.3", "v0"),
                                           ("vllm@0.8.3", "0.8.0"), ("vllm@0.8.5", "0.8.4"), ("vllm@0.9.1", "0.8.4"),
-                                          ("vllm@0.9.2", "0.11"), ("vllm@0.10.1.1", "0.11"),
-                                          ("vllm@0.1.dev7548+gbaba038", "0.11"), ("trtllm@pytorch", "1.0"),
+                                          ("vllm@0.9.2", "0.9.2"), ("vllm@0.10.0", "0.9.2"), ("vllm@0.10.1.1", "0.10.1"),
+                                          ("vllm@0.11.2", "0.10.1"), ("vllm@0.12.0", "0.12"), ("vllm@0.19.0", "0.12"),
+                                          ("vllm@0.20.9", "0.12"), ("vllm@0.21.0", "0.21"), ("vllm@0.24.1", "0.21"),
+                                          ("vllm@latest", "0.21"),
+                                          ("vllm@0.1.dev7548+gbaba038", "0.21"), ("trtllm@pytorch", "1.0"),
                                           ("trtllm", "0.13"), ("sglang@0.5.2", "0.5")])
 def test_versions_resolve_to_modelled_semantics(text, version):
     assert get_policy(text).version == version
 
 
-@pytest.mark.parametrize("text", ["vllm@banana", "generic@1.0", "sglang@0.4", "nosuch"])
+@pytest.mark.parametrize("text", ["vllm@banana", "vllm@99.0", "vllm@0.25.0", "vllm@1.0", "generic@1.0",
+                                  "sglang@0.4", "nosuch"])
 def test_bad_engine_or_version_is_one_line_input_error(text):
     with pytest.raises(InputError):
         get_policy(text)
@@ -52,10 +56,14 @@ def test_generic_output_unchanged_and_without_engine_report():
     assert e.kv_cache_tokens == 5120 * 16
 
 
-def test_vllm_budget_without_kv_cache_memory_is_the_overhead_model():
+def test_vllm_budget_is_its_own_terms_off_the_cuda_visible_total():
+    """vLLM sizes from the CUDA-visible total (79.19 GiB on an H100, not nvidia-smi's 79.65) minus its own terms;
+    the terms themselves are checked against logs in test_vllm_overhead.py."""
     gpu = find_gpu("H100")
-    generic, vllm = est("llama-3.1-8b", gpu=gpu), est("llama-3.1-8b", gpu=gpu, engine="vllm")
-    assert vllm.kv_budget_bytes == generic.kv_budget_bytes
+    vllm = est("llama-3.1-8b", gpu=gpu, engine="vllm", max_model_len=8192)
+    used = vllm.weights_bytes_per_gpu + sum(t["bytes"] for t in vllm.overhead)
+    assert vllm.gpu_memory_bytes == round(79.19 * GiB)
+    assert vllm.kv_budget_bytes == int(round(79.19 * GiB) * 0.9) - used
     assert vllm.engine_report["lines"][0] == f"Available KV cache memory: {vllm.kv_budget_bytes / GiB:.2f} GiB"
 
 

@@ -127,6 +127,16 @@ class LayerGroup:
         """The block size vLLM's attention backend for this kind uses on `gpu_arch` ("hopper", "blackwell")."""
         raise self._unanswered("vLLM's block size")
 
+    @property
+    def vllm_chunked_local(self) -> bool:
+        """vLLM's ChunkedLocalAttention: FULL CUDA graphs unsupported, and releases 0.10.1-0.11 turn the hybrid
+        KV cache manager off for a model with such layers."""
+        return False
+
+    def vllm_rotary_dim(self, head_dim: int) -> int:
+        """Dims vLLM's rotary cos/sin cache covers for this kind (attention heads of `head_dim`)."""
+        return head_dim
+
     def sglang_swa_pool(self) -> bool:
         """Whether SGLang keeps these layers in its sliding-window (SWA) token pool."""
         raise self._unanswered("SGLang's pool")
@@ -301,6 +311,10 @@ class ChunkedLocal(_KVHeads):
             best = max(best, (context_tokens - 1) // block_size - start // block_size + 1)
         return best
 
+    @property
+    def vllm_chunked_local(self) -> bool:
+        return True
+
     def vllm_max_blocks(self, max_model_len: int, block_size: int, max_num_batched_tokens: int) -> int:
         # vLLM's ChunkedLocalAttentionSpec.max_memory_usage_bytes (vllm-project/vllm,
         # vllm/v1/kv_cache_interface.py): cdiv(min(attention_chunk_size + max_num_batched_tokens,
@@ -364,6 +378,9 @@ class MLALatent(LayerGroup):
 
     def vllm_max_blocks(self, max_model_len: int, block_size: int, max_num_batched_tokens: int) -> int:
         return cdiv(max_model_len, block_size)  # MLAAttentionSpec is a FullAttentionSpec
+
+    def vllm_rotary_dim(self, head_dim: int) -> int:
+        return self.qk_rope_head_dim  # only the decoupled rope part of the latent is rotated
 
     def vllm_block_size(self, gpu_arch: str | None, block_size: int) -> int:
         return self.VLLM_BLOCK_SIZES.get(gpu_arch, block_size)

@@ -18,8 +18,8 @@ class Deployment:
     batch: int = 1
     gpu_memory_utilization: float = 0.9
     block_size: int = 16
-    max_num_batched_tokens: int = 8192
-    max_num_seqs: int = 256
+    max_num_batched_tokens: int | None = 8192  # None: the engine's default (vLLM's depends on GPU and release)
+    max_num_seqs: int | None = 256
     weights_bytes: int | None = None  # override of the weight size (whole model)
     overhead_bytes: int | None = None  # replaces the whole overhead model (per GPU)
     activation_bytes: int | None = None  # per-term overrides (per GPU)
@@ -31,6 +31,8 @@ class Deployment:
     def __post_init__(self):
         for name in ("tp", "pp", "batch", "block_size", "max_num_batched_tokens", "max_num_seqs"):
             value = getattr(self, name)
+            if value is None and name in ("max_num_batched_tokens", "max_num_seqs"):
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
         for name in ("max_model_len", "context_tokens"):

@@ -50,6 +50,8 @@ class Estimate:
     kv_budget_bytes: int | None
     num_blocks: int | None
     block_size: int
+    max_num_seqs: int  # as used: given, or the engine's default for this GPU and release
+    max_num_batched_tokens: int
     kv_cache_tokens: int | None
     max_concurrency: float | None
     max_concurrent_users: int | None
@@ -67,11 +69,13 @@ class Estimate:
 
 def estimate(model: LoadedModel, dep: Deployment) -> Estimate:
     spec = model.spec
-    policy = get_policy(dep.engine).bind(spec)
+    policy = get_policy(dep.engine).bind(spec, model.config)
     notes: list[str] = []
     dtypes = dtype_plan(spec, dep.weight_dtype, notes)
     kv = dtypes.kv(dep.kv_dtype)
     max_model_len = _max_model_len(spec, dep, notes)
+    dep, rule_notes = policy.resolve_deployment(spec, dep, max_model_len)
+    notes += rule_notes
     context = dep.context_tokens or max_model_len
     _check_parallelism(spec, dep)
 
@@ -84,7 +88,11 @@ def estimate(model: LoadedModel, dep: Deployment) -> Estimate:
 
     weights = weight_bytes(model, dtypes.weights, dep.weights_bytes)
     weights_per_gpu = -(-weights.total_bytes // dep.num_gpus) if weights.total_bytes is not None else None
-    gpu_memory = dep.gpu.memory_bytes if dep.gpu else None
+    gpu_memory = None
+    if dep.gpu is not None:
+        gpu_memory, memory_basis = policy.engine_memory(dep.gpu)
+        if gpu_memory != dep.gpu.memory_bytes or "unknown" in memory_basis:
+            notes.append(f"GPU total used: {fmt_gib(gpu_memory)} ({memory_basis})")
     terms = policy.overhead(spec, dep, dtypes.act_elem_bytes)
 
     budget = _budget(policy, gpu_memory, weights_per_gpu, terms, dep, notes)
@@ -106,8 +114,9 @@ def estimate(model: LoadedModel, dep: Deployment) -> Estimate:
     report = policy.report(stages, budget, kv, dep, max_model_len) if budget is not None else None
     if report is not None and report.lines:
         notes.append(f"{policy.name} {policy.version} would log: " + " | ".join(report.lines))
-    if report is not None and report.refusal:
-        fits, verdict = False, f"{policy.name} {policy.version} would refuse to start: {report.refusal}"
+    refusal = policy.max_model_len_refusal(spec, max_model_len) or (report.refusal if report is not None else None)
+    if refusal:
+        fits, verdict = False, f"{policy.name} {policy.version} would refuse to start: {refusal}"
     elif report is not None and "kv_cache_tokens" in report.figures:  # the engine's own figures, as it logs them
         pool = replace(pool, num_blocks=report.figures["num_blocks"], kv_cache_tokens=report.figures["kv_cache_tokens"])
         mcc = report.figures["max_concurrency"]
@@ -124,6 +133,7 @@ def estimate(model: LoadedModel, dep: Deployment) -> Estimate:
         gpu=dep.gpu.name if dep.gpu else None, gpu_memory_bytes=gpu_memory,
         overhead=[asdict(t) for t in terms] if budget is not None and dep.kv_cache_memory_bytes is None else [],
         kv_budget_bytes=budget, num_blocks=pool.num_blocks if pool else None, block_size=block_size,
+        max_num_seqs=dep.max_num_seqs, max_num_batched_tokens=dep.max_num_batched_tokens,
         kv_cache_tokens=pool.kv_cache_tokens if pool else None, max_concurrency=mcc, max_concurrent_users=users,
         max_context_tokens=max_ctx, contexts=rows, fits=fits, verdict=verdict, suggestions=suggestions, notes=notes,
         engine_report=asdict(report) if report is not None else None,

@@ -1,15 +1,18 @@
 """The interface every engine policy implements (one small class per engine)."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ...dtypes import KVFormat
 from ...errors import UnsupportedModelError
+from ...hardware import GPU
 from ...model import ModelSpec
 from ..deployment import Deployment
 from ..overhead import Term
 
 # kvplan's own --block-size default; engines whose default page differs read it as "the engine's default".
 KVPLAN_DEFAULT_BLOCK_SIZE = 16
+KVPLAN_DEFAULT_MAX_NUM_SEQS = 256
+KVPLAN_DEFAULT_MAX_NUM_BATCHED_TOKENS = 8192
 
 
 @dataclass(frozen=True)
@@ -41,20 +44,23 @@ class EngineReport:
 
 class EnginePolicy:
     name = "abstract"
+    kinds_engine = "abstract"  # the name the kinds know this engine's layout rules by (`LayerGroup.engines`)
     version = ""
     description = ""
     default_block_size = KVPLAN_DEFAULT_BLOCK_SIZE  # tokens per block when --block-size is not given
 
     def __init__(self, version: str | None = None):
         self.model: ModelSpec | None = None  # the whole model, for layouts that depend on all stages (bind)
+        self.config: dict | None = None  # its raw config, for what an engine allocates beyond the spec (bind)
         if version:
             self.version = self.resolve_version(version)
 
-    def bind(self, spec: ModelSpec) -> "EnginePolicy":
+    def bind(self, spec: ModelSpec, config: dict | None = None) -> "EnginePolicy":
         """Check the policy models every kind of the model, and remember the whole model (a pipeline
-        stage alone cannot tell how the engine groups layers)."""
-        require_kinds(spec, self.name)
-        self.model = spec
+        stage alone cannot tell how the engine groups layers) and its raw config (what an engine
+        allocates beyond the spec)."""
+        require_kinds(spec, self.kinds_engine)
+        self.model, self.config = spec, config
         return self
 
     def resolve_version(self, version: str) -> str:
@@ -62,6 +68,16 @@ class EnginePolicy:
         from ...errors import InputError
 
         raise InputError(f"--engine {self.name} has one set of semantics; drop '@{version}'")
+
+    def resolve_deployment(self, spec: ModelSpec, dep: Deployment, max_model_len: int) -> tuple[Deployment, list[str]]:
+        """Settings left unset (None) take this engine's defaults; notes say which rule applied."""
+        filled = replace(dep, max_num_seqs=dep.max_num_seqs or KVPLAN_DEFAULT_MAX_NUM_SEQS,
+                         max_num_batched_tokens=dep.max_num_batched_tokens or KVPLAN_DEFAULT_MAX_NUM_BATCHED_TOKENS)
+        return filled, []
+
+    def engine_memory(self, gpu: GPU) -> tuple[int, str]:
+        """(bytes, basis) of the GPU total this engine sizes from."""
+        return gpu.memory_bytes, f"{gpu.name} total"
 
     def overhead(self, spec: ModelSpec, dep: Deployment, act_elem_bytes: int) -> list[Term]:
         raise NotImplementedError
@@ -92,6 +108,10 @@ class EnginePolicy:
     def max_users(self, stage: ModelSpec, pool: Pool, context_tokens: int, kv: KVFormat, dep: Deployment) -> int:
         per_request = self.request_bytes(stage, context_tokens, kv, dep)
         return pool.usable_bytes // per_request if per_request else 0
+
+    def max_model_len_refusal(self, spec: ModelSpec, max_model_len: int) -> str | None:
+        """Why the engine refuses this max_model_len for this model whatever the memory (None: it accepts it)."""
+        return None
 
     def report(self, stages: list[ModelSpec], budget_bytes: int, kv: KVFormat, dep: Deployment,
                max_model_len: int) -> EngineReport | None:

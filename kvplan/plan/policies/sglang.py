@@ -36,6 +36,7 @@ SGLANG_PAGE_SIZE = 1
 @register
 class SglangPolicy(EnginePolicy):
     name = "sglang"
+    kinds_engine = "sglang"
     version = "0.5"
     description = ("SGLang v0.5: mem_fraction_static x free memory before load - weights; "
                    "max_total_num_tokens = rest // cell_size, page-aligned")

@@ -142,6 +142,7 @@ def plan_cache(spec: ModelSpec, kv: KVFormat, tp: int, available_bytes: int, s: 
 @register
 class TransformersPolicy(EnginePolicy):
     name = "transformers"
+    kinds_engine = "transformers"
     version = "5.23"
     description = ("transformers 5.23 continuous batching: free memory x max_memory_percent, batch buffers for "
                    "max_batch_tokens first, the rest in sectors of lcm(group block bytes, 128)")

@@ -34,6 +34,7 @@ TOKENS_PER_BLOCK = {"0.13": 64, "1.0": 32}
 @register
 class TrtllmPolicy(EnginePolicy):
     name = "trtllm"
+    kinds_engine = "trtllm"
     version = "0.13"
     description = ("TensorRT-LLM 0.13 C++ runtime: free_gpu_memory_fraction x free memory after engine load; "
                    "blocks = cdiv(tokens, 64)")
