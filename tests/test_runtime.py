@@ -350,3 +350,30 @@ def test_contiguous_reservation_size_is_what_admission_allocates():
     manager = ReservingKVCacheManager(layout, 64, 4, max_model_len=40)
     assert manager.allocate_slots(Request("a", list(range(5)), 3), 5)
     assert manager.pool.num_used_blocks == reservation_blocks(layout, 40, 4) == 2 * 10
+
+
+def test_another_model_from_the_same_config_leaves_the_engine_alone():
+    """transformers sets attn_implementation on the config object it builds from: a second model
+    built from the engine's config must not switch the engine's attention."""
+    from transformers import AutoModelForCausalLM
+
+    prompts = prompts_of([6, 9], seed=4)
+    engine = make_engine("llama")
+    before = engine.generate(prompts, max_tokens=5)
+    AutoModelForCausalLM.from_config(engine.model.hf_config, attn_implementation="eager")
+    assert engine.model.model.config._attn_implementation == "kvplan_paged"
+    assert engine.generate(prompts, max_tokens=5) == before
+    assert_clean(engine)
+
+
+def test_attention_rerouted_mid_run_fails_at_that_step():
+    """Routing is checked on every step, not only the first: a layer that stops calling the paged
+    function (here: the model's own config switched to eager) is an error, not garbage tokens."""
+    from kvplan.errors import UnsupportedModelError
+
+    engine = make_engine("llama")
+    engine.add_request(prompts_of([6])[0], max_tokens=6)
+    engine.step()
+    engine.model.model.config._attn_implementation = "eager"
+    with pytest.raises(UnsupportedModelError, match=r"did not route attention of layers \[0, 1\].*'eager'"):
+        engine.step()
