@@ -377,3 +377,25 @@ def test_attention_rerouted_mid_run_fails_at_that_step():
     engine.model.model.config._attn_implementation = "eager"
     with pytest.raises(UnsupportedModelError, match=r"did not route attention of layers \[0, 1\].*'eager'"):
         engine.step()
+
+
+def test_kernel_warm_up_launches_every_split_variant_and_leaves_the_pool_alone(monkeypatch):
+    """Before a timed run the engine compiles each NUM_SPLITS variant through every layer (decode and
+    store); the warm-up token is stored nowhere and no block is allocated."""
+    pytest.importorskip("triton")
+    import kvplan.kernels.triton_decode as triton_decode
+    import kvplan.kernels.triton_store as triton_store
+
+    engine = make_engine("gpt_oss")  # a sliding and a full group, sinks: every feature constexpr
+    assert engine.warm_up() == 0  # torch reference path: nothing to compile
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    splits, stores = [], []
+    real_decode, real_store = triton_decode.paged_decode_triton, triton_store.store_kv_triton
+    monkeypatch.setattr(triton_decode, "paged_decode_triton",
+                        lambda *a, **k: (splits.append((k["num_splits"], k["window"])), real_decode(*a, **k))[1])
+    monkeypatch.setattr(triton_store, "store_kv_triton", lambda *a: (stores.append(a[-1].tolist()), real_store(*a)))
+    assert engine.warm_up() == len(triton_decode.SPLIT_BUCKETS)
+    assert sorted(set(splits)) == sorted((s, w) for s in triton_decode.SPLIT_BUCKETS for w in (0, 8))
+    assert stores and all(slots == [-1] for slots in stores)
+    assert all(not t.any() for t in engine.pool.k_caches + engine.pool.v_caches)
+    assert_clean(engine)

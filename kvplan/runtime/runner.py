@@ -87,6 +87,33 @@ class ModelRunner:
         self.check_routing(step.meta)
         return out.logits[0]
 
+    @torch.inference_mode()
+    def warm_up_kernels(self) -> int:
+        """Compile every Triton variant a run can launch before anything is timed; returns the forwards run.
+
+        One single-token decode forward per split count the decode kernel can pick (NUM_SPLITS is a
+        compile-time constant), through the model itself, so every layer's features (window, softcap,
+        sinks, dtype) compile as the run will use them. The token is stored to slot -1 (skipped) and
+        reads block 0's zeros: the pool and the allocator are untouched. Nothing to do on the torch path.
+        """
+        from .. import kernels
+
+        if kernels.kernel_backend(self.device) == "torch":
+            return 0
+        from ..kernels.triton_decode import SPLIT_BUCKETS
+
+        groups = self.pool.num_groups
+        for splits in SPLIT_BUCKETS:
+            meta = StepMetadata(
+                pool=self.pool, slot_mapping=[self._tensor([-1], torch.long) for _ in range(groups)], num_decode=1,
+                decode_block_tables=[self._tensor([[0]], torch.int32) for _ in range(groups)],
+                decode_seq_lens=self._tensor([1], torch.int32), prefills=[], prefill_block_tables=[],
+                num_splits=splits)
+            self.model(input_ids=self._tensor([[0]], torch.long), position_ids=self._tensor([[0]], torch.long),
+                       use_cache=False, logits_to_keep=self._tensor([0], torch.long), kvplan_meta=meta)
+            self.check_routing(meta)
+        return len(SPLIT_BUCKETS)
+
     def check_routing(self, meta: StepMetadata) -> None:
         """Every step: each KV layer attended through the paged function (a set size, O(1)).
 
