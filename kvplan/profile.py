@@ -107,7 +107,10 @@ def run_profile(loaded: LoadedModel, dep: Deployment, workload, *, device: str |
     memory = DeviceMemory(dev)
     notes: list[str] = []
     if dev.type == "cpu":
+        from .runtime.threads import limit_torch_threads
+
         notes.append(CPU_NOTE)
+        notes.append(f"torch runs {limit_torch_threads()} CPU thread(s): the cores this process may use")
         warn(f"kvplan profile: {CPU_NOTE}")
     else:
         others = memory.other_processes()

@@ -399,3 +399,26 @@ def test_kernel_warm_up_launches_every_split_variant_and_leaves_the_pool_alone(m
     assert stores and all(slots == [-1] for slots in stores)
     assert all(not t.any() for t in engine.pool.k_caches + engine.pool.v_caches)
     assert_clean(engine)
+
+
+def test_cpu_threads_follow_the_cores_this_process_may_use(monkeypatch, tmp_path):
+    from kvplan.runtime import threads
+
+    v2 = tmp_path / "cpu.max"
+    v2.write_text("max 100000\n")
+    assert threads.cgroup_cpu_limit(v2, (tmp_path / "none", tmp_path / "none")) is None
+    v2.write_text("150000 100000\n")
+    assert threads.cgroup_cpu_limit(v2) == 1.5
+    quota, period = tmp_path / "quota", tmp_path / "period"
+    quota.write_text("300000\n")
+    period.write_text("100000\n")
+    assert threads.cgroup_cpu_limit(tmp_path / "absent", (quota, period)) == 3.0
+
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(threads, "cgroup_cpu_limit", lambda: 1.5)
+    assert threads.available_cores() == 1
+    torch.set_num_threads(2)  # the autouse fixture restores the count
+    assert threads.limit_torch_threads() == 1 == torch.get_num_threads()
+    monkeypatch.setattr(threads, "cgroup_cpu_limit", lambda: None)
+    assert threads.available_cores() == 4
+    assert threads.limit_torch_threads() == 1  # never raised
