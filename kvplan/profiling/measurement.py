@@ -49,18 +49,6 @@ def budget_terms(result: ProfileResult, modelled: list[Term], cuda: bool, dep: D
             *[t for t in modelled if t.name.startswith("CUDA graphs")]]
 
 
-def storage_bytes(tensors) -> int:
-    """Bytes of the distinct storages behind `tensors` (what was allocated, views and ties once)."""
-    seen, total = set(), 0
-    for t in tensors:
-        storage = t.untyped_storage()
-        key = (storage.data_ptr(), str(t.device))
-        if key not in seen:
-            seen.add(key)
-            total += storage.nbytes()
-    return total
-
-
 class DevicePhases:
     """Runs the measured phases in order; `what` names what was being allocated when one fails."""
 
@@ -96,8 +84,7 @@ class DevicePhases:
         before = memory.sample().allocated_bytes
         self.model = load_engine_model(self.loaded, device=self.dev, dtype=self.dtype, random_weights=self.random,
                                        seed=self.seed)
-        tensors = list(self.model.model.parameters()) + list(self.model.model.buffers())
-        result.record("weights_tensor_bytes", storage_bytes(tensors), "measured",
+        result.record("weights_tensor_bytes", self.model.weights_bytes, "measured",
                       "bytes of the storages behind parameters and buffers")
         if self.cuda:
             after = memory.sample()
@@ -151,6 +138,7 @@ class DevicePhases:
 
     def pool(self) -> None:
         from ..runtime.engine import EngineConfig, LLMEngine
+        from ..runtime.memory import storage_bytes
 
         result, memory, dep, spec = self.result, self.memory, self.dep, self.loaded.spec
         result.phase = "pool"

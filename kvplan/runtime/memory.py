@@ -25,6 +25,18 @@ class OtherProcess:
     used_bytes: int | None
 
 
+def storage_bytes(tensors) -> int:
+    """Bytes of the distinct storages behind `tensors`: what was allocated, views and tied tensors once."""
+    seen, total = set(), 0
+    for t in tensors:
+        storage = t.untyped_storage()
+        key = (storage.data_ptr(), str(t.device))
+        if key not in seen:
+            seen.add(key)
+            total += storage.nbytes()
+    return total
+
+
 class DeviceMemory:
     def __init__(self, device: torch.device | str):
         self.device = torch.device(device)
@@ -81,16 +93,6 @@ class DeviceMemory:
             return []
         return [OtherProcess(p.pid, int(p.usedGpuMemory) if p.usedGpuMemory is not None else None)
                 for p in procs if p.pid != os.getpid()]
-
-    def device_used_bytes(self) -> int | None:
-        if self._nvml is None:
-            return None
-        import pynvml
-
-        try:
-            return int(pynvml.nvmlDeviceGetMemoryInfo(self._nvml).used)
-        except pynvml.NVMLError:
-            return None
 
     def name(self) -> str:
         if self.is_cuda:

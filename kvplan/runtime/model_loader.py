@@ -82,13 +82,9 @@ def load_engine_model(loaded: LoadedModel, *, device: torch.device | str = "cpu"
 
 def tensor_bytes(model: torch.nn.Module) -> int:
     """Bytes of every distinct parameter and buffer storage (tied embeddings count once)."""
-    seen, total = set(), 0
-    for t in list(model.parameters()) + list(model.buffers()):
-        key = (t.untyped_storage().data_ptr(), t.device)
-        if key not in seen:
-            seen.add(key)
-            total += t.untyped_storage().nbytes()
-    return total
+    from .memory import storage_bytes
+
+    return storage_bytes(list(model.parameters()) + list(model.buffers()))
 
 
 def hf_config_dict(loaded: LoadedModel) -> dict:
