@@ -97,10 +97,17 @@ def simulated_prediction(loaded, dep: Deployment, workload: ListedWorkload, cont
 
 
 def predict(result: ProfileResult, loaded, est, dep: Deployment, terms: list[Term], workload: ListedWorkload,
-            contiguous: bool) -> None:
+            contiguous: bool, device_bytes: int | None) -> None:
+    """`device_bytes`: the device's memory; a predicted pool beyond it is not simulated (the
+    simulator's tables grow with the blocks, and the allocation will fail for real)."""
     sequences = sum(item.num_samples for item in workload)
     static = static_prediction(est, loaded.spec, dep, terms, sequences)
-    simulated, summary, notes = simulated_prediction(loaded, dep, workload, contiguous)
+    if device_bytes is not None and static["kv_pool_bytes"] > device_bytes:
+        simulated, summary = {}, {"error": f"not simulated: the predicted pool ({static['kv_pool_bytes']:,} B) "
+                                           f"exceeds the device's memory ({device_bytes:,} B)"}
+        notes = [summary["error"]]
+    else:
+        simulated, summary, notes = simulated_prediction(loaded, dep, workload, contiguous)
     result.predicted_static, result.predicted_simulated, result.simulated = static, simulated, summary
     result.notes.extend(notes)
     result.predicted = dict(static)

@@ -62,7 +62,8 @@ def run_profile(loaded: LoadedModel, dep: Deployment, workload, *, device: str |
         raise InputError(f"the workload's longest request ({longest:,} tokens) exceeds max_model_len "
                          f"{est.max_model_len:,}")
     terms = get_policy(dep.engine).bind(spec).overhead(spec, dep, 4 if dtype_name == "fp32" else 2)
-    predict(result, loaded, est, dep, terms, ListedWorkload(tuple(items), description), compare == "contiguous")
+    predict(result, loaded, est, dep, terms, ListedWorkload(tuple(items), description), compare == "contiguous",
+            memory.total_bytes())
 
     phases = DevicePhases(result, loaded, dep, dev, memory, dtype, random=random, seed=seed, terms=terms,
                           items=items, progress=progress)
@@ -76,8 +77,10 @@ def run_profile(loaded: LoadedModel, dep: Deployment, workload, *, device: str |
         result.phase = "done"
     except FindingError as exc:
         result.finding = str(exc)
-    except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
-        first_line = str(exc).splitlines()[0] if str(exc) else "CUDA out of memory"
+    except (torch.cuda.OutOfMemoryError, MemoryError, RuntimeError) as exc:
+        if isinstance(exc, RuntimeError) and not _host_out_of_memory(exc):
+            raise
+        first_line = str(exc).splitlines()[0] if str(exc) else "out of memory"
         result.finding = f"out of memory during {result.phase}: {phases.what} did not fit ({first_line})"
     except KeyboardInterrupt:
         result.interrupted = True
@@ -87,6 +90,13 @@ def run_profile(loaded: LoadedModel, dep: Deployment, workload, *, device: str |
         result.notes.append(f"interrupted (Ctrl-C) during {result.phase}: partial measurements")
     compare_figures(result)
     return result
+
+
+def _host_out_of_memory(exc: RuntimeError) -> bool:
+    """torch's CPU allocator reports a failed allocation as a plain RuntimeError."""
+    import torch
+
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "can't allocate memory" in str(exc)
 
 
 def _deployment_dict(dep: Deployment) -> dict:

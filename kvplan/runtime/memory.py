@@ -2,7 +2,8 @@
 
 On CUDA every figure is read without a device sync (allocator counters are host-side);
 NVML is optional (nvidia-ml-py) and reports what the driver sees, CUDA context included.
-On CPU there is no allocator to ask: figures are None and callers say so.
+On CPU there is no allocator to ask: figures are None and callers say so (total_bytes is the
+host's physical memory).
 """
 
 import os
@@ -49,8 +50,12 @@ class DeviceMemory:
         return self.device.type == "cuda"
 
     def total_bytes(self) -> int | None:
+        """The device's memory: the GPU's as CUDA reports it, or the host's physical memory."""
         if not self.is_cuda:
-            return None
+            try:
+                return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+            except (ValueError, OSError, AttributeError):
+                return None
         return torch.cuda.get_device_properties(self.device).total_memory
 
     def reset_peak(self) -> None:
