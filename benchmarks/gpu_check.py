@@ -131,7 +131,10 @@ def verdict(workdir: Path, dry_run: bool) -> list[tuple[str, str, str]]:
 
     steps = _load(workdir / "steps.json") or {}
     for name, step in steps.items():
-        if step["status"] not in ("ok", "skipped", "finding"):
+        if step["status"] == "skipped":
+            log = workdir / "logs" / f"{name}.log"
+            add("SKIP", f"step {name}", log.read_text().strip() if log.exists() else "skipped")
+        elif step["status"] not in ("ok", "finding"):
             add("FAIL", f"step {name}", f"{step['status']} (exit {step['rc']}, {step['seconds']:.0f} s): see logs/{name}.log")
 
     bench = _load(workdir / "decode_bench.json")

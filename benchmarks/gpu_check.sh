@@ -99,8 +99,12 @@ GPU_TESTS=$(grep -l "mark.gpu" tests/test_*.py | tr '\n' ' ')
 if [ "$DRY_RUN" = 1 ]; then
   skip pytest-gpu "needs CUDA: every GPU test skips on a CPU (the CPU suite collects them): $GPU_TESTS"
   skip decode-bench "needs CUDA (benchmarks/decode_attention.py)"
+elif ! "$PYTHON" -c "import pytest, hypothesis" 2> /dev/null; then
+  skip pytest-gpu "pytest or hypothesis is not installed here (and there is no registry)"
 else
   step pytest-gpu 90 "$PYTHON" -m pytest -p no:cacheprovider -q -m gpu -rs $GPU_TESTS
+fi
+if [ "$DRY_RUN" != 1 ]; then
   step decode-bench 75 "$PYTHON" benchmarks/decode_attention.py --batch 1 16 64 --context 4096 16384 --kv-heads 8 \
     --iters 20 --warmup 5 --json "$WORK/decode_bench.json"
 fi

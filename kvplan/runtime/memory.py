@@ -73,8 +73,13 @@ class DeviceMemory:
                             torch.cuda.max_memory_allocated(self.device), self.nvml_used())
 
     def nvml_used(self) -> int | None:
+        """This process's device memory as NVML sees it (else the whole device's); without
+        nvidia-ml-py, the driver's device-wide figure (cudaMemGetInfo: total - free)."""
         if self._nvml is None:
-            return None
+            if not self.is_cuda:
+                return None
+            free, total = torch.cuda.mem_get_info(self.device)
+            return total - free
         import pynvml
 
         try:
