@@ -48,7 +48,7 @@ def profile_command(
     fmt: o.FormatOpt = "table",
 ) -> None:
     from ..errors import KvplanError
-    from ..profile import raise_for_finding, run_profile
+    from ..profiling import raise_for_finding, run_profile
     from ..report.common import check_format
     from ..report.profile import render_profile, write_report_dir
 
