@@ -25,6 +25,7 @@ from .plan.dtype_plan import dtype_plan
 from .errors import InputError, KvplanError
 from .hardware import GPU
 from .plan import Deployment, Estimate, estimate, pp_partition
+from .plan.deployment import SETTINGS
 from .plan.estimate import TABLE_CONTEXTS
 from .model import LoadedModel, ModelSpec, load_model
 from .units import GiB, fmt_gib
@@ -47,9 +48,9 @@ class SweepGrid:
     dtypes: tuple[str | None, ...] = (None,)  # None: the checkpoint's own format
     kv_dtypes: tuple[str, ...] = ("auto",)
     contexts: tuple[int, ...] = TABLE_CONTEXTS
-    gpu_memory_utilization: float = 0.9
-    block_size: int = 16
-    engine: str = "generic"
+    gpu_memory_utilization: float = SETTINGS["gpu_memory_utilization"].default
+    block_size: int | None = None  # None: the engine's default
+    engine: str = SETTINGS["engine"].default
 
     def __post_init__(self):
         for name in ("models", "gpus", "tp", "pp", "dtypes", "kv_dtypes", "contexts"):

@@ -7,9 +7,6 @@ from ...model import ModelSpec
 from ..deployment import Deployment
 from ..overhead import Term
 
-# kvplan's own --block-size default; engines whose default page differs read it as "the engine's default".
-KVPLAN_DEFAULT_BLOCK_SIZE = 16
-
 
 @dataclass(frozen=True)
 class Pool:
@@ -42,6 +39,9 @@ class EnginePolicy:
     name = "abstract"
     version = ""
     description = ""
+    # What the engine calls kvplan's --gpu-memory-utilization (vLLM's word), and what it is a fraction of.
+    memory_fraction = ("gpu_memory_utilization", "total GPU memory")
+    default_block_size = 16  # tokens per block when --block-size is not given
 
     def __init__(self, version: str | None = None):
         self.model: ModelSpec | None = None  # the whole model, for layouts that depend on all stages (bind)
@@ -58,6 +58,10 @@ class EnginePolicy:
         from ...errors import InputError
 
         raise InputError(f"--engine {self.name} has one set of semantics; drop '@{version}'")
+
+    def defaults(self, dep: Deployment) -> dict:
+        """The engine's own values for the engine-dependent settings (deployment.ENGINE_DEFAULTS)."""
+        return {"block_size": self.default_block_size, "max_num_batched_tokens": 8192, "max_num_seqs": 256}
 
     def overhead(self, spec: ModelSpec, dep: Deployment, act_elem_bytes: int) -> list[Term]:
         raise NotImplementedError
@@ -93,8 +97,3 @@ class EnginePolicy:
                max_model_len: int) -> EngineReport | None:
         """The engine's own start-up figures and lines (None: the policy models no engine log)."""
         return None
-
-
-def engine_block_size(dep: Deployment, engine_default: int) -> int:
-    """--block-size as given, or the engine's own default when the user left kvplan's default."""
-    return engine_default if dep.block_size == KVPLAN_DEFAULT_BLOCK_SIZE else dep.block_size

@@ -9,7 +9,7 @@
 - `cell_size` per token on one rank = `kv_heads_per_rank x (head_dim + v_head_dim) x layers x bytes`
   (MLA: `(kv_lora_rank + qk_rope_head_dim) x layers x bytes`, every rank holds all of it).
 - `max_total_num_tokens = rest // cell_size`, rounded down to the page size (`--page-size`, default
-  1; kvplan's --block-size, whose default 16 stands for SGLang's 1).
+  1; kvplan's --block-size).
 - Sliding-window hybrids: the full-attention pool keeps `total / (ratio x swa_layers + full_layers)`
   tokens and the SWA pool `ratio` times that (`--swa-full-tokens-ratio`, default 0.8), where `total`
   is the all-layers token count; `max_total_num_tokens` is the full pool.
@@ -28,7 +28,7 @@ from ...units import GiB
 from ..deployment import Deployment
 from ..overhead import Term, overhead_terms
 from . import register
-from .base import EnginePolicy, EngineReport, Pool, engine_block_size
+from .base import EnginePolicy, EngineReport, Pool
 
 SWA_FULL_TOKENS_RATIO = 0.8
 SGLANG_PAGE_SIZE = 1
@@ -40,6 +40,8 @@ class SglangPolicy(EnginePolicy):
     version = "0.5"
     description = ("SGLang v0.5: mem_fraction_static x free memory before load - weights; "
                    "max_total_num_tokens = rest // cell_size, page-aligned")
+    memory_fraction = ("mem_fraction_static", "the memory free before the weights load")
+    default_block_size = SGLANG_PAGE_SIZE
 
     def resolve_version(self, version: str) -> str:
         from ...errors import InputError
@@ -57,9 +59,6 @@ class SglangPolicy(EnginePolicy):
             return dep.kv_cache_memory_bytes
         free_before = gpu_memory_bytes - sum(t.bytes or 0 for t in terms)
         return rest_bytes(free_before, free_before - weights_per_gpu, dep.gpu_memory_utilization)
-
-    def block_size(self, spec: ModelSpec, dep: Deployment) -> int:
-        return engine_block_size(dep, SGLANG_PAGE_SIZE)
 
     def cell_bytes(self, stage: ModelSpec, kv: KVFormat, dep: Deployment) -> int:
         """Bytes one token takes across the stage's KV layers on one rank."""

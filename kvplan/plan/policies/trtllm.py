@@ -28,7 +28,7 @@ from ...units import GiB
 from ..deployment import Deployment
 from ..overhead import Term, overhead_terms
 from . import register
-from .base import EnginePolicy, EngineReport, Pool, engine_block_size
+from .base import EnginePolicy, EngineReport, Pool
 
 TOKENS_PER_BLOCK = {"0.13": 64, "1.0": 32}
 
@@ -39,6 +39,11 @@ class TrtllmPolicy(EnginePolicy):
     version = "0.13"
     description = ("TensorRT-LLM 0.13 C++ runtime: free_gpu_memory_fraction x free memory after engine load; "
                    "blocks = cdiv(tokens, 64)")
+    memory_fraction = ("free_gpu_memory_fraction", "the memory free after the engine loads")
+
+    @property
+    def default_block_size(self) -> int:
+        return TOKENS_PER_BLOCK[self.version]
 
     def resolve_version(self, version: str) -> str:
         text = version.strip().lower().lstrip("v")
@@ -59,9 +64,6 @@ class TrtllmPolicy(EnginePolicy):
             return dep.kv_cache_memory_bytes
         free = gpu_memory_bytes - weights_per_gpu - sum(t.bytes or 0 for t in terms)
         return kv_budget_from_free(free, dep.gpu_memory_utilization)
-
-    def block_size(self, spec: ModelSpec, dep: Deployment) -> int:
-        return engine_block_size(dep, TOKENS_PER_BLOCK[self.version])
 
     def token_bytes(self, stage: ModelSpec, kv: KVFormat, dep: Deployment) -> int:
         if any(g.kind == "state" for g in stage.groups):
