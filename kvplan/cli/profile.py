@@ -45,6 +45,9 @@ def profile_command(
     fmt: FormatOpt = "table",
 ) -> None:
     from ..errors import KvplanError
+    from ..extras import require_extra
+
+    require_extra("profile", "torch", "transformers", what="kvplan profile")
     from ..profile import raise_for_finding, run_profile
     from ..report.common import check_format
     from ..report.profile import render_profile, write_report_dir

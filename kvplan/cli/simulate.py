@@ -61,10 +61,13 @@ def simulate_command(
     chunked_prefill: ChunkedOpt = True, contiguous: ContiguousOpt = True, plot: PlotOpt = None,
     fmt: FormatOpt = "table",
 ) -> None:
+    from ..extras import require_extra
     from ..report.simulate import plot_simulation, render_simulation
     from ..simulation.run import simulate
 
     fmt = check_format(fmt, FORMATS)
+    if plot is not None:
+        require_extra("report", "matplotlib", what="--plot")
     workload, total = _workload(ctx, trace, requests, prompt_len, output_len, shared_prefix, prefix_groups,
                                 arrival_rate, n, seed)
     loaded = o.load_model_from_flags(model, layers, kv_heads, head_dim, heads, hidden_size, allow_unknown_arch,

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import InputError
+from ..extras import require_extra
 from ..units import parse_count, parse_size
 from . import options as o
 
@@ -62,7 +63,12 @@ def sweep_command(
     from ..report.sweep import format_for, plot_users_vs_context, render_sweep
     from ..sweep import SweepGrid, run_sweep, select
 
+    require_extra("report", "pandas", "numpy", what="kvplan sweep")
     fmt = format_for(fmt, output)
+    if fmt == "parquet":
+        require_extra("report", "pyarrow", what="--format parquet")
+    if plot is not None:
+        require_extra("report", "matplotlib", what="--plot")
     grid = SweepGrid(
         models=_models(models), gpus=_gpus(gpus), tp=_ints(tp, "--tp"), pp=_ints(pp, "--pp"),
         dtypes=tuple(None if d.lower() in ("checkpoint", "auto") else d for d in _items(dtype, "--dtype")),
