@@ -26,8 +26,8 @@ def register(app: typer.Typer) -> None:
               "  kvplan estimate                                   # Llama-3.1-8B, one H100 (defaults)\n\n"
               "  kvplan estimate llama-3.1-70b --gpu H100 --tp 4 --context 32k --batch 64\n\n"
               "  kvplan estimate --layers 80 --kv-heads 8 --head-dim 128 --context 4096 --kv-dtype fp16\n\n"
-              "  kvplan estimate --from vllm-serve.sh --gpu H100              # read a vllm serve command\n\n"
-              "  kvplan estimate ./config.json --gpu L4 --kv-dtype fp8 --format json\n\n"
+              "  kvplan estimate --from examples/vllm-serve.sh --gpu H100     # read a vllm serve command\n\n"
+              "  kvplan estimate examples/qwen3-0.6b/config.json --gpu L4 --kv-dtype fp8 --format json\n\n"
               "  kvplan estimate Qwen/Qwen3-8B --online --gpu L40S          # config + safetensors headers from the Hub"),
     )(estimate_command)
 

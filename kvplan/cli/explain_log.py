@@ -35,8 +35,8 @@ def register(app: typer.Typer) -> None:
               "concurrency and refusals; predicts them from the logged available memory (+/- its 0.01 GiB\n"
               "rounding); prints both side by side with the difference. Lines the log lacks are named.\n\n"
               "Examples:\n\n"
-              "  kvplan explain-log vllm.log\n\n"
-              "  kvplan explain-log vllm.log --model qwen3-8b --max-model-len 32768 -f json"),
+              "  kvplan explain-log examples/vllm-startup.log\n\n"
+              "  kvplan explain-log tests/data/sglang_logs/qwen3-30b-a3b-sglang18263.log --model qwen3-30b-a3b -f json"),
     )(explain_log_command)
 
 

@@ -27,8 +27,8 @@ def register(app: typer.Typer) -> None:
               "blocks, users and throughput.\n\n"
               "Examples:\n\n"
               "  kvplan profile llama-3.1-8b --random-weights --requests 200 --prompt-len 1000 --output-len 200\n\n"
-              "  kvplan profile ./my-model/ --gpu-memory-utilization 0.85 --compare contiguous --report out/\n\n"
-              "  kvplan profile ./tiny/config.json --device cpu --dtype fp32 --kv-cache-memory 64MiB "
+              "  kvplan profile qwen3-0.6b --gpu-memory-utilization 0.85 --compare contiguous --report out/\n\n"
+              "  kvplan profile examples/tiny-llama/ --device cpu --kv-cache-memory 64MiB --max-num-batched-tokens 256 "
               "--requests 32 --prompt-len 20 --output-len 8 --format json"),
     )(profile_command)
 
