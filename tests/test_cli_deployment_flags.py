@@ -41,7 +41,7 @@ def options(command: str) -> dict:
 
 COMMAND_FLAGS = {
     "estimate": set(SETTINGS),
-    "profile": set(SETTINGS),
+    "profile": set(SETTINGS) - {"tp", "pp"},
     "simulate": set(SETTINGS) - {"context_tokens", "batch"},
     "sweep": {"gpu_memory_utilization", "block_size", "engine"},
     "explain-log": {"gpu", "tp", "pp", "weight_dtype", "kv_dtype", "max_model_len", "block_size",

@@ -64,8 +64,8 @@ def deployment_flags(only: tuple[str, ...] = (), exclude: tuple[str, ...] = (), 
     """
     chosen = [s for s in _DECLARED if (s.key in only or not only) and s.key not in exclude]
     if any(s.key == "gpu_memory_utilization" for s in chosen):
-        chosen += [Setting(alias, f"{engine}'s name for --gpu-memory-utilization (its {alias}: a fraction of "
-                                  f"{of_what}); needs --engine {engine}", "fraction")
+        chosen += [Setting(alias, f"{engine}'s name for --gpu-memory-utilization: its {alias}, a fraction of "
+                                  f"{of_what} ({engine} only)", "fraction")
                    for alias, (engine, of_what) in fraction_aliases().items()]
     names = [s.key for s in chosen]
 

@@ -7,11 +7,14 @@ from typing import Annotated, Optional
 import typer
 
 from . import options as o
-from .simulate import (GroupsOpt, NOpt, OutputOpt, PromptOpt, RateOpt, RequestsOpt, SeedOpt, SharedOpt, TraceOpt,
-                       _workload)
+from .simulate import (WORKLOAD_PANEL, GroupsOpt, NOpt, OutputOpt, PromptOpt, RequestsOpt, SeedOpt, SharedOpt,
+                       TraceOpt, _workload)
 
 PROFILE_PANEL = "Profile"
 FORMATS = ("table", "json", "markdown")
+# As simulate's, less what profile does not take (--clock: the device is the clock).
+RateOpt = Annotated[Optional[float], typer.Option("--arrival-rate", help="Synthetic: Poisson arrivals per second; "
+                                                  "default: all at once", rich_help_panel=WORKLOAD_PANEL)]
 FormatOpt = o.format_option(FORMATS)
 
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cuda:0 (default when CUDA is present) or cpu (checks the accounting only; give the budget with --gpu, --gpu-memory or --kv-cache-memory)", rich_help_panel=PROFILE_PANEL)]
@@ -33,10 +36,10 @@ def register(app: typer.Typer) -> None:
     )(profile_command)
 
 
-@o.deployment_flags()
+@o.deployment_flags(exclude=("tp", "pp"))  # the runtime runs on one device
 def profile_command(
     ctx: typer.Context,
-    *, model: o.ModelArg = None,
+    *, model: o.LocalModelArg = None,
     flags: dict,
     requests: RequestsOpt = 100, prompt_len: PromptOpt = "1000", output_len: OutputOpt = "500",
     shared_prefix: SharedOpt = "0", prefix_groups: GroupsOpt = 1, arrival_rate: RateOpt = None, n: NOpt = 1,
