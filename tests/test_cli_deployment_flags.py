@@ -12,6 +12,7 @@ from kvplan.deploy.fields import DEPLOYMENT_FIELDS, json_schema
 from kvplan.deploy.file import load_deployments
 from kvplan.plan import Deployment
 from kvplan.plan.deployment import SETTINGS
+from kvplan.plan.policies import engine_names
 from kvplan.units import GiB, MiB
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,6 +84,9 @@ def test_engine_defaults_resolve_on_construction():
     assert Deployment(engine="transformers").block_size == 256
     assert (Deployment().max_num_batched_tokens, Deployment().max_num_seqs) == (8192, 256)
     assert Deployment(engine="sglang", block_size=16).block_size == 16  # given: kept, whatever the engine
+    for engine in engine_names():  # every engine fills every setting left to it
+        dep = Deployment(engine=engine)
+        assert all(getattr(dep, s.name) is not None for s in SETTINGS.values() if s.engine_default)
 
 
 def test_sglang_page_size_16_can_be_modelled(capsys, monkeypatch):

@@ -109,7 +109,6 @@ class Deployment:
 SETTINGS: dict[str, Setting] = {
     f.name: replace(f.metadata["setting"], name=f.name, default=f.default) for f in fields(Deployment)
 }
-ENGINE_DEFAULTS = tuple(s.name for s in SETTINGS.values() if s.engine_default)
 
 
 def pp_partition(num_layers: int, pp: int) -> list[range]:

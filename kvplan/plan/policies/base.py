@@ -60,7 +60,7 @@ class EnginePolicy:
         raise InputError(f"--engine {self.name} has one set of semantics; drop '@{version}'")
 
     def defaults(self, dep: Deployment) -> dict:
-        """The engine's own values for the engine-dependent settings (deployment.ENGINE_DEFAULTS)."""
+        """The engine's own values for the settings a deployment leaves to it (Setting.engine_default)."""
         return {"block_size": self.default_block_size, "max_num_batched_tokens": 8192, "max_num_seqs": 256}
 
     def overhead(self, spec: ModelSpec, dep: Deployment, act_elem_bytes: int) -> list[Term]:
