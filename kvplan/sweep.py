@@ -26,9 +26,11 @@ from fractions import Fraction
 from .dtypes import kv_format, weight_format
 from .plan.dtype_plan import dtype_plan
 from .errors import InputError, KvplanError
+from .extras import require_extra
 from .hardware import GPU
 from .plan import Deployment, Estimate, estimate
-from .plan.estimate import TABLE_CONTEXTS, pipeline_stages, within_model_max
+from .plan.deployment import SETTINGS
+from .plan.estimate import TABLE_CONTEXTS, pipeline_stages, settings_used, within_model_max
 from .model import LoadedModel, ModelSpec, load_model
 from .units import GiB, fmt_gib
 
@@ -50,9 +52,9 @@ class SweepGrid:
     dtypes: tuple[str | None, ...] = (None,)  # None: the checkpoint's own format
     kv_dtypes: tuple[str, ...] = ("auto",)
     contexts: tuple[int, ...] = TABLE_CONTEXTS
-    gpu_memory_utilization: float = 0.9
-    block_size: int = 16
-    engine: str = "generic"
+    gpu_memory_utilization: float = SETTINGS["gpu_memory_utilization"].default
+    block_size: int | None = None  # None: the engine's default
+    engine: str = SETTINGS["engine"].default
 
     def __post_init__(self):
         for name in ("models", "gpus", "tp", "pp", "dtypes", "kv_dtypes", "contexts"):
@@ -107,11 +109,9 @@ def run_sweep(grid: SweepGrid, max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES,
     `vectorize`: None picks the vectorized path for the generic engine and the per-row loop otherwise;
     False forces the per-row loop (the reference, and the benchmark's baseline)."""
     check_memory(grid, max_memory_bytes)
-    try:
-        import numpy as np
-        import pandas as pd
-    except ImportError:
-        raise InputError("kvplan sweep needs pandas and numpy: pip install 'kvplan[report]'") from None
+    require_extra("report", "pandas", "numpy", what="kvplan sweep")
+    import numpy as np
+    import pandas as pd
 
     from .plan.policies import get_policy
     from .plan.policies.generic import GenericPolicy
@@ -244,7 +244,9 @@ def _vector_rows(model: LoadedModel, grid: SweepGrid, categories, skipped) -> di
             continue
         terms = [Term(**x) for x in probe.overhead]
         weights = probe.weights_bytes_per_gpu
-        deployments = [grid.deployment(gpu, tp, pp, dtype, grid.kv_dtypes[0], 1) for gpu in grid.gpus]
+        # the generic engine's defaults do not depend on the GPU: the probe's settings hold for every one
+        deployments = [settings_used(grid.deployment(gpu, tp, pp, dtype, grid.kv_dtypes[0], 1), probe)
+                       for gpu in grid.gpus]
         budgets = np.asarray([policy.kv_budget(gpu.memory_bytes, weights, terms, dep)
                               for gpu, dep in zip(grid.gpus, deployments)], dtype=np.int64)
         # the estimate's first verdict: the weights must stay under what the engine can load
@@ -253,7 +255,7 @@ def _vector_rows(model: LoadedModel, grid: SweepGrid, categories, skipped) -> di
         stages = pipeline_stages(spec, pp)
         dtypes = dtype_plan(spec, dtype)
         block_size = probe.block_size
-        chunk = deployments[0].max_num_batched_tokens
+        chunk = probe.max_num_batched_tokens
         for k, kv_name in enumerate(grid.kv_dtypes):
             kv = dtypes.kv(kv_name)
             try:

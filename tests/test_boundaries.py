@@ -78,7 +78,7 @@ def test_vllm_chunked_local_reserves_chunk_plus_batched_tokens(batched, blocks):
 def test_vllm_chunked_local_through_the_policy():
     spec = ModelSpec("c", "test", (ChunkedLocal((0, 2), 8, 128, 128, 8192), FullAttention((1, 3), 8, 128, 128)), 4)
     policy = get_policy("vllm").bind(spec)
-    dep = Deployment(max_num_batched_tokens=17)
+    dep = Deployment(max_num_batched_tokens=17, block_size=16)
     # two groups of two layers: full cdiv(32768, 16) = 2048, chunked 514
     assert policy.request_blocks(policy.kv_groups(spec, BF16, dep), 32768, dep) == 2048 + 514
 

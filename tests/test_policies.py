@@ -24,6 +24,11 @@ def est(model, **kw):
     return estimate(loaded, Deployment(**kw))
 
 
+def engine_deployment(policy, spec, **settings) -> Deployment:
+    """A Deployment with the settings it leaves to the engine filled in, as `estimate` does before any policy call."""
+    return policy.resolve_deployment(spec, Deployment(**settings), 131072)[0]
+
+
 # --- registry and versions ---
 
 def test_every_engine_is_registered():
@@ -83,28 +88,30 @@ def _hybrid(sliding: int, full: int, window=128) -> ModelSpec:
 ])
 def test_vllm_hybrid_groups(sliding, full, sizes):
     policy = get_policy("vllm").bind(spec := _hybrid(sliding, full))
-    groups = policy.kv_groups(spec, BF16, Deployment())
+    groups = policy.kv_groups(spec, BF16, engine_deployment(policy, spec))
     assert [len(g.layers) for g in groups] == sizes
 
 
 def test_vllm_sliding_window_blocks_per_request():
     policy = get_policy("vllm").bind(spec := _hybrid(12, 12, window=128))
-    groups = policy.kv_groups(spec, BF16, Deployment(max_num_batched_tokens=8192))
+    dep = engine_deployment(policy, spec, max_num_batched_tokens=8192)
+    groups = policy.kv_groups(spec, BF16, dep)
     # full: cdiv(131072, 16) = 8192; sliding: cdiv(min(127 + 8192, 131072), 16) + 1 = 521
-    assert policy.request_blocks(groups, 131072, Deployment(max_num_batched_tokens=8192)) == 8192 + 521
-    assert policy.request_blocks(groups, 100, Deployment(max_num_batched_tokens=8192)) == 7 + 8
+    assert policy.request_blocks(groups, 131072, dep) == 8192 + 521
+    assert policy.request_blocks(groups, 100, dep) == 7 + 8
 
 
 @pytest.mark.parametrize("gpu,block", [("H100", 64), ("H200", 64), ("B200", 128), ("L4", 16), ("A100-80GB", 16)])
 def test_vllm_mla_block_size_follows_the_attention_backend(gpu, block):
     spec = load_model("deepseek-v2-lite").spec
-    assert get_policy("vllm").block_size(spec, Deployment(gpu=find_gpu(gpu))) == block
+    policy = get_policy("vllm")
+    assert policy.block_size(spec, engine_deployment(policy, spec, gpu=find_gpu(gpu))) == block
 
 
 def test_vllm_tp_beyond_kv_heads_replicates_one_head():
     spec = spec_from_numbers(32, 8, 128, 32)
     policy = get_policy("vllm").bind(spec)
-    assert policy.block_bytes(spec, BF16, Deployment(tp=16)) == 2 * 1 * 128 * 2 * 16 * 32
+    assert policy.block_bytes(spec, BF16, engine_deployment(policy, spec, tp=16)) == 2 * 1 * 128 * 2 * 16 * 32
 
 
 def test_vllm_rejects_kv_dtypes_it_does_not_offer():
@@ -176,7 +183,7 @@ def test_trtllm_primary_pool_from_published_log_2268():
     assert policy.token_bytes(spec, kv_format("fp16"), Deployment()) == 2 * 32 * 32 * 128 * 2
     for free_gib in ("21.885", "21.89", "21.8949"):  # the whole rounding interval of the printed value
         budget = kv_budget_from_free(int(Fraction(free_gib) * GiB), 0.9)
-        pool = policy.pool(spec, budget, kv_format("fp16"), Deployment())
+        pool = policy.pool(spec, budget, kv_format("fp16"), engine_deployment(policy, spec, engine="trtllm@0.13"))
         assert (pool.num_blocks, pool.block_size) == (631, 64)
 
 

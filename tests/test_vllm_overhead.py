@@ -245,7 +245,7 @@ def test_chunked_local_keeps_every_token_in_0_10_1_to_0_11():
     """PR 21761 (0.10.1) turned the hybrid manager off for chunked-local attention; PR 29627 turned it back on.
     Llama-4-Scout at 131,072 tokens: 12 global of 48 layers -> about 2.9x the requests with it on."""
     scout = load_model(str(LOGS / "configs" / "llama-4-scout.json"))
-    dep = dict(tp=4, kv_cache_memory_bytes=16 * GiB, max_model_len=131072)
+    dep = dict(tp=4, kv_cache_memory_bytes=16 * GiB, max_model_len=131072, max_num_batched_tokens=8192)
     old = estimate(scout, Deployment(engine="vllm@0.11", **dep))
     new = estimate(scout, Deployment(engine="vllm@0.19", **dep))
     assert old.max_concurrency == pytest.approx(old.num_blocks * 16 / 131072, rel=1e-3)  # every layer full

@@ -42,16 +42,15 @@ def deployment_for_log(log: StartupLog, spec, flags: dict, version: str | None, 
     if max_model_len is None:
         raise InputError("the log gives no max_model_len and the model has none: pass --max-model-len")
     max_model_len = parse_count(max_model_len, "--max-model-len")
-    block_size = flags.get("block_size") or log.forced_block_size or st.get("block_size") or 16
+    block_size = flags.get("block_size") or log.forced_block_size or st.get("block_size")  # None: the engine's
     kv_dtype = str(pick("kv_dtype", "kv_cache_dtype", default="auto")).lower()
     offline = log.usage_context == "offline"
     engine = "sglang" if sglang else ("vllm-offline" if offline else "vllm") + (f"@{version}" if version else "")
     kv_cache_memory = flags.get("kv_cache_memory")
-    # Scheduler settings the log does not state are vLLM's defaults for the GPU and release (the policy's);
-    # kvplan's own for SGLang, whose figures explain-log takes from the log.
-    tokens = pick("max_num_batched_tokens", "max_num_batched_tokens", "chunked_prefill_size",
-                  default=8192 if sglang else None)
-    seqs = pick("max_num_seqs", "max_num_seqs", "max_running_requests", default=256 if sglang else None)
+    # Settings the log does not state are left to the engine's policy (its defaults for the GPU and release).
+    tokens = pick("max_num_batched_tokens", "max_num_batched_tokens", "chunked_prefill_size")
+    seqs = pick("max_num_seqs", "max_num_seqs", "max_running_requests")
+    utilization = pick("gpu_memory_utilization", "mem_fraction_static" if sglang else "gpu_memory_utilization")
     if sglang and flags.get("gpu_memory_utilization") is not None and "mem_fraction_static" in log.missing:
         log.settings["mem_fraction_static"] = float(flags["gpu_memory_utilization"])
         log.missing.remove("mem_fraction_static")
@@ -61,10 +60,9 @@ def deployment_for_log(log: StartupLog, spec, flags: dict, version: str | None, 
         gpu=gpu, tp=int(pick("tp", "tp_size" if sglang else "tensor_parallel_size", default=1)),
         pp=int(pick("pp", "pp_size" if sglang else "pipeline_parallel_size", default=1)),
         weight_dtype=flags.get("dtype"), kv_dtype=_KV_NAMES.get(kv_dtype, kv_dtype),
-        max_model_len=max_model_len, block_size=int(block_size),
+        max_model_len=max_model_len, block_size=None if block_size is None else int(block_size),
         max_num_batched_tokens=None if tokens is None else int(tokens), max_num_seqs=None if seqs is None else int(seqs),
-        gpu_memory_utilization=float(pick("gpu_memory_utilization",
-                                          "mem_fraction_static" if sglang else "gpu_memory_utilization", default=0.9)),
+        **({} if utilization is None else {"gpu_memory_utilization": float(utilization)}),
         weights_bytes=parse_size(flags["weights"], "--weights") if flags.get("weights") else None,
         kv_cache_memory_bytes=parse_size(kv_cache_memory, "--kv-cache-memory") if kv_cache_memory else None,
         engine=engine)

@@ -67,6 +67,13 @@ class Estimate:
         return asdict(self)
 
 
+def settings_used(dep: Deployment, est: Estimate) -> Deployment:
+    """`dep` with the settings it left to the engine (None) as `est` used them, for code that runs the
+    deployment after estimating it (simulate, profile, check)."""
+    return replace(dep, block_size=est.block_size, max_num_seqs=est.max_num_seqs,
+                   max_num_batched_tokens=est.max_num_batched_tokens)
+
+
 def estimate(model: LoadedModel, dep: Deployment) -> Estimate:
     spec = model.spec
     policy = get_policy(dep.engine).bind(spec, model.config)
@@ -96,6 +103,10 @@ def estimate(model: LoadedModel, dep: Deployment) -> Estimate:
     terms = policy.overhead(spec, dep, dtypes.act_elem_bytes)
 
     budget = _budget(policy, gpu_memory, weights_per_gpu, terms, dep, notes)
+    fraction, of_what = policy.memory_fraction
+    if budget is not None and dep.kv_cache_memory_bytes is None and fraction != "gpu_memory_utilization":
+        notes.append(f"{policy.name} reads --gpu-memory-utilization {dep.gpu_memory_utilization:g} as its {fraction}, "
+                     f"a fraction of {of_what}")
     pool = policy.pool(bottleneck, budget, kv, dep) if budget is not None else None
     users = mcc = max_ctx = longest_single = None
     if pool is not None:

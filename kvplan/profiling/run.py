@@ -3,6 +3,7 @@
 from ..errors import FindingError, InputError
 from ..model import LoadedModel
 from ..plan import Deployment, estimate
+from ..plan.estimate import settings_used
 from ..plan.policies import get_policy
 from .device import device_deployment, preflight, resolve_device
 from .measurement import DevicePhases
@@ -54,6 +55,8 @@ def run_profile(loaded: LoadedModel, dep: Deployment, workload, *, device: str |
         workload=description, notes=notes)
 
     est = estimate(loaded, dep)
+    dep = settings_used(dep, est)
+    result.deployment = _deployment_dict(dep)  # with the settings the engine's defaults filled in
     result.estimate = est.to_dict()
     if est.num_blocks is None:
         raise InputError("profile needs a KV budget: give --gpu NAME, --gpu-memory SIZE or --kv-cache-memory SIZE "

@@ -9,11 +9,6 @@ from ...model import ModelSpec
 from ..deployment import Deployment
 from ..overhead import Term
 
-# kvplan's own --block-size default; engines whose default page differs read it as "the engine's default".
-KVPLAN_DEFAULT_BLOCK_SIZE = 16
-KVPLAN_DEFAULT_MAX_NUM_SEQS = 256
-KVPLAN_DEFAULT_MAX_NUM_BATCHED_TOKENS = 8192
-
 
 @dataclass(frozen=True)
 class Pool:
@@ -47,7 +42,9 @@ class EnginePolicy:
     kinds_engine = "abstract"  # the name the kinds know this engine's layout rules by (`LayerGroup.engines`)
     version = ""
     description = ""
-    default_block_size = KVPLAN_DEFAULT_BLOCK_SIZE  # tokens per block when --block-size is not given
+    # What the engine calls kvplan's --gpu-memory-utilization (vLLM's word), and what it is a fraction of.
+    memory_fraction = ("gpu_memory_utilization", "total GPU memory")
+    default_block_size = 16  # tokens per block when --block-size is not given
 
     def __init__(self, version: str | None = None):
         self.model: ModelSpec | None = None  # the whole model, for layouts that depend on all stages (bind)
@@ -69,11 +66,20 @@ class EnginePolicy:
 
         raise InputError(f"--engine {self.name} has one set of semantics; drop '@{version}'")
 
+    def engine_defaults(self, dep: Deployment, max_model_len: int) -> tuple[dict, str | None]:
+        """This engine's values for the settings a deployment leaves to it (None: `Setting.engine_default`),
+        and the rule that gave them, in words (None: nothing worth a note)."""
+        return {"block_size": self.default_block_size, "max_num_batched_tokens": 8192, "max_num_seqs": 256}, None
+
     def resolve_deployment(self, spec: ModelSpec, dep: Deployment, max_model_len: int) -> tuple[Deployment, list[str]]:
-        """Settings left unset (None) take this engine's defaults; notes say which rule applied."""
-        filled = replace(dep, max_num_seqs=dep.max_num_seqs or KVPLAN_DEFAULT_MAX_NUM_SEQS,
-                         max_num_batched_tokens=dep.max_num_batched_tokens or KVPLAN_DEFAULT_MAX_NUM_BATCHED_TOKENS)
-        return filled, []
+        """The deployment with every setting it left to the engine filled in (the one place engine defaults
+        are applied: `estimate` calls it, and its Estimate carries the values used); notes say which rule applied."""
+        values, rule = self.engine_defaults(dep, max_model_len)
+        missing = {name: value for name, value in values.items() if getattr(dep, name) is None}
+        if not missing:
+            return dep, []
+        # The rules engines publish are about scheduler limits; a block size default needs no note.
+        return replace(dep, **missing), [rule] if rule and missing.keys() - {"block_size"} else []
 
     def engine_memory(self, gpu: GPU) -> tuple[int, str]:
         """(bytes, basis) of the GPU total this engine sizes from."""
@@ -91,7 +97,7 @@ class EnginePolicy:
         raise NotImplementedError
 
     def block_size(self, spec: ModelSpec, dep: Deployment) -> int:
-        return engine_block_size(dep, self.default_block_size)
+        return dep.block_size
 
     def request_bytes(self, stage: ModelSpec, context_tokens: int, kv: KVFormat, dep: Deployment) -> int:
         """Bytes one request of `context_tokens` holds on one GPU of this stage, at its peak."""
@@ -117,12 +123,6 @@ class EnginePolicy:
                max_model_len: int) -> EngineReport | None:
         """The engine's own start-up figures and lines (None: the policy models no engine log)."""
         return None
-
-
-def engine_block_size(dep: Deployment, engine_default: int) -> int:
-    """--block-size as given, or the engine's own default when not given (None, or kvplan's default)."""
-    given = dep.block_size
-    return engine_default if given is None or given == KVPLAN_DEFAULT_BLOCK_SIZE else given
 
 
 def require_kinds(spec: ModelSpec, engine: str) -> None:

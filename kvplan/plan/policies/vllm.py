@@ -12,7 +12,6 @@ Budget: `total x gpu_memory_utilization - (weights + terms)`, total the CUDA-vis
 Checked against published start-up logs: tests/data/vllm_logs, docs/engines.md.
 """
 
-from dataclasses import replace
 
 from ...model import ModelSpec
 from ..deployment import Deployment
@@ -46,19 +45,19 @@ class VllmPolicy(VllmLayout, VllmStartup, GenericPolicy):  # the generic budget 
 
     # --- deployment and overhead ---
 
-    def resolve_deployment(self, spec: ModelSpec, dep: Deployment, max_model_len: int) -> tuple[Deployment, list[str]]:
+    def engine_defaults(self, dep: Deployment, max_model_len: int) -> tuple[dict, str | None]:
         """Scheduler settings not given take this release's defaults for the GPU and entry point."""
+        defaults = scheduler_defaults(self.rules, dep.gpu, self.offline, max_model_len)
+        return {"block_size": self.default_block_size, "max_num_seqs": defaults.max_num_seqs,
+                "max_num_batched_tokens": defaults.max_num_batched_tokens}, defaults.rule
+
+    def resolve_deployment(self, spec: ModelSpec, dep: Deployment, max_model_len: int) -> tuple[Deployment, list[str]]:
         notes = [self.rules.note] if self.rules.note else []
         if self._chunked_without_hybrid(spec):
             notes.append(f"vLLM {self.version} turns the hybrid KV cache manager off for chunked-local attention "
                          "(VLLM_ALLOW_CHUNKED_LOCAL_ATTN_WITH_HYBRID_KV_CACHE=0): every layer keeps every token")
-        if dep.max_num_seqs is not None and dep.max_num_batched_tokens is not None:
-            return dep, notes
-        defaults = scheduler_defaults(self.rules, dep.gpu, self.offline, max_model_len)
-        seqs = dep.max_num_seqs if dep.max_num_seqs is not None else defaults.max_num_seqs
-        tokens = dep.max_num_batched_tokens if dep.max_num_batched_tokens is not None else defaults.max_num_batched_tokens
-        notes.append(defaults.rule)
-        return replace(dep, max_num_seqs=seqs, max_num_batched_tokens=tokens), notes
+        dep, rule_notes = super().resolve_deployment(spec, dep, max_model_len)
+        return dep, notes + rule_notes
 
     def engine_memory(self, gpu) -> tuple[int, str]:
         return gpu.engine_total()
