@@ -8,8 +8,14 @@
   `--mem-fraction-static`.
 - `cell_size` per token on one rank = `kv_heads_per_rank x (head_dim + v_head_dim) x layers x bytes`
   (MLA: `(kv_lora_rank + qk_rope_head_dim) x layers x bytes`, every rank holds all of it).
-- `max_total_num_tokens = rest // cell_size`, rounded down to the page size (`--page-size`, default
-  1; kvplan's --block-size, whose default 16 stands for SGLang's 1).
+- `max_total_num_tokens = rest // cell_size`, capped by `--max-total-tokens`, rounded down to the page
+  size (`--page-size`, default 1; kvplan's --block-size, whose default 16 stands for SGLang's 1).
+- Versions: the same arithmetic from v0.2 to 0.5.x and the 2026 builds (`profile_max_num_token` in
+  model_runner.py, then model_runner_kv_cache_mixin.py; `_profile_available_bytes` with
+  pool_configurator.py's `DefaultPoolConfigurator` from 2026). Not modelled: speculative drafts
+  sharing the pool (0.4 enlarges the target pool for draft tokens; 0.5+ scales cell_size by
+  1 + draft_layers / layers), DSA indexer caches, Mamba/GDN state pools, DP attention, and the
+  2026 reservations (multimodal caches, post-capture pool resizing).
 - Sliding-window hybrids: the full-attention pool keeps `total / (ratio x swa_layers + full_layers)`
   tokens and the SWA pool `ratio` times that (`--swa-full-tokens-ratio`, default 0.8), where `total`
   is the all-layers token count; `max_total_num_tokens` is the full pool.
@@ -124,8 +130,13 @@ def rest_bytes(free_before_bytes: int, free_after_bytes: int, mem_fraction_stati
     return int(free_after_bytes - free_before_bytes * (1 - mem_fraction_static))
 
 
-def max_total_num_tokens(rest: int, cell_bytes: int, page_size: int = SGLANG_PAGE_SIZE) -> int:
-    return max(rest, 0) // cell_bytes // page_size * page_size
+def max_total_num_tokens(rest: int, cell_bytes: int, page_size: int = SGLANG_PAGE_SIZE,
+                         max_total_tokens: int | None = None) -> int:
+    """The pool: rest // cell_size, capped by --max-total-tokens, rounded down to the page size."""
+    tokens = max(rest, 0) // cell_bytes
+    if max_total_tokens is not None:
+        tokens = min(tokens, max_total_tokens)
+    return tokens // page_size * page_size
 
 
 def kv_pool_sizes_gib(stage: ModelSpec, tokens: int, page_size: int, kv: KVFormat, tp: int) -> dict:
