@@ -65,8 +65,9 @@ def explain_sglang(log: StartupLog, model: LoadedModel, dep: Deployment, setting
         out.notes.append(_estimate_replay(_model_ref(spec), before, after, fraction, page, dep, cap))
     if _given(st, "speculative_algorithm"):
         out.notes.append(f"speculative decoding ({st['speculative_algorithm']}): the draft model's KV shares this "
-                         "budget in SGLang (0.4 enlarges the target pool for draft tokens, 0.5+ scales cell_size by "
-                         "1 + draft layers / layers); kvplan sizes the target pool alone")
+                         "budget in SGLang (0.4 raises the target pool by max_num_reqs x (steps x topk + draft tokens) + "
+                         "100, the 2026 builds scale cell_size by 1 + draft layers / layers); kvplan sizes the "
+                         "target pool alone")
     if "tokens" in sg:
         sizes = kv_pool_sizes_gib(stage, sg["tokens"], page, kv, dep.tp)
         for key, label in (("k_size_gib", "K size (GiB, printed GB)"), ("v_size_gib", "V size (GiB, printed GB)"),

@@ -13,8 +13,8 @@
 - Versions: the same arithmetic from v0.2 to 0.5.x and the 2026 builds (`profile_max_num_token` in
   model_runner.py, then model_runner_kv_cache_mixin.py; `_profile_available_bytes` with
   pool_configurator.py's `DefaultPoolConfigurator` from 2026). Not modelled: speculative drafts
-  sharing the pool (0.4 enlarges the target pool for draft tokens; 0.5+ scales cell_size by
-  1 + draft_layers / layers), DSA indexer caches, Mamba/GDN state pools, DP attention, and the
+  sharing the pool (0.4 raises the target pool by max_num_reqs x (steps x topk + draft tokens)
+  + 100; the 2026 builds scale cell_size by 1 + draft_layers / layers), DSA indexer caches, Mamba/GDN state pools, DP attention, and the
   2026 reservations (multimodal caches, post-capture pool resizing).
 - Sliding-window hybrids: the full-attention pool keeps `total / (ratio x swa_layers + full_layers)`
   tokens and the SWA pool `ratio` times that (`--swa-full-tokens-ratio`, default 0.8), where `total`
