@@ -76,6 +76,7 @@ def test_max_total_tokens_caps_the_pool():
 def test_a_log_without_mem_fraction_static_is_not_guessed():
     log, rows, ex = explain("gemma-3-4b-sglpr4826.log")
     assert "mem_fraction_static" in log.missing and "max_total_num_tokens" not in rows
+    assert ex.settings["mem_fraction_static"] is None
     assert any("kvplan does not guess it" in n for n in ex.notes)
 
 

@@ -40,16 +40,15 @@ def explain_sglang(log: StartupLog, model: LoadedModel, dep: Deployment, setting
     page = _int_setting(st, "page_size") or 1
     cap = _int_setting(st, "max_total_tokens")
     out = LogExplanation("sglang", policy.version, spec.name, settings, missing=list(log.missing))
-    out.settings.update(mem_fraction_static=dep.gpu_memory_utilization, cell_bytes=cell, page_size=page,
-                        max_total_tokens=cap)
+    fraction = None if "mem_fraction_static" in log.missing else dep.gpu_memory_utilization
+    out.settings.update(gpu_memory_utilization=fraction, mem_fraction_static=fraction, cell_bytes=cell,
+                        page_size=page, max_total_tokens=cap)
     _weights_row(out, log, model, dep, dtypes)
     if "mem_fraction_static" in log.missing:
         out.notes.append("the log prints no mem_fraction_static (server_args): pass --gpu-memory-utilization with "
                          "the value the server used; SGLang's default depends on its version, the GPU and tp, and "
                          "kvplan does not guess it")
     elif "before_gib" in sg and "after_gib" in sg and "tokens" in sg:
-        fraction = dep.gpu_memory_utilization
-
         def tokens_at(before_gib: float, after_gib: float) -> int:
             rest = rest_bytes(int(before_gib * GiB), int(after_gib * GiB), fraction)
             return max_total_num_tokens(rest, cell, page, cap)
