@@ -160,3 +160,34 @@ def test_rank_tags_of_every_layout_are_told_apart():
         "[2025-11-04 05:27:13 DP0 TP0 EP0] Load weight begin. avail mem=75.11 GB",  # the same rank again: a draft
     ])
     assert parse_startup_log(text).sglang["before_gib"] == 78.84
+
+
+def test_only_the_architectures_sglang_splits_get_a_sliding_window_pool():
+    """configs/model_config.py is_hybrid_swa_model: gpt-oss is split, Gemma-3 keeps all 34 layers in one pool (as the
+    Gemma-3-4B log of PR #4826 shows: its K size counts every layer)."""
+    from kvplan.model import load_model
+    from kvplan.plan.deployment import Deployment
+    from kvplan.plan.estimate import estimate
+
+    dep = Deployment(engine="sglang", kv_cache_memory_bytes=2**30, max_model_len=4096)
+    gemma = estimate(load_model("gemma-3-4b"), dep)
+    assert gemma.kv_cache_tokens == 2**30 // (34 * 4 * 256 * 2 * 2) and "swa_tokens" not in gemma.engine_report["figures"]
+    oss = estimate(load_model("gpt-oss-20b"), dep)
+    all_layers = 2**30 // (24 * 8 * 64 * 2 * 2)
+    assert oss.kv_cache_tokens == int(all_layers * 24 / (0.8 * 12 + 12))
+
+
+def test_a_hybrid_swa_log_replays_the_full_attention_share():
+    """A log shaped like SGLang's for gpt-oss-20b (figures made up for the test): the replay splits the pool with the
+    server_args swa_full_tokens_ratio, as set_num_tokens_hybrid_swa does."""
+    text = ("[t] server_args=ServerArgs(model_path='openai/gpt-oss-20b', mem_fraction_static=0.85, max_total_tokens=None, "
+            "page_size=1, swa_full_tokens_ratio=0.5, disable_hybrid_swa_memory=False, tp_size=1)\n"
+            "[t] Load weight begin. avail mem=78.50 GB\n"
+            "[t] Load weight end. type=GptOssForCausalLM, dtype=torch.bfloat16, avail mem=65.00 GB, mem usage=13.50 GB.\n"
+            "[t] KV Cache is allocated. #tokens: 1000000, K size: 1.00 GB, V size: 1.00 GB\n")
+    log = parse_startup_log(text)
+    loaded = load_model_from_flags("gpt-oss-20b")
+    dep, mml = deployment_for_log(log, loaded.spec, {}, None, None)
+    row = next(r for r in explain_log(log, loaded, dep, mml).rows if r.figure == "max_total_num_tokens")
+    all_layers = int((65.00 - 78.50 * 0.15) * 2**30) // (24 * 8 * 64 * 2 * 2)
+    assert row.predicted.startswith(f"{int(all_layers * 24 / (0.5 * 12 + 12)):,} (range")

@@ -12,7 +12,7 @@ from ..model import LoadedModel
 from ..plan.deployment import Deployment, pp_partition
 from ..plan.dtype_plan import dtype_plan
 from ..plan.policies import get_policy
-from ..plan.policies.sglang import kv_pool_sizes_gib, max_total_num_tokens, rest_bytes
+from ..plan.policies.sglang import kv_pool_sizes_gib, max_total_num_tokens, rest_bytes, split_swa_pool
 from ..plan.policies.vllm_overhead import load_extra_terms
 from ..plan.weights import weight_bytes
 from ..units import GiB
@@ -49,14 +49,19 @@ def explain_sglang(log: StartupLog, model: LoadedModel, dep: Deployment, setting
                          "the value the server used; SGLang's default depends on its version, the GPU and tp, and "
                          "kvplan does not guess it")
     elif "before_gib" in sg and "after_gib" in sg and "tokens" in sg:
+        swa_ratio = _swa_ratio(st, stage) if policy.hybrid_swa_pool() else None
+
         def tokens_at(before_gib: float, after_gib: float) -> int:
             rest = rest_bytes(int(before_gib * GiB), int(after_gib * GiB), fraction)
-            return max_total_num_tokens(rest, cell, page, cap)
+            tokens = max_total_num_tokens(rest, cell, page, cap)
+            return tokens if swa_ratio is None else split_swa_pool(stage, tokens, page, swa_ratio)[0]
 
         before, after, q = sg["before_gib"], sg["after_gib"], LOG_QUANTUM_GIB
         predicted = tokens_at(before, after)
         rest_gib = after - before * (1 - fraction)
         capped = f", capped at --max-total-tokens {cap:,}" if cap is not None else ""
+        if swa_ratio is not None:
+            capped += f"; the full-attention share of a hybrid SWA pool (swa_full_tokens_ratio {swa_ratio:g})"
         basis = (f"rest = {after:.2f} - {before:.2f} x (1 - {fraction!r}) = {rest_gib:.4f} GiB; // {cell:,} B per "
                  f"token{capped}")
         out.rows.append(_tokens_row(sg["tokens"], predicted, tokens_at(before + q, after - q),
@@ -125,6 +130,16 @@ def _estimate_replay(model: str, before: float, after: float, fraction: float, p
     return (f"the same pool from `kvplan estimate {model} {' '.join(flags)}`: the free memory before load stands for "
             f"the GPU (nothing is subtracted from it again) and --weights is the whole model, the per-GPU drop while "
             f"loading ({before - after:.2f} GiB) x tp x pp = {gpus}{tail}")
+
+
+def _swa_ratio(settings: dict, stage) -> float | None:
+    """SGLang's hybrid SWA pool splits the tokens where the build has one (its server_args carry
+    swa_full_tokens_ratio) and the model has sliding-window layers; earlier builds keep one pool."""
+    if not _given(settings, "swa_full_tokens_ratio") or str(settings.get("disable_hybrid_swa_memory")) == "True":
+        return None
+    if not any(g.sglang_swa_pool() for g in stage.kv_groups()):
+        return None
+    return float(settings["swa_full_tokens_ratio"])
 
 
 def _model_ref(spec) -> str:
