@@ -191,3 +191,16 @@ def test_a_hybrid_swa_log_replays_the_full_attention_share():
     row = next(r for r in explain_log(log, loaded, dep, mml).rows if r.figure == "max_total_num_tokens")
     all_layers = int((65.00 - 78.50 * 0.15) * 2**30) // (24 * 8 * 64 * 2 * 2)
     assert row.predicted.startswith(f"{int(all_layers * 24 / (0.5 * 12 + 12)):,} (range")
+
+
+def test_settings_the_replay_does_not_model_are_named():
+    text = ("[t] server_args=ServerArgs(model_path='m', mem_fraction_static=0.8, tp_size=8, dp_size=8, "
+            "enable_dp_attention=True, speculative_algorithm='EAGLE', page_size=1)\n"
+            "[t TP0] Load weight begin. avail mem=78.50 GB\n"
+            "[t TP0] Load weight end. type=DeepseekV3ForCausalLM, avail mem=20.00 GB, mem usage=58.50 GB.\n"
+            "[t TP0] KV Cache is allocated. #tokens: 100000, KV size: 6.54 GB\n")
+    log = parse_startup_log(text)
+    loaded = load_model_from_flags("deepseek-v3")
+    dep, mml = deployment_for_log(log, loaded.spec, {}, None, None)
+    notes = " ".join(explain_log(log, loaded, dep, mml).notes)
+    assert "DP attention (dp_size 8)" in notes and "speculative decoding (EAGLE)" in notes

@@ -67,6 +67,10 @@ def explain_sglang(log: StartupLog, model: LoadedModel, dep: Deployment, setting
         out.rows.append(_tokens_row(sg["tokens"], predicted, tokens_at(before + q, after - q),
                                     tokens_at(before - q, after + q), basis))
         out.notes.append(_estimate_replay(_model_ref(spec), before, after, fraction, page, dep, cap))
+    if str(st.get("enable_dp_attention")) == "True":
+        out.notes.append(f"DP attention (dp_size {st.get('dp_size')}): SGLang spreads KV heads over tp / dp attention "
+                         "ranks, not tp; kvplan sized the cell with --tp (give --tp tp/dp for an MHA model; MLA is "
+                         "the same on every rank)")
     if _given(st, "speculative_algorithm"):
         out.notes.append(f"speculative decoding ({st['speculative_algorithm']}): the draft model's KV shares this "
                          "budget in SGLang (0.4 raises the target pool by max_num_reqs x (steps x topk + draft tokens) + "
