@@ -59,11 +59,11 @@ def explain_sglang(log: StartupLog, model: LoadedModel, dep: Deployment, setting
         before, after, q = sg["before_gib"], sg["after_gib"], LOG_QUANTUM_GIB
         predicted = tokens_at(before, after)
         rest_gib = after - before * (1 - fraction)
-        capped = f", capped at --max-total-tokens {cap:,}" if cap is not None else ""
+        extra = f", capped at --max-total-tokens {cap:,}" if cap is not None else ""
         if swa_ratio is not None:
-            capped += f"; the full-attention share of a hybrid SWA pool (swa_full_tokens_ratio {swa_ratio:g})"
+            extra += f"; the full-attention share of a hybrid SWA pool (swa_full_tokens_ratio {swa_ratio:g})"
         basis = (f"rest = {after:.2f} - {before:.2f} x (1 - {fraction!r}) = {rest_gib:.4f} GiB; // {cell:,} B per "
-                 f"token{capped}")
+                 f"token{extra}")
         out.rows.append(_tokens_row(sg["tokens"], predicted, tokens_at(before + q, after - q),
                                     tokens_at(before - q, after + q), basis))
         out.notes.append(_estimate_replay(_model_ref(spec), before, after, fraction, page, dep, cap))
