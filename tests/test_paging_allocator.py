@@ -229,3 +229,46 @@ def test_a_full_group_before_a_sliding_one_can_use_the_blocks_the_sliding_one_re
     req.append_token(100)
     assert kv.allocate_slots(req, 1)  # the full group's new block comes from the sliding group's release
     kv.check_integrity()
+
+
+# ---- attention kinds own what the allocator asks ---------------------------------------------------
+
+KINDS = [FullAttention((0,), 1, 8, 8), SlidingWindow((0,), 1, 8, 8, window_tokens=5),
+         SlidingWindow((0,), 1, 8, 8, window_tokens=1), ChunkedLocal((0,), 1, 8, 8, window_tokens=6)]
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.describe())
+def test_release_position_is_the_first_query_past_the_tokens(kind):
+    """release_position(t) is the least p whose query (and every later one) reads nothing before t."""
+    for tokens in range(0, 40):
+        later = [p for p in range(0, 80) if all(kind.first_needed_position(q) >= tokens for q in range(p, 80))]
+        want = later[0] if later and later[0] < 60 else None
+        assert kind.release_position(tokens) == want, tokens
+    for p in range(60):
+        assert kind.first_needed_position(p) <= kind.first_needed_position(p + 1) <= p + 1
+
+
+def test_a_new_kind_is_paged_by_what_it_says():
+    """A kind the manager has never heard of (here: attends to the last two whole blocks of 4) is paged."""
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class LastTwoBlocks(FullAttention):
+        kind = "last-two-blocks"
+
+        def first_needed_position(self, position):
+            return max(0, position // 4 * 4 - 4)
+
+        def release_position(self, tokens):
+            return cdiv(tokens, 4) * 4 + 4 if tokens else 0
+
+    kv = KVCacheManager(layout(LastTwoBlocks((0,), 1, 8, 8)), 64, 4)
+    r = req("a", [1], max_tokens=100)
+    compute(kv, r, 1)
+    for n in range(2, 40):
+        r.output_token_ids.append(n)
+        compute(kv, r, 1)
+        table = kv.block_tables(r)[0]
+        first = max(0, (n - 1) // 4 - 1)  # the query at n - 1 reads blocks first..(n - 1) // 4
+        assert table[:first] == [NULL_BLOCK] * first and NULL_BLOCK not in table[first:], n
+        kv.check_integrity()

@@ -7,6 +7,9 @@ Each kind answers three questions, and everything else in kvplan is arithmetic o
     frees out-of-window blocks holds for the request at any point of its life up to that length,
     when prompts are computed in chunks of up to `chunk_tokens` (every query of a chunk reads its
     own window, so a chunk keeps up to W - 1 + chunk tokens of a sliding layer).
+The paged allocator asks two more (kvplan.paging): `first_needed_position(position)`, the oldest
+position a query reads, and `release_position(tokens)`, the first query position from which the
+oldest `tokens` positions are never read again; it frees blocks and matches cached prefixes by them.
 Adding an attention kind is adding one class here.
 """
 
@@ -63,6 +66,16 @@ class LayerGroup:
             return None
         return _replace_layers(self, kept)
 
+    # ---- paging: which positions a query reads (kvplan.paging frees and prefix-matches by these) ----
+
+    def first_needed_position(self, position: int) -> int:
+        """First position that a query at `position`, or at any later position, attends to."""
+        return 0
+
+    def release_position(self, tokens: int) -> int | None:
+        """First query position from which positions [0, tokens) are never attended again; None: never."""
+        return 0 if tokens <= 0 else None
+
 
 def _replace_layers(group: LayerGroup, layers: tuple[int, ...]) -> LayerGroup:
     from dataclasses import replace
@@ -109,6 +122,14 @@ class SlidingWindow(FullAttention):
     def describe(self) -> str:
         return f"{super().describe()}, window {self.window_tokens}"
 
+    # ---- paging ----
+
+    def first_needed_position(self, position: int) -> int:
+        return max(0, position - self.window_tokens + 1)
+
+    def release_position(self, tokens: int) -> int | None:
+        return tokens + self.window_tokens - 1 if tokens > 0 else 0
+
 
 @dataclass(frozen=True)
 class ChunkedLocal(FullAttention):
@@ -141,6 +162,14 @@ class ChunkedLocal(FullAttention):
 
     def describe(self) -> str:
         return f"{super().describe()}, chunk {self.window_tokens}"
+
+    # ---- paging ----
+
+    def first_needed_position(self, position: int) -> int:
+        return position // self.window_tokens * self.window_tokens
+
+    def release_position(self, tokens: int) -> int | None:
+        return cdiv(tokens, self.window_tokens) * self.window_tokens
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,10 @@ Filled slots are physical: a block shared by several requests counts once.
 from ..model.grouping import PageLayout
 from .block_pool import BlockPool
 from .hashing import block_hashes
-from .lazy_decode import CHUNKED, FULL, SLIDING, LazyDecodeSupport
+from .lazy_decode import LazyDecodeSupport
 from .request import Request
 
 NULL_BLOCK = -1
-_KINDS = {"full": FULL, "mla": FULL, "sliding": SLIDING, "chunked": CHUNKED}
 
 
 class _Blocks:
@@ -43,14 +42,13 @@ class KVCacheManager(LazyDecodeSupport):
         self.layout = layout
         self.block_size = block_size
         self.pool = BlockPool(num_blocks)
-        self._kinds = []
-        for group in layout.groups:
-            kind = group.attention.kind
-            if kind not in _KINDS:
-                raise ValueError(f"page group {group.group_id}: attention kind {kind!r} cannot be paged")
-            self._kinds.append((_KINDS[kind], getattr(group.attention, "window_tokens", 0)))
-        self.num_groups = len(self._kinds)
-        self.all_full = all(k == FULL for k, _ in self._kinds)
+        # What differs per attention kind, asked of the kind once: which positions a query reads.
+        kinds = [group.attention for group in layout.groups]
+        self._first_needed = [kind.first_needed_position for kind in kinds]
+        self._release_position = [kind.release_position for kind in kinds]
+        self._windowed = [g for g, kind in enumerate(kinds) if kind.release_position(1) is not None]
+        self.num_groups = len(kinds)
+        self.all_full = not self._windowed
         # Sharing a prefix is only sound when every group keeps every token.
         self.enable_prefix_caching = enable_prefix_caching and self.all_full
         self._reqs: dict[str, _Blocks] = {}
@@ -98,15 +96,6 @@ class KVCacheManager(LazyDecodeSupport):
 
     # ---- allocation ---------------------------------------------------------------------------
 
-    def _first_needed(self, group: int, position: int) -> int:
-        """First position a query at `position` (or any later one) attends to in this group."""
-        kind, window = self._kinds[group]
-        if kind == SLIDING:
-            return max(0, position - window + 1)
-        if kind == CHUNKED:
-            return position // window * window
-        return 0
-
     def allocate_slots(self, req: Request, num_new_tokens: int) -> bool:
         """Cover num_computed + num_new_tokens tokens in every group, or change nothing and say False."""
         bs, pool = self.block_size, self.pool
@@ -127,7 +116,7 @@ class KVCacheManager(LazyDecodeSupport):
         plan = []
         for g, table in enumerate(tables):
             held = len(hits[g]) if hits is not None else len(table)
-            release_to = min(self._first_needed(g, start) // bs, held)
+            release_to = min(self._first_needed[g](start) // bs, held)
             for i in range(first_held[g], release_to):
                 if table[i] != NULL_BLOCK and pool.ref_cnt[table[i]] == 1:
                     available += 1

@@ -8,8 +8,6 @@ without waking the request (append_block). Mixed into KVCacheManager.
 
 from .request import Request
 
-FULL, SLIDING, CHUNKED = 0, 1, 2  # attention kinds as the manager encodes them
-
 
 class LazyDecodeSupport:
     def slots_per_decode(self, req: Request) -> int:
@@ -25,12 +23,8 @@ class LazyDecodeSupport:
         steps = len(st.tables[0]) * bs - n  # the next block boundary
         if n % bs and any(self.pool.ref_cnt[t[n // bs]] > 1 for t in st.tables):
             return 0
-        for g, (kind, window) in enumerate(self._kinds):
-            next_release = (st.first_held[g] + 1) * bs
-            if kind == SLIDING:
-                steps = min(steps, next_release + window - 1 - n)
-            elif kind == CHUNKED:
-                steps = min(steps, (n // window + 1) * window - n if n // window * window < next_release else 0)
+        for g in self._windowed:  # the first position whose query no longer reads the oldest held block
+            steps = min(steps, self._release_position[g]((st.first_held[g] + 1) * bs) - n)
         return max(0, steps)
 
     def blocks_needed(self, req: Request, num_new_tokens: int) -> int:
