@@ -272,3 +272,43 @@ def test_a_new_kind_is_paged_by_what_it_says():
         first = max(0, (n - 1) // 4 - 1)  # the query at n - 1 reads blocks first..(n - 1) // 4
         assert table[:first] == [NULL_BLOCK] * first and NULL_BLOCK not in table[first:], n
         kv.check_integrity()
+
+
+# ---- LazyDecode: the allocator's side of skipping decode steps ----------------------------------------
+
+def _first_real_change(kv, r) -> int:
+    """Brute force on copies: decode steps from the next one until allocate_slots does more than write."""
+    import copy
+
+    kv, r = copy.deepcopy((kv, r))
+    for steps in range(10_000):
+        tables = [list(t) for t in kv.block_tables(r)]
+        refs = list(kv.pool.ref_cnt)
+        r.output_token_ids.append(7)
+        assert kv.allocate_slots(r, 1)
+        if kv.block_tables(r) != tables or kv.pool.ref_cnt != refs or kv.take_copies():
+            return steps
+        r.num_computed_tokens += 1
+        kv.cache_blocks(r)
+    raise AssertionError("no change in 10,000 steps")
+
+
+@pytest.mark.parametrize("group", [FullAttention((0,), 1, 8, 8), SlidingWindow((0,), 1, 8, 8, window_tokens=7),
+                                   ChunkedLocal((0,), 1, 8, 8, window_tokens=12)], ids=lambda g: g.kind)
+def test_lazy_decode_steps_until_change_are_exact(group):
+    from kvplan.paging import LazyDecode
+
+    kv = KVCacheManager(layout(group, FullAttention((1,), 1, 8, 8)), 200, 4)
+    lazy = LazyDecode(kv)
+    assert lazy.in_place == (group.kind == "full")
+    r = req("a", range(9), max_tokens=1000)
+    compute(kv, r, 9)
+    for n in range(40):
+        steps, truth = lazy.steps_until_change(r), _first_real_change(kv, r)
+        assert steps == truth, (n, steps, truth)
+        assert lazy.slots_per_decode(r) == 2
+        r.output_token_ids.append(n)
+        compute(kv, r, 1)
+    child = req("b", r.token_ids(0, r.num_computed_tokens) + [5], max_tokens=1000)
+    kv.fork(r, child)
+    assert lazy.steps_until_change(r) == lazy.steps_until_change(child) == 0  # the shared partial block: a copy

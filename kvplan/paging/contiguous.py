@@ -18,6 +18,7 @@ from .request import Request
 
 class ContiguousKVManager:
     enable_prefix_caching = False
+    keeps_every_token = False  # no blocks: lazy decodes never cross a boundary in place
 
     def __init__(self, layout: PageLayout, num_blocks: int, block_size: int, max_model_len: int):
         self.layout = layout
@@ -94,7 +95,7 @@ class ContiguousKVManager:
         n = req.num_computed_tokens
         return sum(1 for cap in self._caps if n < cap)
 
-    def steps_until_change(self, req: Request) -> int:
+    def decode_steps(self, req: Request) -> int:
         n = req.num_computed_tokens
         return min((cap - n for cap in self._caps if n < cap), default=1 << 62)
 

@@ -19,7 +19,6 @@ Filled slots are physical: a block shared by several requests counts once.
 from ..model.grouping import PageLayout
 from .block_pool import BlockPool
 from .hashing import block_hashes
-from .lazy_decode import LazyDecodeSupport
 from .request import Request
 
 NULL_BLOCK = -1
@@ -35,7 +34,7 @@ class _Blocks:
         self.num_hashed = num_hashed  # leading full blocks already registered in the prefix cache
 
 
-class KVCacheManager(LazyDecodeSupport):
+class KVCacheManager:
     def __init__(self, layout: PageLayout, num_blocks: int, block_size: int, enable_prefix_caching: bool = True):
         if block_size < 1:
             raise ValueError(f"block_size must be positive, got {block_size}")
@@ -48,9 +47,10 @@ class KVCacheManager(LazyDecodeSupport):
         self._release_position = [kind.release_position for kind in kinds]
         self._windowed = [g for g, kind in enumerate(kinds) if kind.release_position(1) is not None]
         self.num_groups = len(kinds)
-        self.all_full = not self._windowed
+        self.keeps_every_token = not self._windowed
+        self.growth_blocks = self.num_groups  # pool blocks taken when a request's tables grow by one block
         # Sharing a prefix is only sound when every group keeps every token.
-        self.enable_prefix_caching = enable_prefix_caching and self.all_full
+        self.enable_prefix_caching = enable_prefix_caching and self.keeps_every_token
         self._reqs: dict[str, _Blocks] = {}
         self._filled = [0] * num_blocks
         self.num_filled_slots = 0
@@ -212,7 +212,53 @@ class KVCacheManager(LazyDecodeSupport):
         copies, self._copies = self._copies, []
         return copies
 
+    # ---- advancing decodes without stepping them (kvplan.paging.lazy_decode) --------------------
+
+    def slots_per_decode(self, req: Request) -> int:
+        """Filled slots one decoded token adds: one per group."""
+        return self.num_groups
+
+    def decode_steps(self, req: Request) -> int:
+        """Single-token steps, from the next one, that only write a slot: no new block, copy or release.
+
+        May err early, never late: the event-driven simulator touches the request at that step.
+        """
+        st = self._reqs[req.request_id]
+        bs, n = self.block_size, req.num_computed_tokens
+        steps = len(st.tables[0]) * bs - n  # the next block boundary
+        if n % bs and any(self.pool.ref_cnt[t[n // bs]] > 1 for t in st.tables):
+            return 0
+        for g in self._windowed:  # the first position whose query no longer reads the oldest held block
+            steps = min(steps, self._release_position[g]((st.first_held[g] + 1) * bs) - n)
+        return max(0, steps)
+
+    def blocks_needed(self, req: Request, num_new_tokens: int) -> int:
+        """Blocks allocate_slots would pop from the free list for a running request (no releases counted)."""
+        st = self._reqs[req.request_id]
+        bs, start = self.block_size, req.num_computed_tokens
+        needed = max(0, -(-(start + num_new_tokens) // bs) - len(st.tables[0])) * self.num_groups
+        if start % bs:
+            needed += sum(self.pool.ref_cnt[t[start // bs]] > 1 for t in st.tables)
+        return needed
+
+    def append_block(self, req: Request) -> None:
+        """Give every table of a lazily advanced request its next block, ahead of its writes."""
+        for table in self._reqs[req.request_id].tables:
+            table.extend(self._new_blocks(1))
+
+    def catch_up(self, req: Request, num_tokens: int) -> None:
+        """Account num_tokens decode writes past num_computed_tokens into blocks already held."""
+        start = req.num_computed_tokens
+        for table in self._reqs[req.request_id].tables:
+            if len(table) * self.block_size < start + num_tokens:
+                raise RuntimeError(f"{req.request_id}: lazy tokens past the allocated blocks")
+            self._write(table, start, start + num_tokens)
+
     # ---- queries ------------------------------------------------------------------------------
+
+    @property
+    def num_free_blocks(self) -> int:
+        return self.pool.num_free_blocks
 
     def block_tables(self, req: Request) -> list[list[int]]:
         """One table per page group (live lists: read, do not modify)."""
