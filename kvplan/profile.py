@@ -202,7 +202,7 @@ def _term(terms: list[Term], prefix: str) -> int | None:
 
 
 def _fill_predicted(result: ProfileResult, est, spec, dep: Deployment, terms: list[Term], items: list) -> None:
-    from .runtime.contiguous import reservation_blocks
+    from .paging.contiguous import reservation_blocks
     from .paging.scheduler import SchedulerConfig
     from .simulation.simulator import Simulator
     from .model.grouping import page_layout
@@ -243,7 +243,8 @@ def _fill_predicted(result: ProfileResult, est, spec, dep: Deployment, terms: li
         "kv_budget_bytes": est.kv_budget_bytes,
     }
     result.predicted["contiguous_max_concurrent_users"] = min(
-        est.num_blocks // reservation_blocks(layout, est.max_model_len, est.block_size), sequences, dep.max_num_seqs)
+        est.num_blocks // reservation_blocks(layout, est.max_model_len, est.block_size, dep.max_num_batched_tokens),
+        sequences, dep.max_num_seqs)
 
 
 def _profile_phases(result, state, loaded, dep, dev, memory, dtype, random, seed, terms, items, compare, progress):
@@ -372,11 +373,12 @@ def _bind(progress, phase: str):
 
 
 def _blocks_for(spec, dep, result) -> int:
-    from .runtime.contiguous import reservation_blocks
+    from .paging.contiguous import reservation_blocks
     from .model.grouping import page_layout
 
     layout = page_layout(spec, _kv_format(dep, spec))
-    return reservation_blocks(layout, result.estimate["max_model_len"], result.estimate["block_size"])
+    return reservation_blocks(layout, result.estimate["max_model_len"], result.estimate["block_size"],
+                              dep.max_num_batched_tokens)
 
 
 def _kv_format(dep: Deployment, spec):

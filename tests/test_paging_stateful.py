@@ -8,6 +8,8 @@ A shadow model written here (not the manager's own bookkeeping) checks after eve
   - filled slots equal the distinct slots holding computed tokens;
   - a group never holds more blocks than its attention span needs;
   - nothing leaks once every request is freed.
+The same machine drives the contiguous baseline (ReservingKVCacheManager): there, every live
+sequence holds exactly its reservation, tables included, and forks copy instead of sharing.
 """
 
 from hypothesis import HealthCheck, settings
@@ -15,11 +17,13 @@ from hypothesis import strategies as st
 from hypothesis.stateful import (Bundle, RuleBasedStateMachine, consumes, initialize, invariant, multiple, precondition,
                                  rule)
 
-from kvplan.paging import NULL_BLOCK, KVCacheManager, Request
+from kvplan.paging import NULL_BLOCK, KVCacheManager, Request, ReservingKVCacheManager
 from kvplan.model import ChunkedLocal, FullAttention, ModelSpec, SlidingWindow, cdiv
 from kvplan.model.grouping import page_layout
 
 BASES = [[1000 + i for i in range(64)], [2000 + i for i in range(64)]]
+MAX_MODEL_LEN = 72  # the reserving manager's bound on a request's tokens
+MAX_CHUNK = 80  # the largest chunk a rule computes at once
 
 
 def make_layout(kind: str, window: int):
@@ -39,10 +43,17 @@ class AllocatorMachine(RuleBasedStateMachine):
     running = Bundle("running")
 
     @initialize(kind=st.sampled_from(["full", "two-full", "sliding", "chunked"]), block_size=st.sampled_from([1, 2, 4, 8]),
-                num_blocks=st.integers(6, 48), window=st.integers(3, 24), caching=st.booleans())
-    def setup(self, kind, block_size, num_blocks, window, caching):
+                num_blocks=st.integers(6, 48), window=st.integers(3, 24), caching=st.booleans(),
+                reserving=st.sampled_from([False, False, True]))
+    def setup(self, kind, block_size, num_blocks, window, caching, reserving):
         self.layout = make_layout(kind, window)
-        self.kv = KVCacheManager(self.layout, num_blocks, block_size, caching)
+        self.reserving = reserving
+        if reserving:  # room for one to three sequences' reservations
+            kv = ReservingKVCacheManager(self.layout, 1, block_size, MAX_MODEL_LEN, MAX_CHUNK)
+            num_blocks = kv.reservation_blocks * (1 + num_blocks % 3)
+            self.kv = ReservingKVCacheManager(self.layout, num_blocks, block_size, MAX_MODEL_LEN, MAX_CHUNK)
+        else:
+            self.kv = KVCacheManager(self.layout, num_blocks, block_size, caching)
         self.bs = block_size
         self.live: dict[str, Request] = {}
         self.last_chunk: dict[str, int] = {}
@@ -105,6 +116,8 @@ class AllocatorMachine(RuleBasedStateMachine):
             return multiple()
         rid = self._new_id()
         prompt = BASES[base][:shared] + [5000 + self.counter * 100 + i for i in range(own)]
+        if self.reserving:
+            prompt = prompt[:MAX_MODEL_LEN - 1]
         req = Request(rid, prompt, max_tokens=10_000)
         hit = self.kv.get_computed_tokens(req)
         assert hit % self.bs == 0 and hit <= req.num_tokens - 1
@@ -122,6 +135,8 @@ class AllocatorMachine(RuleBasedStateMachine):
         if req.request_id not in self.live:
             return
         if req.num_computed_tokens == req.num_tokens:
+            if self.reserving and req.num_tokens == MAX_MODEL_LEN:
+                return
             req.output_token_ids.append(token)
         num_new = min(chunk, req.num_tokens - req.num_computed_tokens)
         if self._allocate(req, num_new):
@@ -132,8 +147,17 @@ class AllocatorMachine(RuleBasedStateMachine):
         if parent.request_id not in self.live or parent.num_computed_tokens == 0:
             return multiple()
         n = parent.num_computed_tokens
+        if self.reserving and (n == MAX_MODEL_LEN or self.kv.pool.num_free_blocks < self.kv.reservation_blocks):
+            return multiple()
         child = Request(self._new_id(), parent.token_ids(0, n) + [token], max_tokens=10_000)
         self.kv.fork(parent, child)
+        self._apply_copies()
+        for table in self.kv.block_tables(child):  # shared, or copied: the child's blocks hold its tokens
+            for i, block in enumerate(table):
+                if block != NULL_BLOCK:
+                    stop = min(n, (i + 1) * self.bs)
+                    assert [self.content[block][p % self.bs] for p in range(i * self.bs, stop)] == \
+                        child.token_ids(i * self.bs, stop)
         assert child.num_computed_tokens == n
         self.live[child.request_id] = child
         self.last_chunk[child.request_id] = self.last_chunk[parent.request_id]
@@ -148,8 +172,8 @@ class AllocatorMachine(RuleBasedStateMachine):
     @rule(size=st.integers(1, 64))
     def evict(self, size):
         """A throwaway request that pops free blocks from the front (evicting cached ones), then leaves."""
-        req = Request(self._new_id(), [9_000_000 + i for i in range(size)], max_tokens=1)
-        num_new = min(size, self.kv.pool.num_free_blocks * self.bs // self.kv.num_groups)
+        req = Request(self._new_id(), [9_000_000 + i for i in range(min(size, MAX_MODEL_LEN - 1))], max_tokens=1)
+        num_new = min(req.num_tokens, self.kv.pool.num_free_blocks * self.bs // self.kv.num_groups)
         if num_new and self._allocate(req, num_new):
             self.live[req.request_id] = req
             self._compute(req, num_new)
@@ -184,9 +208,13 @@ class AllocatorMachine(RuleBasedStateMachine):
                         continue
                     refs[block] += 1
                     filled[block] = max(filled.get(block, 0), min(bs, max(0, n - i * bs)))
-        assert refs == pool.ref_cnt
+        if self.reserving:  # the tables' blocks, and the spares of every live reservation
+            assert all(ref <= 1 for ref in pool.ref_cnt) and all(r <= ref for r, ref in zip(refs, pool.ref_cnt))
+            assert pool.num_used_blocks == len(self.live) * kv.reservation_blocks
+        else:
+            assert refs == pool.ref_cnt
         free = set(pool.free_block_ids())
-        used = {b for b, r in enumerate(refs) if r}
+        used = {b for b, r in enumerate(pool.ref_cnt) if r}
         assert not free & used and len(free | used) == pool.num_blocks
         assert kv.num_filled_slots == sum(filled.values())
         for block in used:

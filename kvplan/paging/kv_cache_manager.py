@@ -98,73 +98,94 @@ class KVCacheManager:
 
     def allocate_slots(self, req: Request, num_new_tokens: int) -> bool:
         """Cover num_computed + num_new_tokens tokens in every group, or change nothing and say False."""
-        bs, pool = self.block_size, self.pool
         st = self._reqs.get(req.request_id)
-        hits = None
         if st is None:
-            hits = self._hit_blocks(req)
-            start = len(hits[0]) * bs
-            tables = [[] for _ in range(self.num_groups)]
-            first_held = [0] * self.num_groups
-        else:
-            start = req.num_computed_tokens
-            tables, first_held = st.tables, st.first_held
-        end = start + num_new_tokens
-        last = -(-end // bs)
-        available = pool.num_free_blocks
-        needed = 0
+            return self._admit(req, num_new_tokens)
+        return self._extend(st, req.num_computed_tokens, num_new_tokens)
+
+    def _admit(self, req: Request, num_new_tokens: int) -> bool:
+        """A new request: take its prefix hit, then blocks for the rest of the chunk."""
+        bs, pool = self.block_size, self.pool
+        hits = self._hit_blocks(req)
+        start = len(hits[0]) * bs
+        last = -(-(start + num_new_tokens) // bs)
+        needed = sum(last - len(group_hits) for group_hits in hits)
+        revived = sum(1 for group_hits in hits for b in group_hits if pool.ref_cnt[b] == 0)  # leave the free list
+        if needed + revived > pool.num_free_blocks:
+            return False
+        for group_hits in hits:
+            for block in group_hits:
+                if pool.touch(block):
+                    self.num_filled_slots += self._filled[block]
+        st = self._reqs[req.request_id] = _Blocks(req, [list(h) for h in hits], [0] * self.num_groups, len(hits[0]))
+        req.num_computed_tokens = req.num_cached_tokens = start
+        self._grow_and_write(st, start, start + num_new_tokens)
+        return True
+
+    def _extend(self, st: "_Blocks", start: int, num_new_tokens: int) -> bool:
+        """A running request: release what left every window, copy a shared block it writes, grow."""
+        bs, ref_cnt = self.block_size, self.pool.ref_cnt
+        tables, first_held = st.tables, st.first_held
+        last = -(-(start + num_new_tokens) // bs)
+        needed = released = 0
         plan = []
         for g, table in enumerate(tables):
-            held = len(hits[g]) if hits is not None else len(table)
-            release_to = min(self._first_needed[g](start) // bs, held)
+            release_to = min(self._first_needed[g](start) // bs, len(table))
             for i in range(first_held[g], release_to):
-                if table[i] != NULL_BLOCK and pool.ref_cnt[table[i]] == 1:
-                    available += 1
-            cow = start % bs != 0 and start // bs < held and pool.ref_cnt[table[start // bs]] > 1
-            needed += max(0, last - held) + cow
+                if table[i] != NULL_BLOCK and ref_cnt[table[i]] == 1:
+                    released += 1
+            cow = start % bs != 0 and start // bs < len(table) and ref_cnt[table[start // bs]] > 1
+            needed += max(0, last - len(table)) + cow
             plan.append((release_to, cow))
-        if hits is not None:
-            available -= sum(1 for group_hits in hits for b in group_hits if pool.ref_cnt[b] == 0)
-        if needed > available:
+        if not self._room(needed - released):
             return False
-
-        if st is None:
-            for g, group_hits in enumerate(hits):
-                for block in group_hits:
-                    if pool.touch(block):
-                        self.num_filled_slots += self._filled[block]
-                tables[g].extend(group_hits)
-            st = self._reqs[req.request_id] = _Blocks(req, tables, first_held, len(hits[0]))
-            req.num_computed_tokens = req.num_cached_tokens = start
         # Every group's releases first: the plan counted them as available to every group.
         for g, table in enumerate(tables):
             release_to = plan[g][0]
             for i in range(first_held[g], release_to):
                 if table[i] != NULL_BLOCK:
-                    self._free_one(table[i])
+                    self._release(st, g, table[i])
                     table[i] = NULL_BLOCK
             first_held[g] = max(first_held[g], release_to)
         for g, table in enumerate(tables):
-            cow = plan[g][1]
-            if cow:
+            if plan[g][1]:  # copy-on-write of the shared partial block about to be written
                 i = start // bs
                 src = table[i]
-                dst = self._new_blocks(1)[0]
+                dst = self._take(st, g, 1)[0]
                 self._filled[dst] = self._filled[src]
                 self.num_filled_slots += self._filled[src]
-                pool.free_block(src)
+                self.pool.free_block(src)
                 table[i] = dst
                 self._copies.append((src, dst))
-            if last > len(table):
-                table.extend(self._new_blocks(last - len(table)))
-            self._write(table, start, end)
+        self._grow_and_write(st, start, start + num_new_tokens)
         return True
 
-    def _new_blocks(self, n: int) -> list[int]:
+    def _grow_and_write(self, st: "_Blocks", start: int, end: int) -> None:
+        last = -(-end // self.block_size)
+        for g, table in enumerate(st.tables):
+            if last > len(table):
+                table.extend(self._take(st, g, last - len(table)))
+            self._write(table, start, end)
+
+    # Where blocks come from and go: the free list here; a reservation in the contiguous baseline.
+
+    def _room(self, num_blocks: int) -> bool:
+        """Whether a running request may take num_blocks more blocks (after its own releases)."""
+        return num_blocks <= self.pool.num_free_blocks
+
+    def _take(self, st: "_Blocks", group: int, n: int) -> list[int]:
         blocks = self.pool.get_new_blocks(n)
         for block in blocks:
             self._filled[block] = 0
         return blocks
+
+    def _release(self, st: "_Blocks", group: int, block: int) -> None:
+        """A block that left the group's attention span."""
+        self._free_one(block)
+
+    def _reserved_blocks(self):
+        """Blocks held by requests outside their tables (none here)."""
+        return ()
 
     def _write(self, table: list[int], start: int, end: int) -> None:
         bs, filled, block_key = self.block_size, self._filled, self.pool.block_key
@@ -243,8 +264,9 @@ class KVCacheManager:
 
     def append_block(self, req: Request) -> None:
         """Give every table of a lazily advanced request its next block, ahead of its writes."""
-        for table in self._reqs[req.request_id].tables:
-            table.extend(self._new_blocks(1))
+        st = self._reqs[req.request_id]
+        for g, table in enumerate(st.tables):
+            table.extend(self._take(st, g, 1))
 
     def catch_up(self, req: Request, num_tokens: int) -> None:
         """Account num_tokens decode writes past num_computed_tokens into blocks already held."""
@@ -282,6 +304,8 @@ class KVCacheManager:
         self.pool.check_integrity()
         bs, pool = self.block_size, self.pool
         refs = [0] * pool.num_blocks
+        for block in self._reserved_blocks():
+            refs[block] += 1
         for rid, st in self._reqs.items():
             for g, table in enumerate(st.tables):
                 for i, block in enumerate(table):
