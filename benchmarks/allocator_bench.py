@@ -180,10 +180,10 @@ def run_nano(args) -> dict:
         ops += 2 * len(seq.block_table) + sum(bm.blocks[b].hash != -1 for b in seq.block_table)
         bm.deallocate(seq)
 
-    def decode_round(live):
+    def decode_round(live, token):
         can_append, may_append = bm.can_append, bm.may_append
         for seq in live:
-            seq.append_token(seq.num_tokens % 32_000)
+            seq.append_token(token)
             assert can_append(seq)
             may_append(seq)
 
@@ -216,13 +216,14 @@ def run_kvplan(args) -> dict:
         ops += 2 * held + req.num_computed_tokens // args.block_size
         kv.free(req)
 
-    def decode_round(live):
-        allocate_slots, cache_blocks = kv.allocate_slots, kv.cache_blocks
+    def decode_round(live, token):
+        allocate_slots, cache_blocks, bs = kv.allocate_slots, kv.cache_blocks, args.block_size
         for req in live:
-            req.output_token_ids.append(req.num_tokens % 32_000)
+            req.output_token_ids.append(token)
             assert allocate_slots(req, 1)
             req.num_computed_tokens += 1
-            cache_blocks(req)
+            if req.num_computed_tokens % bs == 0:  # as Scheduler.update: only a filled block has work
+                cache_blocks(req)
 
     wall, cpu = drive(args, admit, decode_round, finish)
     kv.check_integrity()
@@ -241,8 +242,8 @@ def drive(args, admit, decode_round, finish) -> tuple[float, float]:
             left.append(args.decode)
             admitted += 1
         steps = min(left)  # every live request decodes this many tokens before the next one finishes
-        for _ in range(steps):
-            decode_round(live)
+        for step in range(steps):
+            decode_round(live, step)
         left = [n - steps for n in left]
         for handle in [h for h, n in zip(live, left) if n == 0]:
             finish(handle)
@@ -310,7 +311,16 @@ def main(argv=None) -> int:
         lines.append(f"| {name} | {run['ops']:,} | {run['calls']:,} | {run['cpu']:.3f} | "
                      f"{', '.join(f'{c:.3f}' for c in run['cpus'])} | {run['ops_per_s']:,.0f} | "
                      f"{run['calls_per_s']:,.0f} |")
-    lines += ["", f"**kvplan / nano-vllm: {ratio:.2f}x** block operations per CPU second.", ""]
+    lines += [
+        "", f"**kvplan / nano-vllm: {ratio:.2f}x** block operations per CPU second.", "",
+        "Before issue 17's changes (commit 3bb30f2: a blake2b chain per block, `cache_blocks` after every decode "
+        "token, the manager's state found through a dict) the same harness measured 0.39x (137,793 vs 351,285 "
+        "block operations / s, one run on this machine). Where the time goes now: the per-token path is one "
+        "`allocate_slots` call that moves two counters; a block costs a tuple and its hash to register and a pop "
+        "from the free list, and a request's admission, registration and free are per-block Python loops on both "
+        "sides, which bound the ratio.",
+        "",
+    ]
     text = "\n".join(lines)
     print(text)
     if args.write:

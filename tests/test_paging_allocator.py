@@ -1,7 +1,5 @@
 """BlockPool and KVCacheManager: LRU order, lazy eviction, prefix hits, copy-on-write, windows."""
 
-from hashlib import blake2b
-
 import pytest
 
 from kvplan.paging import NULL_BLOCK, BlockPool, KVCacheManager, Request
@@ -32,15 +30,14 @@ def compute(kv, r, n):
 def test_pool_lru_revive_and_lazy_eviction():
     pool = BlockPool(4)
     a, b, c = pool.get_new_blocks(3)
-    pool.cache_block(a, "ka")
-    pool.cache_block(b, "kb")
+    pool.cache_blocks([a, b], ["ka", "kb"], ["ca", "cb"])
     for blk in (a, b, c):
         pool.free_block(blk)
     assert pool.free_block_ids() == [3, a, b, c]  # freed blocks join the back, in free order
-    assert pool.lookup("ka") == a  # still cached while free (lazy eviction)
+    assert pool.lookup("ka", "ca") == a  # still cached while free (lazy eviction)
     assert pool.touch(b) is True and pool.free_block_ids() == [3, a, c]  # revived from the middle
     got = pool.get_new_blocks(2)
-    assert got == [3, a] and pool.lookup("ka") is None and pool.num_evictions == 1
+    assert got == [3, a] and pool.lookup("ka", "ca") is None and pool.num_evictions == 1
     pool.check_integrity()
     with pytest.raises(ValueError):
         pool.get_new_blocks(2)
@@ -58,17 +55,26 @@ def test_pool_integrity_detects_corruption():
 
 # ---- prefix caching -----------------------------------------------------------------------------
 
-def test_chained_hash_is_stable_blake2b():
+def test_block_contents_are_tokens_chained_by_a_hash_stable_across_processes():
+    import os
+    import subprocess
+    import sys
+
     kv = KVCacheManager(FULL, 16, 4)
     r = req("a", range(10))
     compute(kv, r, 10)
-    parent = bytes(16)
-    expected = []
-    for i in range(2):
-        data = b"".join(t.to_bytes(8, "little", signed=True) for t in range(i * 4, i * 4 + 4))
-        parent = blake2b(parent + data, digest_size=16).digest()
-        expected.append(parent)
-    assert r.block_hashes[:2] == expected  # same value in every process (no salted hash())
+    first = (0, 0, 1, 2, 3)
+    second = (hash(first), 4, 5, 6, 7)
+    assert r.block_hashes == [hash(first), hash(second)]
+    table = kv.block_tables(r)[0]
+    assert kv.pool.lookup(hash(first), first) == table[0] and kv.pool.lookup(hash(second), second) == table[1]
+    assert kv.pool.lookup(hash(second), (hash(first), 4, 5, 6, 8)) is None  # same digest, other tokens: a miss
+    code = ("from kvplan.paging import Request; from kvplan.paging.hashing import block_contents; "
+            "r = Request('a', list(range(10)), 1); block_contents(r, 4, 0, 2); print(r.block_hashes)")
+    for seed in ("0", "12345"):  # str/bytes hashes change with the seed; ints and their tuples must not
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             env={**os.environ, "PYTHONHASHSEED": seed})
+        assert out.stdout.strip() == str(r.block_hashes)
 
 
 def test_prefix_hit_whole_blocks_and_l_minus_1_cap():

@@ -85,12 +85,15 @@ def test_samples_reserve_at_admission_and_forks_copy():
     assert kv.allocate_slots(parent, 6)
     assert kv.pool.num_used_blocks == 3 * kv.reservation_blocks
     parent.num_computed_tokens = 6
-    child = Request("c", list(range(6)) + [9], 10)
+    parent.output_token_ids.append(8)
+    assert kv.allocate_slots(parent, 1)  # a one-token write into the tail, then the fork copies it
+    parent.num_computed_tokens = 7
+    child = Request("c", list(range(6)) + [8, 9], 10)
     kv.fork(parent, child)
     copies = kv.take_copies()
     assert [s for s, _ in copies] == [b for t in kv.block_tables(parent) for b in t if b != NULL_BLOCK]
     assert not set(d for _, d in copies) & set(s for s, _ in copies)  # nothing shared
-    assert kv.pool.num_used_blocks == 3 * kv.reservation_blocks and kv.num_filled_slots == 2 * 2 * 6
+    assert kv.pool.num_used_blocks == 3 * kv.reservation_blocks and kv.num_filled_slots == 2 * 2 * 7
     kv.check_integrity()
     for r in (parent, child):
         kv.free(r)

@@ -46,8 +46,8 @@ def reservation_blocks(layout: PageLayout, max_model_len: int, block_size: int, 
 class _Reservation(_Blocks):
     __slots__ = ("spares", "promised")
 
-    def __init__(self, req, tables, first_held, num_hashed, spares, promised):
-        super().__init__(req, tables, first_held, num_hashed)
+    def __init__(self, manager, req, tables, first_held, num_hashed, spares, promised):
+        super().__init__(manager, req, tables, first_held, num_hashed)
         self.spares = spares  # per group: reserved blocks not in the table
         self.promised = promised  # whole reservations (per group lists) for the samples still to fork
 
@@ -72,8 +72,8 @@ class ReservingKVCacheManager(KVCacheManager):
         if req.num_samples * self.reservation_blocks > self.pool.num_free_blocks:
             return False
         reservations = [self._reserve() for _ in range(req.num_samples)]
-        st = self._reqs[req.request_id] = _Reservation(req, [[] for _ in self.per_group], [0] * self.num_groups, 0,
-                                                       reservations[0], reservations[1:])
+        st = self._track(_Reservation(self, req, [[] for _ in self.per_group], [0] * self.num_groups, 0,
+                                      reservations[0], reservations[1:]))
         req.num_computed_tokens = req.num_cached_tokens = 0
         self._grow_and_write(st, 0, num_new_tokens)
         return True
@@ -87,6 +87,9 @@ class ReservingKVCacheManager(KVCacheManager):
             raise RuntimeError(f"{st.req.request_id}: group {group} outgrew its reservation of "
                                f"{self.per_group[group]} blocks (chunks above chunk_tokens?)")
         return [spares.pop() for _ in range(n)]  # spares hold no tokens (_reserve, _release)
+
+    def _take_each(self, st: _Reservation) -> list[int]:
+        return [self._take(st, g, 1)[0] for g in range(self.num_groups)]
 
     def _release(self, st: _Reservation, group: int, block: int) -> None:
         self.num_filled_slots -= self._filled[block]
@@ -126,7 +129,8 @@ class ReservingKVCacheManager(KVCacheManager):
             spares = self._reserve()
         else:
             raise RuntimeError("contiguous fork without a reservation")
-        st = self._reqs[child.request_id] = _Reservation(child, [], list(pst.first_held), 0, spares, [])
+        self._sync(pst)
+        st = self._track(_Reservation(self, child, [], list(pst.first_held), 0, spares, []))
         for g, parent_table in enumerate(pst.tables):
             table = [NULL_BLOCK] * len(parent_table)
             for i, src in enumerate(parent_table):
@@ -137,6 +141,7 @@ class ReservingKVCacheManager(KVCacheManager):
                     self._copies.append((src, dst))
             st.tables.append(table)
         child.num_computed_tokens = n
+        self._set_fast(st, n)
 
     def check_integrity(self) -> None:
         super().check_integrity()
