@@ -116,11 +116,43 @@ def test_free_order_evicts_tail_first():
     assert kv.get_computed_tokens(req("d", list(range(16)) + [1])) == 12
 
 
-def test_prefix_caching_off_for_windows():
-    kv = KVCacheManager(layout(SlidingWindow((0,), 1, 8, 8, window_tokens=8), FullAttention((1,), 1, 8, 8)), 32, 4)
-    assert not kv.enable_prefix_caching
-    compute(kv, req("a", range(12)), 12)
-    assert kv.get_computed_tokens(req("b", range(13))) == 0
+def test_hybrid_hit_covers_the_window_in_sliding_groups_and_everything_in_full_ones():
+    """vLLM's hybrid rule: a sliding group needs only the blocks the window of the hit position reads."""
+    kv = KVCacheManager(layout(SlidingWindow((0,), 1, 8, 8, window_tokens=8), FullAttention((1,), 1, 8, 8)), 64, 4)
+    assert kv.enable_prefix_caching
+    a = req("a", range(40), max_tokens=100)
+    compute(kv, a, 24)
+    sliding_a, full_a = (list(t) for t in kv.block_tables(a))
+    compute(kv, a, 16)  # the queries at 24..39 read from 17 on: sliding blocks 0..3 are released
+    assert kv.block_tables(a)[0][:4] == [NULL_BLOCK] * 4 and all(kv.pool.ref_cnt[b] == 0 for b in sliding_a[:4])
+    b = req("b", list(range(24)) + [777])
+    assert kv.get_computed_tokens(b) == 24  # position 24 reads 17..23: sliding blocks 4 and 5
+    assert kv.allocate_slots(b, 1)
+    sliding_b, full_b = kv.block_tables(b)
+    assert full_b[:6] == full_a and sliding_b[:6] == [NULL_BLOCK] * 4 + sliding_a[4:6]
+    c = req("c", list(range(12)) + [5])  # position 12 reads 5..11: blocks 1 and 2, released by a, still cached
+    assert kv.get_computed_tokens(c) == 12
+    assert kv.allocate_slots(c, 1) and kv.block_tables(c)[0][:3] == [NULL_BLOCK, *sliding_a[1:3]]
+    assert kv.block_tables(c)[1][:3] == full_a[:3]
+    kv.check_integrity()
+
+
+def test_a_window_hit_is_shorter_when_a_block_in_the_window_was_evicted():
+    kv = KVCacheManager(layout(SlidingWindow((0,), 1, 8, 8, window_tokens=6), FullAttention((1,), 1, 8, 8)), 24, 2)
+    a = req("a", range(12))
+    compute(kv, a, 12)
+    sliding, full = (list(t) for t in kv.block_tables(a))
+    kv.free(a)  # every block free and cached; the free list holds the tails first
+    victim = sliding[4]  # block 4 of the sliding group: in the window of positions 10 and 11
+    throwaway = []
+    while kv.pool.lookup(kv.pool.block_key[victim], kv.pool.block_content[victim]) == victim:
+        r = req(f"x{len(throwaway)}", [10_000 + len(throwaway)])
+        compute(kv, r, 1)
+        throwaway.append(r)
+    assert all(kv.pool.block_key[b] is not None for b in full)
+    # L = 10 reads positions 5..9 (sliding blocks 2, 3, 4): block 4 is gone. L = 8 reads 3..7: blocks 1..3.
+    assert kv.get_computed_tokens(req("b", list(range(12)) + [1])) == 8
+    kv.check_integrity()
 
 
 def test_cached_block_is_never_written():

@@ -39,6 +39,29 @@ def make_layout(kind: str, window: int):
     return page_layout(ModelSpec("t", "t", groups, n))
 
 
+def brute_force_hit(kv, layout, req: Request, bs: int) -> int:
+    """vLLM's hybrid rule by brute force over every length: the longest whole-block prefix under
+    num_tokens whose every position a later query reads is cached, in every page group."""
+    if not kv.enable_prefix_caching:
+        return 0
+    tokens, keys, parent = req.token_ids(0, req.num_tokens), [], 0
+    for i in range((req.num_tokens - 1) // bs):
+        content = (parent, *tokens[i * bs:(i + 1) * bs])
+        parent = hash(content)
+        keys.append((parent, content))
+
+    def cached(g, i):
+        digest, content = keys[i]
+        block = kv.pool.cached_blocks.get(digest if len(layout.groups) == 1 else (g, digest))
+        return block is not None and kv.pool.block_content[block] == content
+
+    for n in range(len(keys), 0, -1):
+        if all(cached(g, i) for g, group in enumerate(layout.groups)
+               for i in range(group.attention.first_needed_position(n * bs) // bs, n)):
+            return n * bs
+    return 0
+
+
 class AllocatorMachine(RuleBasedStateMachine):
     running = Bundle("running")
 
@@ -95,14 +118,19 @@ class AllocatorMachine(RuleBasedStateMachine):
             return False
         self._apply_copies()
         start = req.num_computed_tokens
-        for table in kv.block_tables(req):
+        for g, table in enumerate(kv.block_tables(req)):
             for pos in range(start, start + num_new):
                 block = table[pos // self.bs]
-                fresh = before_ref[block] == 0 and kv.pool.block_key[block] is None
-                assert before_keys[block] is None or fresh, f"cached block {block} is about to be written"
+                assert kv.pool.block_key[block] is None, f"cached block {block} is about to be written"
+                if before_keys[block] is not None:  # it was cached: it must have been taken anew (evicted)
+                    was_here = before_tables is not None and pos // self.bs < len(before_tables[g]) and \
+                        before_tables[g][pos // self.bs] == block
+                    assert not was_here, f"cached block {block} is about to be written"
         if before_tables is None:  # a new admission: hit blocks must hold this request's tokens
             for table in kv.block_tables(req):
                 for i in range(req.num_cached_tokens // self.bs):
+                    if table[i] == NULL_BLOCK:  # before a window: never read again
+                        continue
                     expected = req.token_ids(i * self.bs, (i + 1) * self.bs)
                     assert [self.content[table[i]][s] for s in range(self.bs)] == expected
         return True
@@ -121,6 +149,7 @@ class AllocatorMachine(RuleBasedStateMachine):
         req = Request(rid, prompt, max_tokens=10_000)
         hit = self.kv.get_computed_tokens(req)
         assert hit % self.bs == 0 and hit <= req.num_tokens - 1
+        assert hit == brute_force_hit(self.kv, self.layout, req, self.bs)
         num_new = min(chunk, req.num_tokens - hit)
         if not self._allocate(req, num_new):
             return multiple()  # not admitted: nothing to track

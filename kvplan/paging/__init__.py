@@ -2,6 +2,7 @@
 
     BlockPool            fixed blocks, refcounts, LRU free list, prefix-cache map   (block_pool.py)
     KVCacheManager       block tables per page group, prefix caching, copy-on-write (kv_cache_manager.py)
+    longest_hit          the prefix hit valid in every group (vLLM's hybrid rule)   (prefix_hits.py)
     ReservingKVCacheManager  the contiguous baseline: blocks reserved at admission  (contiguous.py)
     LazyDecode           the allocator's side of skipping decode steps (simulator)  (lazy_decode.py)
     Scheduler            continuous batching, chunked prefill, preemption           (scheduler.py)

@@ -28,6 +28,7 @@ reads them. `cache_blocks` likewise returns at once until the next block fills (
 from ..model.grouping import PageLayout
 from .block_pool import BlockPool
 from .hashing import block_contents
+from .prefix_hits import longest_hit
 from .request import Request
 
 NULL_BLOCK = -1
@@ -65,9 +66,9 @@ class KVCacheManager:
         self._windowed = [g for g, kind in enumerate(kinds) if kind.release_position(1) is not None]
         self.num_groups = len(kinds)
         self.keeps_every_token = not self._windowed
+        self._hit_rules = [self._first_needed[g] if g in self._windowed else None for g in range(self.num_groups)]
         self.growth_blocks = self.num_groups  # pool blocks taken when a request's tables grow by one block
-        # Sharing a prefix is only sound when every group keeps every token.
-        self.enable_prefix_caching = enable_prefix_caching and self.keeps_every_token
+        self.enable_prefix_caching = enable_prefix_caching
         self._reqs: dict[str, _Blocks] = {}
         self._filled = [0] * num_blocks
         self.num_filled_slots = 0
@@ -75,26 +76,24 @@ class KVCacheManager:
 
     # ---- prefix cache -------------------------------------------------------------------------
 
-    def _hit_blocks(self, req: Request) -> list[list[int]]:
-        """Per group, the cached blocks of the longest prefix of whole blocks (under num_tokens) found in every group."""
-        hits: list[list[int]] = [[] for _ in range(self.num_groups)]
+    def _hit(self, req: Request) -> tuple[int, list[list[int]], list[int]]:
+        """The longest prefix hit valid in every group (prefix_hits): its blocks, the groups' table
+        heads (NULL_BLOCK before a window) and first held indexes."""
         if not self.enable_prefix_caching:
-            return hits
+            return 0, [[] for _ in range(self.num_groups)], [0] * self.num_groups
         bs, lookup, one = self.block_size, self.pool.lookup, self.num_groups == 1
-        hashes = req.block_hashes
-        for i in range((req.num_tokens - 1) // bs):  # one block at a time: most lookups stop at the first
-            content = block_contents(req, bs, i, i + 1)[0]
-            key = hashes[i]
-            found = [lookup(key, content)] if one else [lookup((g, key), content) for g in range(self.num_groups)]
-            if None in found:
-                break
-            for group_hits, block in zip(hits, found):
-                group_hits.append(block)
-        return hits
+        hashes, contents = req.block_hashes, []
+
+        def find(group: int, i: int) -> int | None:
+            while len(contents) <= i:  # contents one block at a time: most lookups stop at the first
+                contents.extend(block_contents(req, bs, len(contents), len(contents) + 1))
+            return lookup(hashes[i] if one else (group, hashes[i]), contents[i])
+
+        return longest_hit((req.num_tokens - 1) // bs, bs, self._hit_rules, find)
 
     def get_computed_tokens(self, req: Request) -> int:
         """Tokens a new admission would take from the prefix cache (whole blocks, < num_tokens)."""
-        return len(self._hit_blocks(req)[0]) * self.block_size
+        return self._hit(req)[0] * self.block_size
 
     def cache_blocks(self, req: Request) -> None:
         """Register the request's newly full computed blocks; call after the forward pass."""
@@ -108,8 +107,13 @@ class KVCacheManager:
         contents = block_contents(req, bs, first, num_full)
         keys = req.block_hashes[first:num_full]
         for g, table in enumerate(st.tables):
-            self.pool.cache_blocks(table[first:num_full], keys if self.num_groups == 1 else [(g, k) for k in keys],
-                                   contents)
+            blocks, group_keys, group_contents = table[first:num_full], keys, contents
+            if self.num_groups > 1:
+                group_keys = [(g, k) for k in keys]
+            if NULL_BLOCK in blocks:  # released by a window before it was registered: nothing to cache
+                held = [i for i, b in enumerate(blocks) if b != NULL_BLOCK]
+                blocks, group_keys, group_contents = ([x[i] for i in held] for x in (blocks, group_keys, contents))
+            self.pool.cache_blocks(blocks, group_keys, group_contents)
         st.num_hashed = num_full
         st.hash_at = (num_full + 1) * bs
 
@@ -135,20 +139,19 @@ class KVCacheManager:
     def _admit(self, req: Request, num_new_tokens: int) -> bool:
         """A new request: take its prefix hit, then blocks for the rest of the chunk."""
         bs, pool = self.block_size, self.pool
-        hits = self._hit_blocks(req)
-        start = len(hits[0]) * bs
-        last = -(-(start + num_new_tokens) // bs)
-        needed = sum(last - len(group_hits) for group_hits in hits)
-        revived = sum(1 for group_hits in hits for b in group_hits if pool.ref_cnt[b] == 0)  # leave the free list
+        hit, tables, first_held = self._hit(req)
+        start = hit * bs
+        needed = (-(-(start + num_new_tokens) // bs) - hit) * self.num_groups
+        hit_blocks = [b for table in tables for b in table if b != NULL_BLOCK]
+        revived = sum(1 for b in hit_blocks if pool.ref_cnt[b] == 0)  # they leave the free list
         if needed + revived > pool.num_free_blocks:
             return False
-        for group_hits in hits:
-            for block in group_hits:
-                if pool.touch(block):
-                    self.num_filled_slots += self._filled[block]
-        st = self._track(_Blocks(self, req, [list(h) for h in hits], [0] * self.num_groups, len(hits[0])))
+        for block in hit_blocks:
+            if pool.touch(block):
+                self.num_filled_slots += self._filled[block]
+        st = self._track(_Blocks(self, req, tables, first_held, hit))
         if self.enable_prefix_caching:
-            st.hash_at = (st.num_hashed + 1) * bs
+            st.hash_at = (hit + 1) * bs
         req.num_computed_tokens = req.num_cached_tokens = start
         self._grow_and_write(st, start, start + num_new_tokens)
         return True

@@ -112,6 +112,4 @@ def simulate(model: LoadedModel, dep: Deployment, workload, *, mode: str = "even
         "chunked_prefill": chunked_prefill, "prefix_caching": sim.kv.enable_prefix_caching, "mode": mode,
         "time_unit": step_clock.unit, "clock": step_clock.describe(), "workload": workload.describe(),
     }
-    if prefix_caching and not sim.kv.enable_prefix_caching:
-        notes.append("prefix caching off: it needs every layer to keep every token (no sliding/chunked windows)")
     return SimulationReport(inputs, paged, contiguous, metrics.timeline, cont_timeline, notes)
