@@ -350,3 +350,27 @@ def test_lazy_decode_steps_until_change_are_exact(group):
     child = req("b", r.token_ids(0, r.num_computed_tokens) + [5], max_tokens=1000)
     kv.fork(r, child)
     assert lazy.steps_until_change(r) == lazy.steps_until_change(child) == 0  # the shared partial block: a copy
+
+
+def test_a_key_keeps_its_first_cached_block():
+    """Registering a second block under a cached key must not take the key from the first one."""
+    pool = BlockPool(4)
+    a, b = pool.get_new_blocks(2)
+    pool.cache_blocks([a], ["k"], ["c"])
+    pool.cache_blocks([b], ["k"], ["c"])
+    assert pool.lookup("k", "c") == a and pool.block_key[b] == "k"
+    pool.free_blocks([b, a])  # b at the front of the free list: evicted first
+    assert pool.get_new_blocks(3)[2] == b and pool.lookup("k", "c") == a  # evicting b leaves a's key
+    pool.check_integrity()
+
+
+def test_two_requests_computing_the_same_prompt_leave_the_first_one_cached():
+    kv = KVCacheManager(FULL, 32, 4)
+    a, b = req("a", range(9)), req("b", range(9))
+    assert kv.allocate_slots(a, 9) and kv.allocate_slots(b, 9)  # same step: no in-flight hit
+    for r in (a, b):
+        r.num_computed_tokens = 9
+        kv.cache_blocks(r)
+    c = req("c", range(9))
+    assert kv.allocate_slots(c, 1) and c.num_cached_tokens == 8
+    assert kv.block_tables(c)[0][:2] == kv.block_tables(a)[0][:2] != kv.block_tables(b)[0][:2]
