@@ -17,11 +17,12 @@ two under the same load.
 
 `NanoBlockManager` below re-implements the algorithm of nano-vllm's `engine/block_manager.py`
 (free ids in a deque, used ids in a set, chained xxh64 over the parent hash and the block's token
-ids as int64, token ids compared on a hit, a block hashed when a decode fills it) from its
-description; it is written here, not copied. It needs the `xxhash` package (`pip install xxhash`).
+ids as int64, token ids compared on a hit, a block hashed when a decode fills it): written here
+after reading it, not copied. It needs the `xxhash` package (`pip install -e .[bench]`).
 """
 
 import argparse
+import os
 import sys
 import time
 from collections import deque
@@ -275,10 +276,8 @@ def main(argv=None) -> int:
     try:
         import xxhash  # noqa: F401  (nano-vllm's hash)
     except ImportError:
-        print("allocator_bench: error: nano-vllm's side needs the xxhash package (pip install xxhash)", file=sys.stderr)
+        print("allocator_bench: error: nano-vllm's side needs the xxhash package (pip install -e .[bench])", file=sys.stderr)
         return 2
-
-    import os
 
     load = os.getloadavg()[0]
     nano_runs, kv_runs = [], []
@@ -316,7 +315,7 @@ def main(argv=None) -> int:
         "Before issue 17's changes (commit 3bb30f2: a blake2b chain per block, `cache_blocks` after every decode "
         "token, the manager's state found through a dict) the same harness measured 0.39x (137,793 vs 351,285 "
         "block operations / s, one run on this machine). Where the time goes now: the per-token path is one "
-        "`allocate_slots` call that moves two counters; a block costs a tuple and its hash to register and a pop "
+        "`allocate_slots` call that moves two counters; a block costs two tuples and their hashes to register and a pop "
         "from the free list, and a request's admission, registration and free are per-block Python loops on both "
         "sides, which bound the ratio.",
         "",

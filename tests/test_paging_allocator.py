@@ -55,7 +55,7 @@ def test_pool_integrity_detects_corruption():
 
 # ---- prefix caching -----------------------------------------------------------------------------
 
-def test_block_contents_are_tokens_chained_by_a_hash_stable_across_processes():
+def test_block_keys_chain_the_tokens_by_hashes_stable_across_processes():
     import os
     import subprocess
     import sys
@@ -63,18 +63,19 @@ def test_block_contents_are_tokens_chained_by_a_hash_stable_across_processes():
     kv = KVCacheManager(FULL, 16, 4)
     r = req("a", range(10))
     compute(kv, r, 10)
-    first = (0, 0, 1, 2, 3)
-    second = (hash(first), 4, 5, 6, 7)
-    assert r.block_hashes == [hash(first), hash(second)]
+    first = hash((0, 0, 1, 2, 3))
+    second = hash((first, 4, 5, 6, 7))
+    assert r.block_hashes == [first, second]
     table = kv.block_tables(r)[0]
-    assert kv.pool.lookup(hash(first), first) == table[0] and kv.pool.lookup(hash(second), second) == table[1]
-    assert kv.pool.lookup(hash(second), (hash(first), 4, 5, 6, 8)) is None  # same digest, other tokens: a miss
-    code = ("from kvplan.paging import Request; from kvplan.paging.hashing import block_contents; "
-            "r = Request('a', list(range(10)), 1); block_contents(r, 4, 0, 2); print(r.block_hashes)")
+    checks = [hash((~0, 0, 1, 2, 3)), hash((~first, 4, 5, 6, 7))]
+    assert kv.pool.lookup(first, checks[0]) == table[0] and kv.pool.lookup(second, checks[1]) == table[1]
+    assert kv.pool.lookup(second, hash((~first, 4, 5, 6, 8))) is None  # the key alone does not make a hit
+    code = ("from kvplan.paging import Request; from kvplan.paging.hashing import block_checks; "
+            "r = Request('a', list(range(10)), 1); print(block_checks(r, 4, 0, 2), r.block_hashes)")
     for seed in ("0", "12345"):  # str/bytes hashes change with the seed; ints and their tuples must not
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                              env={**os.environ, "PYTHONHASHSEED": seed})
-        assert out.stdout.strip() == str(r.block_hashes)
+        assert out.stdout.strip() == f"{checks} {r.block_hashes}"
 
 
 def test_prefix_hit_whole_blocks_and_l_minus_1_cap():
@@ -145,7 +146,7 @@ def test_a_window_hit_is_shorter_when_a_block_in_the_window_was_evicted():
     kv.free(a)  # every block free and cached; the free list holds the tails first
     victim = sliding[4]  # block 4 of the sliding group: in the window of positions 10 and 11
     throwaway = []
-    while kv.pool.lookup(kv.pool.block_key[victim], kv.pool.block_content[victim]) == victim:
+    while kv.pool.lookup(kv.pool.block_key[victim], kv.pool.block_check[victim]) == victim:
         r = req(f"x{len(throwaway)}", [10_000 + len(throwaway)])
         compute(kv, r, 1)
         throwaway.append(r)

@@ -46,14 +46,15 @@ def brute_force_hit(kv, layout, req: Request, bs: int) -> int:
         return 0
     tokens, keys, parent = req.token_ids(0, req.num_tokens), [], 0
     for i in range((req.num_tokens - 1) // bs):
-        content = (parent, *tokens[i * bs:(i + 1) * bs])
-        parent = hash(content)
-        keys.append((parent, content))
+        block_tokens = tokens[i * bs:(i + 1) * bs]
+        check = hash((~parent, *block_tokens))
+        parent = hash((parent, *block_tokens))
+        keys.append((parent, check))
 
     def cached(g, i):
-        digest, content = keys[i]
-        block = kv.pool.cached_blocks.get(digest if len(layout.groups) == 1 else (g, digest))
-        return block is not None and kv.pool.block_content[block] == content
+        key, check = keys[i]
+        block = kv.pool.cached_blocks.get(key if len(layout.groups) == 1 else (g, key))
+        return block is not None and kv.pool.block_check[block] == check
 
     for n in range(len(keys), 0, -1):
         if all(cached(g, i) for g, group in enumerate(layout.groups)

@@ -7,10 +7,11 @@
 | cached_blocks[key] == b  =>  block_key[b] == key                            | check_integrity() |
 | a freed hashed block keeps its key until popped for reuse (lazy eviction)   | get_new_blocks()  |
 | a key's first cached block stays the one found while it is cached           | cache_blocks()    |
-| lookup finds a block only if its content equals the asked content           | lookup()          |
+| lookup finds a block only if its check value equals the asked one           | lookup()          |
 
-Keys are short digests (the manager's chain values); the content (the block's tokens) is kept
-beside each cached block and compared on a hit, so a digest collision is a miss, not wrong KV.
+Keys are 64-bit digests (paging.hashing); a second, independent digest of the same block (its
+check value) is kept beside each cached block and compared on a hit, so a key collision alone is
+a miss, not wrong KV.
 
 The free list is an OrderedDict used as an LRU queue: the front is evicted first, a freed block
 goes to the back, and a cached free block is revived from anywhere in O(1).
@@ -26,7 +27,7 @@ class BlockPool:
         self.num_blocks = num_blocks
         self.ref_cnt = [0] * num_blocks
         self.block_key: list[object | None] = [None] * num_blocks  # prefix-cache key of a full, immutable block
-        self.block_content: list[object | None] = [None] * num_blocks  # what the key stands for (stale once evicted)
+        self.block_check: list[object | None] = [None] * num_blocks  # second digest of the keyed block (stale once evicted)
         self.cached_blocks: dict[object, int] = {}
         self._free: OrderedDict[int, None] = OrderedDict.fromkeys(range(num_blocks))
         self.num_evictions = 0  # cached blocks whose key was dropped because the block was reused
@@ -112,20 +113,20 @@ class BlockPool:
                 freed.append(block)
         return freed
 
-    def cache_blocks(self, blocks, keys, contents) -> None:
+    def cache_blocks(self, blocks, keys, checks) -> None:
         """Mark full blocks immutable under their keys; a key's first cached block stays the one found."""
-        ref_cnt, block_key, block_content = self.ref_cnt, self.block_key, self.block_content
+        ref_cnt, block_key, block_check = self.ref_cnt, self.block_key, self.block_check
         setdefault = self.cached_blocks.setdefault
-        for block, key, content in zip(blocks, keys, contents):
+        for block, key, check in zip(blocks, keys, checks):
             if ref_cnt[block] == 0:
                 raise RuntimeError(f"block {block} cached while free")
             block_key[block] = key
-            block_content[block] = content
+            block_check[block] = check
             setdefault(key, block)
 
-    def lookup(self, key: object, content: object) -> int | None:
+    def lookup(self, key: object, check: object) -> int | None:
         block = self.cached_blocks.get(key)
-        return block if block is not None and self.block_content[block] == content else None
+        return block if block is not None and self.block_check[block] == check else None
 
     def is_cached(self, block: int) -> bool:
         return self.block_key[block] is not None

@@ -27,7 +27,7 @@ reads them. `cache_blocks` likewise returns at once until the next block fills (
 
 from ..model.grouping import PageLayout
 from .block_pool import BlockPool
-from .hashing import block_contents
+from .hashing import block_checks
 from .prefix_hits import longest_hit
 from .request import Request
 
@@ -82,12 +82,12 @@ class KVCacheManager:
         if not self.enable_prefix_caching:
             return 0, [[] for _ in range(self.num_groups)], [0] * self.num_groups
         bs, lookup, one = self.block_size, self.pool.lookup, self.num_groups == 1
-        hashes, contents = req.block_hashes, []
+        hashes, checks = req.block_hashes, []
 
         def find(group: int, i: int) -> int | None:
-            while len(contents) <= i:  # contents one block at a time: most lookups stop at the first
-                contents.extend(block_contents(req, bs, len(contents), len(contents) + 1))
-            return lookup(hashes[i] if one else (group, hashes[i]), contents[i])
+            while len(checks) <= i:  # one block at a time: most lookups stop at the first
+                checks.extend(block_checks(req, bs, len(checks), len(checks) + 1))
+            return lookup(hashes[i] if one else (group, hashes[i]), checks[i])
 
         return longest_hit((req.num_tokens - 1) // bs, bs, self._hit_rules, find)
 
@@ -104,16 +104,16 @@ class KVCacheManager:
             return
         bs, first = self.block_size, st.num_hashed
         num_full = req.num_computed_tokens // bs
-        contents = block_contents(req, bs, first, num_full)
+        checks = block_checks(req, bs, first, num_full)
         keys = req.block_hashes[first:num_full]
         for g, table in enumerate(st.tables):
-            blocks, group_keys, group_contents = table[first:num_full], keys, contents
+            blocks, group_keys, group_checks = table[first:num_full], keys, checks
             if self.num_groups > 1:
                 group_keys = [(g, k) for k in keys]
             if NULL_BLOCK in blocks:  # released by a window before it was registered: nothing to cache
                 held = [i for i, b in enumerate(blocks) if b != NULL_BLOCK]
-                blocks, group_keys, group_contents = ([x[i] for i in held] for x in (blocks, group_keys, contents))
-            self.pool.cache_blocks(blocks, group_keys, group_contents)
+                blocks, group_keys, group_checks = ([x[i] for i in held] for x in (blocks, group_keys, checks))
+            self.pool.cache_blocks(blocks, group_keys, group_checks)
         st.num_hashed = num_full
         st.hash_at = (num_full + 1) * bs
 
