@@ -61,7 +61,7 @@ def test_sliding_group_reuses_its_own_blocks_like_a_ring():
     assert full_blocks == 10 and sliding_blocks == cdiv(8 - 1 + 4, 4) + 1
     r = Request("a", list(range(4)), 36)
     assert kv.allocate_slots(r, 4)
-    assert kv.pool.num_used_blocks == kv.reservation_blocks
+    assert kv.num_used_blocks == kv.reservation_blocks
     r.num_computed_tokens = 4
     seen = set()
     for n in range(4, 40):
@@ -72,18 +72,18 @@ def test_sliding_group_reuses_its_own_blocks_like_a_ring():
         first = max(0, n - 8 + 1) // 4  # the query at n reads positions n - 7 .. n
         assert all(b != NULL_BLOCK for b in sliding[first:]) and sum(b != NULL_BLOCK for b in sliding) <= 4
         seen.update(b for b in sliding if b != NULL_BLOCK)
-        assert kv.pool.num_used_blocks == kv.reservation_blocks  # never a block from the free list
+        assert kv.num_used_blocks == kv.reservation_blocks  # never more than the reservation
         kv.check_integrity()
     assert len(seen) == cdiv(8, 4) + 1  # decoding reuses three of the four (the fourth is for a 4-token chunk)
     kv.free(r)
-    assert kv.pool.num_free_blocks == 100 and kv.num_filled_slots == 0
+    assert kv.num_free_blocks == kv.pool.num_free_blocks == 100 and kv.num_filled_slots == 0
 
 
 def test_samples_reserve_at_admission_and_forks_copy():
     kv = ReservingKVCacheManager(GEMMA_LIKE, 100, 4, max_model_len=40, chunk_tokens=8)
     parent = Request("p", list(range(6)), 10, num_samples=3)
     assert kv.allocate_slots(parent, 6)
-    assert kv.pool.num_used_blocks == 3 * kv.reservation_blocks
+    assert kv.num_used_blocks == 3 * kv.reservation_blocks
     parent.num_computed_tokens = 6
     parent.output_token_ids.append(8)
     assert kv.allocate_slots(parent, 1)  # a one-token write into the tail, then the fork copies it
@@ -93,7 +93,7 @@ def test_samples_reserve_at_admission_and_forks_copy():
     copies = kv.take_copies()
     assert [s for s, _ in copies] == [b for t in kv.block_tables(parent) for b in t if b != NULL_BLOCK]
     assert not set(d for _, d in copies) & set(s for s, _ in copies)  # nothing shared
-    assert kv.pool.num_used_blocks == 3 * kv.reservation_blocks and kv.num_filled_slots == 2 * 2 * 7
+    assert kv.num_used_blocks == 3 * kv.reservation_blocks and kv.num_filled_slots == 2 * 2 * 7
     kv.check_integrity()
     for r in (parent, child):
         kv.free(r)

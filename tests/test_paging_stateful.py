@@ -177,7 +177,7 @@ class AllocatorMachine(RuleBasedStateMachine):
         if parent.request_id not in self.live or parent.num_computed_tokens == 0:
             return multiple()
         n = parent.num_computed_tokens
-        if self.reserving and (n == MAX_MODEL_LEN or self.kv.pool.num_free_blocks < self.kv.reservation_blocks):
+        if self.reserving and (n == MAX_MODEL_LEN or self.kv.num_free_blocks < self.kv.reservation_blocks):
             return multiple()
         child = Request(self._new_id(), parent.token_ids(0, n) + [token], max_tokens=10_000)
         self.kv.fork(parent, child)
@@ -240,7 +240,7 @@ class AllocatorMachine(RuleBasedStateMachine):
                     filled[block] = max(filled.get(block, 0), min(bs, max(0, n - i * bs)))
         if self.reserving:  # the tables' blocks, and the spares of every live reservation
             assert all(ref <= 1 for ref in pool.ref_cnt) and all(r <= ref for r, ref in zip(refs, pool.ref_cnt))
-            assert pool.num_used_blocks == len(self.live) * kv.reservation_blocks
+            assert kv.num_used_blocks == len(self.live) * kv.reservation_blocks
         else:
             assert refs == pool.ref_cnt
         free = set(pool.free_block_ids())

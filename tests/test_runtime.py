@@ -350,4 +350,4 @@ def test_contiguous_reservation_size_is_what_admission_allocates():
     manager = ReservingKVCacheManager(layout, 64, 4, max_model_len=40, chunk_tokens=4)
     assert manager.allocate_slots(Request("a", list(range(5)), 3), 5)
     # Full: 40 tokens = 10 blocks; sliding: a 4-token chunk reads 8 - 1 + 4 = 11 positions, at most 4 blocks.
-    assert manager.pool.num_used_blocks == reservation_blocks(layout, 40, 4, 4) == 10 + 4
+    assert manager.num_used_blocks == reservation_blocks(layout, 40, 4, 4) == 10 + 4

@@ -69,6 +69,8 @@ class BruteForce:
                     if b != NULL_BLOCK:
                         per_block[b] = max(per_block.get(b, 0), min(bs, max(0, n - i * bs)))
         used = sum(1 for ref in kv.pool.ref_cnt if ref)
+        if hasattr(kv, "reservation_blocks"):  # contiguous: every sequence, forked or still to fork, reserves
+            used = sum(r.num_samples for r in running) * kv.reservation_blocks
         return used * bs, sum(per_block.values())
 
 

@@ -12,9 +12,11 @@ not the window alone: HF transformers' static/hybrid caches reserve W because th
 attends over the chunk's in-flight K/V, but this engine (like vLLM) stores a chunk's K/V first and
 reads it back through the block table, so a contiguous buffer that holds less than the span would
 be overwritten while it is read. With decode-sized chunks the span is the window (plus the block
-its ends straddle). The reservation is blocks of the shared pool; a released (out-of-window) block
-returns to the sequence's own spares and is reused for its next positions, like a ring buffer, so
-position p keeps living in table[p // block_size] and the runtime's kernels need nothing new.
+its ends straddle). A reservation is a promise on the shared free list: blocks are taken from it
+as the tables grow and no other request may take the promised ones, so capacity is the
+reservation's while block operations stay those of the tokens written. A released
+(out-of-window) block returns to the sequence's own spares and holds its next positions, like a
+ring buffer, so position p keeps living in table[p // block_size] and the kernels need nothing new.
 
 No prefix sharing. A request of n samples reserves n sequences at admission; `fork` hands one to
 the child and copies the parent's computed blocks into it (the engine applies the copies before
@@ -22,9 +24,9 @@ the next forward), so no block is ever shared.
 
 | invariant                                                                   | checked by        |
 |-----------------------------------------------------------------------------|-------------------|
-| a block is in exactly one table or spare list, refcount 1                   | check_integrity() |
-| used blocks == sum over live requests of samples x reservation_blocks       | check_integrity() |
-| a running request never waits for a block (its spares cover its peak)       | _take()           |
+| per sequence: blocks in its tables and spares + promised ones == reservation | check_integrity() |
+| promised blocks <= free blocks (num_free_blocks leaves them out)            | check_integrity() |
+| no block is shared; a running request never waits for a block               | check_integrity(), _take() |
 """
 
 from ..model.grouping import PageLayout
@@ -44,36 +46,34 @@ def reservation_blocks(layout: PageLayout, max_model_len: int, block_size: int, 
 
 
 class _Reservation(_Blocks):
-    __slots__ = ("spares", "promised")
+    __slots__ = ("spares", "untaken", "promised")
 
-    def __init__(self, manager, req, tables, first_held, num_hashed, spares, promised):
-        super().__init__(manager, req, tables, first_held, num_hashed)
-        self.spares = spares  # per group: reserved blocks not in the table
-        self.promised = promised  # whole reservations (per group lists) for the samples still to fork
+    def __init__(self, manager, req, first_held, per_group, promised):
+        super().__init__(manager, req, [[] for _ in per_group], first_held, 0)
+        self.spares = [[] for _ in per_group]  # per group: blocks taken, released by a window, reused next
+        self.untaken = list(per_group)  # per group: reserved blocks still in the free list
+        self.promised = promised  # whole reservations for the samples still to fork
 
 
 class ReservingKVCacheManager(KVCacheManager):
+    """A reservation is a promise on the free list: its blocks are taken from it as the tables grow,
+    and nobody else may take them (`num_free_blocks` leaves them out), so the capacity is the
+    reservation's while block operations stay those of the tokens actually written."""
+
     def __init__(self, layout: PageLayout, num_blocks: int, block_size: int, max_model_len: int,
                  chunk_tokens: int):
         super().__init__(layout, num_blocks, block_size, enable_prefix_caching=False)
-        self.max_model_len = max_model_len
         self.per_group = reservation_blocks_per_group(layout, max_model_len, block_size, chunk_tokens)
         self.reservation_blocks = sum(self.per_group)
-        self.growth_blocks = 0  # a running request grows from its own reservation, never the free list
-
-    def _reserve(self) -> list[list[int]]:
-        reservation = [self.pool.get_new_blocks(n)[::-1] for n in self.per_group]  # popped from the end: pool order
-        for blocks in reservation:
-            for block in blocks:
-                self._filled[block] = 0
-        return reservation
+        self.growth_blocks = 0  # a running request grows into its own reservation: always there
+        self._promised = 0  # reserved blocks still in the free list, over all requests
 
     def _admit(self, req: Request, num_new_tokens: int) -> bool:
-        if req.num_samples * self.reservation_blocks > self.pool.num_free_blocks:
+        units = req.num_samples
+        if units * self.reservation_blocks > self.num_free_blocks:
             return False
-        reservations = [self._reserve() for _ in range(req.num_samples)]
-        st = self._track(_Reservation(self, req, [[] for _ in self.per_group], [0] * self.num_groups, 0,
-                                      reservations[0], reservations[1:]))
+        self._promised += units * self.reservation_blocks
+        st = self._track(_Reservation(self, req, [0] * self.num_groups, self.per_group, units - 1))
         req.num_computed_tokens = req.num_cached_tokens = 0
         self._grow_and_write(st, 0, num_new_tokens)
         return True
@@ -83,10 +83,14 @@ class ReservingKVCacheManager(KVCacheManager):
 
     def _take(self, st: _Reservation, group: int, n: int) -> list[int]:
         spares = st.spares[group]
-        if n > len(spares):
+        reused = [spares.pop() for _ in range(min(n, len(spares)))]  # they hold no tokens (_release)
+        n -= len(reused)
+        if n > st.untaken[group]:
             raise RuntimeError(f"{st.req.request_id}: group {group} outgrew its reservation of "
                                f"{self.per_group[group]} blocks (chunks above chunk_tokens?)")
-        return [spares.pop() for _ in range(n)]  # spares hold no tokens (_reserve, _release)
+        st.untaken[group] -= n
+        self._promised -= n
+        return reused + super()._take(st, group, n) if n else reused
 
     def _take_each(self, st: _Reservation) -> list[int]:
         return [self._take(st, g, 1)[0] for g in range(self.num_groups)]
@@ -98,21 +102,47 @@ class ReservingKVCacheManager(KVCacheManager):
 
     def _reserved_blocks(self):
         for st in self._reqs.values():
-            for reservation in (st.spares, *st.promised):
-                for blocks in reservation:
-                    yield from blocks
+            for blocks in st.spares:
+                yield from blocks
 
     def blocks_needed(self, req: Request, num_new_tokens: int) -> int:
         return 0  # from the request's own reservation
+
+    def decode_steps(self, req: Request) -> int:
+        """Without windows a decode changes nothing anyone sees until the request ends: crossing into
+        a new block takes a promised one (catch_up does it), and used + promised blocks stay the same."""
+        if self._windowed:
+            return super().decode_steps(req)
+        st = self._reqs[req.request_id]
+        n = req.num_computed_tokens
+        if n != st.end or any(self.pool.ref_cnt[b] > 1 for b in st.tails):
+            return 0
+        return min(self.per_group) * self.block_size - n
+
+    def catch_up(self, req: Request, num_tokens: int) -> None:
+        st = self._reqs[req.request_id]
+        last = -(-(req.num_computed_tokens + num_tokens) // self.block_size)
+        for g, table in enumerate(st.tables):
+            if last > len(table):
+                table.extend(self._take(st, g, last - len(table)))
+        super().catch_up(req, num_tokens)
+
+    @property
+    def num_free_blocks(self) -> int:
+        return self.pool.num_free_blocks - self._promised
+
+    @property
+    def num_used_blocks(self) -> int:
+        return self.pool.num_used_blocks + self._promised
 
     def free(self, req: Request) -> None:
         st = self._reqs.get(req.request_id)
         if st is None:
             return
         super().free(req)
-        for reservation in (st.spares, *st.promised):
-            for blocks in reservation:
-                self.pool.free_blocks(reversed(blocks))
+        for blocks in st.spares:
+            self.pool.free_blocks(reversed(blocks))
+        self._promised -= sum(st.untaken) + st.promised * self.reservation_blocks
 
     def fork(self, parent: Request, child: Request) -> None:
         """The child takes a reservation made for it at admission (or a fresh one) and a copy of the
@@ -124,29 +154,38 @@ class ReservingKVCacheManager(KVCacheManager):
         if child.token_ids(0, n) != parent.token_ids(0, n):
             raise ValueError(f"fork: {child.request_id} does not share the computed tokens of {parent.request_id}")
         if pst.promised:
-            spares = pst.promised.pop()
-        elif self.reservation_blocks <= self.pool.num_free_blocks:
-            spares = self._reserve()
+            pst.promised -= 1
+        elif self.reservation_blocks <= self.num_free_blocks:
+            self._promised += self.reservation_blocks
         else:
             raise RuntimeError("contiguous fork without a reservation")
         self._sync(pst)
-        st = self._track(_Reservation(self, child, [], list(pst.first_held), 0, spares, []))
+        st = self._track(_Reservation(self, child, list(pst.first_held), self.per_group, 0))
         for g, parent_table in enumerate(pst.tables):
-            table = [NULL_BLOCK] * len(parent_table)
-            for i, src in enumerate(parent_table):
-                if src != NULL_BLOCK:
-                    dst = table[i] = self._take(st, g, 1)[0]
-                    self._filled[dst] = self._filled[src]
-                    self.num_filled_slots += self._filled[src]
-                    self._copies.append((src, dst))
-            st.tables.append(table)
+            table = st.tables[g]
+            for src in parent_table:
+                if src == NULL_BLOCK:
+                    table.append(NULL_BLOCK)
+                    continue
+                dst = self._take(st, g, 1)[0]
+                table.append(dst)
+                self._filled[dst] = self._filled[src]
+                self.num_filled_slots += self._filled[src]
+                self._copies.append((src, dst))
         child.num_computed_tokens = n
         self._set_fast(st, n)
 
     def check_integrity(self) -> None:
         super().check_integrity()
-        reserved = sum((1 + len(st.promised)) * self.reservation_blocks for st in self._reqs.values())
-        if reserved != self.pool.num_used_blocks:
-            raise AssertionError(f"{self.pool.num_used_blocks} blocks used, {reserved} reserved")
+        promised = 0
+        for st in self._reqs.values():
+            taken = sum(sum(b != NULL_BLOCK for b in t) + len(spares) for t, spares in zip(st.tables, st.spares))
+            if taken + sum(st.untaken) != self.reservation_blocks:
+                raise AssertionError(f"{st.req.request_id}: {taken} blocks taken + {sum(st.untaken)} promised "
+                                     f"!= its reservation of {self.reservation_blocks}")
+            promised += sum(st.untaken) + st.promised * self.reservation_blocks
+        if promised != self._promised or self._promised > self.pool.num_free_blocks:
+            raise AssertionError(f"{self._promised} blocks promised, {promised} counted, "
+                                 f"{self.pool.num_free_blocks} free")
         if any(ref > 1 for ref in self.pool.ref_cnt):
             raise AssertionError("a block is shared in the contiguous baseline")

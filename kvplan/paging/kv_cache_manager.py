@@ -281,6 +281,8 @@ class KVCacheManager:
         """Count positions [start, end) as written. Blocks after the first one hold nothing yet (just
         taken, or appended ahead of lazy writes), and cached blocks form a table's head, so only the
         first block can be a cached one."""
+        if end <= start:
+            return
         bs, filled = self.block_size, self._filled
         first, last = start // bs, (end - 1) // bs
         block = table[first]
@@ -380,7 +382,13 @@ class KVCacheManager:
 
     @property
     def num_free_blocks(self) -> int:
+        """Blocks a new request may take (the contiguous baseline leaves out its reservations)."""
         return self.pool.num_free_blocks
+
+    @property
+    def num_used_blocks(self) -> int:
+        """Blocks held or reserved."""
+        return self.pool.num_used_blocks
 
     def block_tables(self, req: Request) -> list[list[int]]:
         """One table per page group (live lists: read, do not modify)."""
@@ -394,11 +402,11 @@ class KVCacheManager:
 
     @property
     def usage(self) -> float:
-        return self.pool.usage
+        return self.num_used_blocks / self.pool.num_blocks
 
     @property
     def num_allocated_slots(self) -> int:
-        return self.pool.num_used_blocks * self.block_size
+        return self.num_used_blocks * self.block_size
 
     def check_integrity(self) -> None:
         self.pool.check_integrity()

@@ -210,11 +210,11 @@ class LLMEngine:
 
     @property
     def num_free_blocks(self) -> int:
-        return self.kv_manager.pool.num_free_blocks
+        return self.kv_manager.num_free_blocks
 
     @property
     def num_used_blocks(self) -> int:
-        return self.kv_manager.pool.num_used_blocks
+        return self.kv_manager.num_used_blocks  # the contiguous baseline's reservations included
 
     def live_slots(self, scheduled=()) -> int:
         """Block slots holding KV of a running sequence's token, counting this step's `scheduled` chunks."""
