@@ -193,14 +193,9 @@ KIND_SWITCH = re.compile(
     r"""|["'](full|sliding|chunked|mla|state)["']"""  # a kind's name as a string
     r"""|\bwindow_tokens\b"""  # reading a window from outside the kind (getattr or attribute)
     r"""|\b(FullAttention|SlidingWindow|ChunkedLocal|MLALatent|RecurrentState)\b""")  # naming a kind class
-# The paging helper (branch `paging`) moves the allocator's rules into the kinds; drop these marks then.
-PAGING_PENDING = {"paging/kv_cache_manager.py", "paging/lazy_decode.py"}
 
 
-@pytest.mark.parametrize("path", [
-    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="paging side of issue 14.1, branch paging"))
-    if str(p.relative_to(ROOT)) in PAGING_PENDING else p
-    for p in NO_KIND_SWITCHES], ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize("path", NO_KIND_SWITCHES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_no_kind_switch_outside_the_kinds(path):
     hits = [f"{path.name}:{n}: {line.strip()}" for n, line in enumerate(path.read_text().splitlines(), 1)
             if KIND_SWITCH.search(line.split("#")[0])]

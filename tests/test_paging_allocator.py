@@ -1,7 +1,5 @@
 """BlockPool and KVCacheManager: LRU order, lazy eviction, prefix hits, copy-on-write, windows."""
 
-from hashlib import blake2b
-
 import pytest
 
 from kvplan.paging import NULL_BLOCK, BlockPool, KVCacheManager, Request
@@ -32,15 +30,14 @@ def compute(kv, r, n):
 def test_pool_lru_revive_and_lazy_eviction():
     pool = BlockPool(4)
     a, b, c = pool.get_new_blocks(3)
-    pool.cache_block(a, "ka")
-    pool.cache_block(b, "kb")
+    pool.cache_blocks([a, b], ["ka", "kb"], ["ca", "cb"])
     for blk in (a, b, c):
         pool.free_block(blk)
     assert pool.free_block_ids() == [3, a, b, c]  # freed blocks join the back, in free order
-    assert pool.lookup("ka") == a  # still cached while free (lazy eviction)
+    assert pool.lookup("ka", "ca") == a  # still cached while free (lazy eviction)
     assert pool.touch(b) is True and pool.free_block_ids() == [3, a, c]  # revived from the middle
     got = pool.get_new_blocks(2)
-    assert got == [3, a] and pool.lookup("ka") is None and pool.num_evictions == 1
+    assert got == [3, a] and pool.lookup("ka", "ca") is None and pool.num_evictions == 1
     pool.check_integrity()
     with pytest.raises(ValueError):
         pool.get_new_blocks(2)
@@ -58,17 +55,27 @@ def test_pool_integrity_detects_corruption():
 
 # ---- prefix caching -----------------------------------------------------------------------------
 
-def test_chained_hash_is_stable_blake2b():
+def test_block_keys_chain_the_tokens_by_hashes_stable_across_processes():
+    import os
+    import subprocess
+    import sys
+
     kv = KVCacheManager(FULL, 16, 4)
     r = req("a", range(10))
     compute(kv, r, 10)
-    parent = bytes(16)
-    expected = []
-    for i in range(2):
-        data = b"".join(t.to_bytes(8, "little", signed=True) for t in range(i * 4, i * 4 + 4))
-        parent = blake2b(parent + data, digest_size=16).digest()
-        expected.append(parent)
-    assert r.block_hashes[:2] == expected  # same value in every process (no salted hash())
+    first = hash((0, 0, 1, 2, 3))
+    second = hash((first, 4, 5, 6, 7))
+    assert r.block_hashes == [first, second]
+    table = kv.block_tables(r)[0]
+    checks = [hash((~0, 0, 1, 2, 3)), hash((~first, 4, 5, 6, 7))]
+    assert kv.pool.lookup(first, checks[0]) == table[0] and kv.pool.lookup(second, checks[1]) == table[1]
+    assert kv.pool.lookup(second, hash((~first, 4, 5, 6, 8))) is None  # the key alone does not make a hit
+    code = ("from kvplan.paging import Request; from kvplan.paging.hashing import block_checks; "
+            "r = Request('a', list(range(10)), 1); print(block_checks(r, 4, 0, 2), r.block_hashes)")
+    for seed in ("0", "12345"):  # str/bytes hashes change with the seed; ints and their tuples must not
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             env={**os.environ, "PYTHONHASHSEED": seed})
+        assert out.stdout.strip() == f"{checks} {r.block_hashes}"
 
 
 def test_prefix_hit_whole_blocks_and_l_minus_1_cap():
@@ -110,11 +117,43 @@ def test_free_order_evicts_tail_first():
     assert kv.get_computed_tokens(req("d", list(range(16)) + [1])) == 12
 
 
-def test_prefix_caching_off_for_windows():
-    kv = KVCacheManager(layout(SlidingWindow((0,), 1, 8, 8, window_tokens=8), FullAttention((1,), 1, 8, 8)), 32, 4)
-    assert not kv.enable_prefix_caching
-    compute(kv, req("a", range(12)), 12)
-    assert kv.get_computed_tokens(req("b", range(13))) == 0
+def test_hybrid_hit_covers_the_window_in_sliding_groups_and_everything_in_full_ones():
+    """vLLM's hybrid rule: a sliding group needs only the blocks the window of the hit position reads."""
+    kv = KVCacheManager(layout(SlidingWindow((0,), 1, 8, 8, window_tokens=8), FullAttention((1,), 1, 8, 8)), 64, 4)
+    assert kv.enable_prefix_caching
+    a = req("a", range(40), max_tokens=100)
+    compute(kv, a, 24)
+    sliding_a, full_a = (list(t) for t in kv.block_tables(a))
+    compute(kv, a, 16)  # the queries at 24..39 read from 17 on: sliding blocks 0..3 are released
+    assert kv.block_tables(a)[0][:4] == [NULL_BLOCK] * 4 and all(kv.pool.ref_cnt[b] == 0 for b in sliding_a[:4])
+    b = req("b", list(range(24)) + [777])
+    assert kv.get_computed_tokens(b) == 24  # position 24 reads 17..23: sliding blocks 4 and 5
+    assert kv.allocate_slots(b, 1)
+    sliding_b, full_b = kv.block_tables(b)
+    assert full_b[:6] == full_a and sliding_b[:6] == [NULL_BLOCK] * 4 + sliding_a[4:6]
+    c = req("c", list(range(12)) + [5])  # position 12 reads 5..11: blocks 1 and 2, released by a, still cached
+    assert kv.get_computed_tokens(c) == 12
+    assert kv.allocate_slots(c, 1) and kv.block_tables(c)[0][:3] == [NULL_BLOCK, *sliding_a[1:3]]
+    assert kv.block_tables(c)[1][:3] == full_a[:3]
+    kv.check_integrity()
+
+
+def test_a_window_hit_is_shorter_when_a_block_in_the_window_was_evicted():
+    kv = KVCacheManager(layout(SlidingWindow((0,), 1, 8, 8, window_tokens=6), FullAttention((1,), 1, 8, 8)), 24, 2)
+    a = req("a", range(12))
+    compute(kv, a, 12)
+    sliding, full = (list(t) for t in kv.block_tables(a))
+    kv.free(a)  # every block free and cached; the free list holds the tails first
+    victim = sliding[4]  # block 4 of the sliding group: in the window of positions 10 and 11
+    throwaway = []
+    while kv.pool.lookup(kv.pool.block_key[victim], kv.pool.block_check[victim]) == victim:
+        r = req(f"x{len(throwaway)}", [10_000 + len(throwaway)])
+        compute(kv, r, 1)
+        throwaway.append(r)
+    assert all(kv.pool.block_key[b] is not None for b in full)
+    # L = 10 reads positions 5..9 (sliding blocks 2, 3, 4): block 4 is gone. L = 8 reads 3..7: blocks 1..3.
+    assert kv.get_computed_tokens(req("b", list(range(12)) + [1])) == 8
+    kv.check_integrity()
 
 
 def test_cached_block_is_never_written():
@@ -229,3 +268,110 @@ def test_a_full_group_before_a_sliding_one_can_use_the_blocks_the_sliding_one_re
     req.append_token(100)
     assert kv.allocate_slots(req, 1)  # the full group's new block comes from the sliding group's release
     kv.check_integrity()
+
+
+# ---- attention kinds own what the allocator asks ---------------------------------------------------
+
+KINDS = [FullAttention((0,), 1, 8, 8), SlidingWindow((0,), 1, 8, 8, window_tokens=5),
+         SlidingWindow((0,), 1, 8, 8, window_tokens=1), ChunkedLocal((0,), 1, 8, 8, window_tokens=6)]
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.describe())
+def test_release_position_is_the_first_query_past_the_tokens(kind):
+    """release_position(t) is the least p whose query (and every later one) reads nothing before t."""
+    for tokens in range(0, 40):
+        later = [p for p in range(0, 80) if all(kind.first_needed_position(q) >= tokens for q in range(p, 80))]
+        want = later[0] if later and later[0] < 60 else None
+        assert kind.release_position(tokens) == want, tokens
+    for p in range(60):
+        assert kind.first_needed_position(p) <= kind.first_needed_position(p + 1) <= p + 1
+
+
+def test_a_new_kind_is_paged_by_what_it_says():
+    """A kind the manager has never heard of (here: attends to the last two whole blocks of 4) is paged."""
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class LastTwoBlocks(FullAttention):
+        kind = "last-two-blocks"
+
+        def first_needed_position(self, position):
+            return max(0, position // 4 * 4 - 4)
+
+        def release_position(self, tokens):
+            return cdiv(tokens, 4) * 4 + 4 if tokens else 0
+
+    kv = KVCacheManager(layout(LastTwoBlocks((0,), 1, 8, 8)), 64, 4)
+    r = req("a", [1], max_tokens=100)
+    compute(kv, r, 1)
+    for n in range(2, 40):
+        r.output_token_ids.append(n)
+        compute(kv, r, 1)
+        table = kv.block_tables(r)[0]
+        first = max(0, (n - 1) // 4 - 1)  # the query at n - 1 reads blocks first..(n - 1) // 4
+        assert table[:first] == [NULL_BLOCK] * first and NULL_BLOCK not in table[first:], n
+        kv.check_integrity()
+
+
+# ---- LazyDecode: the allocator's side of skipping decode steps ----------------------------------------
+
+def _first_real_change(kv, r) -> int:
+    """Brute force on copies: decode steps from the next one until allocate_slots does more than write."""
+    import copy
+
+    kv, r = copy.deepcopy((kv, r))
+    for steps in range(10_000):
+        tables = [list(t) for t in kv.block_tables(r)]
+        refs = list(kv.pool.ref_cnt)
+        r.output_token_ids.append(7)
+        assert kv.allocate_slots(r, 1)
+        if kv.block_tables(r) != tables or kv.pool.ref_cnt != refs or kv.take_copies():
+            return steps
+        r.num_computed_tokens += 1
+        kv.cache_blocks(r)
+    raise AssertionError("no change in 10,000 steps")
+
+
+@pytest.mark.parametrize("group", [FullAttention((0,), 1, 8, 8), SlidingWindow((0,), 1, 8, 8, window_tokens=7),
+                                   ChunkedLocal((0,), 1, 8, 8, window_tokens=12)], ids=lambda g: g.kind)
+def test_lazy_decode_steps_until_change_are_exact(group):
+    from kvplan.paging import LazyDecode
+
+    kv = KVCacheManager(layout(group, FullAttention((1,), 1, 8, 8)), 200, 4)
+    lazy = LazyDecode(kv)
+    assert lazy.in_place == (group.kind == "full")
+    r = req("a", range(9), max_tokens=1000)
+    compute(kv, r, 9)
+    for n in range(40):
+        steps, truth = lazy.steps_until_change(r), _first_real_change(kv, r)
+        assert steps == truth, (n, steps, truth)
+        assert lazy.slots_per_decode(r) == 2
+        r.output_token_ids.append(n)
+        compute(kv, r, 1)
+    child = req("b", r.token_ids(0, r.num_computed_tokens) + [5], max_tokens=1000)
+    kv.fork(r, child)
+    assert lazy.steps_until_change(r) == lazy.steps_until_change(child) == 0  # the shared partial block: a copy
+
+
+def test_a_key_keeps_its_first_cached_block():
+    """Registering a second block under a cached key must not take the key from the first one."""
+    pool = BlockPool(4)
+    a, b = pool.get_new_blocks(2)
+    pool.cache_blocks([a], ["k"], ["c"])
+    pool.cache_blocks([b], ["k"], ["c"])
+    assert pool.lookup("k", "c") == a and pool.block_key[b] == "k"
+    pool.free_blocks([b, a])  # b at the front of the free list: evicted first
+    assert pool.get_new_blocks(3)[2] == b and pool.lookup("k", "c") == a  # evicting b leaves a's key
+    pool.check_integrity()
+
+
+def test_two_requests_computing_the_same_prompt_leave_the_first_one_cached():
+    kv = KVCacheManager(FULL, 32, 4)
+    a, b = req("a", range(9)), req("b", range(9))
+    assert kv.allocate_slots(a, 9) and kv.allocate_slots(b, 9)  # same step: no in-flight hit
+    for r in (a, b):
+        r.num_computed_tokens = 9
+        kv.cache_blocks(r)
+    c = req("c", range(9))
+    assert kv.allocate_slots(c, 1) and c.num_cached_tokens == 8
+    assert kv.block_tables(c)[0][:2] == kv.block_tables(a)[0][:2] != kv.block_tables(b)[0][:2]

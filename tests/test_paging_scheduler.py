@@ -142,3 +142,34 @@ def test_max_num_seqs_counts_the_samples_a_parent_will_fork():
     out = sched.schedule()
     assert [s.request.request_id for s in out.scheduled] == ["r0", "r1"]  # 2 x 2 samples = 4 sequences
     assert sched.num_sequences == 4
+
+
+def test_registering_only_when_a_chunk_fills_a_block_changes_nothing():
+    """Scheduler.update calls cache_blocks only when a chunk reached a block boundary; calling it after
+    every chunk (the old protocol) gives the same hits, cached keys and pool."""
+    import random
+
+    class EveryStep(Scheduler):
+        def update(self, out, sampled):
+            finished = super().update(out, sampled)
+            for s in out.scheduled:
+                if s.request not in finished:
+                    self.kv.cache_blocks(s.request)
+            return finished
+
+    def run(cls):
+        kv = KVCacheManager(FULL, 40, 4)
+        sched = cls(kv, SchedulerConfig(max_num_seqs=4, max_num_batched_tokens=12))
+        rng = random.Random(3)
+        reqs = [Request(str(i), [1, 2, 3, 4, 5, 6, 7][:rng.randint(1, 7)] + [100 + i] * rng.randint(0, 9),
+                        rng.randint(1, 12)) for i in range(30)]
+        for r in reqs:
+            sched.add_request(r)
+        while sched.has_unfinished_requests():
+            out = sched.schedule()
+            sched.update(out, {x.request.request_id: 9 for x in out.scheduled if x.needs_logits})
+            kv.check_integrity()
+        return [r.num_cached_tokens for r in reqs], kv.pool.free_block_ids(), list(kv.pool.block_key)
+
+    assert run(Scheduler) == run(EveryStep)
+    assert sum(run(Scheduler)[0]) > 0

@@ -8,6 +8,8 @@ A shadow model written here (not the manager's own bookkeeping) checks after eve
   - filled slots equal the distinct slots holding computed tokens;
   - a group never holds more blocks than its attention span needs;
   - nothing leaks once every request is freed.
+The same machine drives the contiguous baseline (ReservingKVCacheManager): there, every live
+sequence holds exactly its reservation, tables included, and forks copy instead of sharing.
 """
 
 from hypothesis import HealthCheck, settings
@@ -15,11 +17,13 @@ from hypothesis import strategies as st
 from hypothesis.stateful import (Bundle, RuleBasedStateMachine, consumes, initialize, invariant, multiple, precondition,
                                  rule)
 
-from kvplan.paging import NULL_BLOCK, KVCacheManager, Request
+from kvplan.paging import NULL_BLOCK, KVCacheManager, Request, ReservingKVCacheManager
 from kvplan.model import ChunkedLocal, FullAttention, ModelSpec, SlidingWindow, cdiv
 from kvplan.model.grouping import page_layout
 
 BASES = [[1000 + i for i in range(64)], [2000 + i for i in range(64)]]
+MAX_MODEL_LEN = 72  # the reserving manager's bound on a request's tokens
+MAX_CHUNK = 80  # the largest chunk a rule computes at once
 
 
 def make_layout(kind: str, window: int):
@@ -35,14 +39,45 @@ def make_layout(kind: str, window: int):
     return page_layout(ModelSpec("t", "t", groups, n))
 
 
+def brute_force_hit(kv, layout, req: Request, bs: int) -> int:
+    """vLLM's hybrid rule by brute force over every length: the longest whole-block prefix under
+    num_tokens whose every position a later query reads is cached, in every page group."""
+    if not kv.enable_prefix_caching:
+        return 0
+    tokens, keys, parent = req.token_ids(0, req.num_tokens), [], 0
+    for i in range((req.num_tokens - 1) // bs):
+        block_tokens = tokens[i * bs:(i + 1) * bs]
+        check = hash((~parent, *block_tokens))
+        parent = hash((parent, *block_tokens))
+        keys.append((parent, check))
+
+    def cached(g, i):
+        key, check = keys[i]
+        block = kv.pool.cached_blocks.get(key if len(layout.groups) == 1 else (g, key))
+        return block is not None and kv.pool.block_check[block] == check
+
+    for n in range(len(keys), 0, -1):
+        if all(cached(g, i) for g, group in enumerate(layout.groups)
+               for i in range(group.attention.first_needed_position(n * bs) // bs, n)):
+            return n * bs
+    return 0
+
+
 class AllocatorMachine(RuleBasedStateMachine):
     running = Bundle("running")
 
     @initialize(kind=st.sampled_from(["full", "two-full", "sliding", "chunked"]), block_size=st.sampled_from([1, 2, 4, 8]),
-                num_blocks=st.integers(6, 48), window=st.integers(3, 24), caching=st.booleans())
-    def setup(self, kind, block_size, num_blocks, window, caching):
+                num_blocks=st.integers(6, 48), window=st.integers(3, 24), caching=st.booleans(),
+                reserving=st.sampled_from([False, False, True]))
+    def setup(self, kind, block_size, num_blocks, window, caching, reserving):
         self.layout = make_layout(kind, window)
-        self.kv = KVCacheManager(self.layout, num_blocks, block_size, caching)
+        self.reserving = reserving
+        if reserving:  # room for one to three sequences' reservations
+            kv = ReservingKVCacheManager(self.layout, 1, block_size, MAX_MODEL_LEN, MAX_CHUNK)
+            num_blocks = kv.reservation_blocks * (1 + num_blocks % 3)
+            self.kv = ReservingKVCacheManager(self.layout, num_blocks, block_size, MAX_MODEL_LEN, MAX_CHUNK)
+        else:
+            self.kv = KVCacheManager(self.layout, num_blocks, block_size, caching)
         self.bs = block_size
         self.live: dict[str, Request] = {}
         self.last_chunk: dict[str, int] = {}
@@ -84,14 +119,19 @@ class AllocatorMachine(RuleBasedStateMachine):
             return False
         self._apply_copies()
         start = req.num_computed_tokens
-        for table in kv.block_tables(req):
+        for g, table in enumerate(kv.block_tables(req)):
             for pos in range(start, start + num_new):
                 block = table[pos // self.bs]
-                fresh = before_ref[block] == 0 and kv.pool.block_key[block] is None
-                assert before_keys[block] is None or fresh, f"cached block {block} is about to be written"
+                assert kv.pool.block_key[block] is None, f"cached block {block} is about to be written"
+                if before_keys[block] is not None:  # it was cached: it must have been taken anew (evicted)
+                    was_here = before_tables is not None and pos // self.bs < len(before_tables[g]) and \
+                        before_tables[g][pos // self.bs] == block
+                    assert not was_here, f"cached block {block} is about to be written"
         if before_tables is None:  # a new admission: hit blocks must hold this request's tokens
             for table in kv.block_tables(req):
                 for i in range(req.num_cached_tokens // self.bs):
+                    if table[i] == NULL_BLOCK:  # before a window: never read again
+                        continue
                     expected = req.token_ids(i * self.bs, (i + 1) * self.bs)
                     assert [self.content[table[i]][s] for s in range(self.bs)] == expected
         return True
@@ -105,9 +145,12 @@ class AllocatorMachine(RuleBasedStateMachine):
             return multiple()
         rid = self._new_id()
         prompt = BASES[base][:shared] + [5000 + self.counter * 100 + i for i in range(own)]
+        if self.reserving:
+            prompt = prompt[:MAX_MODEL_LEN - 1]
         req = Request(rid, prompt, max_tokens=10_000)
         hit = self.kv.get_computed_tokens(req)
         assert hit % self.bs == 0 and hit <= req.num_tokens - 1
+        assert hit == brute_force_hit(self.kv, self.layout, req, self.bs)
         num_new = min(chunk, req.num_tokens - hit)
         if not self._allocate(req, num_new):
             return multiple()  # not admitted: nothing to track
@@ -122,6 +165,8 @@ class AllocatorMachine(RuleBasedStateMachine):
         if req.request_id not in self.live:
             return
         if req.num_computed_tokens == req.num_tokens:
+            if self.reserving and req.num_tokens == MAX_MODEL_LEN:
+                return
             req.output_token_ids.append(token)
         num_new = min(chunk, req.num_tokens - req.num_computed_tokens)
         if self._allocate(req, num_new):
@@ -132,8 +177,17 @@ class AllocatorMachine(RuleBasedStateMachine):
         if parent.request_id not in self.live or parent.num_computed_tokens == 0:
             return multiple()
         n = parent.num_computed_tokens
+        if self.reserving and (n == MAX_MODEL_LEN or self.kv.num_free_blocks < self.kv.reservation_blocks):
+            return multiple()
         child = Request(self._new_id(), parent.token_ids(0, n) + [token], max_tokens=10_000)
         self.kv.fork(parent, child)
+        self._apply_copies()
+        for table in self.kv.block_tables(child):  # shared, or copied: the child's blocks hold its tokens
+            for i, block in enumerate(table):
+                if block != NULL_BLOCK:
+                    stop = min(n, (i + 1) * self.bs)
+                    assert [self.content[block][p % self.bs] for p in range(i * self.bs, stop)] == \
+                        child.token_ids(i * self.bs, stop)
         assert child.num_computed_tokens == n
         self.live[child.request_id] = child
         self.last_chunk[child.request_id] = self.last_chunk[parent.request_id]
@@ -148,8 +202,8 @@ class AllocatorMachine(RuleBasedStateMachine):
     @rule(size=st.integers(1, 64))
     def evict(self, size):
         """A throwaway request that pops free blocks from the front (evicting cached ones), then leaves."""
-        req = Request(self._new_id(), [9_000_000 + i for i in range(size)], max_tokens=1)
-        num_new = min(size, self.kv.pool.num_free_blocks * self.bs // self.kv.num_groups)
+        req = Request(self._new_id(), [9_000_000 + i for i in range(min(size, MAX_MODEL_LEN - 1))], max_tokens=1)
+        num_new = min(req.num_tokens, self.kv.pool.num_free_blocks * self.bs // self.kv.num_groups)
         if num_new and self._allocate(req, num_new):
             self.live[req.request_id] = req
             self._compute(req, num_new)
@@ -184,9 +238,13 @@ class AllocatorMachine(RuleBasedStateMachine):
                         continue
                     refs[block] += 1
                     filled[block] = max(filled.get(block, 0), min(bs, max(0, n - i * bs)))
-        assert refs == pool.ref_cnt
+        if self.reserving:  # the tables' blocks, and the spares of every live reservation
+            assert all(ref <= 1 for ref in pool.ref_cnt) and all(r <= ref for r, ref in zip(refs, pool.ref_cnt))
+            assert kv.num_used_blocks == len(self.live) * kv.reservation_blocks
+        else:
+            assert refs == pool.ref_cnt
         free = set(pool.free_block_ids())
-        used = {b for b, r in enumerate(refs) if r}
+        used = {b for b, r in enumerate(pool.ref_cnt) if r}
         assert not free & used and len(free | used) == pool.num_blocks
         assert kv.num_filled_slots == sum(filled.values())
         for block in used:

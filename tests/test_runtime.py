@@ -341,15 +341,16 @@ def test_contiguous_forks_get_their_own_reservations():
 
 
 def test_contiguous_reservation_size_is_what_admission_allocates():
-    from kvplan.runtime.contiguous import ReservingKVCacheManager, reservation_blocks
+    from kvplan.paging.contiguous import ReservingKVCacheManager, reservation_blocks
     from kvplan.model.grouping import page_layout
     from kvplan.paging import Request
 
-    loaded = tiny_loaded("gemma2")  # a full and a sliding page group
+    loaded = tiny_loaded("gemma2")  # a full and a sliding page group (window 8)
     layout = page_layout(loaded.spec)
-    manager = ReservingKVCacheManager(layout, 64, 4, max_model_len=40)
+    manager = ReservingKVCacheManager(layout, 64, 4, max_model_len=40, chunk_tokens=4)
     assert manager.allocate_slots(Request("a", list(range(5)), 3), 5)
-    assert manager.pool.num_used_blocks == reservation_blocks(layout, 40, 4) == 2 * 10
+    # Full: 40 tokens = 10 blocks; sliding: a 4-token chunk reads 8 - 1 + 4 = 11 positions, at most 4 blocks.
+    assert manager.num_used_blocks == reservation_blocks(layout, 40, 4, 4) == 10 + 4
 
 
 def test_another_model_from_the_same_config_leaves_the_engine_alone():

@@ -81,8 +81,12 @@ def test_event_equals_step_under_pressure_and_budget():
                                  64, 2, None, 2, seed=11)
     result = assert_same("full", workload, 150, cfg=SchedulerConfig(24, 300), clock=COST)
     assert result.preemptions > 50 and result.cached_tokens > 0
-    result = assert_same("sliding", workload, 150, cfg=SchedulerConfig(24, 300))
+    result = assert_same("sliding", workload, 150, cfg=SchedulerConfig(24, 300), caching=False)
     assert result.preemptions > 50
+    # With hybrid prefix caching a recompute resumes at its hit, and a 300-token chunk from there can
+    # need a few blocks more than the chunks from 0 did (the window's span peak): a slightly larger pool.
+    result = assert_same("sliding", workload, 160, cfg=SchedulerConfig(24, 300))
+    assert result.preemptions > 50 and result.cached_tokens > 0
 
 
 def test_event_run_touches_few_requests():

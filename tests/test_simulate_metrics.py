@@ -23,8 +23,8 @@ COST = CostModel(weights_bytes=8 * 10**9, kv_bytes_per_token=65536, flops_per_to
 class BruteForce:
     """Wraps a step-mode simulator's scheduler and measures each step by scanning."""
 
-    def __init__(self, sim: Simulator, contiguous: bool):
-        self.sim, self.contiguous = sim, contiguous
+    def __init__(self, sim: Simulator):
+        self.sim = sim
         self.now = 0.0
         self.steps = []  # (dt, running, allocated, filled)
         self.delays, self.admitted_tokens, self.cached = [], 0, 0
@@ -60,11 +60,6 @@ class BruteForce:
 
     def measure(self, written: dict[str, int]) -> tuple[int, int]:
         kv, running = self.sim.kv, self.sim.sched.running
-        if self.contiguous:
-            caps = [g.attention.tokens_held(self.sim.max_model_len) for g in kv.layout.groups]
-            units = sum(kv._units.values())
-            held = sum(min(written.get(r.request_id, r.num_computed_tokens), c) for r in running for c in caps)
-            return units * sum(caps), held
         bs = kv.block_size
         per_block: dict[int, int] = {}
         for r in running:
@@ -74,6 +69,8 @@ class BruteForce:
                     if b != NULL_BLOCK:
                         per_block[b] = max(per_block.get(b, 0), min(bs, max(0, n - i * bs)))
         used = sum(1 for ref in kv.pool.ref_cnt if ref)
+        if hasattr(kv, "reservation_blocks"):  # contiguous: every sequence, forked or still to fork, reserves
+            used = sum(r.num_samples for r in running) * kv.reservation_blocks
         return used * bs, sum(per_block.values())
 
 
@@ -112,7 +109,7 @@ def test_metrics_match_brute_force(kind, contiguous, n, rate, blocks):
     layout = page_layout(ModelSpec("t", "t", LAYOUTS[kind], 4))
     cfg = SchedulerConfig(16, 512)
     sim = Simulator(layout, blocks, 16, 1024, cfg, COST, mode="step", contiguous=contiguous)
-    bf = BruteForce(sim, contiguous)
+    bf = BruteForce(sim)
     got = sim.run(workload).summary(cfg.max_num_seqs)
     want = brute_summary(bf, cfg.max_num_seqs)
     for key, value in want.items():

@@ -22,6 +22,8 @@ C: chunk, T: tokens per prefill chunk, L: context or max_model_len, bs: block si
 | `sglang_logged_bytes(kv, tp)`        | k, v          | k, v                | k, v               | kv                | -                 |
 | `transformers_layer_type()`          | full_attention | sliding_attention  | -                  | -                 | -                 |
 | `runtime_window_tokens()`            | 0 (all)       | W                   | -                  | -                 | -                 |
+| `first_needed_position(p)`           | 0             | max(0, p - W + 1)   | p // C x C         | 0                 | -                 |
+| `release_position(n)`                | None (never)  | n + W - 1           | the next chunk start | None (never)    | -                 |
 
 "every one": generic, vllm, sglang, trtllm, transformers and kvplan's torch runtime. `-`: no
 answer (the raising default); the engine is then left out of `engines`, so it refuses the model.
@@ -95,6 +97,16 @@ class LayerGroup:
 
     def state_bytes_per_layer(self, kv: KVFormat, tp: int = 1) -> int:
         raise self._unanswered("per-request state bytes")
+    # ---- paging: which positions a query reads (kvplan.paging frees and prefix-matches by these) ----
+
+    def first_needed_position(self, position: int) -> int:
+        """First position that a query at `position`, or at any later position, attends to."""
+        raise self._unanswered("the first position a query reads")
+
+    def release_position(self, tokens: int) -> int | None:
+        """First query position from which positions [0, tokens) are never attended again; None: never."""
+        raise self._unanswered("when its oldest positions are released")
+
 
     @property
     def tp_split_kv_heads(self) -> int | None:
@@ -236,6 +248,14 @@ class FullAttention(_KVHeads):
     def runtime_window_tokens(self) -> int:
         return 0
 
+    # ---- paging ----
+
+    def first_needed_position(self, position: int) -> int:
+        return 0
+
+    def release_position(self, tokens: int) -> int | None:
+        return 0 if tokens <= 0 else None  # every later query reads every token
+
 
 @dataclass(frozen=True)
 class SlidingWindow(_KVHeads):
@@ -274,6 +294,14 @@ class SlidingWindow(_KVHeads):
 
     def describe(self) -> str:
         return f"{super().describe()}, window {self.window_tokens}"
+
+    # ---- paging ----
+
+    def first_needed_position(self, position: int) -> int:
+        return max(0, position - self.window_tokens + 1)
+
+    def release_position(self, tokens: int) -> int | None:
+        return tokens + self.window_tokens - 1 if tokens > 0 else 0
 
 
 @dataclass(frozen=True)
@@ -326,6 +354,14 @@ class ChunkedLocal(_KVHeads):
 
     def describe(self) -> str:
         return f"{super().describe()}, chunk {self.window_tokens}"
+
+    # ---- paging ----
+
+    def first_needed_position(self, position: int) -> int:
+        return position // self.window_tokens * self.window_tokens
+
+    def release_position(self, tokens: int) -> int | None:
+        return cdiv(tokens, self.window_tokens) * self.window_tokens
 
 
 @dataclass(frozen=True)
@@ -393,6 +429,14 @@ class MLALatent(LayerGroup):
 
     def describe(self) -> str:
         return f"mla, latent {self.kv_lora_rank}+{self.qk_rope_head_dim}={self.latent_dim}"
+
+    # ---- paging ----
+
+    def first_needed_position(self, position: int) -> int:
+        return 0
+
+    def release_position(self, tokens: int) -> int | None:
+        return 0 if tokens <= 0 else None  # every later query reads every token
 
 
 @dataclass(frozen=True)

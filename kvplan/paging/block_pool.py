@@ -6,6 +6,12 @@
 | free + used == num_blocks                                                   | check_integrity() |
 | cached_blocks[key] == b  =>  block_key[b] == key                            | check_integrity() |
 | a freed hashed block keeps its key until popped for reuse (lazy eviction)   | get_new_blocks()  |
+| a key's first cached block stays the one found while it is cached           | cache_blocks()    |
+| lookup finds a block only if its check value equals the asked one           | lookup()          |
+
+Keys are 64-bit digests (paging.hashing); a second, independent digest of the same block (its
+check value) is kept beside each cached block and compared on a hit, so a key collision alone is
+a miss, not wrong KV.
 
 The free list is an OrderedDict used as an LRU queue: the front is evicted first, a freed block
 goes to the back, and a cached free block is revived from anywhere in O(1).
@@ -21,6 +27,7 @@ class BlockPool:
         self.num_blocks = num_blocks
         self.ref_cnt = [0] * num_blocks
         self.block_key: list[object | None] = [None] * num_blocks  # prefix-cache key of a full, immutable block
+        self.block_check: list[object | None] = [None] * num_blocks  # second digest of the keyed block (stale once evicted)
         self.cached_blocks: dict[object, int] = {}
         self._free: OrderedDict[int, None] = OrderedDict.fromkeys(range(num_blocks))
         self.num_evictions = 0  # cached blocks whose key was dropped because the block was reused
@@ -45,12 +52,16 @@ class BlockPool:
         """Pop n blocks from the front of the free list (evicting their cache keys), refcount 1."""
         if n > len(self._free):
             raise ValueError(f"asked for {n} blocks, {len(self._free)} free")
-        popitem, block_key, ref_cnt = self._free.popitem, self.block_key, self.ref_cnt
+        popitem, block_key, ref_cnt, cached = self._free.popitem, self.block_key, self.ref_cnt, self.cached_blocks
         blocks = []
         for _ in range(n):
             block, _ = popitem(last=False)
-            if block_key[block] is not None:
-                self._evict(block)
+            key = block_key[block]
+            if key is not None:  # _evict, inline: this loop is every block a request ever takes
+                if cached.get(key) == block:
+                    del cached[key]
+                block_key[block] = None
+                self.num_evictions += 1
             ref_cnt[block] = 1
             blocks.append(block)
         return blocks
@@ -102,24 +113,20 @@ class BlockPool:
                 freed.append(block)
         return freed
 
-    def cache_blocks(self, blocks, keys) -> None:
-        """cache_block for each (block, key) pair."""
-        ref_cnt, block_key, setdefault = self.ref_cnt, self.block_key, self.cached_blocks.setdefault
-        for block, key in zip(blocks, keys):
+    def cache_blocks(self, blocks, keys, checks) -> None:
+        """Mark full blocks immutable under their keys; a key's first cached block stays the one found."""
+        ref_cnt, block_key, block_check = self.ref_cnt, self.block_key, self.block_check
+        setdefault = self.cached_blocks.setdefault
+        for block, key, check in zip(blocks, keys, checks):
             if ref_cnt[block] == 0:
                 raise RuntimeError(f"block {block} cached while free")
             block_key[block] = key
+            block_check[block] = check
             setdefault(key, block)
 
-    def cache_block(self, block: int, key: object) -> None:
-        """Mark a full block immutable under `key`; the first block with a key stays the one found."""
-        if self.ref_cnt[block] == 0:
-            raise RuntimeError(f"block {block} cached while free")
-        self.block_key[block] = key
-        self.cached_blocks.setdefault(key, block)
-
-    def lookup(self, key: object) -> int | None:
-        return self.cached_blocks.get(key)
+    def lookup(self, key: object, check: object) -> int | None:
+        block = self.cached_blocks.get(key)
+        return block if block is not None and self.block_check[block] == check else None
 
     def is_cached(self, block: int) -> bool:
         return self.block_key[block] is not None

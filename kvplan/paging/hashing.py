@@ -1,26 +1,31 @@
-"""Stable chained block hashes for prefix caching (the same value in every process and run).
+"""Prefix-cache keys of full blocks: each block's tokens, chained to everything before them.
 
-hash(block i) = blake2b-128(hash(block i-1) + token ids of block i as little-endian int64),
-hash(block -1) = 16 zero bytes. Python's hash() is salted per process, so it is never used.
+key(block i) = hash((key(i - 1), token ids of block i...)), key(-1) = 0; beside each key the
+pool keeps a check value, hash((~key(i - 1), the same token ids...)), compared on a hit, so a
+false hit needs two independent 64-bit hashes to agree (nano-vllm compares the tokens instead,
+which would keep every cached block's tokens alive). Python's hash of a tuple of ints is not
+salted per process (only str/bytes hashes are), so keys are the same in every process and run;
+they live in memory only. Two tuples and their hashes per block cost far less than a
+cryptographic digest, which keeps the per-token path cheap (docs/benchmarks/allocator.md).
 """
-
-from array import array
-from hashlib import blake2b
 
 from .request import Request
 
-ROOT_HASH = bytes(16)
+ROOT = 0  # key before the first block
 
 
-def block_hashes(req: Request, block_size: int, num_blocks: int) -> list[bytes]:
-    """Extend req.block_hashes (cached on the request) to its first num_blocks full blocks."""
+def block_checks(req: Request, block_size: int, first: int, stop: int) -> list[int]:
+    """Check values of the request's full blocks [first, stop); extends req.block_hashes (their keys,
+    cached on the request) as it goes. Needs the key of block first - 1 (first <= len)."""
     hashes = req.block_hashes
-    start = len(hashes)
-    if start < num_blocks:
-        step = block_size * 8
-        data = array("q", req.token_ids(start * block_size, num_blocks * block_size)).tobytes()
-        parent = hashes[-1] if hashes else ROOT_HASH
-        for offset in range(0, (num_blocks - start) * step, step):
-            parent = blake2b(parent + data[offset:offset + step], digest_size=16).digest()
+    known = len(hashes)
+    tokens = req.token_ids(first * block_size, stop * block_size)
+    parent = hashes[first - 1] if first else ROOT
+    checks = []
+    for i, offset in enumerate(range(0, len(tokens), block_size), first):
+        block = tokens[offset:offset + block_size]
+        checks.append(hash((~parent, *block)))
+        parent = hash((parent, *block))
+        if i >= known:
             hashes.append(parent)
-    return hashes
+    return checks

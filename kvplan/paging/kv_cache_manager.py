@@ -11,48 +11,64 @@ replace blocks that left the attention span by -1, so positions stay aligned.
 | hashes are registered after the forward pass only (no in-flight hits)  | cache_blocks()          |
 | a prefix hit covers whole blocks and at most num_tokens - 1 tokens     | get_computed_tokens()   |
 | num_filled_slots == slots holding a computed token, over used blocks   | check_integrity()       |
+| a block's filled count == positions written into it by its requests    | check_integrity()       |
 | allocate_slots is all-or-nothing                                       | allocate_slots()        |
+| positions in [end, horizon) write one slot per group and nothing else  | _set_fast(), integrity  |
 
 Filled slots are physical: a block shared by several requests counts once.
+
+The per-token path. A decode step usually writes one token into each group's partial last block
+(its *tail*): no new block, no copy (the tail is not shared), no release (no window moves past a
+block). After every general call the manager records up to which position that stays true (the
+*horizon*); a one-token `allocate_slots` at the recorded end below the horizon then only moves the
+end and the filled-slot count. The tails' own `_filled` entries catch up (`_sync`) before anything
+reads them. `cache_blocks` likewise returns at once until the next block fills (`hash_at`).
 """
 
 from ..model.grouping import PageLayout
 from .block_pool import BlockPool
-from .hashing import block_hashes
-from .lazy_decode import CHUNKED, FULL, SLIDING, LazyDecodeSupport
+from .hashing import block_checks
+from .prefix_hits import longest_hit
 from .request import Request
 
 NULL_BLOCK = -1
-_KINDS = {"full": FULL, "mla": FULL, "sliding": SLIDING, "chunked": CHUNKED}
+_NEVER = 1 << 62
 
 
 class _Blocks:
-    __slots__ = ("req", "tables", "first_held", "num_hashed")
+    __slots__ = ("manager", "req", "tables", "first_held", "num_hashed", "hash_at", "end", "synced", "horizon",
+                 "tails")
 
-    def __init__(self, req: Request, tables: list[list[int]], first_held: list[int], num_hashed: int):
+    def __init__(self, manager: "KVCacheManager", req: Request, tables: list[list[int]], first_held: list[int],
+                 num_hashed: int):
+        self.manager = manager  # the state is found through req.kv_state only by this manager
         self.req = req
         self.tables = tables
         self.first_held = first_held  # per group: entries before it are NULL_BLOCK
         self.num_hashed = num_hashed  # leading full blocks already registered in the prefix cache
+        self.hash_at = _NEVER  # computed tokens from which cache_blocks has a block to register
+        self.end = self.synced = 0  # tokens written; of which counted in the tails' _filled
+        self.horizon = 0  # one-token writes at positions below it change nothing but counters
+        self.tails: list[int] = []  # per group: the block positions [end, horizon) fall in
 
 
-class KVCacheManager(LazyDecodeSupport):
+class KVCacheManager:
     def __init__(self, layout: PageLayout, num_blocks: int, block_size: int, enable_prefix_caching: bool = True):
         if block_size < 1:
             raise ValueError(f"block_size must be positive, got {block_size}")
         self.layout = layout
         self.block_size = block_size
         self.pool = BlockPool(num_blocks)
-        self._kinds = []
-        for group in layout.groups:
-            kind = group.attention.kind
-            if kind not in _KINDS:
-                raise ValueError(f"page group {group.group_id}: attention kind {kind!r} cannot be paged")
-            self._kinds.append((_KINDS[kind], getattr(group.attention, "window_tokens", 0)))
-        self.num_groups = len(self._kinds)
-        self.all_full = all(k == FULL for k, _ in self._kinds)
-        # Sharing a prefix is only sound when every group keeps every token.
-        self.enable_prefix_caching = enable_prefix_caching and self.all_full
+        # What differs per attention kind, asked of the kind once: which positions a query reads.
+        kinds = [group.attention for group in layout.groups]
+        self._first_needed = [kind.first_needed_position for kind in kinds]
+        self._release_position = [kind.release_position for kind in kinds]
+        self._windowed = [g for g, kind in enumerate(kinds) if kind.release_position(1) is not None]
+        self.num_groups = len(kinds)
+        self.keeps_every_token = not self._windowed
+        self._hit_rules = [self._first_needed[g] if g in self._windowed else None for g in range(self.num_groups)]
+        self.growth_blocks = self.num_groups  # pool blocks taken when a request's tables grow by one block
+        self.enable_prefix_caching = enable_prefix_caching
         self._reqs: dict[str, _Blocks] = {}
         self._filled = [0] * num_blocks
         self.num_filled_slots = 0
@@ -60,131 +76,225 @@ class KVCacheManager(LazyDecodeSupport):
 
     # ---- prefix cache -------------------------------------------------------------------------
 
-    def _key(self, group: int, block_hash: bytes):
-        return block_hash if self.num_groups == 1 else (group, block_hash)
-
-    def _hit_blocks(self, req: Request) -> list[list[int]]:
+    def _hit(self, req: Request) -> tuple[int, list[list[int]], list[int]]:
+        """The longest prefix hit valid in every group (prefix_hits): its blocks, the groups' table
+        heads (NULL_BLOCK before a window) and first held indexes."""
         if not self.enable_prefix_caching:
-            return [[] for _ in range(self.num_groups)]
-        max_blocks = (req.num_tokens - 1) // self.block_size
-        hashes = block_hashes(req, self.block_size, max_blocks)
-        lookup = self.pool.lookup
-        hits: list[list[int]] = [[] for _ in range(self.num_groups)]
-        for i in range(max_blocks):
-            found = [lookup(self._key(g, hashes[i])) for g in range(self.num_groups)]
-            if None in found:
-                break
-            for g, block in enumerate(found):
-                hits[g].append(block)
-        return hits
+            return 0, [[] for _ in range(self.num_groups)], [0] * self.num_groups
+        bs, lookup, one = self.block_size, self.pool.lookup, self.num_groups == 1
+        hashes, checks = req.block_hashes, []
+
+        def find(group: int, i: int) -> int | None:
+            while len(checks) <= i:  # one block at a time: most lookups stop at the first
+                checks.extend(block_checks(req, bs, len(checks), len(checks) + 1))
+            return lookup(hashes[i] if one else (group, hashes[i]), checks[i])
+
+        return longest_hit((req.num_tokens - 1) // bs, bs, self._hit_rules, find)
 
     def get_computed_tokens(self, req: Request) -> int:
         """Tokens a new admission would take from the prefix cache (whole blocks, < num_tokens)."""
-        return len(self._hit_blocks(req)[0]) * self.block_size
+        return self._hit(req)[0] * self.block_size
 
     def cache_blocks(self, req: Request) -> None:
         """Register the request's newly full computed blocks; call after the forward pass."""
-        if not self.enable_prefix_caching:
+        st = req.kv_state
+        if st is None or st.manager is not self:
+            st = self._reqs[req.request_id]
+        if req.num_computed_tokens < st.hash_at:
             return
-        st = self._reqs[req.request_id]
-        num_full = req.num_computed_tokens // self.block_size
-        if num_full <= st.num_hashed:
-            return
-        hashes = block_hashes(req, self.block_size, num_full)[st.num_hashed:num_full]
+        bs, first = self.block_size, st.num_hashed
+        num_full = req.num_computed_tokens // bs
+        checks = block_checks(req, bs, first, num_full)
+        keys = req.block_hashes[first:num_full]
         for g, table in enumerate(st.tables):
-            keys = hashes if self.num_groups == 1 else [(g, h) for h in hashes]
-            self.pool.cache_blocks(table[st.num_hashed:num_full], keys)
+            blocks, group_keys, group_checks = table[first:num_full], keys, checks
+            if self.num_groups > 1:
+                group_keys = [(g, k) for k in keys]
+            if NULL_BLOCK in blocks:  # released by a window before it was registered: nothing to cache
+                held = [i for i, b in enumerate(blocks) if b != NULL_BLOCK]
+                blocks, group_keys, group_checks = ([x[i] for i in held] for x in (blocks, group_keys, checks))
+            self.pool.cache_blocks(blocks, group_keys, group_checks)
         st.num_hashed = num_full
+        st.hash_at = (num_full + 1) * bs
 
     # ---- allocation ---------------------------------------------------------------------------
 
-    def _first_needed(self, group: int, position: int) -> int:
-        """First position a query at `position` (or any later one) attends to in this group."""
-        kind, window = self._kinds[group]
-        if kind == SLIDING:
-            return max(0, position - window + 1)
-        if kind == CHUNKED:
-            return position // window * window
-        return 0
-
     def allocate_slots(self, req: Request, num_new_tokens: int) -> bool:
         """Cover num_computed + num_new_tokens tokens in every group, or change nothing and say False."""
-        bs, pool = self.block_size, self.pool
-        st = self._reqs.get(req.request_id)
-        hits = None
-        if st is None:
-            hits = self._hit_blocks(req)
-            start = len(hits[0]) * bs
-            tables = [[] for _ in range(self.num_groups)]
-            first_held = [0] * self.num_groups
-        else:
-            start = req.num_computed_tokens
-            tables, first_held = st.tables, st.first_held
-        end = start + num_new_tokens
-        last = -(-end // bs)
-        available = pool.num_free_blocks
-        needed = 0
-        plan = []
-        for g, table in enumerate(tables):
-            held = len(hits[g]) if hits is not None else len(table)
-            release_to = min(self._first_needed(g, start) // bs, held)
-            for i in range(first_held[g], release_to):
-                if table[i] != NULL_BLOCK and pool.ref_cnt[table[i]] == 1:
-                    available += 1
-            cow = start % bs != 0 and start // bs < held and pool.ref_cnt[table[start // bs]] > 1
-            needed += max(0, last - held) + cow
-            plan.append((release_to, cow))
-        if hits is not None:
-            available -= sum(1 for group_hits in hits for b in group_hits if pool.ref_cnt[b] == 0)
-        if needed > available:
-            return False
+        st = req.kv_state
+        if st is None or st.manager is not self:
+            st = self._reqs.get(req.request_id)
+            if st is None:
+                return self._admit(req, num_new_tokens)
+        start = req.num_computed_tokens
+        if num_new_tokens == 1 and start == st.end:
+            if start < st.horizon:  # one token into the tails
+                st.end = start + 1
+                self.num_filled_slots += self.num_groups
+                return True
+            if self.keeps_every_token and start == len(st.tables[0]) * self.block_size:
+                return self._next_block(st, start)
+        return self._extend(st, start, num_new_tokens)
 
-        if st is None:
-            for g, group_hits in enumerate(hits):
-                for block in group_hits:
-                    if pool.touch(block):
-                        self.num_filled_slots += self._filled[block]
-                tables[g].extend(group_hits)
-            st = self._reqs[req.request_id] = _Blocks(req, tables, first_held, len(hits[0]))
-            req.num_computed_tokens = req.num_cached_tokens = start
-        # Every group's releases first: the plan counted them as available to every group.
-        for g, table in enumerate(tables):
-            release_to = plan[g][0]
-            for i in range(first_held[g], release_to):
-                if table[i] != NULL_BLOCK:
-                    self._free_one(table[i])
-                    table[i] = NULL_BLOCK
-            first_held[g] = max(first_held[g], release_to)
-        for g, table in enumerate(tables):
-            cow = plan[g][1]
-            if cow:
-                i = start // bs
-                src = table[i]
-                dst = self._new_blocks(1)[0]
-                self._filled[dst] = self._filled[src]
-                self.num_filled_slots += self._filled[src]
-                pool.free_block(src)
-                table[i] = dst
-                self._copies.append((src, dst))
-            if last > len(table):
-                table.extend(self._new_blocks(last - len(table)))
-            self._write(table, start, end)
+    def _admit(self, req: Request, num_new_tokens: int) -> bool:
+        """A new request: take its prefix hit, then blocks for the rest of the chunk."""
+        bs, pool = self.block_size, self.pool
+        hit, tables, first_held = self._hit(req)
+        start = hit * bs
+        needed = (-(-(start + num_new_tokens) // bs) - hit) * self.num_groups
+        hit_blocks = [b for table in tables for b in table if b != NULL_BLOCK]
+        revived = sum(1 for b in hit_blocks if pool.ref_cnt[b] == 0)  # they leave the free list
+        if needed + revived > pool.num_free_blocks:
+            return False
+        for block in hit_blocks:
+            if pool.touch(block):
+                self.num_filled_slots += self._filled[block]
+        st = self._track(_Blocks(self, req, tables, first_held, hit))
+        if self.enable_prefix_caching:
+            st.hash_at = (hit + 1) * bs
+        req.num_computed_tokens = req.num_cached_tokens = start
+        self._grow_and_write(st, start, start + num_new_tokens)
         return True
 
-    def _new_blocks(self, n: int) -> list[int]:
+    def _track(self, st: "_Blocks") -> "_Blocks":
+        self._reqs[st.req.request_id] = st.req.kv_state = st
+        return st
+
+    def _extend(self, st: "_Blocks", start: int, num_new_tokens: int) -> bool:
+        """A running request: release what left a window, copy a shared block it writes, grow."""
+        self._sync(st)
+        bs, ref_cnt = self.block_size, self.pool.ref_cnt
+        tables, first_held = st.tables, st.first_held
+        held = len(tables[0])  # every table covers the same positions
+        needed = max(0, -(-(start + num_new_tokens) // bs) - held) * self.num_groups
+        cows = []  # groups whose shared partial block is about to be written: copy it first
+        if start % bs and start // bs < held:
+            cows = [g for g, table in enumerate(tables) if ref_cnt[table[start // bs]] > 1]
+            needed += len(cows)
+        releases = []  # (group, entries before this index are released)
+        for g in self._windowed:
+            release_to = min(self._first_needed[g](start) // bs, held)
+            if release_to > first_held[g]:
+                releases.append((g, release_to))
+                needed -= sum(1 for b in tables[g][first_held[g]:release_to] if b != NULL_BLOCK and ref_cnt[b] == 1)
+        if needed > 0 and not self._room(needed):
+            return False
+        # Every group's releases first: the plan counted them as available to every group.
+        for g, release_to in releases:
+            table = tables[g]
+            for i in range(first_held[g], release_to):
+                if table[i] != NULL_BLOCK:
+                    self._release(st, g, table[i])
+                    table[i] = NULL_BLOCK
+            first_held[g] = release_to
+        for g in cows:
+            table, i = tables[g], start // bs
+            src = table[i]
+            dst = self._take(st, g, 1)[0]
+            self._filled[dst] = self._filled[src]
+            self.num_filled_slots += self._filled[src]
+            self.pool.free_block(src)
+            table[i] = dst
+            self._copies.append((src, dst))
+        self._grow_and_write(st, start, start + num_new_tokens)
+        return True
+
+    def _next_block(self, st: "_Blocks", start: int) -> bool:
+        """A decode step into a new block, in a layout without windows: one more block per group,
+        nothing to release or copy."""
+        if self.growth_blocks > self.pool.num_free_blocks:
+            return False
+        self._sync(st)
+        tails = st.tails = self._take_each(st)
+        filled = self._filled
+        for table, block in zip(st.tables, tails):
+            table.append(block)
+            filled[block] = 1
+        self.num_filled_slots += self.num_groups
+        st.end = st.synced = start + 1
+        st.horizon = start + self.block_size
+        return True
+
+    def _grow_and_write(self, st: "_Blocks", start: int, end: int) -> None:
+        last = -(-end // self.block_size)
+        for g, table in enumerate(st.tables):
+            if last > len(table):
+                table.extend(self._take(st, g, last - len(table)))
+            self._write(table, start, end)
+        self._set_fast(st, end)
+
+    def _set_fast(self, st: "_Blocks", end: int) -> None:
+        """Record that `end` tokens are written and accounted, and the horizon of plain one-token writes:
+        the next block boundary, the first position whose query frees a block, or `end` itself when a
+        tail is shared (its next write copies it)."""
+        bs = self.block_size
+        st.end = st.synced = end
+        tables = st.tables
+        horizon = len(tables[0]) * bs
+        if end < horizon:
+            tails = st.tails = [table[end // bs] for table in tables]
+            ref_cnt = self.pool.ref_cnt
+            for block in tails:
+                if ref_cnt[block] > 1:
+                    horizon = end
+            for g in self._windowed:
+                horizon = min(horizon, self._release_position[g]((st.first_held[g] + 1) * bs))
+        st.horizon = horizon
+
+    def _sync(self, st: "_Blocks") -> None:
+        """Add the one-token writes since the last general call to the tails' _filled."""
+        pending = st.end - st.synced
+        if pending:
+            filled = self._filled
+            for block in st.tails:
+                filled[block] += pending
+            st.synced = st.end
+
+    # Where blocks come from and go: the free list here; a reservation in the contiguous baseline.
+
+    def _room(self, num_blocks: int) -> bool:
+        """Whether a running request may take num_blocks more blocks (after its own releases)."""
+        return num_blocks <= self.pool.num_free_blocks
+
+    def _take(self, st: "_Blocks", group: int, n: int) -> list[int]:
         blocks = self.pool.get_new_blocks(n)
         for block in blocks:
             self._filled[block] = 0
         return blocks
 
+    def _take_each(self, st: "_Blocks") -> list[int]:
+        """One new block per group (_take's hot case, in one call)."""
+        blocks = self.pool.get_new_blocks(self.num_groups)
+        for block in blocks:
+            self._filled[block] = 0
+        return blocks
+
+    def _release(self, st: "_Blocks", group: int, block: int) -> None:
+        """A block that left the group's attention span."""
+        self._free_one(block)
+
+    def _reserved_blocks(self):
+        """Blocks held by requests outside their tables (none here)."""
+        return ()
+
     def _write(self, table: list[int], start: int, end: int) -> None:
-        bs, filled, block_key = self.block_size, self._filled, self.pool.block_key
+        """Count positions [start, end) as written. Blocks after the first one hold nothing yet (just
+        taken, or appended ahead of lazy writes), and cached blocks form a table's head, so only the
+        first block can be a cached one."""
+        if end <= start:
+            return
+        bs, filled = self.block_size, self._filled
         first, last = start // bs, (end - 1) // bs
-        for i in range(first, last + 1):
-            block = table[i]
-            if block_key[block] is not None:
-                raise RuntimeError(f"block {block} is cached (immutable) and was about to be written")
-            filled[block] += bs if first < i < last else min(end, (i + 1) * bs) - max(start, i * bs)
+        block = table[first]
+        if self.pool.block_key[block] is not None:
+            raise RuntimeError(f"block {block} is cached (immutable) and was about to be written")
+        if first == last:
+            filled[block] += end - start
+        else:
+            filled[block] += (first + 1) * bs - start
+            for block in table[first + 1:last]:
+                filled[block] = bs
+            filled[table[last]] = end - last * bs
         self.num_filled_slots += end - start
 
     def _free_one(self, block: int) -> None:
@@ -196,10 +306,12 @@ class KVCacheManager(LazyDecodeSupport):
         st = self._reqs.pop(req.request_id, None)
         if st is None:
             return
+        st.req.kv_state = None
+        self._sync(st)
         filled = self._filled
-        for table in st.tables:
-            freed = self.pool.free_blocks(b for b in reversed(table) if b != NULL_BLOCK)
-            self.num_filled_slots -= sum(filled[b] for b in freed)
+        for g, table in enumerate(st.tables):
+            held = reversed(table[st.first_held[g]:]) if st.first_held[g] else reversed(table)
+            self.num_filled_slots -= sum(filled[b] for b in self.pool.free_blocks(held))
 
     def fork(self, parent: Request, child: Request) -> None:
         """Let `child` share every block of `parent` (same computed tokens); writes copy on demand."""
@@ -209,6 +321,7 @@ class KVCacheManager(LazyDecodeSupport):
         n = parent.num_computed_tokens
         if child.token_ids(0, n) != parent.token_ids(0, n):
             raise ValueError(f"fork: {child.request_id} does not share the computed tokens of {parent.request_id}")
+        self._sync(st)
         tables = [list(t) for t in st.tables]
         for table in tables:
             for block in table:
@@ -216,14 +329,66 @@ class KVCacheManager(LazyDecodeSupport):
                     self.pool.touch(block)
         child.num_computed_tokens = n
         child.block_hashes = parent.block_hashes[:n // self.block_size]
-        self._reqs[child.request_id] = _Blocks(child, tables, list(st.first_held), st.num_hashed)
+        cst = self._track(_Blocks(self, child, tables, list(st.first_held), st.num_hashed))
+        cst.hash_at = st.hash_at
+        for shared in (st, cst):  # their tails are shared now: the next write copies
+            self._set_fast(shared, n)
 
     def take_copies(self) -> list[tuple[int, int]]:
         """(src, dst) block copies the engine applies to every layer of the group before the forward."""
         copies, self._copies = self._copies, []
         return copies
 
+    # ---- advancing decodes without stepping them (kvplan.paging.lazy_decode) --------------------
+
+    def slots_per_decode(self, req: Request) -> int:
+        """Filled slots one decoded token adds: one per group."""
+        return self.num_groups
+
+    def decode_steps(self, req: Request) -> int:
+        """Single-token steps, from the next one, that only write a slot: no new block, copy or release."""
+        st = self._reqs[req.request_id]
+        n = req.num_computed_tokens
+        return max(0, st.horizon - n) if n == st.end else 0
+
+    def blocks_needed(self, req: Request, num_new_tokens: int) -> int:
+        """Blocks allocate_slots would pop from the free list for a running request (no releases counted)."""
+        st = self._reqs[req.request_id]
+        bs, start = self.block_size, req.num_computed_tokens
+        needed = max(0, -(-(start + num_new_tokens) // bs) - len(st.tables[0])) * self.num_groups
+        if start % bs:
+            needed += sum(self.pool.ref_cnt[t[start // bs]] > 1 for t in st.tables)
+        return needed
+
+    def append_block(self, req: Request) -> None:
+        """Give every table of a lazily advanced request its next block, ahead of its writes."""
+        st = self._reqs[req.request_id]
+        for table, block in zip(st.tables, self._take_each(st)):
+            table.append(block)
+        st.horizon = 0  # the lazy writes are accounted by catch_up, which sets the horizon again
+
+    def catch_up(self, req: Request, num_tokens: int) -> None:
+        """Account num_tokens decode writes past num_computed_tokens into blocks already held."""
+        st = self._reqs[req.request_id]
+        self._sync(st)
+        start = req.num_computed_tokens
+        for table in st.tables:
+            if len(table) * self.block_size < start + num_tokens:
+                raise RuntimeError(f"{req.request_id}: lazy tokens past the allocated blocks")
+            self._write(table, start, start + num_tokens)
+        self._set_fast(st, start + num_tokens)
+
     # ---- queries ------------------------------------------------------------------------------
+
+    @property
+    def num_free_blocks(self) -> int:
+        """Blocks a new request may take (the contiguous baseline leaves out its reservations)."""
+        return self.pool.num_free_blocks
+
+    @property
+    def num_used_blocks(self) -> int:
+        """Blocks held or reserved."""
+        return self.pool.num_used_blocks
 
     def block_tables(self, req: Request) -> list[list[int]]:
         """One table per page group (live lists: read, do not modify)."""
@@ -237,16 +402,23 @@ class KVCacheManager(LazyDecodeSupport):
 
     @property
     def usage(self) -> float:
-        return self.pool.usage
+        return self.num_used_blocks / self.pool.num_blocks
 
     @property
     def num_allocated_slots(self) -> int:
-        return self.pool.num_used_blocks * self.block_size
+        return self.num_used_blocks * self.block_size
 
     def check_integrity(self) -> None:
         self.pool.check_integrity()
         bs, pool = self.block_size, self.pool
+        for st in self._reqs.values():
+            self._sync(st)
+            if st.horizon > st.end and any(pool.ref_cnt[b] > 1 or pool.block_key[b] is not None for b in st.tails):
+                raise AssertionError(f"{st.req.request_id}: a tail written in place is shared or cached")
         refs = [0] * pool.num_blocks
+        written = [0] * pool.num_blocks  # positions written into each block, from the requests' ends
+        for block in self._reserved_blocks():
+            refs[block] += 1
         for rid, st in self._reqs.items():
             for g, table in enumerate(st.tables):
                 for i, block in enumerate(table):
@@ -255,6 +427,7 @@ class KVCacheManager(LazyDecodeSupport):
                     if block == NULL_BLOCK:
                         continue
                     refs[block] += 1
+                    written[block] = max(written[block], min(bs, max(0, st.end - i * bs)))
                     if pool.block_key[block] is not None and (i + 1) * bs > st.req.num_computed_tokens:
                         raise AssertionError(f"{rid}: cached block {block} lies past the computed tokens")
         filled = 0
@@ -262,8 +435,8 @@ class KVCacheManager(LazyDecodeSupport):
             if ref != refs[block]:
                 raise AssertionError(f"block {block}: refcount {ref}, referenced {refs[block]} times")
             if ref:
-                if not 0 <= self._filled[block] <= bs:
-                    raise AssertionError(f"block {block} holds {self._filled[block]} tokens")
+                if self._filled[block] != written[block]:
+                    raise AssertionError(f"block {block} counts {self._filled[block]} tokens, holds {written[block]}")
                 if pool.block_key[block] is not None and self._filled[block] != bs:
                     raise AssertionError(f"cached block {block} is not full")
                 filled += self._filled[block]

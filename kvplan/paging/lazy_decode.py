@@ -1,58 +1,48 @@
-"""What the event-driven simulator asks of a KV manager to advance decode requests lazily.
+"""LazyDecode: what the event-driven simulator needs to advance decode requests without stepping them.
 
-A decode step that only writes one slot per group changes nothing but counters, so the
-EventScheduler skips it and later accounts the writes in one go (catch_up). These methods say
-when a request's next real change comes (steps_until_change) and apply a block boundary
-without waking the request (append_block). Mixed into KVCacheManager.
+A decode step that only writes one slot per page group changes nothing but counters, so the
+EventScheduler (kvplan.simulation.events) skips it and later accounts the writes in one go. This
+object answers, over the KV manager's public interface only:
+
+| question                                       | manager call                         |
+|------------------------------------------------|--------------------------------------|
+| how many steps until a real change             | decode_steps(req)                    |
+| filled slots one skipped step adds             | slots_per_decode(req)                |
+| may block boundaries be crossed in place       | keeps_every_token                    |
+| do the step's pops fit the free list           | blocks_needed(), growth_blocks       |
+| cross a boundary without waking the request    | append_block(req)                    |
+| account the skipped writes when it wakes       | catch_up(req, num_tokens)            |
+
+Crossing in place is sound only when every group keeps every token: a crossing then only takes
+blocks, and takes commute while the free list lasts (the EventScheduler's docstring says why no
+metric can tell).
 """
 
 from .request import Request
 
-FULL, SLIDING, CHUNKED = 0, 1, 2  # attention kinds as the manager encodes them
 
-
-class LazyDecodeSupport:
-    def slots_per_decode(self, req: Request) -> int:
-        return self.num_groups
+class LazyDecode:
+    def __init__(self, kv_manager):
+        self.kv = kv_manager
+        self.in_place = kv_manager.keeps_every_token
 
     def steps_until_change(self, req: Request) -> int:
-        """Decode steps (from the next one) that only write a slot: no new block, copy or release.
+        """Decode steps, from the next one, that only write a slot per group (may err early, never late)."""
+        return self.kv.decode_steps(req)
 
-        May err early, never late: the event-driven simulator touches the request at that step.
-        """
-        st = self._reqs[req.request_id]
-        bs, n = self.block_size, req.num_computed_tokens
-        steps = len(st.tables[0]) * bs - n  # the next block boundary
-        if n % bs and any(self.pool.ref_cnt[t[n // bs]] > 1 for t in st.tables):
-            return 0
-        for g, (kind, window) in enumerate(self._kinds):
-            next_release = (st.first_held[g] + 1) * bs
-            if kind == SLIDING:
-                steps = min(steps, next_release + window - 1 - n)
-            elif kind == CHUNKED:
-                steps = min(steps, (n // window + 1) * window - n if n // window * window < next_release else 0)
-        return max(0, steps)
+    def slots_per_decode(self, req: Request) -> int:
+        return self.kv.slots_per_decode(req)
 
-    def blocks_needed(self, req: Request, num_new_tokens: int) -> int:
-        """Blocks allocate_slots would pop from the free list for a running request (no releases counted)."""
-        st = self._reqs[req.request_id]
-        bs, start = self.block_size, req.num_computed_tokens
-        needed = max(0, -(-(start + num_new_tokens) // bs) - len(st.tables[0])) * self.num_groups
-        if start % bs:
-            needed += sum(self.pool.ref_cnt[t[start // bs]] > 1 for t in st.tables)
-        return needed
+    def room_to_cross(self, crossing: int, active: list[Request]) -> bool:
+        """Whether `crossing` lazy requests can each take their next block in every group, and the
+        `active` requests their next step, without the free list running out (so nobody is preempted)."""
+        kv = self.kv
+        need = crossing * kv.growth_blocks + sum(kv.blocks_needed(r, r.num_tokens - r.num_computed_tokens)
+                                                 for r in active)
+        return need <= kv.num_free_blocks
 
-    def append_block(self, req: Request) -> None:
-        """Give every table of a lazily advanced request its next block (full-attention layouts)."""
-        for table in self._reqs[req.request_id].tables:
-            block = self.pool.get_new_block()
-            self._filled[block] = 0
-            table.append(block)
+    def cross(self, req: Request) -> None:
+        self.kv.append_block(req)
 
     def catch_up(self, req: Request, num_tokens: int) -> None:
-        """Account num_tokens decode writes past num_computed_tokens into blocks already held."""
-        start = req.num_computed_tokens
-        for table in self._reqs[req.request_id].tables:
-            if len(table) * self.block_size < start + num_tokens:
-                raise RuntimeError(f"{req.request_id}: lazy tokens past the allocated blocks")
-            self._write(table, start, start + num_tokens)
+        self.kv.catch_up(req, num_tokens)

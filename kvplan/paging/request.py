@@ -23,7 +23,7 @@ class RequestStatus(Enum):
     FINISHED_STOPPED = "finished_stopped"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Request:
     request_id: str
     prompt_token_ids: list[int]
@@ -37,8 +37,11 @@ class Request:
     num_computed_tokens: int = 0
     num_cached_tokens: int = 0
     num_preemptions: int = 0
-    # Chained hashes of the full blocks of all_token_ids, filled lazily by the KV cache manager.
-    block_hashes: list[bytes] = field(default_factory=list, repr=False)
+    # Chain values of the full blocks of all_token_ids (paging.hashing), filled lazily by the KV cache manager.
+    block_hashes: list[int] = field(default_factory=list, repr=False)
+    # The KV cache manager's bookkeeping while the request holds blocks (None otherwise): kept here,
+    # as nano-vllm keeps a sequence's block table on it, so a decode step finds it without a lookup.
+    kv_state: object = field(default=None, repr=False)
 
     def __post_init__(self):
         if self.max_tokens < 1:

@@ -54,10 +54,6 @@ class SchedulerOutput:
     preempted: list[Request] = field(default_factory=list)
     copies: list[tuple[int, int]] = field(default_factory=list)
 
-    @property
-    def num_scheduled_tokens(self) -> int:
-        return sum(s.num_new_tokens for s in self.scheduled)
-
 
 class Scheduler:
     def __init__(self, kv_manager, config: SchedulerConfig | None = None):
@@ -149,12 +145,13 @@ class Scheduler:
 
     def update(self, out: SchedulerOutput, sampled: dict[str, int]) -> list[Request]:
         """Account the forward pass: advance, cache full blocks, append samples, free finished."""
-        kv = self.kv
+        kv, bs = self.kv, self.kv.block_size
         finished = []
         for s in out.scheduled:
             req = s.request
             req.num_computed_tokens += s.num_new_tokens
-            kv.cache_blocks(req)
+            if req.num_computed_tokens % bs < s.num_new_tokens:  # the chunk filled a block: register it
+                kv.cache_blocks(req)
             if s.needs_logits:
                 req.append_token(sampled[req.request_id])
                 if req.is_finished:

@@ -216,7 +216,7 @@ class DevicePhases:
             result.notes.append(f"{run.blocks_leaked} blocks were not returned to the pool after the run")
 
     def contiguous(self) -> None:
-        from ..runtime.contiguous import reservation_blocks
+        from ..paging.contiguous import reservation_blocks
         from ..runtime.engine import LLMEngine
         from ..runtime.replay import replay
         from ..model.grouping import page_layout
@@ -226,7 +226,8 @@ class DevicePhases:
         self.engine = None
         self._free()
         layout = page_layout(spec, kv_format(self.dep, spec))
-        need = reservation_blocks(layout, result.estimate["max_model_len"], result.estimate["block_size"])
+        need = reservation_blocks(layout, result.estimate["max_model_len"], result.estimate["block_size"],
+                                  self.dep.max_num_batched_tokens)
         if need > self.config.num_blocks:
             result.contiguous = {"mode": "contiguous", "note": f"one max_model_len reservation needs {need:,} blocks; "
                                                                f"the pool has {self.config.num_blocks:,}: nothing runs"}

@@ -45,7 +45,7 @@ def term_bytes(terms: list[Term], prefix: str) -> int | None:
 
 def static_prediction(est, spec, dep: Deployment, terms: list[Term], sequences: int) -> dict:
     from ..model.grouping import page_layout
-    from ..runtime.contiguous import reservation_blocks
+    from ..paging.contiguous import reservation_blocks
 
     layout = page_layout(spec, kv_format(dep, spec))
     page_bytes = layout.page_bytes(kv_format(dep, spec), 1, est.block_size)
@@ -66,8 +66,8 @@ def static_prediction(est, spec, dep: Deployment, terms: list[Term], sequences: 
         "page_bytes": page_bytes,
         "kv_budget_bytes": est.kv_budget_bytes,
         "contiguous_max_concurrent_users": min(
-            est.num_blocks // reservation_blocks(layout, est.max_model_len, est.block_size), sequences,
-            dep.max_num_seqs),
+            est.num_blocks // reservation_blocks(layout, est.max_model_len, est.block_size, dep.max_num_batched_tokens),
+            sequences, dep.max_num_seqs),
     }
 
 

@@ -24,12 +24,12 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import InputError
+from ..paging.contiguous import ReservingKVCacheManager, reservation_blocks
 from ..paging.kv_cache_manager import KVCacheManager
 from ..paging.request import Request
 from ..paging.scheduler import Scheduler, SchedulerConfig
 from ..model import ModelSpec
 from ..model.grouping import page_layout
-from .contiguous import ReservingKVCacheManager, reservation_blocks
 from .kv_pool import KVPool
 from .model_loader import LoadedEngineModel
 from .runner import ModelRunner
@@ -46,7 +46,7 @@ class EngineConfig:
     max_num_batched_tokens: int = 8192
     enable_prefix_caching: bool = True
     enable_chunked_prefill: bool = True
-    contiguous: bool = False  # baseline: every request reserves max_model_len tokens of blocks at admission
+    contiguous: bool = False  # baseline: every sequence reserves its blocks at admission (paging.contiguous)
 
 
 @dataclass
@@ -80,7 +80,7 @@ class LLMEngine:
             if config.max_model_len is None:
                 raise InputError("the contiguous baseline needs max_model_len")
             self.kv_manager = ReservingKVCacheManager(self.layout, config.num_blocks, config.block_size,
-                                                      config.max_model_len)
+                                                      config.max_model_len, config.max_num_batched_tokens)
         else:
             self.kv_manager = KVCacheManager(self.layout, config.num_blocks, config.block_size,
                                              enable_prefix_caching=config.enable_prefix_caching)
@@ -109,7 +109,8 @@ class LLMEngine:
         chunk = min(self.config.max_num_batched_tokens, total)  # a (re)prefill chunk reads whole windows
         need = self.layout.blocks_per_request(total, self.config.block_size, chunk)
         if self.config.contiguous:
-            need = reservation_blocks(self.layout, self.config.max_model_len, self.config.block_size)
+            need = reservation_blocks(self.layout, self.config.max_model_len, self.config.block_size,
+                                      self.config.max_num_batched_tokens)
         if need > self.config.num_blocks:
             raise InputError(f"request of {total} tokens needs {need} blocks; the pool has {self.config.num_blocks}")
         request_id = request_id if request_id is not None else f"req-{next(self._ids)}"
@@ -214,11 +215,11 @@ class LLMEngine:
 
     @property
     def num_free_blocks(self) -> int:
-        return self.kv_manager.pool.num_free_blocks
+        return self.kv_manager.num_free_blocks
 
     @property
     def num_used_blocks(self) -> int:
-        return self.kv_manager.pool.num_used_blocks
+        return self.kv_manager.num_used_blocks  # the contiguous baseline's reservations included
 
     def live_slots(self, scheduled=()) -> int:
         """Block slots holding KV of a running sequence's token, counting this step's `scheduled` chunks."""

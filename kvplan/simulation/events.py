@@ -26,6 +26,7 @@ step-by-step run.
 
 from heapq import heappop, heappush
 
+from ..paging.lazy_decode import LazyDecode
 from ..paging.request import Request, RequestStatus
 from ..paging.scheduler import Scheduler, SchedulerOutput
 
@@ -37,9 +38,7 @@ class EventScheduler(Scheduler):
         super().__init__(kv_manager, config)
         self.token_fn = token_fn  # (request, output index) -> token id
         self.tokens_fn = tokens_fn  # (request, first index, count) -> token ids
-        # Crossing a block boundary only pops free blocks, and pops commute while the pool lasts:
-        # such events are applied without waking the request when every group is full attention.
-        self._in_place = getattr(kv_manager, "all_full", False)
+        self.lazy_decode = LazyDecode(kv_manager)  # the allocator's side of skipping decode steps
         self.step_index = 0
         self._rank: dict[str, int] = {}
         self._next_rank = 0
@@ -91,7 +90,7 @@ class EventScheduler(Scheduler):
         self.num_wakes += 1
         k = t - t0
         if k:
-            self.kv.catch_up(req, k)
+            self.lazy_decode.catch_up(req, k)
             req.num_computed_tokens = c0 + k
             req.output_token_ids.extend(self.tokens_fn(req, req.num_output_tokens, k))
             self.kv.cache_blocks(req)
@@ -102,12 +101,12 @@ class EventScheduler(Scheduler):
             self._active[rid] = req
             return
         to_finish = req.max_tokens - req.num_output_tokens - 1
-        steps = min(self.kv.steps_until_change(req), to_finish)
+        steps = min(self.lazy_decode.steps_until_change(req), to_finish)
         if steps <= 0:
             self._active[rid] = req
             return
         event = t_next + steps
-        rate = self.kv.slots_per_decode(req)
+        rate = self.lazy_decode.slots_per_decode(req)
         self._lazy[rid] = (req, t_next, req.num_computed_tokens, rate, event, t_next + to_finish)
         self._rate_sum += rate
         self._rate_t0_sum += rate * t_next
@@ -127,20 +126,17 @@ class EventScheduler(Scheduler):
             entry = lazy.get(rid)
             if entry is None or entry[4] != t or rid in boundaries:  # stale, or pushed twice
                 continue
-            if self._in_place and t != entry[5]:
+            if self.lazy_decode.in_place and t != entry[5]:
                 boundaries[rid] = entry
             else:
                 self._wake(rid, t)
                 active[rid] = entry[0]
         candidates = [r for r in active.values() if r.status is _RUNNING]
         if boundaries:
-            kv = self.kv
-            need = len(boundaries) * kv.num_groups + sum(
-                kv.blocks_needed(r, r.num_tokens - r.num_computed_tokens) for r in candidates)
-            if need <= kv.pool.num_free_blocks:
+            if self.lazy_decode.room_to_cross(len(boundaries), candidates):
                 for rid, entry in boundaries.items():
-                    kv.append_block(entry[0])
-                    event = min(t + kv.block_size, entry[5])
+                    self.lazy_decode.cross(entry[0])
+                    event = min(t + self.kv.block_size, entry[5])
                     lazy[rid] = entry[:4] + (event, entry[5])
                     self._push_event(event, rid)
             else:  # the pool may run out: take the exact path

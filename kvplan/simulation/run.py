@@ -2,8 +2,8 @@
 
 The pool is exactly the estimate's: `estimate(model, deployment)` gives num_blocks and
 block_size, and blocks are page_layout pages (block_size tokens x G layers) of the most
-constrained pipeline stage. The same workload then runs under contiguous max_model_len
-reservations over the same memory, for comparison.
+constrained pipeline stage. The same workload then runs under contiguous reservations
+(`paging.contiguous`, the baseline `profile --compare contiguous` runs too) over the same memory.
 """
 
 from collections.abc import Callable
@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from ..errors import InputError
 from .clock import CostModel, StepClock
+from ..paging.contiguous import reservation_blocks
 from ..paging.scheduler import SchedulerConfig
 from .simulator import PoolTooSmall, Simulator
 from ..plan import Deployment, estimate, pp_partition
@@ -94,9 +95,8 @@ def simulate(model: LoadedModel, dep: Deployment, workload, *, mode: str = "even
     sim, metrics, paged = run(False)
     contiguous, cont_timeline = None, []
     if compare_contiguous:
-        capacity = est.num_blocks * est.block_size
-        reservation = sum(g.attention.tokens_held(est.max_model_len) for g in layout.groups)
-        contiguous = {"reservation_slots": reservation, "max_concurrency": capacity // reservation}
+        reservation = reservation_blocks(layout, est.max_model_len, est.block_size, config.max_num_batched_tokens)
+        contiguous = {"reservation_slots": reservation * est.block_size, "max_concurrency": est.num_blocks // reservation}
         try:
             _, cont_metrics, cont = run(True)
             contiguous.update({k: cont[k] for k in CONTIGUOUS_KEYS})
@@ -114,6 +114,4 @@ def simulate(model: LoadedModel, dep: Deployment, workload, *, mode: str = "even
         "chunked_prefill": chunked_prefill, "prefix_caching": sim.kv.enable_prefix_caching, "mode": mode,
         "time_unit": step_clock.unit, "clock": step_clock.describe(), "workload": workload.describe(),
     }
-    if prefix_caching and not sim.kv.enable_prefix_caching:
-        notes.append("prefix caching off: it needs every layer to keep every token (no sliding/chunked windows)")
     return SimulationReport(inputs, paged, contiguous, metrics.timeline, cont_timeline, notes)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from ..errors import InputError, KvplanError
 from ..model.grouping import PageLayout
-from ..paging.contiguous import ContiguousKVManager
+from ..paging.contiguous import ReservingKVCacheManager
 from .events import EventScheduler
 from ..paging.kv_cache_manager import KVCacheManager
 from .metrics import Metrics
@@ -57,11 +57,11 @@ class Simulator:
         self.clock = clock or StepClock()
         self.max_model_len = max_model_len
         if contiguous:
-            self.kv = ContiguousKVManager(layout, num_blocks, block_size, max_model_len)
-            capacity = self.kv.capacity_slots
+            self.kv = ReservingKVCacheManager(layout, num_blocks, block_size, max_model_len,
+                                              self.config.max_num_batched_tokens)
         else:
             self.kv = KVCacheManager(layout, num_blocks, block_size, prefix_caching)
-            capacity = num_blocks * block_size
+        capacity = num_blocks * block_size
         self.mode = mode
         self.sched = (EventScheduler(self.kv, self.config, _token, _tokens) if mode == "event"
                       else Scheduler(self.kv, self.config))
