@@ -164,6 +164,22 @@ class MLALatent(LayerGroup):
 
 
 @dataclass(frozen=True)
+class IndexedMLA(MLALatent):
+    """MLA plus a sparse-attention indexer key per token (DeepSeek V3.2 DSA, GLM MoE DSA).
+
+    Engines keep the indexer key in fp8 with one fp32 scale per 128 values whatever the KV dtype
+    (vLLM, LightLLM), so its bytes do not follow `kv`."""
+
+    index_head_dim: int = 128
+
+    def bytes_per_token_per_layer(self, kv: KVFormat, tp: int = 1) -> Fraction:
+        return super().bytes_per_token_per_layer(kv, tp) + self.index_head_dim + 4 * cdiv(self.index_head_dim, 128)
+
+    def describe(self) -> str:
+        return f"{super().describe()} + indexer key {self.index_head_dim} (fp8)"
+
+
+@dataclass(frozen=True)
 class RecurrentState(LayerGroup):
     """Mamba / linear attention / DeltaNet: no per-token KV, a constant state per request.
 

@@ -104,6 +104,19 @@ def spec_from_config(config: dict, *, name: str, source: str, allow_unknown: boo
     )
 
 
+def text_model_type(config: dict) -> str:
+    """The model_type of the language model a config describes (nested text_config included)."""
+    return str(_text_config(config).get("model_type") or config.get("model_type") or "").strip()
+
+
+def checkpoint_format(config: dict) -> tuple[str, str, str]:
+    """(weight storage, quantized scope, compute dtype) of a whole HF config dict."""
+    cfg = _text_config(config)
+    cfg["model_type"] = text_model_type(config)
+    quant = config.get("quantization_config") or cfg.get("quantization_config")
+    return _checkpoint_format(config, cfg, quant)
+
+
 def _mlp_width(cfg: dict, experts: int) -> int | None:
     if experts:
         inter = cfg.get("moe_intermediate_size") or cfg.get("intermediate_size")
