@@ -29,7 +29,6 @@ import contextlib
 import io
 import logging
 import math
-import re
 import warnings
 from typing import Any
 
@@ -41,7 +40,6 @@ _PROBE_TOKENS = 5
 # time (kvplan sizes quantized storage itself), and auto_map names repository code, never run.
 _DROPPED_KEYS = ("quantization_config", "auto_map", "transformers_version")
 _MULTIMODAL_SUBCONFIGS = ("vision_config", "audio_config", "visual", "vision_tower_config")
-_ROUTER_NAME = re.compile(r"(^|_)(gate|router)$")
 _COMPONENTS = ("vision", "audio", "projector")
 
 
@@ -326,17 +324,16 @@ def _count_params(model, text, torch, towers_described: bool) -> tuple[dict, int
             continue
         owner_name, _, leaf = name.rpartition(".")
         owner = module_of.get(owner_name)
-        if id(tensor) in lm_head_ids:
-            counts["lm_head"] += n
-        elif isinstance(owner, torch.nn.Embedding):
+        if isinstance(owner, torch.nn.Embedding):  # a tied lm_head is this same tensor, met once
             counts["embedding"] += n
+        elif id(tensor) in lm_head_ids:
+            counts["lm_head"] += n
         elif _experts_path(owner_name) is not None:
             path = _experts_path(owner_name)
             routed_by_module[path] = routed_by_module.get(path, 0) + n
             # matmul weights are what quantized checkpoints store low-bit; expert biases stay 16-bit
             counts["experts" if tensor.dim() >= 2 and not leaf.endswith("bias") else "other"] += n
-        elif (isinstance(owner, torch.nn.Linear) and leaf == "weight"
-              and not _ROUTER_NAME.search(owner_name.rpartition(".")[2])):
+        elif isinstance(owner, torch.nn.Linear) and leaf == "weight" and not _is_router(module_of, owner_name):
             counts["linear"] += n
         else:
             counts["other"] += n
@@ -360,6 +357,12 @@ def _tensors(model, torch):
         for leaf, buf in module.named_buffers(recurse=False):
             if buf is not None and leaf not in skip and buf.is_floating_point() and buf.dim() == 1:
                 yield (f"{module_name}.{leaf}" if module_name else leaf), buf
+
+
+def _is_router(module_of: dict, name: str) -> bool:
+    """A linear layer beside a routed-experts container (router, shared-expert gate): engines keep it 16-bit."""
+    parent = module_of.get(name.rpartition(".")[0])
+    return parent is not None and hasattr(parent, "experts") and name.rpartition(".")[2] != "experts"
 
 
 def _experts_path(module_name: str) -> str | None:

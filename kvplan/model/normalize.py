@@ -30,8 +30,10 @@ _CLASS_DEFAULTS = {
                     "tie_word_embeddings": True},
     "gemma2": {"head_dim": 256, "sliding_window": 4096, "tie_word_embeddings": True},
     "gemma": {"tie_word_embeddings": True},
-    "falcon": {"multi_query": True, "num_attention_heads": 71, "num_hidden_layers": 32},
-    "RefinedWebModel": {"multi_query": True},
+    "falcon": {"multi_query": True, "num_attention_heads": 71, "num_hidden_layers": 32, "tie_word_embeddings": True,
+               "parallel_attn": True},
+    "RefinedWebModel": {"multi_query": True, "tie_word_embeddings": True, "parallel_attn": True},
+    "RefinedWeb": {"tie_word_embeddings": True, "parallel_attn": True},
     "qwen3_next": {"full_attention_interval": 4, "linear_conv_kernel_dim": 4},
 }
 
@@ -42,7 +44,10 @@ KNOWN_MODEL_TYPES = {
     "gpt2", "gpt_bigcode", "gptj", "gpt_neox", "falcon", "mpt", "bloom", "starcoder2", "olmo", "olmo2",
     "granite", "cohere", "internlm2", "stablelm", "llama4_text", "jamba", "mamba", "falcon_mamba",
     "glm4_moe", "exaone", "minicpm", "codegen", "RefinedWeb", "RefinedWebModel",
+    "deepseek", "minimax", "minimax_m1", "minimax_text_01",
 }
+# MiniMax-Text-01 / M1 name each layer in `attn_type_list`: 0 lightning (linear) attention, 1 softmax.
+_ATTN_TYPE_LIST = {0: "state", 1: "full"}
 _WRAPPERS_WITH_TEXT_CONFIG = {"gemma3", "llama4", "mistral3", "qwen2_vl", "qwen2_5_vl", "llava", "mllama"}
 
 _LAYER_TYPE_NAMES = {
@@ -180,7 +185,7 @@ def _validate_int_fields(cfg: dict, source: str) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum or value > _MAX_FIELD:
             kind = "positive" if minimum else "non-negative"
             raise InputError(f"{source}: {key} must be a {kind} integer, got {value!r:.40}")
-    for key in ("layer_types", "no_rope_layers", "mlp_only_layers"):
+    for key in ("layer_types", "no_rope_layers", "mlp_only_layers", "attn_type_list"):
         if cfg.get(key) is not None and not isinstance(cfg[key], list):
             raise InputError(f"{source}: {key} must be a list, got {type(cfg[key]).__name__}")
 
@@ -266,6 +271,12 @@ def _layer_kinds(cfg: dict, n: int, is_mla: bool, source: str) -> list[str]:
                 raise UnsupportedModelError(f"{source}: unknown layer type {t!r} in layer_types")
             kinds.append(kind)
         return _drop_unusable_windows(cfg, kinds)
+    attn_types = cfg.get("attn_type_list")
+    if attn_types is not None:
+        if len(attn_types) != n or any(t not in _ATTN_TYPE_LIST for t in attn_types):
+            raise InputError(f"{source}: attn_type_list must list {n} entries of 0 (linear) or 1 (softmax), "
+                             f"got {attn_types!r:.80}")
+        return [_ATTN_TYPE_LIST[t] for t in attn_types]
     window = cfg.get("sliding_window")
     if model_type == "qwen3_next":
         interval = cfg["full_attention_interval"]
@@ -347,6 +358,11 @@ def _state_group(cfg: dict, layers: tuple[int, ...], source: str) -> RecurrentSt
         d_state = _as_positive_int(cfg.get(f"{prefix}d_state", cfg.get("state_size", 16)), "state_size", source)
         d_conv = _as_positive_int(cfg.get(f"{prefix}d_conv", cfg.get("conv_kernel", 4)), "conv_kernel", source)
         return RecurrentState(layers, conv_elems=inner * (d_conv - 1), ssm_elems=inner * d_state)
+    if cfg.get("attn_type_list") is not None or model_type in ("minimax", "minimax_m1", "minimax_text_01"):
+        # lightning attention keeps one K^T V matrix per head, no conv
+        heads = _positive_int(cfg, "num_attention_heads", source)
+        head_dim = cfg["head_dim"]
+        return RecurrentState(layers, conv_elems=0, ssm_elems=heads * head_dim * head_dim)
     raise UnsupportedModelError(f"{source}: linear-attention layers of {model_type!r} have no known state shape")
 
 

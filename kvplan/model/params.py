@@ -1,7 +1,9 @@
 """Parameter counts from config shapes, split by how a quantized checkpoint stores them.
 
 Exact for the families kvplan knows (Llama-like dense, Qwen2/3, Gemma 2/3, Mixtral, Qwen3-MoE,
-gpt-oss, DeepSeek V2/V3 MLA+MoE, Qwen3-Next); `None` for others, so weights are never guessed.
+gpt-oss, DeepSeek V2/V3 MLA+MoE and DeepSeek-MoE, Qwen3-Next, Falcon, MiniMax-Text-01/M1);
+`None` for others, so weights are never guessed (introspection counts those when transformers
+is installed: kvplan.model.paths).
 """
 
 from dataclasses import dataclass
@@ -12,8 +14,11 @@ from .spec import ParamCount
 COUNTED_FAMILIES = {
     "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "qwen3_next",
     "gemma", "gemma2", "gemma3_text", "gpt_oss", "deepseek_v2", "deepseek_v3", "kimi_k2",
-    "granite", "olmo2", "phi3",
+    "granite", "olmo2", "phi3", "deepseek", "falcon", "RefinedWeb", "RefinedWebModel", "minimax", "minimax_m1",
+    "minimax_text_01",
 }
+_FALCON = {"falcon", "RefinedWeb", "RefinedWebModel"}
+_MINIMAX = {"minimax", "minimax_m1", "minimax_text_01"}
 _QKV_BIAS = {"qwen2", "qwen2_moe"}
 _QK_NORM = {"qwen3", "qwen3_moe", "gemma3_text", "qwen3_next", "olmo2"}
 _FOUR_NORMS = {"gemma2", "gemma3_text"}
@@ -25,6 +30,8 @@ class _Tally:
     experts: int = 0
     other: int = 0
     experts_active: int = 0
+    expert_biases: int = 0  # in `other`; only top_k experts' share is active
+    expert_biases_active: int = 0
 
 
 class _Uncountable(Exception):
@@ -69,21 +76,27 @@ def _count(cfg: dict, layer_kinds: list[str]) -> ParamCount | None:
     h = cfg["hidden_size"]
     vocab = cfg["vocab_size"]
     total = _Tally()
-    for i, kind in enumerate(layer_kinds):
+    if model_type in _FALCON:
+        _falcon(cfg, len(layer_kinds), total)
+    for i, kind in enumerate(layer_kinds if model_type not in _FALCON else ()):
         if kind == "mla":
             _mla_attention(cfg, total)
+        elif kind == "state" and model_type in _MINIMAX:
+            _lightning_attention(cfg, total)
         elif kind == "state":
             _gated_deltanet(cfg, total)
         else:
             _attention(cfg, total)
         _mlp(cfg, i, total)
         total.other += (4 if model_type in _FOUR_NORMS else 2) * h
-    total.other += h  # final norm
+    if model_type not in _FALCON:
+        total.other += h  # final norm
     embedding = vocab * h
     lm_head = 0 if cfg.get("tie_word_embeddings") else vocab * h
     active = None
     if total.experts:
-        active = total.linear + total.experts_active + embedding + lm_head + total.other
+        active = (total.linear + total.experts_active + embedding + lm_head + total.other
+                  - total.expert_biases + total.expert_biases_active)
     return ParamCount(linear=total.linear, experts=total.experts, embedding=embedding, lm_head=lm_head,
                       other=total.other, active=active)
 
@@ -127,12 +140,37 @@ def _gated_deltanet(cfg: dict, t: _Tally) -> None:
     t.other += conv_dim * cfg["linear_conv_kernel_dim"] + 2 * v_heads + v_dim
 
 
+def _lightning_attention(cfg: dict, t: _Tally) -> None:
+    """MiniMax lightning attention: fused q/k/v, an output gate, out_proj, and a norm over all heads."""
+    h, inner = cfg["hidden_size"], cfg["num_attention_heads"] * cfg["head_dim"]
+    t.linear += h * 3 * inner + h * inner + inner * h
+    t.other += inner
+
+
+def _falcon(cfg: dict, num_layers: int, t: _Tally) -> None:
+    """Falcon / RefinedWeb: fused QKV, dense, a 4h GELU MLP, LayerNorms with biases (transformers' FalconModel)."""
+    h, heads, head_dim = cfg["hidden_size"], cfg["num_attention_heads"], cfg["head_dim"]
+    kv = cfg["num_key_value_heads"]
+    new_arch = bool(cfg.get("new_decoder_architecture")) or cfg.get("n_head_kv") is not None
+    qkv = (heads + 2 * kv) * head_dim  # MQA (7B) and MHA (old configs) are the cases kv = 1 and kv = heads
+    ffn = cfg.get("ffn_hidden_size") or 4 * h
+    bias = bool(cfg.get("bias"))
+    if not cfg.get("parallel_attn", True):
+        norms = 2
+    elif new_arch:
+        norms = cfg.get("num_ln_in_parallel_attn") or 2
+    else:
+        norms = cfg.get("num_ln_in_parallel_attn") or 1
+    t.linear += num_layers * (h * qkv + h * h + 2 * h * ffn)
+    t.other += num_layers * (norms * 2 * h + (qkv + h + ffn + h if bias else 0)) + 2 * h  # + final ln_f
+
+
 def _is_moe_layer(cfg: dict, i: int) -> bool:
     experts = _num_experts(cfg)
     if not experts:
         return False
     model_type = cfg["model_type"]
-    if model_type in ("deepseek_v2", "deepseek_v3", "kimi_k2"):
+    if model_type in ("deepseek", "deepseek_v2", "deepseek_v3", "kimi_k2"):
         return i >= cfg.get("first_k_dense_replace", 0) and i % cfg.get("moe_layer_freq", 1) == 0
     if model_type in ("qwen2_moe", "qwen3_moe", "qwen3_next"):
         if i in (cfg.get("mlp_only_layers") or []):
@@ -157,6 +195,8 @@ def _mlp(cfg: dict, i: int, t: _Tally) -> None:
     t.other += h * experts  # router
     if model_type == "gpt_oss":
         t.other += experts + experts * (2 * inter + h)  # router bias, expert biases
+        t.expert_biases += experts * (2 * inter + h)
+        t.expert_biases_active += top_k * (2 * inter + h)
     if model_type == "deepseek_v3" or cfg.get("topk_method") == "noaux_tc":
         t.other += experts  # e_score_correction_bias
     t.experts += experts * per_expert

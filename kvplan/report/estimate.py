@@ -38,12 +38,14 @@ def _users(n) -> str:
 
 def summary_rows(est: Estimate) -> list[tuple[str, str]]:
     rows = [
-        ("Model", f"{est.model} ({est.model_source})"),
+        ("Model", f"{est.model} ({est.model_source}; read by {est.model_derivation})"),
         ("Layout", est.layout),
         ("KV dtype / weights", f"{est.kv_dtype} / {est.weights_dtype}"),
         ("KV per token", f"{est.kv_bytes_per_token:,} B (whole model, no window cap)"),
         (f"KV{' + state' if est.state_bytes_per_request else ''} per request @ {est.context_tokens:,}",
-         f"{_both(est.kv_bytes_per_request)}  [{est.kv_bytes_per_request:,} B]"),
+         f"{_both(est.kv_bytes_per_request)}  [{est.kv_bytes_per_request:,} B] (peak, what the engine reserves)"),
+        ("  decode steady state", f"{_both(est.kv_bytes_per_request_steady)}  [{est.kv_bytes_per_request_steady:,} B] "
+                                  "(windows and chunks capped, no prefill chunk, no block rounding)"),
         (f"KV for batch {est.batch}", f"{_both(est.kv_bytes_total)}  [{est.kv_bytes_total:,} B]"),
     ]
     if est.state_bytes_per_request:
@@ -122,12 +124,13 @@ def _rich(est: Estimate) -> None:
 def _csv(est: Estimate) -> None:
     w = csv.writer(sys.stdout, lineterminator="\n")
     w.writerow(["model", "gpu", "tp", "pp", "kv_dtype", "context_tokens", "kv_bytes_per_request",
-                "kv_bytes_per_request_per_gpu", "kv_budget_bytes", "max_concurrent_users"])
+                "kv_bytes_per_request_per_gpu", "kv_budget_bytes", "max_concurrent_users", "kv_bytes_per_request_steady"])
     for row in est.contexts:
         w.writerow([est.model, est.gpu or "", est.deployment["tp"], est.deployment["pp"], est.kv_dtype,
                     row.context_tokens, row.kv_bytes_per_request, row.kv_bytes_per_request_per_gpu,
                     "" if est.kv_budget_bytes is None else est.kv_budget_bytes,
-                    "" if row.max_concurrent_users is None else row.max_concurrent_users])
+                    "" if row.max_concurrent_users is None else row.max_concurrent_users,
+                    row.kv_bytes_per_request_steady])
 
 
 def markdown(est: Estimate) -> str:
