@@ -80,7 +80,10 @@ def test_state_layers_hold_no_tokens_but_constant_bytes():
 
 @pytest.mark.parametrize("name,elems,expected", [
     ("int8", 128, Fraction(128 + 4)),           # fp32 scale per vector
-    ("int4", 128, Fraction(64 + 4 * 4)),        # 4 groups of 32, fp16 scale + zero each
+    ("int4", 128, Fraction(64 + 4)),            # fp32 scale per vector (3.76x smaller than fp16)
+    ("int4_g32", 128, Fraction(64 + 4 * 4)),    # 4 groups of 32, fp16 scale + zero each (3.2x)
+    ("int4_g64", 128, Fraction(64 + 2 * 4)),
+    ("int4_g128", 128, Fraction(64 + 4)),
     ("nvfp4", 128, Fraction(64 + 8)),           # fp8 scale per 16
     ("mxfp4", 128, Fraction(64 + 4)),           # e8m0 scale per 32
     ("fp8", 128, Fraction(128)),
