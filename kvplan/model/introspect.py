@@ -36,11 +36,21 @@ from ..errors import InputError, UnsupportedModelError
 
 RECORD_FORMAT = 1
 _PROBE_TOKENS = 5
+
+
+class NotBuildable(UnsupportedModelError):
+    """transformers cannot build this config at all (no such model class, repository code only)."""
+
 # Keys that must not reach the config class: quantization would call for its kernels at build
 # time (kvplan sizes quantized storage itself), and auto_map names repository code, never run.
 _DROPPED_KEYS = ("quantization_config", "auto_map", "transformers_version")
 _MULTIMODAL_SUBCONFIGS = ("vision_config", "audio_config", "visual", "vision_tower_config")
 _COMPONENTS = ("vision", "audio", "projector")
+# transformers.cache_utils layer classes whose tensors mean what this module reads them as; a
+# model's own cache layer (compressed, custom) is refused by name rather than misread.
+_READABLE_CACHE_LAYERS = {"DynamicLayer", "DynamicSlidingWindowLayer", "DynamicIndexedLayer", "LinearAttentionLayer",
+                          "LinearAttentionAndFullAttentionLayer", "LinearAttentionAndSlidingWindowAttentionLayer",
+                          "DummyLayer"}
 
 
 def introspect(config: dict, where: str) -> dict:
@@ -57,7 +67,7 @@ def introspect(config: dict, where: str) -> dict:
         "format": RECORD_FORMAT,
         "transformers_version": transformers.__version__,
         "model_class": type(model).__name__,
-        "model_type": str(getattr(text, "model_type", "") or hf_config.model_type),
+        "model_type": str(text.model_type or hf_config.model_type),
         "num_layers": len(layers),
         "layers": layers,
         "params": params,
@@ -68,8 +78,7 @@ def introspect(config: dict, where: str) -> dict:
         "vocab_size": _int_attr(text, "vocab_size"),
         "max_position_embeddings": _int_attr(text, "max_position_embeddings"),
         "mlp_width_per_token": _mlp_width(text, num_experts),
-        "tie_word_embeddings": bool(getattr(text, "tie_word_embeddings", False)
-                                    or getattr(hf_config, "tie_word_embeddings", False)),
+        "tie_word_embeddings": bool(_flag(text, "tie_word_embeddings") or _flag(hf_config, "tie_word_embeddings")),
         "notes": notes,
     }
 
@@ -79,7 +88,7 @@ def _imports():
         import torch
         import transformers
     except ImportError as exc:  # checked by the caller first; a broken install still ends cleanly
-        raise UnsupportedModelError(f"introspection needs torch and transformers ({exc})") from None
+        raise NotBuildable(f"introspection needs torch and transformers ({exc})") from None
     return torch, transformers
 
 
@@ -103,9 +112,9 @@ def _hf_config(config: dict, where: str, transformers):
 
     model_type = config.get("model_type")
     if not isinstance(model_type, str) or not model_type:
-        raise UnsupportedModelError(f"{where}: config has no model_type; transformers cannot build it")
+        raise NotBuildable(f"{where}: config has no model_type; transformers cannot build it")
     if model_type not in CONFIG_MAPPING:
-        raise UnsupportedModelError(
+        raise NotBuildable(
             f"{where}: transformers {transformers.__version__} has no {model_type!r} model (it needs the "
             "repository's own code, which kvplan never runs)")
     fields = {k: v for k, v in config.items() if k not in _DROPPED_KEYS and k != "model_type"}
@@ -146,9 +155,9 @@ def _build(hf_config, where: str, torch, transformers) -> tuple[Any, list[str]]:
                              f"{hf_config.model_type} model ({_one_line(failure)}); its other towers are not counted")
             return model, notes
     if failure is not None:
-        raise UnsupportedModelError(f"{where}: transformers cannot build this {hf_config.model_type} model "
+        raise NotBuildable(f"{where}: transformers cannot build this {hf_config.model_type} model "
                                     f"({_one_line(failure)})")
-    raise UnsupportedModelError(f"{where}: transformers has no causal language model class for "
+    raise NotBuildable(f"{where}: transformers has no causal language model class for "
                                 f"{hf_config.model_type!r}")
 
 
@@ -184,6 +193,9 @@ def _cache_layers(model, text, where: str, torch, transformers) -> list[dict | l
     out = []
     for i in range(num_layers):
         entry = cache_layers[i] if i < len(cache_layers) else None
+        if entry is not None and not _readable(entry):
+            raise UnsupportedModelError(f"{where}: layer {i} keeps a {type(entry).__name__} cache, which kvplan has "
+                                        "no model of")
         module = decoder_layers[i] if decoder_layers is not None else None
         kinds = []
         attention = _attention_entry(entry, module, layer_types[i], layer_kwargs[i], where, i, torch)
@@ -192,9 +204,6 @@ def _cache_layers(model, text, where: str, torch, transformers) -> list[dict | l
         state = _state_entry(entry, [lst[i] for lst in extra if i < len(lst) and lst[i] is not None], torch)
         if state is not None:
             kinds.append(state)
-        if not kinds and _unknown_cache(entry, torch):
-            raise UnsupportedModelError(f"{where}: layer {i} keeps a {type(entry).__name__} cache, which kvplan "
-                                        "has no model of")
         out.append(kinds)
     if not any(out):
         raise UnsupportedModelError(f"{where}: the forward pass left nothing in the cache; kvplan cannot size it")
@@ -233,6 +242,10 @@ def _attention_entry(entry, module, layer_type: str, kwargs: dict, where: str, i
         return None
     mla = _find_attr_module(module, ("kv_lora_rank", "qk_rope_head_dim"))
     indexer = getattr(entry, "indexer_keys", None)
+    windowed = layer_type in ("sliding_attention", "hybrid_sliding", "chunked_attention")
+    if mla is not None and windowed:
+        raise UnsupportedModelError(f"{where}: layer {index} is MLA inside a sliding window, which kvplan has no "
+                                    "model of")
     if mla is not None:
         record = {"kind": "mla", "kv_lora_rank": mla.kv_lora_rank, "qk_rope_head_dim": mla.qk_rope_head_dim}
         if isinstance(indexer, torch.Tensor) and indexer.dim() == 3:
@@ -241,6 +254,9 @@ def _attention_entry(entry, module, layer_type: str, kwargs: dict, where: str, i
     if isinstance(indexer, torch.Tensor):
         raise UnsupportedModelError(f"{where}: layer {index} is a sparse (indexed) attention layer without MLA, "
                                     "which kvplan has no model of")
+    if keys.shape[2] != _PROBE_TOKENS and not (windowed and keys.shape[2] < _PROBE_TOKENS):
+        raise UnsupportedModelError(f"{where}: layer {index} cached {keys.shape[2]} positions for {_PROBE_TOKENS} "
+                                    "tokens (a compressed cache), which kvplan has no model of")
     cached_heads = int(keys.shape[1])
     heads = cached_heads
     declared = _declared_kv_heads(module)
@@ -299,11 +315,9 @@ def _per_layer_tensor_lists(cache, torch) -> list[list]:
             if name != "layers" and isinstance(value, list) and any(isinstance(v, torch.Tensor) for v in value)]
 
 
-def _unknown_cache(entry, torch) -> bool:
-    """A cache layer that holds tensors kvplan did not read (a compressed or custom cache)."""
-    if entry is None or type(entry).__name__ in ("DummyLayer", "DynamicLayer", "DynamicSlidingWindowLayer"):
-        return False
-    return any(isinstance(v, torch.Tensor) for v in vars(entry).values())
+def _readable(entry) -> bool:
+    cls = type(entry)
+    return cls.__name__ in _READABLE_CACHE_LAYERS and cls.__module__ == "transformers.cache_utils"
 
 
 # --- parameters -----------------------------------------------------------------------------------
@@ -396,8 +410,19 @@ def _experts_and_top_k(module_of: dict, path: str, text) -> tuple[int, int]:
 # --- config facts ---------------------------------------------------------------------------------
 
 def _int_attr(cfg, name: str) -> int | None:
-    value = getattr(cfg, name, None)
+    """A positive int config attribute; None when absent, not an int, or per-layer (heterogeneous configs raise)."""
+    try:
+        value = getattr(cfg, name, None)
+    except Exception:
+        return None
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def _flag(cfg, name: str) -> bool:
+    try:
+        return bool(getattr(cfg, name, False))
+    except Exception:
+        return False
 
 
 def _query_head_dim(text) -> int | None:

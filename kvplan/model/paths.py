@@ -19,6 +19,7 @@ from ..errors import KvplanError, UnsupportedModelError
 from .introspect_cache import config_digest, load_record, store_record
 from .kinds import ChunkedLocal, FullAttention, IndexedMLA, LayerGroup, MLALatent, RecurrentState, SlidingWindow
 from .normalize import KNOWN_MODEL_TYPES, checkpoint_format, spec_from_config, text_model_type
+from .params import COUNTED_FAMILIES
 from .spec import ModelSpec, ParamCount
 
 LIGHT = "light normalizer"
@@ -35,10 +36,15 @@ def introspection_available() -> bool:
 
 def spec_for_config(config: dict, *, name: str, source: str, allow_unknown: bool = False, hf_id: str | None = None,
                     params_official: str | None = None) -> ModelSpec:
-    light = None
+    light = light_error = None
     if light_knows(config):
-        light = spec_from_config(config, name=name, source=source, hf_id=hf_id, params_official=params_official)
-        if light.params is not None:
+        try:
+            light = spec_from_config(config, name=name, source=source, hf_id=hf_id, params_official=params_official)
+        except KvplanError as exc:  # a family the light path only half knows may still build in transformers
+            if counted_family(config):
+                raise
+            light_error = exc
+        if light is not None and light.params is not None:
             return light
     digest = config_digest(config)
     record = load_record(digest)
@@ -47,36 +53,47 @@ def spec_for_config(config: dict, *, name: str, source: str, allow_unknown: bool
                              f"introspection (cached, transformers {record.get('transformers_version', '?')})")
         if spec is not None:
             return spec
-    why = f"transformers is not installed to build it ({INSTALL_HINT})"
+    why = "transformers is not installed to build it"
     if introspection_available():
-        from .introspect import introspect
+        from .introspect import NotBuildable, introspect
 
         try:
             record = introspect(config, source)
-        except KvplanError as exc:
-            why = str(exc)
+        except NotBuildable as exc:  # repository code only: the light layout, or a refusal, stands
+            if light_error is not None:
+                raise light_error from None
+            why = str(exc).removeprefix(f"{source}: ")
         else:
             store_record(digest, record)
             return spec_from_record(record, config, name=name, source=source, hf_id=hf_id,
                                     derivation=f"introspection (transformers {record['transformers_version']})")
+    if light_error is not None:
+        raise light_error
     if light is not None:
         return replace(light, notes=light.notes + (
-            f"no parameter count for {light.model_type}: {why}; give --weights SIZE, or a model directory with "
-            "safetensors, for exact weights",))
+            f"no parameter count for {light.model_type}: {why}; {_way_out()}--weights SIZE, or a model directory "
+            "with safetensors, gives exact weights",))
     model_type = text_model_type(config) or "(no model_type)"
     if allow_unknown:
         guess = spec_from_config(config, name=name, source=source, allow_unknown=True, hf_id=hf_id)
         return replace(guess, derivation=f"{LIGHT}, guessed as standard attention (--allow-unknown-arch)",
                        notes=guess.notes + (f"{model_type!r} is unknown to kvplan and {why}: its layout is a guess",))
     raise UnsupportedModelError(
-        f"{source}: unknown architecture {model_type!r}: kvplan's light normalizer does not know it and {why}. "
-        f"For exact figures install transformers ({INSTALL_HINT}); or give --layers/--kv-heads/--head-dim with "
-        "--weights SIZE (or a model directory with safetensors)")
+        f"{source}: unknown architecture {model_type!r}: kvplan's light normalizer does not know it and {why}; "
+        f"{_way_out()}give --layers/--kv-heads/--head-dim with --weights SIZE (or a model directory with safetensors)")
+
+
+def _way_out() -> str:
+    return "" if introspection_available() else f"install transformers for exact figures ({INSTALL_HINT}), or "
 
 
 def light_knows(config: dict) -> bool:
     text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
     return text_model_type(config) in KNOWN_MODEL_TYPES or bool(text.get("kv_lora_rank"))
+
+
+def counted_family(config: dict) -> bool:
+    return text_model_type(config) in COUNTED_FAMILIES
 
 
 def _spec_or_none(record: dict, config: dict, name: str, source: str, hf_id: str | None, derivation: str):
