@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="write docs/benchmarks/introspect.md")
     args = parser.parse_args()
     rows = []
+    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="kvplan-bench-cache-") as cache:
         env = dict(os.environ, KVPLAN_CACHE_DIR=cache, HF_HUB_OFFLINE="1")
         first = run(str(UNBUNDLED), env)
@@ -65,7 +66,9 @@ def main() -> None:
     if args.write:
         text = ("# Introspection: first and cached `kvplan estimate`\n\n"
                 f"Command: `python benchmarks/introspect_startup.py --runs {args.runs} --write`\n\n"
-                f"Machine: {describe_machine()}. One session, an empty introspection cache at its start.\n\n"
+                f"Machine: {describe_machine()}; 1-minute load average {load:.1f} at the start (the machine is "
+                "shared: compare rows of one session, not sessions). One session, an empty introspection cache "
+                "at its start.\n\n"
                 f"Unbundled model: `tests/data/configs/{UNBUNDLED.name}` (Qwen3.5-35B-A3B: 40 layers, Gated "
                 "DeltaNet hybrid, 256-expert MoE, a vision tower). Each run is a whole `kvplan estimate` process.\n\n"
                 f"{table}\n\n"

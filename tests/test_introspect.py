@@ -146,6 +146,10 @@ def test_parameter_count_matches_the_published_figure(name):
     ("c4ai-command-r7b-12-2024", 32 * 2 * 8 * 128 * 2, 0),
     ("glm-4.7-flash", 47 * 576 * 2, 0),
     ("starcoder", 40 * 2 * 1 * 128 * 2, 0),
+    # 20 layers own KV (16 sliding, 4 full); the last 15 reuse earlier layers' KV and hold none
+    ("gemma-3n-e4b", 20 * 2 * 2 * 256 * 2, 0),
+    # DSA: the MLA latent (bf16) plus the indexer key engines keep in fp8 with one fp32 scale per 128
+    ("deepseek-v3.2-exp", 61 * (576 * 2 + 128 + 4), 0),
 ])
 def test_kv_and_state_bytes(name, kv_per_token, state):
     spec = load_model(str(CONFIGS / f"{name}.json")).spec
@@ -172,6 +176,14 @@ def test_falcon_new_decoder_caches_its_kv_heads_not_the_broadcast():
 def test_vision_tower_counted_apart():
     spec = load_model(str(CONFIGS / "qwen3-vl-30b-a3b.json")).spec
     assert spec.params.multimodal > 0 and spec.params.total == 30_532_122_624
+
+
+def test_a_tower_transformers_cannot_build_leaves_the_text_model_and_a_note():
+    # Gemma 3n's vision tower needs timm; the text model is built and the note says what is missing
+    timm_missing = __import__("importlib").util.find_spec("timm") is None
+    spec = load_model(str(CONFIGS / "gemma-3n-e4b.json")).spec
+    assert spec.num_layers == 35 and sum(g.num_layers for g in spec.groups) == 20
+    assert any("only the text model was built" in n for n in spec.notes) == timm_missing
 
 
 def test_towers_the_config_does_not_describe_are_not_counted():

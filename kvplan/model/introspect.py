@@ -58,9 +58,9 @@ def introspect(config: dict, where: str) -> dict:
     torch, transformers = _imports()
     hf_config = _hf_config(config, where, transformers)
     with _quiet(transformers):
-        model, notes = _build(hf_config, where, torch, transformers)
+        model, notes = _build(hf_config, where, torch)
         text = hf_config.get_text_config(decoder=True)
-        layers = _cache_layers(model, text, where, torch, transformers)
+        layers = _cache_layers(model, text, where, torch)
     towers_described = any(isinstance(config.get(k), dict) for k in _MULTIMODAL_SUBCONFIGS)
     params, num_experts = _count_params(model, text, torch, towers_described)
     return {
@@ -87,8 +87,9 @@ def _imports():
     try:
         import torch
         import transformers
-    except ImportError as exc:  # checked by the caller first; a broken install still ends cleanly
-        raise NotBuildable(f"introspection needs torch and transformers ({exc})") from None
+        from transformers.cache_utils import get_layer_types_and_kwargs  # noqa: F401  (transformers >= 5.x)
+    except ImportError as exc:  # checked by the caller first; a broken or old install still ends cleanly
+        raise NotBuildable(f"introspection needs torch and transformers >= 5.23 ({_one_line(exc)})") from None
     return torch, transformers
 
 
@@ -125,56 +126,49 @@ def _hf_config(config: dict, where: str, transformers):
         raise InputError(f"{where}: transformers rejects this {model_type} config ({_one_line(exc)})") from None
 
 
-def _build(hf_config, where: str, torch, transformers) -> tuple[Any, list[str]]:
+def _build(hf_config, where: str, torch) -> tuple[Any, list[str]]:
     """The whole model (text and any towers) on the meta device; else the text model alone, noted."""
     from transformers.models.auto import modeling_auto as auto
 
     multimodal = any(getattr(hf_config, k, None) is not None for k in _MULTIMODAL_SUBCONFIGS)
     order = (("MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING", "MODEL_FOR_MULTIMODAL_LM_MAPPING", "MODEL_FOR_CAUSAL_LM_MAPPING")
              if multimodal else ("MODEL_FOR_CAUSAL_LM_MAPPING",))
-    notes: list[str] = []
-    failure = None
-    for candidate in _candidates(hf_config, order, auto):
-        try:
-            with torch.device("meta"):
-                return candidate._from_config(hf_config, dtype=torch.bfloat16), notes
-        except Exception as exc:
-            failure = exc
-            break
+    attempts = [(hf_config, order)]
     text = hf_config.get_text_config(decoder=True)
     if text is not hf_config:
-        for candidate in _candidates(text, ("MODEL_FOR_CAUSAL_LM_MAPPING",), auto):
-            try:
-                with torch.device("meta"):
-                    model = candidate._from_config(text, dtype=torch.bfloat16)
-            except Exception as exc:
-                failure = failure or exc
-                break
-            if failure is not None:
-                notes.append(f"only the text model was built: transformers could not build the whole "
-                             f"{hf_config.model_type} model ({_one_line(failure)}); its other towers are not counted")
-            return model, notes
+        attempts.append((text, ("MODEL_FOR_CAUSAL_LM_MAPPING",)))
+    failure = None
+    for cfg, mappings in attempts:
+        cls = _model_class(cfg, mappings, auto)
+        if cls is None:
+            continue
+        try:
+            with torch.device("meta"):
+                model = cls._from_config(cfg, dtype=torch.bfloat16)
+        except Exception as exc:
+            failure = failure or exc
+            continue
+        why = _one_line(failure) if failure is not None else "no model class for it"
+        notes = [] if cfg is hf_config else [
+            f"only the text model was built: transformers could not build the whole {hf_config.model_type} model "
+            f"({why}); its other towers are not counted"]
+        return model, notes
     if failure is not None:
-        raise NotBuildable(f"{where}: transformers cannot build this {hf_config.model_type} model "
-                                    f"({_one_line(failure)})")
-    raise NotBuildable(f"{where}: transformers has no causal language model class for "
-                                f"{hf_config.model_type!r}")
+        raise NotBuildable(f"{where}: transformers cannot build this {hf_config.model_type} model ({_one_line(failure)})")
+    raise NotBuildable(f"{where}: transformers has no causal language model class for {hf_config.model_type!r}")
 
 
-def _candidates(cfg, mapping_names: tuple[str, ...], auto) -> list:
-    found = []
+def _model_class(cfg, mapping_names: tuple[str, ...], auto):
     for name in mapping_names:
         mapping = getattr(auto, name, None)
         if mapping is not None and type(cfg) in mapping:
-            cls = mapping[type(cfg)]
-            if cls not in found:
-                found.append(cls)
-    return found[:1]
+            return mapping[type(cfg)]
+    return None
 
 
 # --- the cache ------------------------------------------------------------------------------------
 
-def _cache_layers(model, text, where: str, torch, transformers) -> list[dict | list]:
+def _cache_layers(model, text, where: str, torch) -> list[list[dict]]:
     """Per decoder layer, the list of what it caches: [] (nothing), one or two entries among
     {"kind": "full"|"sliding"|"chunked", ...}, {"kind": "mla", ...}, {"kind": "state", ...}."""
     from transformers.cache_utils import Cache, get_layer_types_and_kwargs
@@ -227,7 +221,7 @@ def _probe(model, where: str, torch, cache_type):
 
 def _decoder_layers(model, num_layers: int, torch):
     """The text decoder's layer list (the first ModuleList of num_hidden_layers outside other towers)."""
-    from ..model.safetensors import component_of
+    from .safetensors import component_of
 
     root = model.get_decoder() if hasattr(model, "get_decoder") else model
     for name, module in root.named_modules():
@@ -324,7 +318,7 @@ def _readable(entry) -> bool:
 
 def _count_params(model, text, torch, towers_described: bool) -> tuple[dict, int]:
     """Tensors of towers the config does not describe (built from class defaults) are not counted."""
-    from ..model.safetensors import component_of
+    from .safetensors import component_of
 
     module_of = dict(model.named_modules())
     output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..dtypes import torch_dtype_to_format
 from ..errors import InputError, UnsupportedModelError
-from .kinds import ChunkedLocal, FullAttention, LayerGroup, MLALatent, RecurrentState, SlidingWindow
+from .kinds import ChunkedLocal, FullAttention, IndexedMLA, LayerGroup, MLALatent, RecurrentState, SlidingWindow
 from .spec import ModelSpec
 from .params import count_params
 
@@ -164,7 +164,7 @@ _INT_FIELDS = (
     "decoder_sparse_step", "sliding_window_pattern", "full_attention_interval", "linear_num_key_heads",
     "linear_key_head_dim", "linear_num_value_heads", "linear_value_head_dim", "linear_conv_kernel_dim",
     "attn_layer_period", "attn_layer_offset", "no_rope_layer_interval", "num_kv_heads", "n_head_kv",
-    "multi_query_group_num",
+    "multi_query_group_num", "index_head_dim",
 )
 _MAX_FIELD = 1 << 40
 
@@ -335,7 +335,11 @@ def _build_groups(cfg: dict, kinds: list[str], kv_heads: int, head_dim: int, sou
         elif kind == "mla":
             rank = _as_positive_int(cfg.get("kv_lora_rank"), "kv_lora_rank", source)
             rope = _as_positive_int(cfg.get("qk_rope_head_dim"), "qk_rope_head_dim", source)
-            groups.append(MLALatent(layers, rank, rope))
+            if cfg.get("index_head_dim"):  # DeepSeek V3.2 / GLM DSA: a sparse-attention indexer key too
+                index = _as_positive_int(cfg["index_head_dim"], "index_head_dim", source)
+                groups.append(IndexedMLA(layers, rank, rope, index_head_dim=index))
+            else:
+                groups.append(MLALatent(layers, rank, rope))
         else:
             groups.append(_state_group(cfg, layers, source))
     return tuple(groups)
