@@ -7,6 +7,7 @@ in-library model transformers has for the same architecture.
 """
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import asdict
@@ -16,7 +17,7 @@ import pytest
 
 from kvplan.cli import main
 from kvplan.dtypes import kv_format
-from kvplan.errors import UnsupportedModelError
+from kvplan.errors import InputError, UnsupportedModelError
 from kvplan.model import bundled_names, load_model, spec_from_config
 from kvplan.model import paths
 from kvplan.model.introspect_cache import config_digest, record_path
@@ -25,6 +26,7 @@ from kvplan.model.paths import spec_from_record
 
 pytest.importorskip("transformers")
 pytest.importorskip("torch")
+from kvplan.model import introspect as introspect_module  # noqa: E402
 from kvplan.model.introspect import introspect  # noqa: E402
 
 CONFIGS = Path(__file__).parent / "data" / "configs"
@@ -260,3 +262,23 @@ def test_configs_transformers_cannot_build_are_refused_by_name():
     config = {"model_type": "definitely_not_a_model", "num_hidden_layers": 2}
     with pytest.raises(UnsupportedModelError, match="definitely_not_a_model"):
         paths.spec_for_config(config, name="t", source="t")
+
+
+def test_implausible_layer_counts_are_refused_before_building():
+    config = dict(_config("starcoder2-15b"), num_hidden_layers=1_000_000)
+    with pytest.raises(InputError, match="implausibly large"):
+        introspect(config, "test")
+
+
+def test_introspection_runs_offline_and_restores_the_environment(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    seen = {}
+    real = introspect_module._hf_config
+
+    def spy(config, where, transformers):
+        seen["offline"] = os.environ.get("HF_HUB_OFFLINE")
+        return real(config, where, transformers)
+
+    monkeypatch.setattr(introspect_module, "_hf_config", spy)
+    introspect(_config("starcoder"), "test")
+    assert seen["offline"] == "1" and "HF_HUB_OFFLINE" not in os.environ

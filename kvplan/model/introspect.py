@@ -29,6 +29,7 @@ import contextlib
 import io
 import logging
 import math
+import os
 import warnings
 from typing import Any
 
@@ -36,6 +37,8 @@ from ..errors import InputError, UnsupportedModelError
 
 RECORD_FORMAT = 1
 _PROBE_TOKENS = 5
+_MAX_LAYERS = 4096  # decoder layers are Python objects even on the meta device: bound time and memory
+_OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
 class NotBuildable(UnsupportedModelError):
@@ -55,6 +58,26 @@ _READABLE_CACHE_LAYERS = {"DynamicLayer", "DynamicSlidingWindowLayer", "DynamicI
 
 def introspect(config: dict, where: str) -> dict:
     """The record for one HF config dict; `where` names it in errors."""
+    with _offline():
+        return _introspect(config, where)
+
+
+@contextlib.contextmanager
+def _offline():
+    """Nothing transformers builds may reach the Hub (a tower's config or code): offline while it runs."""
+    saved = {k: os.environ.get(k) for k in _OFFLINE_VARS}
+    os.environ.update(dict.fromkeys(_OFFLINE_VARS, "1"))
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _introspect(config: dict, where: str) -> dict:
     torch, transformers = _imports()
     hf_config = _hf_config(config, where, transformers)
     with _quiet(transformers):
@@ -121,9 +144,13 @@ def _hf_config(config: dict, where: str, transformers):
     fields = {k: v for k, v in config.items() if k not in _DROPPED_KEYS and k != "model_type"}
     try:
         with _quiet(transformers):
-            return transformers.AutoConfig.for_model(model_type, **fields)
+            hf_config = transformers.AutoConfig.for_model(model_type, **fields)
     except Exception as exc:  # strict config dataclasses reject inconsistent fields
         raise InputError(f"{where}: transformers rejects this {model_type} config ({_one_line(exc)})") from None
+    layers = _int_attr(hf_config.get_text_config(decoder=True), "num_hidden_layers") or 0
+    if layers > _MAX_LAYERS:
+        raise InputError(f"{where}: num_hidden_layers={layers} is implausibly large (at most {_MAX_LAYERS})")
+    return hf_config
 
 
 def _build(hf_config, where: str, torch) -> tuple[Any, list[str]]:
