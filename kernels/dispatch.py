@@ -39,8 +39,9 @@ def kernel_backend(device: torch.device | str) -> str:
 class LazyKernel:
     """A Triton kernel decorated on first launch, separately for each mode."""
 
-    def __init__(self, fn):
+    def __init__(self, fn, do_not_specialize=()):
         self.fn = fn
+        self.do_not_specialize = tuple(do_not_specialize)
         self._by_mode = {}
 
     def __getitem__(self, grid):
@@ -49,9 +50,48 @@ class LazyKernel:
         if kernel is None:
             import triton
 
-            kernel = self._by_mode[mode] = triton.jit(self.fn)
+            if mode:
+                fix_interpreter_scalars()
+            kernel = self._by_mode[mode] = triton.jit(self.fn, do_not_specialize=self.do_not_specialize)
         return kernel[grid]
 
 
-def lazy_jit(fn) -> LazyKernel:
-    return LazyKernel(fn)
+def lazy_jit(fn=None, *, do_not_specialize=()):
+    """`@lazy_jit` or `@lazy_jit(do_not_specialize=[...])`: arguments Triton would otherwise compile a
+    variant for (an int equal to 1 or divisible by 16) whose value changes from step to step."""
+    if fn is None:
+        return lambda f: LazyKernel(f, do_not_specialize)
+    return LazyKernel(fn, do_not_specialize)
+
+
+def fix_interpreter_scalars() -> bool:
+    """Let Triton's interpreter use scalars loaded from memory as loop bounds under numpy >= 2.4.
+
+    The interpreter holds every scalar (program ids, loaded values, int arguments) as a numpy
+    array of shape (1,) and converts loop bounds with `int(array)`, which numpy 2.4 stopped
+    allowing ("only 0-dimensional arrays can be converted to Python scalars"). Triton 3.8 converts
+    `array.squeeze()` instead; older releases (3.6 with numpy 2.5 on the GPU machine) fail every
+    kernel with a data-dependent loop. No kernel-side cast helps, since no scalar is 0-d there,
+    and a while loop would lose software pipelining on the GPU, so the interpreter gets 3.8's
+    conversion. Compiled kernels are untouched. Returns whether the conversion was installed.
+    """
+    import numpy as np
+    from triton.runtime import interpreter
+
+    try:
+        int(np.zeros(1, dtype=np.int32))
+        return False  # this numpy still converts size-1 arrays
+    except TypeError:
+        pass
+    original = getattr(interpreter, "_patch_lang_tensor", None)
+    if original is None or getattr(original, "kvplan_scalar_fix", False):
+        return False
+
+    def patch_lang_tensor(tensor, scope):
+        original(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.squeeze()))
+
+    patch_lang_tensor.kvplan_scalar_fix = True
+    patch_lang_tensor.original = original
+    interpreter._patch_lang_tensor = patch_lang_tensor
+    return True

@@ -21,10 +21,15 @@ from .dispatch import kernel_backend, lazy_jit
 from .reference import check_decode_inputs
 
 TILE_N = 64  # keys per inner-loop step, independent of the cache's block size
-MAX_SPLITS = 16
+# NUM_SPLITS is a compile-time constant: the heuristic only returns these values, so a run
+# compiles at most five variants, which the engine compiles before it starts timing.
+SPLIT_BUCKETS = (1, 2, 4, 8, 16)
+MAX_SPLITS = SPLIT_BUCKETS[-1]
 
 
-@lazy_jit
+# The block-table width (stride_bt) grows with the longest sequence of the step, and the window
+# differs per layer: neither may pick a new compiled variant in the middle of a run.
+@lazy_jit(do_not_specialize=["stride_bt", "window"])
 def _decode_split_kernel(
     q_ptr, k_ptr, v_ptr, block_tables_ptr, seq_lens_ptr, part_out_ptr, part_lse_ptr,
     stride_qb, stride_qh, stride_kb, stride_ks, stride_kh, stride_vb, stride_vs, stride_vh,
@@ -128,7 +133,8 @@ def _merge_splits_kernel(
 
 
 def choose_num_splits(batch: int, kv_heads: int, max_context: int, device: torch.device) -> int:
-    """Splits per sequence so that B * Hkv * S programs fill about 2x the SMs.
+    """Splits per sequence so that B * Hkv * S programs fill about 2x the SMs, rounded down to
+    one of SPLIT_BUCKETS.
 
     `max_context` must be host-known (block-table width * block size), so the
     choice needs no device sync and stays fixed under CUDA graphs.
@@ -139,7 +145,8 @@ def choose_num_splits(batch: int, kv_heads: int, max_context: int, device: torch
         target = 8  # interpreter: every program is slow to simulate
     splits = min(MAX_SPLITS, triton.cdiv(target, max(1, batch * kv_heads)))
     # A split of fewer than ~4 tiles costs more in launch and merge than it saves.
-    return max(1, min(splits, triton.cdiv(max_context, 4 * TILE_N)))
+    splits = max(1, min(splits, triton.cdiv(max_context, 4 * TILE_N)))
+    return 1 << (splits.bit_length() - 1)
 
 
 def _dot_dtype(cache_dtype: torch.dtype, interpret: bool):

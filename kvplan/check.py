@@ -138,8 +138,9 @@ def _fits(entry, base: Estimate, at_max: Estimate, headroom: int) -> RuleResult:
     passed = bool(base.fits) and bool(at_max.fits)
     if not base.fits:
         message = base.verdict
-    elif not at_max.fits:
-        message = f"{at_max.verdict} after {fmt_gib(headroom)} headroom"
+    elif not at_max.fits:  # at_max's figures are after headroom: say so, with the budget before it
+        message = (f"{at_max.verdict} (with {fmt_gib(headroom)} headroom the KV budget is "
+                   f"{fmt_gib(at_max.kv_budget_bytes)} of the {fmt_gib(base.kv_budget_bytes)} the engine would have)")
     else:
         message = at_max.verdict
     return RuleResult(
@@ -170,10 +171,10 @@ def _users(entry, model, dep, at_max: Estimate, target):
                           f"requests of {context:,} tokens exceed max_model_len {at_max.max_model_len:,}: the engine "
                           "rejects them", target.line, numbers | {"max_concurrent_users": 0}), None
     est = _estimate(entry, model, replace(dep, context_tokens=context, batch=target.users))
-    users = min(est.max_concurrent_users or 0, dep.max_num_seqs)  # the engine never runs more at once
+    users = min(est.max_concurrent_users or 0, est.max_num_seqs)  # the engine never runs more at once
     per_request = est.kv_bytes_per_request_per_gpu
     passed = users >= target.users
-    capped = f", capped by max_num_seqs {dep.max_num_seqs:,}" if users == dep.max_num_seqs else ""
+    capped = f", capped by max_num_seqs {est.max_num_seqs:,}" if users == est.max_num_seqs else ""
     message = (f"{users:,} requests of {context:,} tokens fit ({fmt_gib(per_request)} KV each per GPU, "
                f"budget {fmt_gib(est.kv_budget_bytes)}{capped})")
     if not passed:

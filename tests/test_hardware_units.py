@@ -86,9 +86,9 @@ def test_activation_peak_formula_llama_8b():
 
 def test_overhead_terms_and_overrides():
     spec = load_model("llama-3.1-8b").spec
-    terms = {t.name: t.bytes for t in overhead_terms(spec, Deployment(tp=2), 2)}
+    terms = {t.name: t.bytes for t in overhead_terms(spec, Deployment(tp=2, max_num_batched_tokens=8192, max_num_seqs=256), 2)}
     assert terms["non-torch (CUDA/NCCL)"] == 1024 * MiB and terms["CUDA graphs"] == 0
-    assert terms["activation peak"] == activation_peak_bytes(spec, Deployment(tp=2), 2)
+    assert terms["activation peak"] == activation_peak_bytes(spec, Deployment(tp=2, max_num_batched_tokens=8192, max_num_seqs=256), 2)
     only = overhead_terms(spec, Deployment(overhead_bytes=3 * GiB), 2)
     assert [t.bytes for t in only] == [3 * GiB]
 

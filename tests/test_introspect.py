@@ -188,9 +188,32 @@ def test_a_tower_transformers_cannot_build_leaves_the_text_model_and_a_note():
     assert any("only the text model was built" in n for n in spec.notes) == timm_missing
 
 
-def test_towers_the_config_does_not_describe_are_not_counted():
-    # bundled gemma-3 configs carry no vision_config: a default SigLIP would be fiction
-    assert _introspected(bundled_entry("gemma-3-4b")["config"]).params.multimodal == 0
+def test_towers_are_counted_apart_and_only_when_the_config_describes_them():
+    config = bundled_entry("gemma-3-4b")["config"]
+    # SigLIP so400m at 896 px: patch conv 3x14x14 -> 1152 (+ bias), 64 x 64 = 4096 positions, 27 layers of
+    # q/k/v/o 1152 x 1152 with biases, MLP 1152 <-> 4304 with biases, two LayerNorms; a final LayerNorm.
+    h, inter = 1152, 4304
+    layer = 4 * (h * h + h) + (h * inter + inter) + (inter * h + h) + 2 * 2 * h
+    vision = (3 * 14 * 14 * h + h) + 4096 * h + 27 * layer + 2 * h
+    projector = h * 2560 + h  # Gemma 3's projection into the 2560-wide text model and its soft-embedding norm
+    assert _introspected(config).params.multimodal == vision + projector == 419_816_304
+    # without a vision_config a default SigLIP would be fiction
+    assert _introspected({k: v for k, v in config.items() if k != "vision_config"}).params.multimodal == 0
+
+
+def test_vllm_loads_an_introspected_tower_once():
+    """vLLM's load extras count a SigLIP tower from vision_config (the light path's weights leave it out); an
+    introspected spec already holds it in its weights, so the term is not added twice. Both counts agree."""
+    from kvplan.plan import Deployment
+    from kvplan.plan.policies.vllm_load_extras import vision_encoder_params
+    from kvplan.plan.policies.vllm_overhead import load_extra_terms
+
+    config = bundled_entry("gemma-3-4b")["config"]
+    assert vision_encoder_params(config) == _introspected(config).params.multimodal == 419_816_304
+    dep = Deployment(tp=1)
+    light_terms = {t.name: t.bytes for t in load_extra_terms(load_model("gemma-3-4b").spec, config, dep, 2)}
+    assert light_terms["vision encoder"] == 419_816_304 * 2
+    assert "vision encoder" not in {t.name for t in load_extra_terms(_introspected(config), config, dep, 2)}
 
 
 # --- provenance, cache, and the path without transformers ----------------------------------------

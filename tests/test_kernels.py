@@ -32,7 +32,7 @@ from kvplan.kernels import (
     store_kv,
     store_kv_reference,
 )
-from kvplan.kernels.triton_decode import choose_num_splits
+from kvplan.kernels.triton_decode import SPLIT_BUCKETS, choose_num_splits
 
 TOL = {torch.float32: dict(atol=2e-5, rtol=2e-5), torch.float16: dict(atol=2e-3, rtol=2e-3)}
 
@@ -287,6 +287,45 @@ def test_num_splits_heuristic():
     assert choose_num_splits(1, 1, 100_000, cpu) == 8  # few programs: split up to the target
     assert choose_num_splits(64, 8, 100_000, cpu) == 1  # enough programs already
     assert choose_num_splits(1, 1, 64, cpu) == 1  # too short to be worth splitting
+    assert choose_num_splits(1, 3, 100_000, cpu) == 2  # cdiv(8, 3) = 3 rounds down to a compiled bucket
+
+
+def test_num_splits_take_only_the_compiled_buckets():
+    """NUM_SPLITS is a constexpr: every value the heuristic returns is one compiled variant."""
+    cpu = torch.device("cpu")
+    seen = {choose_num_splits(b, h, c, cpu) for b in range(1, 70) for h in (1, 2, 3, 8) for c in (16, 300, 5000)}
+    assert seen <= set(SPLIT_BUCKETS) and len(seen) > 1
+
+
+def test_interpreter_loop_bounds_loaded_from_memory(gen, monkeypatch):
+    """Triton 3.6's interpreter turned loop bounds into ints with int(array of shape (1,)), which
+    numpy >= 2.4 refuses: every decode with a loaded seq_len failed. The dispatch installs 3.8's
+    conversion; here 3.6's is put back first, so the repair is tested on any triton."""
+    import numpy as np
+    from triton.runtime import interpreter
+
+    from kvplan.kernels import dispatch
+
+    try:
+        int(np.zeros(1))
+        pytest.skip("this numpy still converts size-1 arrays: the interpreter bug cannot occur")
+    except TypeError:
+        pass
+    base = getattr(interpreter._patch_lang_tensor, "original", interpreter._patch_lang_tensor)
+
+    def triton_3_6(tensor, scope):
+        base(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data))
+
+    monkeypatch.setattr(interpreter, "_patch_lang_tensor", triton_3_6)
+    paged = build_paged(gen, [5, 70], 1, 16, 4, torch.float32)
+    q = random_q(gen, 2, 2, 16, torch.float32)
+    args = (q, paged.k_cache, paged.v_cache, paged.block_tables, paged.seq_lens, 0.25)
+    with pytest.raises(Exception, match="0-dimensional"):
+        paged_decode(*args, num_splits=2)
+    assert dispatch.fix_interpreter_scalars()
+    assert not dispatch.fix_interpreter_scalars()  # once
+    torch.testing.assert_close(paged_decode(*args, num_splits=2), paged_decode_reference(*args), **TOL[torch.float32])
 
 
 def test_rejects_mismatched_head_dims():

@@ -24,22 +24,31 @@ def est(model, **kw):
     return estimate(loaded, Deployment(**kw))
 
 
+def engine_deployment(policy, spec, **settings) -> Deployment:
+    """A Deployment with the settings it leaves to the engine filled in, as `estimate` does before any policy call."""
+    return policy.resolve_deployment(spec, Deployment(**settings), 131072)[0]
+
+
 # --- registry and versions ---
 
 def test_every_engine_is_registered():
     assert {"generic", "vllm", "sglang", "trtllm", "transformers"} <= set(engine_names())
 
 
-@pytest.mark.parametrize("text,version", [("vllm", "0.11"), ("vllm@v0", "v0"), ("vllm@0.6.3", "v0"),
+@pytest.mark.parametrize("text,version", [("vllm", "0.21"), ("vllm@v0", "v0"), ("vllm@0.6.3", "v0"),
                                           ("vllm@0.8.3", "0.8.0"), ("vllm@0.8.5", "0.8.4"), ("vllm@0.9.1", "0.8.4"),
-                                          ("vllm@0.9.2", "0.11"), ("vllm@0.10.1.1", "0.11"),
-                                          ("vllm@0.1.dev7548+gbaba038", "0.11"), ("trtllm@pytorch", "1.0"),
+                                          ("vllm@0.9.2", "0.9.2"), ("vllm@0.10.0", "0.9.2"), ("vllm@0.10.1.1", "0.10.1"),
+                                          ("vllm@0.11.2", "0.10.1"), ("vllm@0.12.0", "0.12"), ("vllm@0.19.0", "0.12"),
+                                          ("vllm@0.20.9", "0.12"), ("vllm@0.21.0", "0.21"), ("vllm@0.24.1", "0.21"),
+                                          ("vllm@latest", "0.21"),
+                                          ("vllm@0.1.dev7548+gbaba038", "0.21"), ("trtllm@pytorch", "1.0"),
                                           ("trtllm", "0.13"), ("sglang@0.5.2", "0.5")])
 def test_versions_resolve_to_modelled_semantics(text, version):
     assert get_policy(text).version == version
 
 
-@pytest.mark.parametrize("text", ["vllm@banana", "generic@1.0", "sglang@0.4", "nosuch"])
+@pytest.mark.parametrize("text", ["vllm@banana", "vllm@99.0", "vllm@0.25.0", "vllm@1.0", "generic@1.0",
+                                  "sglang@0.4", "nosuch"])
 def test_bad_engine_or_version_is_one_line_input_error(text):
     with pytest.raises(InputError):
         get_policy(text)
@@ -52,10 +61,14 @@ def test_generic_output_unchanged_and_without_engine_report():
     assert e.kv_cache_tokens == 5120 * 16
 
 
-def test_vllm_budget_without_kv_cache_memory_is_the_overhead_model():
+def test_vllm_budget_is_its_own_terms_off_the_cuda_visible_total():
+    """vLLM sizes from the CUDA-visible total (79.19 GiB on an H100, not nvidia-smi's 79.65) minus its own terms;
+    the terms themselves are checked against logs in test_vllm_overhead.py."""
     gpu = find_gpu("H100")
-    generic, vllm = est("llama-3.1-8b", gpu=gpu), est("llama-3.1-8b", gpu=gpu, engine="vllm")
-    assert vllm.kv_budget_bytes == generic.kv_budget_bytes
+    vllm = est("llama-3.1-8b", gpu=gpu, engine="vllm", max_model_len=8192)
+    used = vllm.weights_bytes_per_gpu + sum(t["bytes"] for t in vllm.overhead)
+    assert vllm.gpu_memory_bytes == round(79.19 * GiB)
+    assert vllm.kv_budget_bytes == int(round(79.19 * GiB) * 0.9) - used
     assert vllm.engine_report["lines"][0] == f"Available KV cache memory: {vllm.kv_budget_bytes / GiB:.2f} GiB"
 
 
@@ -75,28 +88,30 @@ def _hybrid(sliding: int, full: int, window=128) -> ModelSpec:
 ])
 def test_vllm_hybrid_groups(sliding, full, sizes):
     policy = get_policy("vllm").bind(spec := _hybrid(sliding, full))
-    groups = policy.kv_groups(spec, BF16, Deployment())
+    groups = policy.kv_groups(spec, BF16, engine_deployment(policy, spec))
     assert [len(g.layers) for g in groups] == sizes
 
 
 def test_vllm_sliding_window_blocks_per_request():
     policy = get_policy("vllm").bind(spec := _hybrid(12, 12, window=128))
-    groups = policy.kv_groups(spec, BF16, Deployment(max_num_batched_tokens=8192))
+    dep = engine_deployment(policy, spec, max_num_batched_tokens=8192)
+    groups = policy.kv_groups(spec, BF16, dep)
     # full: cdiv(131072, 16) = 8192; sliding: cdiv(min(127 + 8192, 131072), 16) + 1 = 521
-    assert policy.request_blocks(groups, 131072, Deployment(max_num_batched_tokens=8192)) == 8192 + 521
-    assert policy.request_blocks(groups, 100, Deployment(max_num_batched_tokens=8192)) == 7 + 8
+    assert policy.request_blocks(groups, 131072, dep) == 8192 + 521
+    assert policy.request_blocks(groups, 100, dep) == 7 + 8
 
 
 @pytest.mark.parametrize("gpu,block", [("H100", 64), ("H200", 64), ("B200", 128), ("L4", 16), ("A100-80GB", 16)])
 def test_vllm_mla_block_size_follows_the_attention_backend(gpu, block):
     spec = load_model("deepseek-v2-lite").spec
-    assert get_policy("vllm").block_size(spec, Deployment(gpu=find_gpu(gpu))) == block
+    policy = get_policy("vllm")
+    assert policy.block_size(spec, engine_deployment(policy, spec, gpu=find_gpu(gpu))) == block
 
 
 def test_vllm_tp_beyond_kv_heads_replicates_one_head():
     spec = spec_from_numbers(32, 8, 128, 32)
     policy = get_policy("vllm").bind(spec)
-    assert policy.block_bytes(spec, BF16, Deployment(tp=16)) == 2 * 1 * 128 * 2 * 16 * 32
+    assert policy.block_bytes(spec, BF16, engine_deployment(policy, spec, tp=16)) == 2 * 1 * 128 * 2 * 16 * 32
 
 
 def test_vllm_rejects_kv_dtypes_it_does_not_offer():
@@ -168,7 +183,7 @@ def test_trtllm_primary_pool_from_published_log_2268():
     assert policy.token_bytes(spec, kv_format("fp16"), Deployment()) == 2 * 32 * 32 * 128 * 2
     for free_gib in ("21.885", "21.89", "21.8949"):  # the whole rounding interval of the printed value
         budget = kv_budget_from_free(int(Fraction(free_gib) * GiB), 0.9)
-        pool = policy.pool(spec, budget, kv_format("fp16"), Deployment())
+        pool = policy.pool(spec, budget, kv_format("fp16"), engine_deployment(policy, spec, engine="trtllm@0.13"))
         assert (pool.num_blocks, pool.block_size) == (631, 64)
 
 

@@ -21,7 +21,7 @@ from kvplan.cli import main
 from kvplan.runtime.replay import vocab_ids
 from kvplan.simulation.workload import Distribution, SyntheticWorkload
 from kvplan.plan import Deployment
-from kvplan.profile import run_profile
+from kvplan.profiling import run_profile
 from kvplan.model import load_model
 
 TINY = {"model_type": "llama", "vocab_size": 128, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
@@ -107,7 +107,7 @@ def test_cli_json_report_dir_and_stable_keys(tiny, tmp_path, capsys):
     assert names == ["memory.png", "profile.json", "profile.md", "timeline.png"]  # no temp files left
     saved = json.loads((report / "profile.json").read_text())
     assert len(saved["samples"]) == saved["run"]["steps"]
-    assert "| KV blocks | 128 | 128 | +0 | +0.0% |" in (report / "profile.md").read_text()
+    assert "| KV blocks | 128 | 128 | 128 (c) | +0 | +0.0% |" in (report / "profile.md").read_text()
 
 
 def test_cpu_needs_a_budget(tiny, capsys):
@@ -189,3 +189,90 @@ def test_synthetic_ids_fold_into_the_vocabulary_keeping_equality():
     assert a[:16] == b[:16] and a[16:] != b[16:]
     assert all(0 <= t < 128 for t in a + b)
     assert vocab_ids([5, 127], 128) == [5, 127]
+
+
+def mixed_profile(tiny, n: int, kv_bytes: int = 1 << 18, requests: int = 30):
+    dep = Deployment(weight_dtype="fp32", kv_cache_memory_bytes=kv_bytes, max_num_seqs=128,
+                     max_num_batched_tokens=2048, max_model_len=80)
+    workload = SyntheticWorkload(requests, Distribution.parse("uniform:8:40", "p"),
+                                 Distribution.parse("uniform:4:30", "o"), num_samples=n)
+    return run_profile(load_model(str(tiny)), dep, workload, device="cpu", warn=lambda text: None)
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_simulated_prediction_is_the_run_while_the_static_one_is_not(tiny, n):
+    """Mixed lengths on a 32-block pool: the estimate's users (at the longest request) are far from
+    what the run reaches; the simulator over the same workload and allocator predicts the run
+    exactly, n > 1 samples included (they sample distinct tokens, as the simulator's do)."""
+    result = mixed_profile(tiny, n)
+    static, simulated, measured = result.predicted_static, result.predicted_simulated, result.measured
+    assert result.phase == "done" and measured["preemptions"] > 0
+    assert static["max_concurrent_users"] < measured["max_concurrent_users"] / 2
+    for key in ("max_concurrent_users", "memory_utilization", "internal_fragmentation", "preemptions"):
+        assert measured[key] == pytest.approx(simulated[key], abs=1e-12), key
+        assert result.predicted[key] == simulated[key] and result.predicted_basis[key] == "simulated"
+        assert result.error[key] == pytest.approx(0, abs=1e-12)
+
+
+def test_every_figure_says_how_it_was_obtained_and_cpu_leaves_device_terms_unmeasured(tiny):
+    from kvplan.profiling import METRICS
+
+    result = profile_tiny(tiny, requests=20)
+    basis = result.measured_basis
+    assert set(METRICS) <= set(basis)
+    kinds = {key: basis[key]["kind"] for key in METRICS}
+    assert {k for k, v in kinds.items() if v == "not measured"} == {
+        "activation_peak_bytes", "non_torch_bytes", "total_memory_bytes", "allocator_fragmentation_bytes",
+        "peak_allocated_bytes"}
+    assert kinds["num_blocks"] == "computed" and kinds["kv_pool_bytes"] == kinds["weights_bytes"] == "measured"
+    assert "storages" in basis["kv_pool_bytes"]["how"]
+    assert all(result.measured[k] is None for k, v in kinds.items() if v == "not measured")
+
+
+def test_pool_bytes_are_measured_from_the_allocation_not_the_formula(tiny, monkeypatch):
+    """A pool that allocated more than its layout says shows up as an error (it used to be
+    `pool.nbytes`, the layout's own formula, so it equalled the prediction by construction)."""
+    import kvplan.runtime.engine as engine_module
+
+    real_init = engine_module.KVPool.__init__
+
+    def oversized(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        self.k_caches[0] = torch.zeros(self.k_caches[0].numel() + 1024, dtype=self.dtype).view(-1)[:-1024].view(
+            self.k_caches[0].shape)  # a view into a larger allocation: 4 KiB more storage
+
+    monkeypatch.setattr(engine_module.KVPool, "__init__", oversized)
+    result = profile_tiny(tiny, requests=4)
+    assert result.measured["kv_pool_bytes"] == (1 << 20) + 4096
+    assert result.error["kv_pool_bytes"] == 4096
+    assert result.measured["kv_pool_layout_bytes"] == 1 << 20
+
+
+def test_missing_nvml_reading_budgets_the_modelled_non_torch_term_not_zero():
+    """On CUDA without NVML the non-torch figure is unmeasured; the KV budget must then subtract the
+    modelled term (it used to subtract nothing: the pool was oversized by it)."""
+    from kvplan.plan.overhead import Term
+    from kvplan.profiling.measurement import budget_terms
+    from kvplan.profiling.result import ProfileResult
+
+    result = ProfileResult("m", "test", "cuda:0", "GPU", False, "bf16", "auto", True, {}, {})
+    result.record("activation_peak_bytes", 3 << 30, "measured", "test")
+    result.unmeasured("non_torch_bytes", "no NVML reading")
+    modelled = [Term("activation peak", 2 << 30, "model"), Term("non-torch (CUDA/NCCL)", 256 << 20, "model"),
+                Term("CUDA graphs", 0, "model")]
+    terms = budget_terms(result, modelled, cuda=True, dep=Deployment())
+    assert [(t.name, t.bytes) for t in terms] == [("activation peak", 3 << 30), ("non-torch", 256 << 20),
+                                                  ("CUDA graphs", 0)]
+    assert "modelled" in terms[1].basis and any("no NVML reading" in n for n in result.notes)
+    result.record("non_torch_bytes", 700 << 20, "measured", "NVML")
+    assert budget_terms(result, modelled, cuda=True, dep=Deployment())[1].bytes == 700 << 20
+    assert budget_terms(result, modelled, cuda=False, dep=Deployment()) == modelled
+
+
+def test_cpu_memory_chart_draws_only_measured_terms_and_names_the_rest(tiny):
+    from kvplan.report.profile import memory_chart_terms
+
+    d = profile_tiny(tiny, requests=4).to_dict()
+    shown, left_out = memory_chart_terms(d)
+    assert [label for _, label in shown] == ["weights", "KV pool"]
+    assert [label for _, label in left_out] == ["activations", "non-torch"]

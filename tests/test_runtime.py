@@ -350,3 +350,75 @@ def test_contiguous_reservation_size_is_what_admission_allocates():
     manager = ReservingKVCacheManager(layout, 64, 4, max_model_len=40)
     assert manager.allocate_slots(Request("a", list(range(5)), 3), 5)
     assert manager.pool.num_used_blocks == reservation_blocks(layout, 40, 4) == 2 * 10
+
+
+def test_another_model_from_the_same_config_leaves_the_engine_alone():
+    """transformers sets attn_implementation on the config object it builds from: a second model
+    built from the engine's config must not switch the engine's attention."""
+    from transformers import AutoModelForCausalLM
+
+    prompts = prompts_of([6, 9], seed=4)
+    engine = make_engine("llama")
+    before = engine.generate(prompts, max_tokens=5)
+    AutoModelForCausalLM.from_config(engine.model.hf_config, attn_implementation="eager")
+    assert engine.model.model.config._attn_implementation == "kvplan_paged"
+    assert engine.generate(prompts, max_tokens=5) == before
+    assert_clean(engine)
+
+
+def test_attention_rerouted_mid_run_fails_at_that_step():
+    """Routing is checked on every step, not only the first: a layer that stops calling the paged
+    function (here: the model's own config switched to eager) is an error, not garbage tokens."""
+    from kvplan.errors import UnsupportedModelError
+
+    engine = make_engine("llama")
+    engine.add_request(prompts_of([6])[0], max_tokens=6)
+    engine.step()
+    engine.model.model.config._attn_implementation = "eager"
+    with pytest.raises(UnsupportedModelError, match=r"did not route attention of layers \[0, 1\].*'eager'"):
+        engine.step()
+
+
+def test_kernel_warm_up_launches_every_split_variant_and_leaves_the_pool_alone(monkeypatch):
+    """Before a timed run the engine compiles each NUM_SPLITS variant through every layer (decode and
+    store); the warm-up token is stored nowhere and no block is allocated."""
+    pytest.importorskip("triton")
+    import kvplan.kernels.triton_decode as triton_decode
+    import kvplan.kernels.triton_store as triton_store
+
+    engine = make_engine("gpt_oss")  # a sliding and a full group, sinks: every feature constexpr
+    assert engine.warm_up() == 0  # torch reference path: nothing to compile
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    splits, stores = [], []
+    real_decode, real_store = triton_decode.paged_decode_triton, triton_store.store_kv_triton
+    monkeypatch.setattr(triton_decode, "paged_decode_triton",
+                        lambda *a, **k: (splits.append((k["num_splits"], k["window"])), real_decode(*a, **k))[1])
+    monkeypatch.setattr(triton_store, "store_kv_triton", lambda *a: (stores.append(a[-1].tolist()), real_store(*a)))
+    assert engine.warm_up() == len(triton_decode.SPLIT_BUCKETS)
+    assert sorted(set(splits)) == sorted((s, w) for s in triton_decode.SPLIT_BUCKETS for w in (0, 8))
+    assert stores and all(slots == [-1] for slots in stores)
+    assert all(not t.any() for t in engine.pool.k_caches + engine.pool.v_caches)
+    assert_clean(engine)
+
+
+def test_cpu_threads_follow_the_cores_this_process_may_use(monkeypatch, tmp_path):
+    from kvplan.runtime import threads
+
+    v2 = tmp_path / "cpu.max"
+    v2.write_text("max 100000\n")
+    assert threads.cgroup_cpu_limit(v2, (tmp_path / "none", tmp_path / "none")) is None
+    v2.write_text("150000 100000\n")
+    assert threads.cgroup_cpu_limit(v2) == 1.5
+    quota, period = tmp_path / "quota", tmp_path / "period"
+    quota.write_text("300000\n")
+    period.write_text("100000\n")
+    assert threads.cgroup_cpu_limit(tmp_path / "absent", (quota, period)) == 3.0
+
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(threads, "cgroup_cpu_limit", lambda: 1.5)
+    assert threads.available_cores() == 1
+    torch.set_num_threads(2)  # the autouse fixture restores the count
+    assert threads.limit_torch_threads() == 1 == torch.get_num_threads()
+    monkeypatch.setattr(threads, "cgroup_cpu_limit", lambda: None)
+    assert threads.available_cores() == 4
+    assert threads.limit_torch_threads() == 1  # never raised

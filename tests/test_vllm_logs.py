@@ -64,7 +64,8 @@ def setup(name):
         loaded = load_model_from_flags(flags.get("model") or log.model)
     gpu = resolve_gpu(flags.get("gpu"), None, default=None)
     dep, mml = deployment_for_log(log, loaded.spec, flags, vllm_version_for(log), gpu)
-    policy = get_policy(dep.engine).bind(loaded.spec)
+    policy = get_policy(dep.engine).bind(loaded.spec, loaded.config)
+    dep, _ = policy.resolve_deployment(loaded.spec, dep, mml)  # scheduler settings the log leaves to vLLM
     kv = kv_format(dep.kv_dtype, "bf16")
     stages = [loaded.spec.restricted_to(set(r)) for r in pp_partition(loaded.spec.num_layers, dep.pp)]
     return log, loaded, dep, mml, policy, kv, stages

@@ -11,7 +11,7 @@ import typer
 
 from ..errors import KvplanError
 
-COMMANDS = ("estimate", "simulate", "profile", "check", "sweep", "models", "explain_log")
+COMMANDS = ("estimate", "simulate", "profile", "check", "sweep", "models", "gpus", "explain_log")
 
 app = typer.Typer(
     name="kvplan",
@@ -19,14 +19,15 @@ app = typer.Typer(
           "\b\nExamples:\n"
           "  kvplan estimate                       # Llama-3.1-8B on one H100 (defaults)\n"
           "  kvplan estimate qwen3-32b --gpu A100-80GB --tp 2 --context 32k --batch 16\n"
-          "  kvplan estimate ./my-model/ --gpu L40S --kv-dtype fp8 --format json\n"
+          "  kvplan estimate examples/qwen3-0.6b/ --gpu L40S --kv-dtype fp8 --format json\n"
           "  kvplan estimate llama-3.1-8b --gpu H100 --engine vllm --max-model-len 32k\n"
           "  kvplan simulate llama-3.1-8b --gpu H100 --requests 1000 --shared-prefix 1000\n"
           "  kvplan profile llama-3.1-8b --random-weights      # on the attached GPU\n"
           "  kvplan check examples/passing.yaml --format junit\n"
           "  kvplan sweep -m llama-3.1-70b,qwen3-32b --gpu H100,L40S --tp 1,2,4 --fits-only\n"
-          "  kvplan explain-log vllm-startup.log\n"
-          "  kvplan models"),
+          "  kvplan explain-log examples/vllm-startup.log\n"
+          "  kvplan models\n"
+          "  kvplan gpus"),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -24,8 +24,8 @@ def register(app: typer.Typer) -> None:
               "behind them. Exit 0 when all pass, 1 when a rule fails, 2 on invalid input.\n\n"
               "Examples:\n\n"
               "  kvplan check examples/passing.yaml\n\n"
-              "  kvplan check deploy/*.yaml --format junit -o kvplan-junit.xml\n\n"
-              "  kvplan check k8s/vllm-deployment.yaml --format github   # annotations + step summary"),
+              "  kvplan check examples/passing.yaml examples/with-manifest.yaml --format junit -o kvplan-junit.xml\n\n"
+              "  kvplan check examples/k8s-deployment.yaml --format github   # annotations + step summary"),
     )(check_command)
 
 

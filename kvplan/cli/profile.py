@@ -7,10 +7,15 @@ from typing import Annotated, Optional
 import typer
 
 from . import options as o
-from .simulate import (GroupsOpt, NOpt, OutputOpt, PromptOpt, RateOpt, RequestsOpt, SeedOpt, SharedOpt, TraceOpt,
-                       _workload)
+from .simulate import (WORKLOAD_PANEL, GroupsOpt, NOpt, OutputOpt, PromptOpt, RequestsOpt, SeedOpt, SharedOpt,
+                       TraceOpt, _workload)
 
 PROFILE_PANEL = "Profile"
+FORMATS = ("table", "json", "markdown")
+# As simulate's, less what profile does not take (--clock: the device is the clock).
+RateOpt = Annotated[Optional[float], typer.Option("--arrival-rate", help="Synthetic: Poisson arrivals per second; "
+                                                  "default: all at once", rich_help_panel=WORKLOAD_PANEL)]
+FormatOpt = o.format_option(FORMATS)
 
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cuda:0 (default when CUDA is present) or cpu (checks the accounting only; give the budget with --gpu, --gpu-memory or --kv-cache-memory)", rich_help_panel=PROFILE_PANEL)]
 RandomOpt = Annotated[Optional[bool], typer.Option("--random-weights/--checkpoint-weights", help="Random weights from the config (default when the model has no local safetensors) or the checkpoint's", show_default=False, rich_help_panel=PROFILE_PANEL)]
@@ -25,38 +30,36 @@ def register(app: typer.Typer) -> None:
               "blocks, users and throughput.\n\n"
               "Examples:\n\n"
               "  kvplan profile llama-3.1-8b --random-weights --requests 200 --prompt-len 1000 --output-len 200\n\n"
-              "  kvplan profile ./my-model/ --gpu-memory-utilization 0.85 --compare contiguous --report out/\n\n"
-              "  kvplan profile ./tiny/config.json --device cpu --dtype fp32 --kv-cache-memory 64MiB "
+              "  kvplan profile qwen3-0.6b --gpu-memory-utilization 0.85 --compare contiguous --report out/\n\n"
+              "  kvplan profile examples/tiny-llama/ --device cpu --kv-cache-memory 64MiB --max-num-batched-tokens 256 "
               "--requests 32 --prompt-len 20 --output-len 8 --format json"),
     )(profile_command)
 
 
+@o.deployment_flags(exclude=("tp", "pp"))  # the runtime runs on one device
 def profile_command(
     ctx: typer.Context,
-    model: o.ModelArg = None,
-    gpu: o.GpuOpt = None, gpu_memory: o.GpuMemoryOpt = None, tp: o.TpOpt = 1, pp: o.PpOpt = 1,
-    dtype: o.DtypeOpt = None, kv_dtype: o.KVDtypeOpt = "auto", context: o.ContextOpt = None, batch: o.BatchOpt = 1,
-    max_model_len: o.MaxModelLenOpt = None, gpu_memory_utilization: o.UtilOpt = 0.9, block_size: o.BlockSizeOpt = 16,
-    max_num_batched_tokens: o.BatchedTokensOpt = 8192, max_num_seqs: o.MaxSeqsOpt = 256,
-    engine: o.EngineOpt = "generic",
-    weights: o.WeightsOpt = None, overhead: o.OverheadOpt = None, activation_memory: o.ActivationOpt = None,
-    non_torch_memory: o.NonTorchOpt = None, cuda_graph_memory: o.GraphOpt = None, kv_cache_memory: o.KVMemoryOpt = None,
+    *, model: o.LocalModelArg = None,
+    flags: dict,
     requests: RequestsOpt = 100, prompt_len: PromptOpt = "1000", output_len: OutputOpt = "500",
     shared_prefix: SharedOpt = "0", prefix_groups: GroupsOpt = 1, arrival_rate: RateOpt = None, n: NOpt = 1,
     seed: SeedOpt = 0, trace: TraceOpt = None,
     device: DeviceOpt = None, random_weights: RandomOpt = None, compare: CompareOpt = None, report: ReportOpt = None,
-    fmt: o.FormatOpt = "table",
+    fmt: FormatOpt = "table",
 ) -> None:
     from ..errors import KvplanError
-    from ..profile import raise_for_finding, run_profile
+    from ..extras import require_extra
+
+    require_extra("profile", "torch", "transformers", what="kvplan profile")
+    from ..profiling import raise_for_finding, run_profile
     from ..report.common import check_format
     from ..report.profile import render_profile, write_report_dir
 
-    fmt = check_format(fmt, ("table", "json", "markdown"))
+    fmt = check_format(fmt, FORMATS)
     workload, _ = _workload(ctx, trace, requests, prompt_len, output_len, shared_prefix, prefix_groups,
                             arrival_rate, n, seed)
     loaded = o.load_model_from_flags(model)
-    dep = o.deployment_from_params(locals(), gpu=o.resolve_gpu(gpu, gpu_memory, default=None))
+    dep = o.deployment_from_flags(flags)
     total = sum(item.output_len * item.num_samples for item in workload)
     bar = _Bar(total, 2 if compare else 1) if sys.stderr.isatty() else None
     try:

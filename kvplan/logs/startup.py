@@ -29,6 +29,7 @@ import ast
 import re
 import shlex
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..errors import InputError
 
@@ -63,6 +64,15 @@ class StartupLog:
     concurrency_text: str | None = None  # exactly as printed ("1.30")
     refusal: dict | None = None  # max_model_len, needed_gib, available_gib, estimated_max_model_len
     forced_block_size: int | None = None
+    # the memory profile vLLM logs (DEBUG from 0.9.2, INFO after graph capture from 0.11, INFO in V0), GiB
+    activation_gib: float | None = None
+    non_torch_gib: float | None = None
+    weights_and_non_torch_gib: float | None = None  # later releases print only their sum ("consumed memory")
+    cuda_graph_gib: float | None = None  # the pre-allocation estimate (0.18+) or what capturing took
+    cuda_graph_basis: str | None = None  # "estimate" | "captured"
+    requested_gib: float | None = None  # total x gpu_memory_utilization as vLLM printed it
+    usage_context: str | None = None  # "serve" (OPENAI_API_SERVER) | "offline" (LLM_CLASS)
+    gpu_name: str | None = None  # as a MoE config path or collect_env names it ("NVIDIA H100 80GB HBM3")
     sglang: dict = field(default_factory=dict)  # before_gib, after_gib, weight_gib, k_size_gib, ...
     missing: list[str] = field(default_factory=list)
     kvplan_args: list[str] = field(default_factory=list)
@@ -102,21 +112,40 @@ _PATTERNS = {
                              r"be stored in KV cache \((\d+)\)"),
     "chunked": re.compile(r"max_num_batched_tokens=(\d+)"),
     "forced_block": re.compile(r"[Ff]orcing kv cache block size to (\d+)"),
-    "sg_args": re.compile(r"server_args=ServerArgs\((.*)\)\s*$"),
+    "sg_args": re.compile(r"server_args=ServerArgs\((.*?)\)?\s*$"),  # a terminal may wrap it: read what is there
+    "sg_fraction": re.compile(r"mem_fraction_static\W{1,3}([0-9]*\.[0-9]+)"),
     "sg_before": re.compile(r"Load weight begin\. avail mem=" + _NUM + r" ?GB"),
     "sg_after": re.compile(r"Load weight end\..*?avail mem=" + _NUM + r" ?GB, mem usage=" + _NUM + r" ?GB"),
     "sg_alloc": re.compile(r"KV Cache is allocated\..*?#tokens: (\d+)(?:, K size: " + _NUM + r" ?GB, V size: "
                            + _NUM + r" ?GB)?(?:, KV size: " + _NUM + r" ?GB)?"),
     "sg_total": re.compile(r"max_total_num_tokens=" + _NUM + r".*?context_len=(\d+)"),
     "kvplan": re.compile(r"^\s*#\s*kvplan:\s*(.*)$"),
+    "v1_profile": re.compile(r"Memory profiling takes .*?torch peak memory increase: " + _NUM + r" ?GiB; non-torch "
+                             r"forward increase memory: " + _NUM + r" ?GiB; weights memory: " + _NUM + r" ?GiB"),
+    "v1_requested": re.compile(r"Requested memory: ([0-9.]+) \(util\), " + _NUM + r" ?GiB"),
+    "v1_snapshot_total": re.compile(r"memory snapshot: .*?total_memory=" + _NUM + r" ?GiB"),
+    "v1_usage": re.compile(r"Free memory on device \(" + _NUM + r"/" + _NUM + r" GiB\) on startup\..*?Actual usage is "
+                           + _NUM + r" GiB for weight, " + _NUM + r" GiB for peak activation, " + _NUM
+                           + r" GiB for non-torch memory, and " + _NUM + r" GiB for CUDAGraph memory"),
+    "v1_consumed": re.compile(r"Actual usage is " + _NUM + r" GiB for consumed memory \(weights \+ non-torch\), "
+                              + _NUM + r" GiB for peak activation, and " + _NUM + r" GiB for CUDAGraph memory"),
+    "v0_profile_terms": re.compile(r"Memory profiling results:.*?peak_torch_memory=" + _NUM + r"GiB.*?non_torch_memory="
+                                   + _NUM + r"GiB"),
+    "v1_free_total": re.compile(r"Free memory on device (?:\S+ )?\(" + _NUM + r"/" + _NUM + r" GiB\)"),
+    "graph_estimate": re.compile(r"Estimated CUDA graph memory: (-?" + _NUM[1:] + r" GiB total"),
+    "graph_captured": re.compile(r"Graph capturing finished in \d+ secs?, took " + _NUM + r" GiB"),
+    "v0_terms": re.compile(r"model weights take " + _NUM + r" ?GiB; non_torch_memory takes " + _NUM
+                           + r" ?GiB; PyTorch activation peak memory takes " + _NUM + r" ?GiB"),
+    "gpu_name": re.compile(r"device_name=(NVIDIA_[A-Za-z0-9_\-]+|AMD_[A-Za-z0-9_\-]+)|GPU \d+: (NVIDIA [^,;\n]+?)\s*$"),
+    "defaulting": re.compile(r"Defaulting (max_num_seqs|max_num_batched_tokens) to (\d+) for (\w+) usage context"),
 }
 
-_RANK_PATTERNS = (
-    re.compile(r"\((?:VllmWorker |Worker_)PP(\d+)_TP(\d+)"),
-    re.compile(r"\((?:VllmWorker |Worker_)TP(\d+)"),  # vLLM 0.10: `(VllmWorker TP1 pid=..)`
-    re.compile(r"\(VllmWorker rank=(\d+)"),
-    re.compile(r"\(RayWorkerWrapper pid=\d+[^)]*\)"),  # `(RayWorkerWrapper pid=374, ip=10.0.0.1)`
-    re.compile(r"\(VllmWorkerProcess pid=\d+\)"),
+_RANK_PATTERNS = (  # `(...)` or, in some builds, `[...]`
+    re.compile(r"[(\[](?:VllmWorker |Worker_)PP(\d+)_TP(\d+)"),
+    re.compile(r"[(\[](?:VllmWorker |Worker_)TP(\d+)"),  # vLLM 0.10: `(VllmWorker TP1 pid=..)`
+    re.compile(r"[(\[]VllmWorker rank=(\d+)"),
+    re.compile(r"[(\[]RayWorkerWrapper pid=\d+[^)\]]*[)\]]"),  # `(RayWorkerWrapper pid=374, ip=10.0.0.1)`
+    re.compile(r"[(\[]VllmWorkerProcess pid=\d+[)\]]"),
 )
 
 
@@ -137,7 +166,17 @@ def read_startup_log(path: str) -> StartupLog:
     log = parse_startup_log(text)
     if log.engine is None:
         raise InputError(f"{path}: no vLLM or SGLang start-up line found (is this a start-up log?)")
+    log.kvplan_args = _relative_to(log.kvplan_args, Path(path).parent)
     return log
+
+
+def _relative_to(args: list[str], folder: Path) -> list[str]:
+    """A `# kvplan: --model configs/x.json` path names a file beside the log, wherever kvplan runs from."""
+    out = list(args)
+    for i, arg in enumerate(out[:-1]):
+        if arg == "--model" and not Path(out[i + 1]).is_absolute() and (folder / out[i + 1]).is_file():
+            out[i + 1] = str(folder / out[i + 1])
+    return out
 
 
 def _parse_line(line: str, log: StartupLog) -> None:
@@ -209,7 +248,54 @@ def _parse_line(line: str, log: StartupLog) -> None:
         log.settings.setdefault("max_num_batched_tokens", int(m.group(1)))
     if m := p["forced_block"].search(line):
         log.forced_block_size = int(m.group(1))
+    _parse_profile_line(line, log)
     _parse_sglang_line(line, log)
+
+
+def _parse_profile_line(line: str, log: StartupLog) -> None:
+    """The memory-profile terms; each worker prints its own, the largest (the binding one) is kept."""
+    p = _PATTERNS
+    if m := p["v1_profile"].search(line):
+        log.engine = log.engine or "vllm"
+        _keep_max(log, activation_gib=_f(m.group(1)), non_torch_gib=_f(m.group(2)), weights_gib=_f(m.group(3)))
+    elif m := p["v1_usage"].search(line):
+        log.engine = log.engine or "vllm"
+        log.total_gpu_gib = log.total_gpu_gib or _f(m.group(2))
+        _keep_max(log, weights_gib=_f(m.group(3)), activation_gib=_f(m.group(4)), non_torch_gib=_f(m.group(5)))
+        if log.cuda_graph_gib is None:
+            log.cuda_graph_gib, log.cuda_graph_basis = _f(m.group(6)), "captured"
+    elif m := p["v1_consumed"].search(line):
+        log.engine = log.engine or "vllm"
+        _keep_max(log, weights_and_non_torch_gib=_f(m.group(1)), activation_gib=_f(m.group(2)))
+        if log.cuda_graph_gib is None:
+            log.cuda_graph_gib, log.cuda_graph_basis = _f(m.group(3)), "captured"
+    elif m := p["v0_profile_terms"].search(line):  # 0.6.4-0.6.6: peak_torch includes the weights
+        _keep_max(log, non_torch_gib=_f(m.group(2)))
+        log.sglang.setdefault("_v0_peak_torch_gib", _f(m.group(1)))
+    if m := p["v1_free_total"].search(line):
+        log.total_gpu_gib = log.total_gpu_gib or _f(m.group(2))
+    elif m := p["v0_terms"].search(line):
+        _keep_max(log, weights_gib=_f(m.group(1)), non_torch_gib=_f(m.group(2)), activation_gib=_f(m.group(3)))
+    if m := p["v1_requested"].search(line):
+        log.requested_gib = _f(m.group(2))
+        log.settings.setdefault("gpu_memory_utilization", float(m.group(1)))
+    if m := p["v1_snapshot_total"].search(line):
+        log.total_gpu_gib = _f(m.group(1))
+    if m := p["graph_estimate"].search(line):
+        log.cuda_graph_gib, log.cuda_graph_basis = _f(m.group(1)), "estimate"
+    elif (m := p["graph_captured"].search(line)) and log.cuda_graph_basis != "estimate":
+        log.cuda_graph_gib, log.cuda_graph_basis = _f(m.group(1)), "captured"
+    if (m := p["gpu_name"].search(line)) and log.gpu_name is None:
+        log.gpu_name = (m.group(1) or m.group(2)).replace("_", " ").strip()
+    if m := p["defaulting"].search(line):
+        log.settings.setdefault(m.group(1), int(m.group(2)))
+        log.usage_context = "offline" if m.group(3) == "LLM_CLASS" else "serve"
+
+
+def _keep_max(log: StartupLog, **values: float) -> None:
+    for name, value in values.items():
+        current = getattr(log, name)
+        setattr(log, name, value if current is None else max(current, value))
 
 
 def _parse_sglang_line(line: str, log: StartupLog) -> None:
@@ -218,6 +304,8 @@ def _parse_sglang_line(line: str, log: StartupLog) -> None:
         log.engine = "sglang"
         _config_pairs(m.group(1), log)
         log.model = log.settings.get("model_path") or log.model
+    if m := p["sg_fraction"].search(line):  # ServerArgs (also when wrapped) or a debug print
+        log.settings["mem_fraction_static"] = float(m.group(1))
     if m := p["sg_before"].search(line):
         log.engine = "sglang"
         sg["before_gib"] = min(sg.get("before_gib", float("inf")), _f(m.group(1)))
@@ -243,7 +331,7 @@ def _worker(line: str, value: float) -> WorkerFigure:
         m = pattern.search(line)
         if not m:
             continue
-        label = m.group(0).strip("()")
+        label = m.group(0).strip("()[]")
         groups = m.groups()
         if len(groups) == 2:
             return WorkerFigure(value, label, tp_rank=int(groups[1]), pp_rank=int(groups[0]))
@@ -272,6 +360,12 @@ def _config_pairs(text: str, log: StartupLog) -> None:
 def _resolve(log: StartupLog) -> None:
     if log.engine == "vllm" and log.generation is None:
         log.generation = "v0" if log.num_gpu_blocks is not None and log.kv_cache_tokens is None else "v1"
+    util = log.settings.get("gpu_memory_utilization")
+    if log.total_gpu_gib is None and log.requested_gib is not None and isinstance(util, float) and util > 0:
+        log.total_gpu_gib = round(log.requested_gib / util, 2)  # "Requested memory: U (util), R GiB" is total x U
+    peak = log.sglang.pop("_v0_peak_torch_gib", None)
+    if peak is not None and log.weights_gib is not None and log.activation_gib is None:
+        log.activation_gib = round(peak - log.weights_gib, 2)
     if log.engine == "vllm":
         expected = {"model": log.model, "weights (Model loading took)": log.weights_gib,
                     "available KV cache memory": log.available_kv_gib or None,

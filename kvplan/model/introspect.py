@@ -35,7 +35,7 @@ from typing import Any
 
 from ..errors import InputError, UnsupportedModelError
 
-RECORD_FORMAT = 1
+RECORD_FORMAT = 2  # 2: kind names are kinds.KINDS keys (an MLA layer with an indexer is "indexed_mla")
 _PROBE_TOKENS = 5
 _MAX_LAYERS = 4096  # decoder layers are Python objects even on the meta device: bound time and memory
 _OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
@@ -197,7 +197,8 @@ def _model_class(cfg, mapping_names: tuple[str, ...], auto):
 
 def _cache_layers(model, text, where: str, torch) -> list[list[dict]]:
     """Per decoder layer, the list of what it caches: [] (nothing), one or two entries among
-    {"kind": "full"|"sliding"|"chunked", ...}, {"kind": "mla", ...}, {"kind": "state", ...}."""
+    {"kind": "full"|"sliding"|"chunked", ...}, {"kind": "mla"|"indexed_mla", ...}, {"kind": "state", ...}
+    (kind names are kinds.KINDS keys)."""
     from transformers.cache_utils import Cache, get_layer_types_and_kwargs
 
     num_layers = _int_attr(text, "num_hidden_layers")
@@ -270,7 +271,7 @@ def _attention_entry(entry, module, layer_type: str, kwargs: dict, where: str, i
     if mla is not None:
         record = {"kind": "mla", "kv_lora_rank": mla.kv_lora_rank, "qk_rope_head_dim": mla.qk_rope_head_dim}
         if isinstance(indexer, torch.Tensor) and indexer.dim() == 3:
-            record["index_head_dim"] = int(indexer.shape[-1])
+            record.update(kind="indexed_mla", index_head_dim=int(indexer.shape[-1]))
         return record
     if isinstance(indexer, torch.Tensor):
         raise UnsupportedModelError(f"{where}: layer {index} is a sparse (indexed) attention layer without MLA, "

@@ -10,9 +10,9 @@ from typing import Any
 
 from ..dtypes import torch_dtype_to_format
 from ..errors import InputError, UnsupportedModelError
-from .kinds import ChunkedLocal, FullAttention, IndexedMLA, LayerGroup, MLALatent, RecurrentState, SlidingWindow
+from .kinds import KINDS, LayerGroup
 from .spec import ModelSpec
-from .params import count_params
+from .params import LIGHTNING_FAMILIES, count_params
 
 # Alias keys used by older or non-Llama configs, mapped to the Llama names.
 _ALIASES = {
@@ -95,7 +95,8 @@ def spec_from_config(config: dict, *, name: str, source: str, allow_unknown: boo
 
     quant = top.get("quantization_config") or cfg.get("quantization_config")
     weight_dtype, scope, compute_dtype = _checkpoint_format(top, cfg, quant)
-    params = count_params(cfg, kinds) if cfg.get("hidden_size") else None
+    group_of = {i: g for g in groups for i in g.layers}
+    params = count_params(cfg, [group_of[i] for i in range(num_layers)]) if cfg.get("hidden_size") else None
     experts = int(cfg.get("num_local_experts") or cfg.get("num_experts") or cfg.get("n_routed_experts") or 0)
     return ModelSpec(
         name=name, model_type=model_type, groups=groups, num_layers=num_layers,
@@ -254,10 +255,10 @@ def _head_dim(cfg: dict, heads: int, source: str) -> int:
 
 
 def _layer_kinds(cfg: dict, n: int, is_mla: bool, source: str) -> list[str]:
-    """One of full / sliding / chunked / mla / state per layer."""
+    """One kind name of kinds.KINDS per layer."""
     model_type = cfg["model_type"]
-    if is_mla:
-        return ["mla"] * n
+    if is_mla:  # DeepSeek V3.2 / GLM DSA add a sparse-attention indexer key to the latent
+        return ["indexed_mla" if cfg.get("index_head_dim") else "mla"] * n
     if model_type in ("mamba", "falcon_mamba"):
         return ["state"] * n
     layer_types = cfg.get("layer_types")
@@ -319,40 +320,32 @@ def _build_groups(cfg: dict, kinds: list[str], kv_heads: int, head_dim: int, sou
     by_kind: dict[str, list[int]] = {}
     for i, kind in enumerate(kinds):
         by_kind.setdefault(kind, []).append(i)
-    groups: list[LayerGroup] = []
-    for kind in ("full", "sliding", "chunked", "mla", "state"):
-        layers = tuple(by_kind.get(kind, ()))
-        if not layers:
-            continue
-        if kind == "full":
-            groups.append(FullAttention(layers, kv_heads, head_dim, head_dim))
-        elif kind == "sliding":
-            window = _as_positive_int(cfg.get("sliding_window"), "sliding_window", source)
-            groups.append(SlidingWindow(layers, kv_heads, head_dim, head_dim, window))
-        elif kind == "chunked":
-            chunk = _as_positive_int(cfg.get("attention_chunk_size"), "attention_chunk_size", source)
-            groups.append(ChunkedLocal(layers, kv_heads, head_dim, head_dim, chunk))
-        elif kind == "mla":
-            rank = _as_positive_int(cfg.get("kv_lora_rank"), "kv_lora_rank", source)
-            rope = _as_positive_int(cfg.get("qk_rope_head_dim"), "qk_rope_head_dim", source)
-            if cfg.get("index_head_dim"):  # DeepSeek V3.2 / GLM DSA: a sparse-attention indexer key too
-                index = _as_positive_int(cfg["index_head_dim"], "index_head_dim", source)
-                groups.append(IndexedMLA(layers, rank, rope, index_head_dim=index))
-            else:
-                groups.append(MLALatent(layers, rank, rope))
-        else:
-            groups.append(_state_group(cfg, layers, source))
-    return tuple(groups)
+    fields = _KindFields(cfg, kv_heads, head_dim, source)
+    return tuple(cls.from_config(tuple(by_kind[name]), fields) for name, cls in KINDS.items() if name in by_kind)
 
 
-def _state_group(cfg: dict, layers: tuple[int, ...], source: str) -> RecurrentState:
+class _KindFields:
+    """What a kind's `from_config` reads: the shared head shape, positive config fields, the family's state."""
+
+    def __init__(self, cfg: dict, kv_heads: int, head_dim: int, source: str):
+        self.cfg, self.kv_heads, self.head_dim, self.source = cfg, kv_heads, head_dim, source
+
+    def positive_int(self, key: str) -> int:
+        return _as_positive_int(self.cfg.get(key), key, self.source)
+
+    def recurrent_state_elems(self) -> tuple[int, int]:
+        return _state_elems(self.cfg, self.source)
+
+
+def _state_elems(cfg: dict, source: str) -> tuple[int, int]:
+    """(conv, ssm) state elements per layer of a recurrent family."""
     model_type = cfg["model_type"]
     if model_type == "qwen3_next":
         need = ("linear_num_key_heads", "linear_key_head_dim", "linear_num_value_heads", "linear_value_head_dim")
         k_heads, k_dim, v_heads, v_dim = (_positive_int(cfg, key, source) for key in need)
         kernel = _positive_int(cfg, "linear_conv_kernel_dim", source)
         conv_dim = 2 * k_heads * k_dim + v_heads * v_dim
-        return RecurrentState(layers, conv_elems=conv_dim * (kernel - 1), ssm_elems=v_heads * k_dim * v_dim)
+        return conv_dim * (kernel - 1), v_heads * k_dim * v_dim
     if model_type in ("mamba", "falcon_mamba", "jamba"):
         hidden = _positive_int(cfg, "hidden_size", source)
         prefix = "mamba_" if model_type == "jamba" else ""
@@ -361,12 +354,11 @@ def _state_group(cfg: dict, layers: tuple[int, ...], source: str) -> RecurrentSt
         inner = _as_positive_int(inner or expand * hidden, "intermediate_size", source)
         d_state = _as_positive_int(cfg.get(f"{prefix}d_state", cfg.get("state_size", 16)), "state_size", source)
         d_conv = _as_positive_int(cfg.get(f"{prefix}d_conv", cfg.get("conv_kernel", 4)), "conv_kernel", source)
-        return RecurrentState(layers, conv_elems=inner * (d_conv - 1), ssm_elems=inner * d_state)
-    if cfg.get("attn_type_list") is not None or model_type in ("minimax", "minimax_m1", "minimax_text_01"):
-        # lightning attention keeps one K^T V matrix per head, no conv
+        return inner * (d_conv - 1), inner * d_state
+    if model_type in LIGHTNING_FAMILIES or cfg.get("attn_type_list") is not None:
+        # MiniMax lightning attention keeps one K^T V matrix per head, no conv
         heads = _positive_int(cfg, "num_attention_heads", source)
-        head_dim = cfg["head_dim"]
-        return RecurrentState(layers, conv_elems=0, ssm_elems=heads * head_dim * head_dim)
+        return 0, heads * cfg["head_dim"] * cfg["head_dim"]
     raise UnsupportedModelError(f"{source}: linear-attention layers of {model_type!r} have no known state shape")
 
 

@@ -8,6 +8,7 @@ is installed: kvplan.model.paths).
 
 from dataclasses import dataclass
 
+from .kinds import LayerGroup
 from .spec import ParamCount
 
 # Families whose module shapes kvplan reproduces exactly (checked against official totals).
@@ -18,7 +19,7 @@ COUNTED_FAMILIES = {
     "minimax_text_01",
 }
 _FALCON = {"falcon", "RefinedWeb", "RefinedWebModel"}
-_MINIMAX = {"minimax", "minimax_m1", "minimax_text_01"}
+LIGHTNING_FAMILIES = {"minimax", "minimax_m1", "minimax_text_01"}  # linear layers: MiniMax lightning attention
 _QKV_BIAS = {"qwen2", "qwen2_moe"}
 _QK_NORM = {"qwen3", "qwen3_moe", "gemma3_text", "qwen3_next", "olmo2"}
 _FOUR_NORMS = {"gemma2", "gemma3_text"}
@@ -58,8 +59,8 @@ class _IntFields(dict):
         return value
 
 
-def count_params(cfg: dict, layer_kinds: list[str]) -> ParamCount | None:
-    """`cfg` is the normalized text config (aliases resolved); `layer_kinds` one entry per layer.
+def count_params(cfg: dict, layer_kinds: list[LayerGroup]) -> ParamCount | None:
+    """`cfg` is the normalized text config (aliases resolved); `layer_kinds` the group of each layer.
 
     None when the family is not one kvplan counts exactly or a needed field is missing/invalid:
     weights are then left out of the estimate rather than guessed."""
@@ -71,26 +72,20 @@ def count_params(cfg: dict, layer_kinds: list[str]) -> ParamCount | None:
         return None
 
 
-def _count(cfg: dict, layer_kinds: list[str]) -> ParamCount | None:
+def _count(cfg: dict, layer_kinds: list[LayerGroup]) -> ParamCount | None:
     model_type = cfg.get("model_type")
     h = cfg["hidden_size"]
     vocab = cfg["vocab_size"]
     total = _Tally()
-    if model_type in _FALCON:
-        _falcon(cfg, len(layer_kinds), total)
-    for i, kind in enumerate(layer_kinds if model_type not in _FALCON else ()):
-        if kind == "mla":
-            _mla_attention(cfg, total)
-        elif kind == "state" and model_type in _MINIMAX:
-            _lightning_attention(cfg, total)
-        elif kind == "state":
-            _gated_deltanet(cfg, total)
+    blocks = _AttentionBlocks(cfg, total)
+    for i, kind in enumerate(layer_kinds):
+        kind.count_attention_params(blocks)  # the kind picks its attention block's shape
+        if model_type in _FALCON:
+            _falcon_layer(cfg, total)
         else:
-            _attention(cfg, total)
-        _mlp(cfg, i, total)
-        total.other += (4 if model_type in _FOUR_NORMS else 2) * h
-    if model_type not in _FALCON:
-        total.other += h  # final norm
+            _mlp(cfg, i, total)
+            total.other += (4 if model_type in _FOUR_NORMS else 2) * h
+    total.other += 2 * h if model_type in _FALCON else h  # final norm (Falcon's LayerNorm has a bias)
     embedding = vocab * h
     lm_head = 0 if cfg.get("tie_word_embeddings") else vocab * h
     active = None
@@ -99,6 +94,31 @@ def _count(cfg: dict, layer_kinds: list[str]) -> ParamCount | None:
                   - total.expert_biases + total.expert_biases_active)
     return ParamCount(linear=total.linear, experts=total.experts, embedding=embedding, lm_head=lm_head,
                       other=total.other, active=active)
+
+
+class _AttentionBlocks:
+    """The attention-block shapes kvplan counts; each kind calls the one its layers have."""
+
+    def __init__(self, cfg: dict, tally: _Tally):
+        self.cfg, self.tally = cfg, tally
+
+    def qkvo(self) -> None:
+        _attention(self.cfg, self.tally)
+
+    def mla(self) -> None:
+        _mla_attention(self.cfg, self.tally)
+
+    def recurrent(self) -> None:
+        model_type = self.cfg["model_type"]
+        if model_type in LIGHTNING_FAMILIES:
+            _lightning_attention(self.cfg, self.tally)
+        elif model_type == "qwen3_next":
+            _gated_deltanet(self.cfg, self.tally)
+        else:  # the recurrent blocks counted: MiniMax lightning attention and Qwen3-Next's gated DeltaNet
+            raise _Uncountable("recurrent block")
+
+    def unknown(self, kind: LayerGroup) -> None:
+        raise _Uncountable(kind.kind)
 
 
 def _attention(cfg: dict, t: _Tally) -> None:
@@ -147,22 +167,21 @@ def _lightning_attention(cfg: dict, t: _Tally) -> None:
     t.other += inner
 
 
-def _falcon(cfg: dict, num_layers: int, t: _Tally) -> None:
-    """Falcon / RefinedWeb: fused QKV, dense, a 4h GELU MLP, LayerNorms with biases (transformers' FalconModel)."""
+def _falcon_layer(cfg: dict, t: _Tally) -> None:
+    """Falcon / RefinedWeb beyond q/k/v/o (fused into one QKV matrix, the same count): a 4h GELU MLP,
+    LayerNorms with biases, and with `bias` set the attention's and MLP's biases (transformers' FalconModel)."""
     h, heads, head_dim = cfg["hidden_size"], cfg["num_attention_heads"], cfg["head_dim"]
-    kv = cfg["num_key_value_heads"]
+    qkv = (heads + 2 * cfg["num_key_value_heads"]) * head_dim
     new_arch = bool(cfg.get("new_decoder_architecture")) or cfg.get("n_head_kv") is not None
-    qkv = (heads + 2 * kv) * head_dim  # MQA (7B) and MHA (old configs) are the cases kv = 1 and kv = heads
     ffn = cfg.get("ffn_hidden_size") or 4 * h
-    bias = bool(cfg.get("bias"))
     if not cfg.get("parallel_attn", True):
         norms = 2
     elif new_arch:
         norms = cfg.get("num_ln_in_parallel_attn") or 2
     else:
         norms = cfg.get("num_ln_in_parallel_attn") or 1
-    t.linear += num_layers * (h * qkv + h * h + 2 * h * ffn)
-    t.other += num_layers * (norms * 2 * h + (qkv + h + ffn + h if bias else 0)) + 2 * h  # + final ln_f
+    t.linear += 2 * h * ffn
+    t.other += norms * 2 * h + (qkv + h + ffn + h if cfg.get("bias") else 0)
 
 
 def _is_moe_layer(cfg: dict, i: int) -> bool:

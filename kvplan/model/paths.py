@@ -17,16 +17,14 @@ from importlib.util import find_spec
 
 from ..errors import KvplanError, UnsupportedModelError
 from .introspect_cache import config_digest, load_record, store_record
-from .kinds import ChunkedLocal, FullAttention, IndexedMLA, LayerGroup, MLALatent, RecurrentState, SlidingWindow
+from .kinds import KINDS, LayerGroup
 from .normalize import KNOWN_MODEL_TYPES, checkpoint_format, spec_from_config, text_model_type
 from .params import COUNTED_FAMILIES
 from .spec import ModelSpec, ParamCount
 
 LIGHT = "light normalizer"
 INSTALL_HINT = "pip install 'kvplan[introspect]'"
-_KIND_CLASSES = {"full": FullAttention, "sliding": SlidingWindow, "chunked": ChunkedLocal, "mla": MLALatent,
-                 "state": RecurrentState}
-_KIND_ORDER = ("full", "sliding", "chunked", "mla", "state")
+_KIND_ORDER = tuple(KINDS)
 
 
 def introspection_available() -> bool:
@@ -134,9 +132,8 @@ def groups_from_layers(layers: list) -> tuple[LayerGroup, ...]:
     for key, indices in by_shape.items():
         fields = dict(key)
         kind = fields.pop("kind")
-        cls = IndexedMLA if kind == "mla" and "index_head_dim" in fields else _KIND_CLASSES[kind]
-        groups.append(cls(tuple(indices), **{k: _count(v, positive=k != "conv_elems" and k != "ssm_elems")
-                                             for k, v in fields.items()}))
+        sizes = {k: _count(v, positive=k not in ("conv_elems", "ssm_elems")) for k, v in fields.items()}
+        groups.append(KINDS[kind](tuple(indices), **sizes))
     if not groups:
         raise ValueError("no layer holds a cache")
     return tuple(sorted(groups, key=lambda g: (_KIND_ORDER.index(g.kind), g.layers[0])))

@@ -87,10 +87,5 @@ class ModelSpec:
         # a layer may hold two kinds at once (Falcon-H1: attention and Mamba in parallel): count indices
         return replace(self, groups=groups, num_layers=len(layer_subset & set(range(self.num_layers))))
 
-    @property
-    def is_uniform(self) -> bool:
-        """One KV-holding kind with every token kept (no windows, no state layers)."""
-        return all(g.kind in ("full", "mla") for g in self.groups) and len({type(g) for g in self.groups}) == 1
-
     def layout(self) -> str:
         return "; ".join(f"{g.num_layers}x {g.describe()}" for g in self.groups)

@@ -23,7 +23,7 @@ from .lazy_decode import CHUNKED, FULL, SLIDING, LazyDecodeSupport
 from .request import Request
 
 NULL_BLOCK = -1
-_KINDS = {"full": FULL, "mla": FULL, "sliding": SLIDING, "chunked": CHUNKED}
+_KINDS = {"full": FULL, "mla": FULL, "indexed_mla": FULL, "sliding": SLIDING, "chunked": CHUNKED}
 
 
 class _Blocks:

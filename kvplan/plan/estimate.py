@@ -55,6 +55,8 @@ class Estimate:
     kv_budget_bytes: int | None
     num_blocks: int | None
     block_size: int
+    max_num_seqs: int  # as used: given, or the engine's default for this GPU and release
+    max_num_batched_tokens: int
     kv_cache_tokens: int | None
     max_concurrency: float | None
     max_concurrent_users: int | None
@@ -70,18 +72,27 @@ class Estimate:
         return asdict(self)
 
 
+def settings_used(dep: Deployment, est: Estimate) -> Deployment:
+    """`dep` with the settings it left to the engine (None) as `est` used them, for code that runs the
+    deployment after estimating it (simulate, profile, check)."""
+    return replace(dep, block_size=est.block_size, max_num_seqs=est.max_num_seqs,
+                   max_num_batched_tokens=est.max_num_batched_tokens)
+
+
 def estimate(model: LoadedModel, dep: Deployment) -> Estimate:
     spec = model.spec
-    policy = get_policy(dep.engine).bind(spec)
+    policy = get_policy(dep.engine).bind(spec, model.config)
     notes: list[str] = list(spec.notes)
     dtypes = dtype_plan(spec, dep.weight_dtype, notes)
     kv = dtypes.kv(dep.kv_dtype)
     max_model_len = _max_model_len(spec, dep, notes)
+    dep, rule_notes = policy.resolve_deployment(spec, dep, max_model_len)
+    notes += rule_notes
     context = dep.context_tokens or max_model_len
     _check_parallelism(spec, dep)
 
     block_size = policy.block_size(spec, dep)
-    stages = [spec.restricted_to(set(r)) for r in pp_partition(spec.num_layers, dep.pp)]
+    stages = pipeline_stages(spec, dep.pp)
     whole_per_token = spec.bytes_per_token(kv)
     per_gpu_per_token = max(s.bytes_per_token(kv, dep.tp) for s in stages)
     bottleneck = max(stages, key=lambda s: policy.request_bytes(s, context, kv, dep))
@@ -89,10 +100,18 @@ def estimate(model: LoadedModel, dep: Deployment) -> Estimate:
 
     weights = weight_bytes(model, dtypes.weights, dep.weights_bytes)
     weights_per_gpu = -(-weights.total_bytes // dep.num_gpus) if weights.total_bytes is not None else None
-    gpu_memory = dep.gpu.memory_bytes if dep.gpu else None
+    gpu_memory = None
+    if dep.gpu is not None:
+        gpu_memory, memory_basis = policy.engine_memory(dep.gpu)
+        if gpu_memory != dep.gpu.memory_bytes or "unknown" in memory_basis:
+            notes.append(f"GPU total used: {fmt_gib(gpu_memory)} ({memory_basis})")
     terms = policy.overhead(spec, dep, dtypes.act_elem_bytes)
 
     budget = _budget(policy, gpu_memory, weights_per_gpu, terms, dep, notes)
+    fraction, of_what = policy.memory_fraction
+    if budget is not None and dep.kv_cache_memory_bytes is None and fraction != "gpu_memory_utilization":
+        notes.append(f"{policy.name} reads --gpu-memory-utilization {dep.gpu_memory_utilization:g} as its {fraction}, "
+                     f"a fraction of {of_what}")
     pool = policy.pool(bottleneck, budget, kv, dep) if budget is not None else None
     users = mcc = max_ctx = longest_single = None
     if pool is not None:
@@ -111,8 +130,9 @@ def estimate(model: LoadedModel, dep: Deployment) -> Estimate:
     report = policy.report(stages, budget, kv, dep, max_model_len) if budget is not None else None
     if report is not None and report.lines:
         notes.append(f"{policy.name} {policy.version} would log: " + " | ".join(report.lines))
-    if report is not None and report.refusal:
-        fits, verdict = False, f"{policy.name} {policy.version} would refuse to start: {report.refusal}"
+    refusal = policy.max_model_len_refusal(spec, max_model_len) or (report.refusal if report is not None else None)
+    if refusal:
+        fits, verdict = False, f"{policy.name} {policy.version} would refuse to start: {refusal}"
     elif report is not None and "kv_cache_tokens" in report.figures:  # the engine's own figures, as it logs them
         pool = replace(pool, num_blocks=report.figures["num_blocks"], kv_cache_tokens=report.figures["kv_cache_tokens"])
         mcc = report.figures["max_concurrency"]
@@ -133,16 +153,27 @@ def estimate(model: LoadedModel, dep: Deployment) -> Estimate:
         gpu=dep.gpu.name if dep.gpu else None, gpu_memory_bytes=gpu_memory,
         overhead=[asdict(t) for t in terms] if budget is not None and dep.kv_cache_memory_bytes is None else [],
         kv_budget_bytes=budget, num_blocks=pool.num_blocks if pool else None, block_size=block_size,
+        max_num_seqs=dep.max_num_seqs, max_num_batched_tokens=dep.max_num_batched_tokens,
         kv_cache_tokens=pool.kv_cache_tokens if pool else None, max_concurrency=mcc, max_concurrent_users=users,
         max_context_tokens=max_ctx, contexts=rows, fits=fits, verdict=verdict, suggestions=suggestions, notes=notes,
         engine_report=asdict(report) if report is not None else None,
     )
 
 
+def pipeline_stages(spec: ModelSpec, pp: int) -> list[ModelSpec]:
+    """Each pipeline stage's layers as a model of their own (vLLM's split, `pp_partition`)."""
+    return [spec.restricted_to(set(r)) for r in pp_partition(spec.num_layers, pp)]
+
+
+def within_model_max(spec: ModelSpec, tokens: int) -> bool:
+    """Whether `tokens` is within the model's max_position_embeddings (yes when it is unknown)."""
+    return not spec.max_position_embeddings or tokens <= spec.max_position_embeddings
+
+
 def _max_model_len(spec: ModelSpec, dep: Deployment, notes: list[str]) -> int:
     model_max = spec.max_position_embeddings
     if dep.max_model_len is not None:
-        if model_max and dep.max_model_len > model_max:
+        if not within_model_max(spec, dep.max_model_len):
             notes.append(f"max_model_len {dep.max_model_len:,} exceeds the model's max_position_embeddings "
                          f"{model_max:,} (vLLM refuses this unless VLLM_ALLOW_LONG_MAX_MODEL_LEN=1)")
         return dep.max_model_len
@@ -158,7 +189,7 @@ def _check_parallelism(spec: ModelSpec, dep: Deployment) -> None:
     if heads and heads % dep.tp:
         raise InputError(f"--tp {dep.tp} does not divide the model's {heads} attention heads")
     for g in spec.kv_groups():
-        kv_heads = getattr(g, "num_kv_heads", None)
+        kv_heads = g.tp_split_kv_heads
         if kv_heads is None:
             continue
         if (dep.tp <= kv_heads and kv_heads % dep.tp) or (dep.tp > kv_heads and dep.tp % kv_heads):

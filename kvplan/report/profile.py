@@ -12,18 +12,29 @@ from .common import check_format, console, md_table, print_json
 # (key, label, kind): kind picks the display form
 ROWS = (
     ("weights_bytes", "weights", "bytes"),
-    ("activation_peak_bytes", "activation peak (warm-up)", "bytes"),
-    ("non_torch_bytes", "non-torch (NVML used - torch reserved)", "bytes"),
+    ("activation_peak_bytes", "activation peak", "bytes"),
+    ("non_torch_bytes", "non-torch", "bytes"),
     ("kv_pool_bytes", "KV pool", "bytes"),
+    ("total_memory_bytes", "total memory", "bytes"),
     ("num_blocks", "KV blocks", "count"),
-    ("max_concurrent_users", "max concurrent users reached", "count"),
-    ("memory_utilization", "memory utilization (filled / allocated)", "ratio"),
+    ("max_concurrent_users", "max users reached", "count"),
+    ("memory_utilization", "memory utilization", "ratio"),
     ("internal_fragmentation", "internal fragmentation", "ratio"),
-    ("allocator_fragmentation_bytes", "allocator fragmentation (reserved - allocated)", "bytes"),
+    ("allocator_fragmentation_bytes", "allocator fragmentation", "bytes"),
     ("peak_allocated_bytes", "peak torch allocated", "bytes"),
     ("preemptions", "preemptions", "count"),
     ("decode_tokens_per_s", "decode tokens/s", "rate"),
 )
+COLUMNS = ("metric", "static", "simulated", "measured", "error", "rel.")
+BASIS_MARK = {"measured": "", "computed": " (c)", "not measured": ""}
+ERROR_NOTE = ("static: the estimate; simulated: the paging simulator over the same workload on the estimate's pool; "
+              "measured: read on the device, (c) computed from measured figures; error: measured "
+              "minus simulated, or minus static where nothing was simulated. Non-torch = NVML used - torch reserved; total memory = NVML used "
+              "by this process; allocator fragmentation = torch reserved - allocated; utilization = filled / "
+              "allocated block slots")
+# Memory terms drawn in memory.png (only those the device measured).
+MEMORY_TERMS = (("weights_bytes", "weights"), ("activation_peak_bytes", "activations"),
+                ("non_torch_bytes", "non-torch"), ("kv_pool_bytes", "KV pool"))
 
 
 def _fmt(value, kind: str) -> str:
@@ -53,11 +64,33 @@ def _fmt_error(value, rel, kind: str) -> tuple[str, str]:
 
 
 def comparison_rows(d: dict) -> list[list[str]]:
+    """One row per metric that has a figure on either side."""
     rows = []
     for key, label, kind in ROWS:
+        if all(side.get(key) is None for side in (d["predicted_static"], d["predicted_simulated"], d["measured"])):
+            continue
         err, rel = _fmt_error(d["error"].get(key), d["relative_error"].get(key), kind)
-        rows.append([label, _fmt(d["predicted"].get(key), kind), _fmt(d["measured"].get(key), kind), err, rel])
+        measured = d["measured"].get(key)
+        mark = BASIS_MARK[(d["measured_basis"].get(key) or {}).get("kind", "not measured")] if measured is not None else ""
+        rows.append([label, _fmt(d["predicted_static"].get(key), kind), _fmt(d["predicted_simulated"].get(key), kind),
+                     _fmt(measured, kind) + mark, err, rel])
     return rows
+
+
+def unmeasured(d: dict) -> list[tuple[str, str]]:
+    """(label, why) of the compared figures this device did not measure."""
+    return [(label, d["measured_basis"][key]["how"]) for key, label, _ in ROWS
+            if (d["measured_basis"].get(key) or {}).get("kind") == "not measured"]
+
+
+def unmeasured_line(d: dict) -> str | None:
+    missing = unmeasured(d)
+    if not missing:
+        return None
+    reasons: dict[str, list[str]] = {}
+    for label, why in missing:
+        reasons.setdefault(why, []).append(label)
+    return "not measured: " + "; ".join(f"{', '.join(labels)} ({why})" for why, labels in reasons.items())
 
 
 def headline(d: dict) -> str:
@@ -81,16 +114,15 @@ def status_line(d: dict) -> str:
 
 def markdown(d: dict) -> str:
     lines = [f"# kvplan profile: {d['model']}", "", headline(d), "", f"Status: {status_line(d)}", "",
-             md_table(["metric", "predicted", "measured", "error", "rel. error"], comparison_rows(d))]
+             md_table(list(COLUMNS), comparison_rows(d)), "", ERROR_NOTE + "."]
+    if unmeasured_line(d):
+        lines += ["", unmeasured_line(d) + "."]
     run, cont = d.get("run"), d.get("contiguous")
     if run:
         lines += ["", "## Run", "", md_table(["figure", "paged"] + (["contiguous"] if cont else []),
                                              _run_rows(run, cont))]
-    if d.get("simulated"):
-        s = d["simulated"]
-        lines += ["", f"Simulated on the predicted pool (same allocator and scheduler, no tensors): peak concurrency "
-                      f"{s.get('peak_concurrency')}, preemptions {s.get('preemptions')}, memory utilization "
-                      f"{_fmt(s.get('memory_utilization'), 'ratio')}."]
+    if d.get("simulated") and "error" in d["simulated"]:
+        lines += ["", f"The simulator could not run the workload on the predicted pool: {d['simulated']['error']}."]
     if d["notes"]:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in d["notes"]]
     return "\n".join(lines) + "\n"
@@ -147,12 +179,14 @@ def _rich(d: dict) -> None:
     out.print(f"[bold]kvplan profile[/bold]: {headline(d)}")
     style = "red" if d["finding"] else ("yellow" if d["interrupted"] else "green")
     out.print(f"[{style}]{status_line(d)}[/{style}]")
-    t = Table(title="predicted vs measured", title_justify="left")
-    for col in ("metric", "predicted", "measured", "error", "rel. error"):
-        t.add_column(col, justify="left" if col == "metric" else "right")
+    t = Table(title="predicted vs measured", title_justify="left", caption=ERROR_NOTE, caption_justify="left")
+    for col in COLUMNS:  # figures never wrap; the metric's words may
+        t.add_column(col, justify="left" if col == "metric" else "right", no_wrap=col != "metric")
     for row in comparison_rows(d):
         t.add_row(*row)
     out.print(t)
+    if unmeasured_line(d):
+        out.print(f"[dim]{unmeasured_line(d)}[/dim]")
     if d.get("run"):
         r = Table(title="run", title_justify="left")
         r.add_column("figure")
@@ -207,24 +241,43 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def memory_chart_terms(d: dict) -> tuple[list, list]:
+    """(drawn, left out): the memory terms the device measured, and those it did not."""
+    shown = [(k, label) for k, label in MEMORY_TERMS if d["measured"].get(k) is not None]
+    return shown, [(k, label) for k, label in MEMORY_TERMS if d["measured"].get(k) is None]
+
+
 def _plot_memory(d: dict, path: Path) -> Path:
-    """Predicted vs measured bars per memory term (GiB)."""
-    terms = [("weights_bytes", "weights"), ("activation_peak_bytes", "activations"),
-             ("non_torch_bytes", "non-torch"), ("kv_pool_bytes", "KV pool")]
-    fig = _figure(8, 4.5)
+    """Predicted (static) vs measured bars for the memory terms this device measured; the figure
+    says which terms it leaves out and what they were predicted to be."""
+    shown, left_out = memory_chart_terms(d)
+    largest = max([d["predicted_static"].get(k) or 0 for k, _ in shown] +
+                  [d["measured"].get(k) or 0 for k, _ in shown] + [0])
+    unit, scale = ("GiB", 2 ** 30) if largest >= 2 ** 30 else ("MiB", 2 ** 20)
+    fig = _figure(8, 4.8)
     ax = fig.add_subplot(1, 1, 1)
-    xs = range(len(terms))
-    gib = 2 ** 30
-    pred = [(d["predicted"].get(k) or 0) / gib for k, _ in terms]
-    meas = [(d["measured"].get(k) or 0) / gib for k, _ in terms]
-    ax.bar([x - 0.2 for x in xs], pred, 0.4, label="predicted")
-    ax.bar([x + 0.2 for x in xs], meas, 0.4, label="measured")
-    ax.set_xticks(list(xs), [label for _, label in terms])
-    ax.set_ylabel("GiB")
+    xs = range(len(shown))
+    pred = [(d["predicted_static"].get(k) or 0) / scale for k, _ in shown]
+    meas = [d["measured"][k] / scale for k, _ in shown]
+    bars = ax.bar([x - 0.2 for x in xs], pred, 0.4, label="predicted (estimate)")
+    ax.bar_label(bars, fmt="%.3g", fontsize=8)
+    bars = ax.bar([x + 0.2 for x in xs], meas, 0.4, label="measured")
+    ax.bar_label(bars, fmt="%.3g", fontsize=8)
+    ax.set_xticks(list(xs), [label for _, label in shown])
+    ax.set_ylabel(unit)
     ax.set_title(f"kvplan profile: {d['model']} on {d['device_name']}")
-    ax.legend()
+    ax.legend(loc="upper left")
     ax.grid(True, axis="y", alpha=0.3)
-    fig.tight_layout()
+    if left_out:
+        why = "; ".join(sorted({d["measured_basis"].get(k, {}).get("how", "not measured") for k, _ in left_out}))
+        text = ("Not measured here, so not drawn: " +
+                ", ".join(f"{label} (predicted {fmt_gib(d['predicted_static'].get(k))})"
+                          if d["predicted_static"].get(k) is not None else label for k, label in left_out) +
+                f".\n{why}.")
+        fig.text(0.01, 0.01, text, fontsize=8, va="bottom", wrap=True)
+        fig.tight_layout(rect=(0, 0.1, 1, 1))
+    else:
+        fig.tight_layout()
     return _save(fig, path)
 
 

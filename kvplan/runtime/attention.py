@@ -46,6 +46,7 @@ class StepMetadata:
     prefills: list[PrefillChunk]
     prefill_block_tables: list[torch.Tensor]  # per page group: [num_prefills, M] int32
     layers_seen: set[int] = field(default_factory=set)
+    num_splits: int | None = None  # decode kernel split count (None: its heuristic); set by the kernel warm-up
 
 
 def paged_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
@@ -86,7 +87,8 @@ def paged_attention(module, query, key, value, attention_mask, scaling=None, dro
     if meta.num_decode:
         nd = meta.num_decode
         out[:nd] = kernels.paged_decode(q[:nd], layer.k_cache, layer.v_cache, meta.decode_block_tables[group],
-                                        meta.decode_seq_lens, scale, window=layer.window, softcap=softcap, sinks=sinks)
+                                        meta.decode_seq_lens, scale, window=layer.window, softcap=softcap, sinks=sinks,
+                                        num_splits=meta.num_splits)
     for i, chunk in enumerate(meta.prefills):
         rows = slice(chunk.offset, chunk.offset + chunk.num_tokens)
         out[rows] = prefill_attention(q[rows], layer.k_cache, layer.v_cache, meta.prefill_block_tables[group][i],

@@ -124,6 +124,11 @@ class LLMEngine:
         self.scheduler.add_request(req)
         return req
 
+    def warm_up(self) -> int:
+        """Compile the attention kernels' variants (CUDA / interpreter) before a timed run; see
+        `ModelRunner.warm_up_kernels`. Returns the warm-up forwards run (0 on the torch path)."""
+        return self.runner.warm_up_kernels()
+
     def has_unfinished_requests(self) -> bool:
         return self.scheduler.has_unfinished_requests()
 

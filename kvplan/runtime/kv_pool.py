@@ -16,6 +16,7 @@ import torch
 from ..dtypes import KVFormat, kv_format
 from ..errors import InputError, UnsupportedModelError
 from ..model.grouping import PageLayout
+from ..model.kinds import RUNTIME
 
 _TORCH_KV_DTYPES = {
     "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
@@ -54,8 +55,8 @@ class KVPool:
         self.layout, self.num_blocks, self.block_size, self.kv = layout, num_blocks, block_size, kv
         attention = layout.groups[0].attention
         for group in layout.groups:
-            if group.attention.kind not in ("full", "sliding"):
-                raise UnsupportedModelError(f"the engine pages full and sliding-window attention only; "
+            if RUNTIME not in group.attention.engines:
+                raise UnsupportedModelError(f"the engine does not page {group.attention.label}; "
                                             f"{group.attention.describe()} layers are not supported")
             if group.attention.k_head_dim != group.attention.v_head_dim:
                 raise UnsupportedModelError("the engine needs equal K and V head dims")
@@ -68,7 +69,7 @@ class KVPool:
         self.v_caches = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(layout.layers_per_page)]
         self.layers: dict[int, LayerCache] = {}
         for group in layout.groups:
-            window = group.attention.window_tokens if group.attention.kind == "sliding" else 0
+            window = group.attention.runtime_window_tokens()
             for slot, layer in enumerate(group.layers):
                 self.layers[layer] = LayerCache(group.group_id, self.k_caches[slot], self.v_caches[slot], window)
         self.page_bytes = layout.page_bytes(kv, tp, block_size)

@@ -2,7 +2,8 @@
 
 On CUDA every figure is read without a device sync (allocator counters are host-side);
 NVML is optional (nvidia-ml-py) and reports what the driver sees, CUDA context included.
-On CPU there is no allocator to ask: figures are None and callers say so.
+On CPU there is no allocator to ask: figures are None and callers say so (total_bytes is the
+host's physical memory).
 """
 
 import os
@@ -25,6 +26,18 @@ class OtherProcess:
     used_bytes: int | None
 
 
+def storage_bytes(tensors) -> int:
+    """Bytes of the distinct storages behind `tensors`: what was allocated, views and tied tensors once."""
+    seen, total = set(), 0
+    for t in tensors:
+        storage = t.untyped_storage()
+        key = (storage.data_ptr(), str(t.device))
+        if key not in seen:
+            seen.add(key)
+            total += storage.nbytes()
+    return total
+
+
 class DeviceMemory:
     def __init__(self, device: torch.device | str):
         self.device = torch.device(device)
@@ -37,8 +50,12 @@ class DeviceMemory:
         return self.device.type == "cuda"
 
     def total_bytes(self) -> int | None:
+        """The device's memory: the GPU's as CUDA reports it, or the host's physical memory."""
         if not self.is_cuda:
-            return None
+            try:
+                return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+            except (ValueError, OSError, AttributeError):
+                return None
         return torch.cuda.get_device_properties(self.device).total_memory
 
     def reset_peak(self) -> None:
@@ -56,8 +73,13 @@ class DeviceMemory:
                             torch.cuda.max_memory_allocated(self.device), self.nvml_used())
 
     def nvml_used(self) -> int | None:
+        """This process's device memory as NVML sees it (else the whole device's); without
+        nvidia-ml-py, the driver's device-wide figure (cudaMemGetInfo: total - free)."""
         if self._nvml is None:
-            return None
+            if not self.is_cuda:
+                return None
+            free, total = torch.cuda.mem_get_info(self.device)
+            return total - free
         import pynvml
 
         try:
@@ -81,16 +103,6 @@ class DeviceMemory:
             return []
         return [OtherProcess(p.pid, int(p.usedGpuMemory) if p.usedGpuMemory is not None else None)
                 for p in procs if p.pid != os.getpid()]
-
-    def device_used_bytes(self) -> int | None:
-        if self._nvml is None:
-            return None
-        import pynvml
-
-        try:
-            return int(pynvml.nvmlDeviceGetMemoryInfo(self._nvml).used)
-        except pynvml.NVMLError:
-            return None
 
     def name(self) -> str:
         if self.is_cuda:

@@ -7,6 +7,7 @@ here, before a pool is allocated: MLA, linear-attention / state layers, chunked 
 multimodal wrappers and families it has not been validated on.
 """
 
+import copy
 import inspect
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ import torch
 
 from ..errors import InputError, UnsupportedModelError
 from ..model import LoadedModel, ModelSpec
+from ..model.kinds import RUNTIME
 from . import attention
 
 # Families whose attention goes through transformers' attention interface with standard causal
@@ -22,15 +24,13 @@ SUPPORTED_MODEL_TYPES = {
     "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2", "gemma3_text",
     "gpt_oss",
 }
-_KIND_NAMES = {"mla": "multi-head latent attention (MLA)", "state": "linear-attention / recurrent state layers",
-               "chunked": "chunked local attention"}
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
 class LoadedEngineModel:
     model: torch.nn.Module
-    hf_config: object
+    hf_config: object  # a copy of the model's config: another model built from it leaves this one's attention alone
     dtype: torch.dtype
     device: torch.device
     weights_bytes: int  # parameter + buffer storage, tied tensors once
@@ -40,10 +40,9 @@ class LoadedEngineModel:
 def check_supported(spec: ModelSpec) -> None:
     """Fail closed on attention the paged engine does not implement."""
     for group in spec.groups:
-        if group.kind not in ("full", "sliding"):
-            raise UnsupportedModelError(f"{spec.name}: the paged engine does not support "
-                                        f"{_KIND_NAMES.get(group.kind, group.kind)} (kvplan estimate and simulate "
-                                        "still size it)")
+        if RUNTIME not in group.engines:
+            raise UnsupportedModelError(f"{spec.name}: the paged engine does not support {group.label} layers "
+                                        "(kvplan estimate and simulate still size it)")
     if spec.model_type not in SUPPORTED_MODEL_TYPES:
         raise UnsupportedModelError(f"{spec.name}: model_type {spec.model_type!r} is not validated with the paged "
                                     f"engine (supported: {', '.join(sorted(SUPPORTED_MODEL_TYPES))})")
@@ -73,18 +72,17 @@ def load_engine_model(loaded: LoadedModel, *, device: torch.device | str = "cpu"
     model.eval().requires_grad_(False)
     if "logits_to_keep" not in inspect.signature(model.forward).parameters:
         raise UnsupportedModelError(f"{type(model).__name__}.forward has no logits_to_keep; the engine needs it")
-    return LoadedEngineModel(model, config, dtype, device, tensor_bytes(model), random_weights)
+    # transformers builds a model around the config object it is given and sets the attention
+    # implementation on it: a second model built from the same object would silently switch this
+    # one's attention. The model keeps its own config; callers get a copy.
+    return LoadedEngineModel(model, copy.deepcopy(config), dtype, device, tensor_bytes(model), random_weights)
 
 
 def tensor_bytes(model: torch.nn.Module) -> int:
     """Bytes of every distinct parameter and buffer storage (tied embeddings count once)."""
-    seen, total = set(), 0
-    for t in list(model.parameters()) + list(model.buffers()):
-        key = (t.untyped_storage().data_ptr(), t.device)
-        if key not in seen:
-            seen.add(key)
-            total += t.untyped_storage().nbytes()
-    return total
+    from .memory import storage_bytes
+
+    return storage_bytes(list(model.parameters()) + list(model.buffers()))
 
 
 def hf_config_dict(loaded: LoadedModel) -> dict:
@@ -120,7 +118,8 @@ def _random_model(loaded: LoadedModel, device: torch.device, dtype: torch.dtype,
         raise UnsupportedModelError(f"{loaded.spec.name}: this transformers cannot build {model_type!r} ({exc})") from None
     torch.manual_seed(seed)
     with torch.device(device):  # initialise on the device: no host copy of an 8B model
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attention.ATTN_IMPLEMENTATION)
+        model = AutoModelForCausalLM.from_config(copy.deepcopy(config), dtype=dtype,
+                                                 attn_implementation=attention.ATTN_IMPLEMENTATION)
     return model, config
 
 
@@ -137,7 +136,7 @@ def _pretrained_model(loaded: LoadedModel, device: torch.device, dtype: torch.dt
     config = AutoConfig.from_pretrained(loaded.model_dir, local_files_only=True)
     # device_map needs accelerate; without it the weights load on the host and move once.
     placement = {"device_map": str(device)} if device.type != "cpu" and _has_accelerate() else {}
-    model = AutoModelForCausalLM.from_pretrained(loaded.model_dir, config=config, dtype=dtype,
+    model = AutoModelForCausalLM.from_pretrained(loaded.model_dir, config=copy.deepcopy(config), dtype=dtype,
                                                  attn_implementation=attention.ATTN_IMPLEMENTATION,
                                                  local_files_only=True, **placement)
     return model.to(device), config

@@ -5,6 +5,12 @@ into the model's vocabulary by a fixed hash, so equal ids stay equal (shared pre
 the prefix cache) and distinct prompts stay distinct. Arrival times are seconds of wall clock
 from the start of the replay; when nothing is in flight the replay sleeps until the next one.
 
+Outputs are greedy, except for requests of n > 1 samples: those sample at temperature 1 with a
+seed per request (the k-th child uses seed + k), so the samples differ, as the simulator's
+synthetic outputs do. Greedy samples would be identical token for token: their full blocks would
+hash alike and a preempted sample would be re-admitted on its sibling's blocks, which the
+simulator never sees.
+
 Per step (`StepSample`), read after scheduling and before finished requests are freed, as the
 simulator does: blocks in use, filled slots, running and waiting requests, cumulative
 preemptions, torch allocated / reserved and NVML used memory (no device sync: the sampler's one
@@ -27,8 +33,10 @@ import torch
 from ..errors import FindingError, InputError
 from .engine import LLMEngine
 from .memory import DeviceMemory
+from .sampler import GREEDY, SamplingParams
 
 _M64 = (1 << 64) - 1
+_MAX_SAMPLES = 1024  # the workloads' bound on n: request k's samples use seeds k * 1024 + 0..n-1
 
 
 def _mix64(x: int) -> int:
@@ -178,8 +186,9 @@ def replay(engine: LLMEngine, items: list, memory: DeviceMemory, *, vocab_size: 
 def _add(engine: LLMEngine, item, vocab_size: int, run: RunMeasurement) -> None:
     limit = engine.config.max_model_len
     prompt = vocab_ids(item.prompt_ids(None if limit is None else limit + 1), vocab_size)  # never build a huge one
+    sampling = GREEDY if item.num_samples == 1 else SamplingParams(temperature=1.0, seed=item.index * _MAX_SAMPLES)
     try:
-        engine.add_request(prompt, item.output_len, request_id=str(item.index), n=item.num_samples,
+        engine.add_request(prompt, item.output_len, sampling, request_id=str(item.index), n=item.num_samples,
                            arrival_time=item.arrival_time, prefix_group=item.label)
     except InputError as exc:
         raise FindingError(f"{run.mode} run: request {item.index}: {exc}") from None

@@ -35,7 +35,6 @@ class ModelRunner:
     def __init__(self, model: torch.nn.Module, pool: KVPool, kv_manager):
         self.model, self.pool, self.kv_manager = model, pool, kv_manager
         self.device = pool.device
-        self._validated = False
 
     def prepare(self, scheduled: list) -> PreparedStep:
         """`scheduled`: the step's `kvplan.paging.ScheduledRequest` items."""
@@ -85,13 +84,48 @@ class ModelRunner:
         """Logits `[K, vocab]` for the rows that sample (no host sync here)."""
         out = self.model(input_ids=step.input_ids, position_ids=step.positions, use_cache=False,
                          logits_to_keep=step.logits_rows, kvplan_meta=step.meta)
-        if not self._validated:
-            missing = sorted(set(self.pool.layers) - step.meta.layers_seen)
-            if missing:
-                raise UnsupportedModelError(f"{type(self.model).__name__} did not route attention of layers {missing} "
-                                            "through the paged attention function; its KV would be wrong")
-            self._validated = True
+        self.check_routing(step.meta)
         return out.logits[0]
+
+    @torch.inference_mode()
+    def warm_up_kernels(self) -> int:
+        """Compile every Triton variant a run can launch before anything is timed; returns the forwards run.
+
+        One single-token decode forward per split count the decode kernel can pick (NUM_SPLITS is a
+        compile-time constant), through the model itself, so every layer's features (window, softcap,
+        sinks, dtype) compile as the run will use them. The token is stored to slot -1 (skipped) and
+        reads block 0's zeros: the pool and the allocator are untouched. Nothing to do on the torch path.
+        """
+        from .. import kernels
+
+        if kernels.kernel_backend(self.device) == "torch":
+            return 0
+        from ..kernels.triton_decode import SPLIT_BUCKETS
+
+        groups = self.pool.num_groups
+        for splits in SPLIT_BUCKETS:
+            meta = StepMetadata(
+                pool=self.pool, slot_mapping=[self._tensor([-1], torch.long) for _ in range(groups)], num_decode=1,
+                decode_block_tables=[self._tensor([[0]], torch.int32) for _ in range(groups)],
+                decode_seq_lens=self._tensor([1], torch.int32), prefills=[], prefill_block_tables=[],
+                num_splits=splits)
+            self.model(input_ids=self._tensor([[0]], torch.long), position_ids=self._tensor([[0]], torch.long),
+                       use_cache=False, logits_to_keep=self._tensor([0], torch.long), kvplan_meta=meta)
+            self.check_routing(meta)
+        return len(SPLIT_BUCKETS)
+
+    def check_routing(self, meta: StepMetadata) -> None:
+        """Every step: each KV layer attended through the paged function (a set size, O(1)).
+
+        Checked per step, not once: anything that rebuilds a model from this one's config object
+        with another attn_implementation reroutes its layers mid-run, and their output is garbage.
+        """
+        if len(meta.layers_seen) != len(self.pool.layers):  # the function refuses layers outside the pool
+            missing = sorted(set(self.pool.layers) - meta.layers_seen)
+            raise UnsupportedModelError(
+                f"{type(self.model).__name__} did not route attention of layers {missing} through the paged "
+                f"attention function (attn_implementation is {getattr(self.model.config, '_attn_implementation', '?')!r}); "
+                "its outputs and KV would be wrong")
 
     def _tensor(self, values: list, dtype: torch.dtype) -> torch.Tensor:
         return to_device(values, dtype, self.device)

@@ -15,6 +15,7 @@ from ..paging.scheduler import SchedulerConfig
 from .simulator import PoolTooSmall, Simulator
 from ..plan import Deployment, estimate, pp_partition
 from ..plan.dtype_plan import dtype_plan
+from ..plan.estimate import settings_used
 from ..model import LoadedModel
 from ..model.grouping import page_layout
 
@@ -77,6 +78,7 @@ def simulate(model: LoadedModel, dep: Deployment, workload, *, mode: str = "even
     if est.engine != "generic":
         notes.append(f"pool sized by the {est.engine} policy; blocks are paged with kvplan's page layout")
     layout = _stage_layout(model, dep, est.block_size, est.context_tokens)
+    dep = settings_used(dep, est)
     config = SchedulerConfig(dep.max_num_seqs, dep.max_num_batched_tokens, chunked_prefill)
     step_clock = _clock(clock, model, dep, est, notes)
 

@@ -1,14 +1,13 @@
 """The interface every engine policy implements (one small class per engine)."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ...dtypes import KVFormat
+from ...errors import UnsupportedModelError
+from ...hardware import GPU
 from ...model import ModelSpec
 from ..deployment import Deployment
 from ..overhead import Term
-
-# kvplan's own --block-size default; engines whose default page differs read it as "the engine's default".
-KVPLAN_DEFAULT_BLOCK_SIZE = 16
 
 
 @dataclass(frozen=True)
@@ -40,17 +39,25 @@ class EngineReport:
 
 class EnginePolicy:
     name = "abstract"
+    kinds_engine = "abstract"  # the name the kinds know this engine's layout rules by (`LayerGroup.engines`)
     version = ""
     description = ""
+    # What the engine calls kvplan's --gpu-memory-utilization (vLLM's word), and what it is a fraction of.
+    memory_fraction = ("gpu_memory_utilization", "total GPU memory")
+    default_block_size = 16  # tokens per block when --block-size is not given
 
     def __init__(self, version: str | None = None):
         self.model: ModelSpec | None = None  # the whole model, for layouts that depend on all stages (bind)
+        self.config: dict | None = None  # its raw config, for what an engine allocates beyond the spec (bind)
         if version:
             self.version = self.resolve_version(version)
 
-    def bind(self, spec: ModelSpec) -> "EnginePolicy":
-        """Remember the whole model: a pipeline stage alone cannot tell how the engine groups layers."""
-        self.model = spec
+    def bind(self, spec: ModelSpec, config: dict | None = None) -> "EnginePolicy":
+        """Check the policy models every kind of the model, and remember the whole model (a pipeline
+        stage alone cannot tell how the engine groups layers) and its raw config (what an engine
+        allocates beyond the spec)."""
+        require_kinds(spec, self.kinds_engine)
+        self.model, self.config = spec, config
         return self
 
     def resolve_version(self, version: str) -> str:
@@ -58,6 +65,25 @@ class EnginePolicy:
         from ...errors import InputError
 
         raise InputError(f"--engine {self.name} has one set of semantics; drop '@{version}'")
+
+    def engine_defaults(self, dep: Deployment, max_model_len: int) -> tuple[dict, str | None]:
+        """This engine's values for the settings a deployment leaves to it (None: `Setting.engine_default`),
+        and the rule that gave them, in words (None: nothing worth a note)."""
+        return {"block_size": self.default_block_size, "max_num_batched_tokens": 8192, "max_num_seqs": 256}, None
+
+    def resolve_deployment(self, spec: ModelSpec, dep: Deployment, max_model_len: int) -> tuple[Deployment, list[str]]:
+        """The deployment with every setting it left to the engine filled in (the one place engine defaults
+        are applied: `estimate` calls it, and its Estimate carries the values used); notes say which rule applied."""
+        values, rule = self.engine_defaults(dep, max_model_len)
+        missing = {name: value for name, value in values.items() if getattr(dep, name) is None}
+        if not missing:
+            return dep, []
+        # The rules engines publish are about scheduler limits; a block size default needs no note.
+        return replace(dep, **missing), [rule] if rule and missing.keys() - {"block_size"} else []
+
+    def engine_memory(self, gpu: GPU) -> tuple[int, str]:
+        """(bytes, basis) of the GPU total this engine sizes from."""
+        return gpu.memory_bytes, f"{gpu.name} total"
 
     def overhead(self, spec: ModelSpec, dep: Deployment, act_elem_bytes: int) -> list[Term]:
         raise NotImplementedError
@@ -89,12 +115,20 @@ class EnginePolicy:
         per_request = self.request_bytes(stage, context_tokens, kv, dep)
         return pool.usable_bytes // per_request if per_request else 0
 
+    def max_model_len_refusal(self, spec: ModelSpec, max_model_len: int) -> str | None:
+        """Why the engine refuses this max_model_len for this model whatever the memory (None: it accepts it)."""
+        return None
+
     def report(self, stages: list[ModelSpec], budget_bytes: int, kv: KVFormat, dep: Deployment,
                max_model_len: int) -> EngineReport | None:
         """The engine's own start-up figures and lines (None: the policy models no engine log)."""
         return None
 
 
-def engine_block_size(dep: Deployment, engine_default: int) -> int:
-    """--block-size as given, or the engine's own default when the user left kvplan's default."""
-    return engine_default if dep.block_size == KVPLAN_DEFAULT_BLOCK_SIZE else dep.block_size
+def require_kinds(spec: ModelSpec, engine: str) -> None:
+    """Fail closed, naming the kind, when `engine` (a policy name, or the runtime) does not model a layer kind."""
+    for g in spec.groups:
+        if engine not in g.engines:
+            modelled = f"; modelled by: {', '.join(sorted(g.engines))}" if g.engines else ""
+            raise UnsupportedModelError(f"{spec.name}: --engine {engine} does not model {g.label} layers "
+                                        f"(kind {g.kind!r}){modelled}")

@@ -10,6 +10,7 @@ from .base import EnginePolicy, Pool
 
 class GenericPolicy(EnginePolicy):
     name = "generic"
+    kinds_engine = "generic"
     description = ("budget = total x gpu_memory_utilization - weights - overhead terms; blocks of block_size "
                    "tokens per layer group; sliding/chunked groups free blocks that left the window")
 

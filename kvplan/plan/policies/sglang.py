@@ -9,7 +9,7 @@
 - `cell_size` per token on one rank = `kv_heads_per_rank x (head_dim + v_head_dim) x layers x bytes`
   (MLA: `(kv_lora_rank + qk_rope_head_dim) x layers x bytes`, every rank holds all of it).
 - `max_total_num_tokens = rest // cell_size`, rounded down to the page size (`--page-size`, default
-  1; kvplan's --block-size, whose default 16 stands for SGLang's 1).
+  1; kvplan's --block-size).
 - Sliding-window hybrids: the full-attention pool keeps `total / (ratio x swa_layers + full_layers)`
   tokens and the SWA pool `ratio` times that (`--swa-full-tokens-ratio`, default 0.8), where `total`
   is the all-layers token count; `max_total_num_tokens` is the full pool.
@@ -22,13 +22,12 @@ SGLang logs no concurrency; kvplan reports `max_total_num_tokens / max_model_len
 from fractions import Fraction
 
 from ...dtypes import KVFormat
-from ...errors import UnsupportedModelError
 from ...model import ModelSpec, ceil_bytes
 from ...units import GiB
 from ..deployment import Deployment
 from ..overhead import Term, overhead_terms
 from . import register
-from .base import EnginePolicy, EngineReport, Pool, engine_block_size
+from .base import EnginePolicy, EngineReport, Pool, require_kinds
 
 SWA_FULL_TOKENS_RATIO = 0.8
 SGLANG_PAGE_SIZE = 1
@@ -37,9 +36,12 @@ SGLANG_PAGE_SIZE = 1
 @register
 class SglangPolicy(EnginePolicy):
     name = "sglang"
+    kinds_engine = "sglang"
     version = "0.5"
     description = ("SGLang v0.5: mem_fraction_static x free memory before load - weights; "
                    "max_total_num_tokens = rest // cell_size, page-aligned")
+    memory_fraction = ("mem_fraction_static", "the memory free before the weights load")
+    default_block_size = SGLANG_PAGE_SIZE
 
     def resolve_version(self, version: str) -> str:
         from ...errors import InputError
@@ -58,22 +60,16 @@ class SglangPolicy(EnginePolicy):
         free_before = gpu_memory_bytes - sum(t.bytes or 0 for t in terms)
         return rest_bytes(free_before, free_before - weights_per_gpu, dep.gpu_memory_utilization)
 
-    def block_size(self, spec: ModelSpec, dep: Deployment) -> int:
-        return engine_block_size(dep, SGLANG_PAGE_SIZE)
-
     def cell_bytes(self, stage: ModelSpec, kv: KVFormat, dep: Deployment) -> int:
         """Bytes one token takes across the stage's KV layers on one rank."""
-        if any(g.kind == "state" for g in stage.groups):
-            raise UnsupportedModelError(f"{stage.name}: SGLang's Mamba/linear-attention pools are not modelled "
-                                        "(use --engine generic)")
-        cell = sum((g.bytes_per_token_per_layer(kv, dep.tp) * g.num_layers for g in stage.kv_groups()), Fraction(0))
-        return ceil_bytes(cell)
+        require_kinds(stage, self.name)  # Mamba/linear-attention pools are not modelled
+        return ceil_bytes(stage.bytes_per_token(kv, dep.tp))
 
     def token_pools(self, stage: ModelSpec, budget_bytes: int, kv: KVFormat, dep: Deployment) -> tuple[int, int | None]:
         """(full-attention tokens, sliding-window tokens or None) SGLang allocates on this stage."""
         page = self.block_size(stage, dep)
         tokens = max(budget_bytes, 0) // self.cell_bytes(stage, kv, dep) // page * page
-        swa = sum(g.num_layers for g in stage.kv_groups() if g.kind == "sliding")
+        swa = sum(g.num_layers for g in stage.kv_groups() if g.sglang_swa_pool())
         if not swa:
             return tokens, None
         full = sum(g.num_layers for g in stage.kv_groups()) - swa
@@ -136,12 +132,8 @@ def max_total_num_tokens(rest: int, cell_bytes: int, page_size: int = SGLANG_PAG
 def kv_pool_sizes_gib(stage: ModelSpec, tokens: int, page_size: int, kv: KVFormat, tp: int) -> dict:
     """The sizes SGLang logs for its pool: K and V (or the MLA latent) with one extra page, in GiB."""
     slots = tokens + page_size
-    if any(g.kind == "mla" for g in stage.kv_groups()):
-        per_slot = sum((g.bytes_per_token_per_layer(kv, tp) * g.num_layers for g in stage.kv_groups()), Fraction(0))
-        return {"kv_size_gib": float(per_slot * slots / GiB)}
-    k = v = Fraction(0)
+    per_slot: dict[str, Fraction] = {}
     for g in stage.kv_groups():
-        heads = g.kv_heads_per_rank(tp)
-        k += heads * kv.vector_bytes(g.k_head_dim) * g.num_layers
-        v += heads * kv.vector_bytes(g.v_head_dim) * g.num_layers
-    return {"k_size_gib": float(k * slots / GiB), "v_size_gib": float(v * slots / GiB)}
+        for name, per_token in g.sglang_logged_bytes(kv, tp).items():
+            per_slot[name] = per_slot.get(name, Fraction(0)) + per_token * g.num_layers
+    return {f"{name}_size_gib": float(total * slots / GiB) for name, total in per_slot.items()}

@@ -4,8 +4,8 @@
   loaded, i.e. free memory x 0.9 on CUDA without logit processors (0.8 with them). kvplan models free
   memory as total - weights - CUDA context and reads `--gpu-memory-utilization` as max_memory_percent.
 - Layers are grouped by attention type (one allocator for full layers, one for sliding layers). An
-  allocator's block is one page of `page_size` tokens (default 256; kvplan's --block-size default
-  16 stands for it) for each of its layers; a *sector* is the least common multiple of every
+  allocator's block is one page of `page_size` tokens (default 256; kvplan's --block-size) for each
+  of its layers; a *sector* is the least common multiple of every
   allocator's block bytes and 128 bytes, and sectors are what the pool hands out.
 - max_batch_tokens M (default 8192) is fixed first; the IO tensors and the larger of the attention
   and LM-head activation peaks scale with M and are paid first, with two trash sectors and (models
@@ -24,13 +24,14 @@ from math import ceil, gcd
 
 from ...dtypes import KVFormat
 from ...errors import InputError, UnsupportedModelError
-from ...model import ModelSpec, cdiv
+from ...model import LayerGroup, ModelSpec, cdiv, ceil_bytes
 from ..deployment import Deployment
 from ..overhead import Term, overhead_terms
 from . import register
-from .base import EnginePolicy, EngineReport, Pool, engine_block_size
+from .base import EnginePolicy, EngineReport, Pool, require_kinds
 
 PAGE_SIZE = 256
+FULL, SLIDING = "full_attention", "sliding_attention"  # transformers' layer types (`LayerGroup.transformers_layer_type`)
 SECTOR_ALIGN_BYTES = 128
 INDEX_BYTES = 4  # int32
 POSITION_BYTES = 8  # int64 write/read indices
@@ -53,10 +54,12 @@ class CBSettings:
 
 @dataclass(frozen=True)
 class Allocator:
-    kind: str  # full | sliding
+    """One of transformers' cache allocators: the layers of one `layer_types` entry."""
+
+    layer_type: str  # transformers' name: full_attention | sliding_attention
     num_layers: int
     bytes_per_page: int
-    window_tokens: int | None
+    attention: LayerGroup  # the first group of that type: what a request keeps (`tokens_held`)
 
     @property
     def bytes_per_block(self) -> int:
@@ -76,36 +79,28 @@ class CachePlan:
 
 
 def allocators(spec: ModelSpec, kv: KVFormat, tp: int, page_size: int) -> tuple[Allocator, ...]:
+    """One allocator per layer type, in the order the types first occur in the model's layers."""
     if kv.fmt.bits not in (16, 32):
         raise InputError(f"transformers' paged cache stores K/V in the model dtype; --kv-dtype {kv.name} is not offered")
-    out = []
-    for kind in ("sliding", "full") if _first_kind(spec) == "sliding" else ("full", "sliding"):
-        groups = [g for g in spec.kv_groups() if g.kind == kind]
-        if not groups:
-            continue
-        g = groups[0]
-        if g.num_kv_heads % tp:
-            raise InputError(f"transformers shards KV heads over tp: {g.num_kv_heads} heads do not divide by --tp {tp}")
-        bytes_per_page = 2 * (g.num_kv_heads // tp) * g.k_head_dim * kv.compute_elem_bytes * page_size
-        out.append(Allocator(kind, sum(x.num_layers for x in groups), bytes_per_page,
-                             getattr(g, "window_tokens", None)))
-    return tuple(out)
-
-
-def _first_kind(spec: ModelSpec) -> str:
     if not spec.kv_groups():
         raise UnsupportedModelError(f"{spec.name}: no attention layer holds KV; transformers' paged cache has "
                                     "nothing to size (use --engine generic)")
-    first = min(spec.kv_groups(), key=lambda g: min(g.layers))
-    return first.kind
+    by_type: dict[str, list[LayerGroup]] = {}
+    for g in sorted(spec.kv_groups(), key=lambda g: min(g.layers)):
+        by_type.setdefault(g.transformers_layer_type(), []).append(g)
+    out = []
+    for layer_type, groups in by_type.items():
+        g = groups[0]
+        if g.num_kv_heads % tp:
+            raise InputError(f"transformers shards KV heads over tp: {g.num_kv_heads} heads do not divide by --tp {tp}")
+        bytes_per_page = ceil_bytes(g.bytes_per_token_per_layer(kv, tp) * page_size)
+        out.append(Allocator(layer_type, sum(x.num_layers for x in groups), bytes_per_page, g))
+    return tuple(out)
 
 
 def plan_cache(spec: ModelSpec, kv: KVFormat, tp: int, available_bytes: int, s: CBSettings) -> CachePlan:
     """transformers' sizing of (max_batch_tokens, num_sectors) for `available_bytes` of cache memory."""
-    for g in spec.groups:
-        if g.kind not in ("full", "sliding"):
-            raise UnsupportedModelError(f"{spec.name}: transformers' continuous batching caches full and sliding "
-                                        f"attention only ({g.kind} layers here; use --engine generic)")
+    require_kinds(spec, TransformersPolicy.name)
     if not spec.hidden_size or not spec.num_attention_heads or not spec.vocab_size:
         raise UnsupportedModelError(f"{spec.name}: hidden size, heads and vocabulary are needed to size transformers' "
                                     "batch buffers")
@@ -134,7 +129,7 @@ def plan_cache(spec: ModelSpec, kv: KVFormat, tp: int, available_bytes: int, s: 
 
     m = s.max_batch_tokens
     num_sectors = (available_bytes - fixed - m * per_batch_token) // per_sector
-    num_masks = 0 if s.flash_attention else (2 if any(a.kind == "sliding" for a in allocs) else 1)
+    num_masks = 0 if s.flash_attention else (2 if any(a.layer_type == SLIDING for a in allocs) else 1)
 
     def masks(n: int) -> int:
         return io_mult * num_masks * act * m * (n * tokens_per_sector + m)
@@ -147,9 +142,12 @@ def plan_cache(spec: ModelSpec, kv: KVFormat, tp: int, available_bytes: int, s: 
 @register
 class TransformersPolicy(EnginePolicy):
     name = "transformers"
+    kinds_engine = "transformers"
     version = "5.23"
     description = ("transformers 5.23 continuous batching: free memory x max_memory_percent, batch buffers for "
                    "max_batch_tokens first, the rest in sectors of lcm(group block bytes, 128)")
+    memory_fraction = ("max_memory_percent", "the memory free after the model loads")
+    default_block_size = PAGE_SIZE
 
     def __init__(self, version: str | None = None, settings: CBSettings | None = None):
         super().__init__(version)
@@ -163,7 +161,7 @@ class TransformersPolicy(EnginePolicy):
     def _settings(self, dep: Deployment) -> CBSettings:
         from dataclasses import replace
 
-        return replace(self.settings, page_size=engine_block_size(dep, PAGE_SIZE))
+        return replace(self.settings, page_size=dep.block_size)
 
     def overhead(self, spec: ModelSpec, dep: Deployment, act_elem_bytes: int) -> list[Term]:
         # Activations are planned inside the cache budget (max_batch_tokens); only the context is gone.
@@ -178,14 +176,11 @@ class TransformersPolicy(EnginePolicy):
         free = gpu_memory_bytes - weights_per_gpu - sum(t.bytes or 0 for t in terms)
         return int(free * dep.gpu_memory_utilization)
 
-    def block_size(self, spec: ModelSpec, dep: Deployment) -> int:
-        return engine_block_size(dep, PAGE_SIZE)
-
     def plan(self, stage: ModelSpec, budget_bytes: int, kv: KVFormat, dep: Deployment) -> CachePlan:
         return plan_cache(stage, kv, dep.tp, budget_bytes, self._settings(dep))
 
     def _full(self, plan: CachePlan) -> Allocator:
-        return next((a for a in plan.allocators if a.kind == "full"), plan.allocators[0])
+        return next((a for a in plan.allocators if a.layer_type == FULL), plan.allocators[0])
 
     def pool(self, stage: ModelSpec, budget_bytes: int, kv: KVFormat, dep: Deployment) -> Pool:
         plan = self.plan(stage, budget_bytes, kv, dep)
@@ -196,17 +191,15 @@ class TransformersPolicy(EnginePolicy):
 
     def _sectors_per_request(self, plan: CachePlan, context_tokens: int, page: int) -> float:
         need = 0.0
-        for a in plan.allocators:
-            tokens = context_tokens if a.kind == "full" else min(context_tokens, a.window_tokens)
-            need += cdiv(tokens, page) / plan.blocks_per_sector(a)
+        for a in plan.allocators:  # a sliding allocator is a ring buffer over its window
+            need += cdiv(a.attention.tokens_held(context_tokens), page) / plan.blocks_per_sector(a)
         return need
 
     def request_bytes(self, stage: ModelSpec, context_tokens: int, kv: KVFormat, dep: Deployment) -> int:
         page = self.block_size(stage, dep)
         total = 0
         for a in allocators(stage, kv, dep.tp, page):
-            tokens = context_tokens if a.kind == "full" else min(context_tokens, a.window_tokens)
-            total += cdiv(tokens, page) * a.bytes_per_block
+            total += cdiv(a.attention.tokens_held(context_tokens), page) * a.bytes_per_block
         return total
 
     def max_concurrency(self, stage: ModelSpec, pool: Pool, max_model_len: int, kv: KVFormat, dep: Deployment) -> float:

@@ -19,16 +19,14 @@ bytes` (MLA: one latent). Sliding-window layers are sized as full layers (these 
 layer of a pool the same number of blocks).
 """
 
-from fractions import Fraction
-
 from ...dtypes import KVFormat
-from ...errors import InputError, UnsupportedModelError
+from ...errors import InputError
 from ...model import ModelSpec, cdiv, ceil_bytes
 from ...units import GiB
 from ..deployment import Deployment
 from ..overhead import Term, overhead_terms
 from . import register
-from .base import EnginePolicy, EngineReport, Pool, engine_block_size
+from .base import EnginePolicy, EngineReport, Pool, require_kinds
 
 TOKENS_PER_BLOCK = {"0.13": 64, "1.0": 32}
 
@@ -36,9 +34,15 @@ TOKENS_PER_BLOCK = {"0.13": 64, "1.0": 32}
 @register
 class TrtllmPolicy(EnginePolicy):
     name = "trtllm"
+    kinds_engine = "trtllm"
     version = "0.13"
     description = ("TensorRT-LLM 0.13 C++ runtime: free_gpu_memory_fraction x free memory after engine load; "
                    "blocks = cdiv(tokens, 64)")
+    memory_fraction = ("free_gpu_memory_fraction", "the memory free after the engine loads")
+
+    @property
+    def default_block_size(self) -> int:
+        return TOKENS_PER_BLOCK[self.version]
 
     def resolve_version(self, version: str) -> str:
         text = version.strip().lower().lstrip("v")
@@ -60,16 +64,10 @@ class TrtllmPolicy(EnginePolicy):
         free = gpu_memory_bytes - weights_per_gpu - sum(t.bytes or 0 for t in terms)
         return kv_budget_from_free(free, dep.gpu_memory_utilization)
 
-    def block_size(self, spec: ModelSpec, dep: Deployment) -> int:
-        return engine_block_size(dep, TOKENS_PER_BLOCK[self.version])
-
     def token_bytes(self, stage: ModelSpec, kv: KVFormat, dep: Deployment) -> int:
-        if any(g.kind == "state" for g in stage.groups):
-            raise UnsupportedModelError(f"{stage.name}: TensorRT-LLM's Mamba state pools are not modelled "
-                                        "(use --engine generic)")
-        per_token = sum((g.bytes_per_token_per_layer(kv, dep.tp) * g.num_layers for g in stage.kv_groups()),
-                        Fraction(0))
-        return ceil_bytes(per_token)
+        """Every KV layer as a full layer (no window), on one rank."""
+        require_kinds(stage, self.name)  # Mamba state pools are not modelled
+        return ceil_bytes(stage.bytes_per_token(kv, dep.tp))
 
     def pool(self, stage: ModelSpec, budget_bytes: int, kv: KVFormat, dep: Deployment) -> Pool:
         per_token = self.token_bytes(stage, kv, dep)

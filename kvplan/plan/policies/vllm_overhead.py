@@ -1,0 +1,143 @@
+"""What vLLM V1 subtracts from `total x gpu_memory_utilization` besides the weights, per GPU.
+
+vLLM (0.9.2+, vllm/utils memory_profiling) runs one dummy forward of max_num_batched_tokens
+tokens and one dummy sampler step of min(max_num_seqs, max_num_batched_tokens) rows, then logs
+(DEBUG) "torch peak memory increase", "non-torch forward increase memory" and "weights memory":
+
+- activation peak = max(forward, sampler). The forward holds the MLP's gate/up output and its
+  activation (3 x intermediate per rank) next to a few hidden-size buffers; the sampler holds
+  the logits of every row over the whole vocabulary (gathered on every rank, so not divided by
+  tp) in fp32 copies, sorted values and int64 indices for top-k/top-p: SAMPLER_FP32_BYTES per
+  logit plus the logits' own compute-dtype bytes. On the 0.19 logs the sampler dominates for
+  vocabularies above ~50K at the `vllm serve` default of 1024 sequences.
+- non-torch = what grows outside torch during profiling (cuBLAS workspaces; with tp > 1 the
+  all-reduce buffers). The CUDA context created before loading is not counted: it lies in the
+  (1 - utilization) headroom.
+- rotary caches and vision encoders load with the model (vllm_load_extras.py).
+- CUDA graphs: captured after the KV cache is allocated up to 0.20 (they use the headroom); from
+  0.21 their estimate is subtracted first.
+
+The constants are measured on published logs (docs/benchmarks/vllm_logs.md, fitted on a stated
+subset and checked on the rest); versions without logs reuse the nearest measured ones, said so.
+"""
+
+from ...model import ModelSpec
+from ...units import MiB
+from ..deployment import Deployment
+from ..overhead import Term, activation_peak_bytes
+from .vllm_load_extras import rotary_cache_bytes, vision_encoder_params
+from .vllm_versions import VllmRules
+
+SAMPLER_FP32_BYTES = 13.4  # per logit, besides the compute-dtype logits (fitted on the 0.19 FIT logs: 13.42)
+NON_TORCH_SINGLE_GPU_BYTES = 256 * MiB  # cuBLAS/cuDNN workspaces (0.24-0.26 GiB in every 0.19 tp=1 log)
+NON_TORCH_MULTI_GPU_BYTES = {"0.9.2": 96 * MiB, "0.10.1": 96 * MiB,  # 0.09 GiB in the 0.11.1 tp=4 log
+                             "0.12": 2150 * MiB, "0.21": 2150 * MiB}  # 2.07-2.17 GiB in the 0.19 tp>1 logs
+# vLLM <= 0.9.1 counted every non-torch byte on the device, the CUDA context included.
+NON_TORCH_BEFORE_PROFILING_BYTES = {False: 768 * MiB, True: 1280 * MiB}  # {multi_gpu: bytes}, not checked on logs
+# One captured graph keeps per-layer buffers: fitted on the 0.19 FIT logs' "Estimated CUDA graph memory" lines.
+CUDA_GRAPH_BYTES_PER_LAYER_GRAPH = 243 * 1024
+CAPTURE_SIZES_MAX = 512
+
+
+def cudagraph_capture_sizes(max_num_seqs: int) -> list[int]:
+    """vLLM's default capture list: 1, 2, 4, then every 8 to 255, then every 16, up to min(2 x seqs, 512)."""
+    largest = min(2 * max_num_seqs, CAPTURE_SIZES_MAX)
+    sizes = [1, 2, 4] + list(range(8, 256, 8)) + list(range(256, largest + 1, 16))
+    return [s for s in sizes if s <= largest]
+
+
+def sampler_peak_bytes(spec: ModelSpec, dep: Deployment, act_elem_bytes: int) -> int | None:
+    if not spec.vocab_size:
+        return None
+    rows = min(dep.max_num_seqs, dep.max_num_batched_tokens)
+    return int(rows * spec.vocab_size * (SAMPLER_FP32_BYTES + act_elem_bytes))
+
+
+def forward_peak_bytes(spec: ModelSpec, dep: Deployment, act_elem_bytes: int) -> int | None:
+    if not spec.hidden_size:
+        return None
+    inter = (spec.mlp_width_per_token or 4 * spec.hidden_size) // dep.tp
+    return dep.max_num_batched_tokens * (3 * inter + 4 * spec.hidden_size) * act_elem_bytes
+
+
+def cuda_graph_count(spec: ModelSpec, dep: Deployment) -> int:
+    """FULL and PIECEWISE graphs per capture size; chunked-local attention supports PIECEWISE only."""
+    modes = 1 if any(g.vllm_chunked_local for g in spec.kv_groups()) else 2
+    return modes * len(cudagraph_capture_sizes(dep.max_num_seqs))
+
+
+def cuda_graph_bytes(spec: ModelSpec, dep: Deployment) -> int:
+    layers = -(-spec.num_layers // dep.pp)
+    return CUDA_GRAPH_BYTES_PER_LAYER_GRAPH * layers * cuda_graph_count(spec, dep)
+
+
+def vllm_overhead_terms(spec: ModelSpec, config: dict | None, dep: Deployment, act_elem_bytes: int,
+                        rules: VllmRules) -> list[Term]:
+    """The terms vLLM `rules.family` subtracts, each with its basis; user overrides win."""
+    if dep.overhead_bytes is not None:
+        return [Term("overhead (user)", dep.overhead_bytes, "--overhead")]
+    return [_activation(spec, dep, act_elem_bytes, rules), _non_torch(dep, rules), _graphs(spec, dep, rules),
+            *load_extra_terms(spec, config, dep, act_elem_bytes)]
+
+
+def load_extra_terms(spec: ModelSpec, config: dict | None, dep: Deployment, act_elem_bytes: int) -> list[Term]:
+    """What vLLM loads with the model beyond the text parameters (both in its 'weights memory')."""
+    terms = [Term("rotary cos/sin cache", rotary_cache_bytes(spec, config, act_elem_bytes),
+                  "positions (x rope scaling factor) x rotary dims x compute dtype, one per distinct rope")]
+    if dep.weights_bytes is not None:  # --weights: the user's figure is the whole load
+        return terms
+    if spec.params is not None and spec.params.multimodal:  # introspection counted the towers into the weights
+        return terms
+    vision = vision_encoder_params(config)
+    if vision is None:
+        terms.append(Term("vision encoder", 0, "vision tower of unknown type: not counted (give --weights)"))
+    elif vision:
+        terms.append(Term("vision encoder", -(-vision * act_elem_bytes // dep.tp),
+                          f"{vision:,} params in the compute dtype, vision_config"))
+    return terms
+
+
+def _activation(spec, dep, act_elem_bytes, rules) -> Term:
+    if dep.activation_bytes is not None:
+        return Term("activation peak", dep.activation_bytes, "--activation-memory")
+    if not rules.v1:
+        peak = activation_peak_bytes(spec, dep, act_elem_bytes)
+        return Term("activation peak", peak, f"model: V0 prefill of {dep.max_num_batched_tokens} tokens"
+                    if peak is not None else "unknown without hidden/heads/vocab (give --overhead)")
+    forward, sampler = forward_peak_bytes(spec, dep, act_elem_bytes), sampler_peak_bytes(spec, dep, act_elem_bytes)
+    if forward is None or sampler is None:
+        return Term("activation peak", None, "unknown without hidden size and vocabulary (give --activation-memory)")
+    rows = min(dep.max_num_seqs, dep.max_num_batched_tokens)
+    if sampler >= forward:
+        basis = f"sampler of {rows} rows x {spec.vocab_size:,} logits x {SAMPLER_FP32_BYTES + act_elem_bytes:g} B"
+    else:
+        basis = f"forward of {dep.max_num_batched_tokens} tokens (MLP intermediate and hidden buffers)"
+    return Term("activation peak", max(forward, sampler), basis)
+
+
+def _non_torch(dep, rules) -> Term:
+    if dep.non_torch_bytes is not None:
+        return Term("non-torch (CUDA/NCCL)", dep.non_torch_bytes, "--non-torch-memory")
+    multi = dep.num_gpus > 1
+    if not rules.memory_profiling:
+        return Term("non-torch (CUDA/NCCL)", NON_TORCH_BEFORE_PROFILING_BYTES[multi],
+                    f"vLLM {rules.family}: CUDA context + workspaces" + (" + NCCL" if multi else "")
+                    + " (not checked against logs)")
+    if not multi:
+        return Term("non-torch (CUDA/NCCL)", NON_TORCH_SINGLE_GPU_BYTES, "measured: workspaces growing during profiling")
+    return Term("non-torch (CUDA/NCCL)", NON_TORCH_MULTI_GPU_BYTES[rules.family],
+                f"measured (vLLM {rules.family} family): all-reduce buffers, tp*pp > 1")
+
+
+def _graphs(spec, dep, rules) -> Term:
+    if dep.cuda_graph_bytes is not None:
+        return Term("CUDA graphs", dep.cuda_graph_bytes if rules.graphs_in_budget else 0,
+                    "--cuda-graph-memory" if rules.graphs_in_budget else
+                    f"--cuda-graph-memory ignored: vLLM {rules.family} captures graphs after sizing the KV cache")
+    if not rules.graphs_in_budget:
+        return Term("CUDA graphs", 0, f"vLLM {rules.family} captures graphs after sizing the KV cache "
+                                      "(they use the 1 - utilization headroom)")
+    graphs = cuda_graph_count(spec, dep)
+    return Term("CUDA graphs", cuda_graph_bytes(spec, dep), f"estimate subtracted from 0.21: {graphs} graphs x "
+                f"{-(-spec.num_layers // dep.pp)} layers x {CUDA_GRAPH_BYTES_PER_LAYER_GRAPH // 1024} KiB (measured)")
+

@@ -1,0 +1,42 @@
+"""benchmarks/gpu_check.sh --dry-run: the prepared GPU run's logic on the CPU, with tiny stand-in models.
+
+Every step that can run without CUDA runs (environment, engine vs transformers parity, the three
+profile runs, the verdict); the archive and summary land in $OUT. On a GPU machine the same
+script runs the full-size steps (docs/profile.md lists them and what each must show).
+"""
+
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_dry_run_runs_every_cpu_step_and_leaves_one_archive(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "out"), "TMPDIR": str(tmp_path),
+           "TOTAL_S": "1200", "TIMEOUT_SCALE": "6"}  # the suite shares 2 cores
+    env.pop("TRITON_INTERPRET", None)
+    proc = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--dry-run"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=1300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = (tmp_path / "out" / "summary.txt").read_text()
+    assert "0 failed" in summary and "dry run" in summary
+    for check in ("engine vs transformers: qwen3_moe (MoE) bf16", "profile-llama: KV pool exact",
+                  "profile-gemma: simulated dynamics = run", "profile-llama: contiguous users", "out-of-memory path",
+                  "profile-llama: the pool binds"):
+        assert f"PASS        {check}" in summary, check
+    assert "SKIP        decode kernel bandwidth" in summary
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["gpu_check.tar.gz", "summary.txt"]
+    with tarfile.open(tmp_path / "out" / "gpu_check.tar.gz") as archive:
+        names = set(archive.getnames())
+    for name in ("./commands.txt", "./steps.json", "./parity.json", "./logs/profile-llama.log",
+                 "./profile-llama/profile.json", "./profile-gemma/memory.png", "./profile-oom/profile.json"):
+        assert name in names, name
+    assert not list(tmp_path.glob("gpu_check.*")), "the work directory is removed"

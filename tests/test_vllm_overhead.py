@@ -1,0 +1,324 @@
+"""vLLM's memory terms, scheduler defaults, GPU totals and release rules against published start-up logs.
+
+Each log in tests/data/vllm_logs cites its source in its header; the figures asserted here are the
+ones those logs print. The terms are predicted from the command alone (the `# kvplan:` header:
+model, GPU, tp, dtype, utilization, max_model_len, vLLM release), never from what the log measured.
+"""
+
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from kvplan.cli.options import load_model_from_flags, resolve_gpu
+from kvplan.errors import InputError
+from kvplan.hardware import detect_gpu, find_gpu
+from kvplan.logs.explain import deployment_for_log, explain_log, vllm_version_for
+from kvplan.logs.log_deployment import gpu_from_log
+from kvplan.logs.startup import parse_startup_log, read_startup_log
+from kvplan.model import load_model
+from kvplan.plan import Deployment, estimate
+from kvplan.plan.policies import get_policy
+from kvplan.plan.policies.vllm_defaults import scheduler_defaults
+from kvplan.plan.policies.vllm_load_extras import rotary_cache_bytes, vision_encoder_params
+from kvplan.plan.policies.vllm_overhead import cudagraph_capture_sizes
+from kvplan.plan.policies.vllm_versions import resolve_vllm_version
+from kvplan.units import GiB, MiB
+
+LOGS = Path(__file__).parent / "data" / "vllm_logs"
+PROFILED = sorted(p.name for p in LOGS.glob("*-v0.19-llmdplanner.log"))  # vLLM 0.19.0, H100, DEBUG memory profile
+UNCOUNTED = {"phi-2-h100-v0.19-llmdplanner.log", "llama-4-scout-tp4-h100-v0.19-llmdplanner.log"}  # no parameter count
+PREDICTED = [name for name in PROFILED if name not in UNCOUNTED]
+
+
+def flags_of(log) -> dict:
+    args = log.kvplan_args
+    return {args[i].lstrip("-").replace("-", "_"): args[i + 1] for i in range(0, len(args), 2)}
+
+
+def from_command(name: str):
+    """(log, estimate) where the estimate knows only the command in the log's `# kvplan:` header."""
+    log = read_startup_log(str(LOGS / name))
+    flags = flags_of(log)
+    loaded = load_model_from_flags(flags["model"])
+    dep = Deployment(gpu=resolve_gpu(flags.get("gpu"), flags.get("gpu_memory"), default=None),
+                     tp=int(flags.get("tp", 1)), weight_dtype=flags.get("dtype"),
+                     max_model_len=int(flags["max_model_len"]),
+                     gpu_memory_utilization=float(flags["gpu_memory_utilization"]),
+                     max_num_seqs=None, max_num_batched_tokens=None, engine=f"vllm@{flags['engine_version']}")
+    return log, estimate(loaded, dep)
+
+
+def term(est, name: str) -> int:
+    return next(t["bytes"] for t in est.overhead if t["name"] == name)
+
+
+# --- 23 vLLM 0.19.0 logs (llm-d-planner accuracy sweep, H100, DEBUG): every term from the command ---
+
+def test_at_least_25_v1_logs_carry_a_memory_profile():
+    profiled = [p for p in LOGS.glob("*.log") if (log := read_startup_log(str(p))).weights_gib is not None
+                and log.available_kv_gib and log.generation == "v1"]
+    assert len(PROFILED) >= 22 and len(profiled) >= 25
+
+
+@pytest.mark.parametrize("name", PROFILED)
+def test_scheduler_defaults_and_cuda_total_are_the_h100_serve_ones(name):
+    """Every 0.19 log: `vllm serve` on H100 -> 1024 sequences, 8192 tokens; the sizing total is 79.19 GiB."""
+    log, est = from_command(name)
+    assert (est.max_num_seqs, est.max_num_batched_tokens) == (1024, 8192)
+    assert est.gpu_memory_bytes == round(79.19 * GiB)
+    if log.requested_gib is not None:  # "Requested memory: 0.950000 (util), 75.23 GiB"
+        assert f"{est.gpu_memory_bytes * est.deployment['gpu_memory_utilization'] / GiB:.2f}" == f"{log.requested_gib:.2f}"
+
+
+@pytest.mark.parametrize("name", sorted(UNCOUNTED))
+def test_families_without_a_parameter_count_say_so_instead_of_guessing(name, monkeypatch, tmp_path):
+    """The light path has no count for these; without introspection (no transformers, no cached record) none is guessed."""
+    monkeypatch.setattr("kvplan.model.paths.introspection_available", lambda: False)
+    monkeypatch.setenv("KVPLAN_CACHE_DIR", str(tmp_path))
+    _, est = from_command(name)
+    assert est.weights_bytes is None and est.kv_budget_bytes is None and "weights unknown" in " ".join(est.notes)
+
+
+def test_introspection_predicts_phi2_weights_within_0_10_gib():
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    log, est = from_command("phi-2-h100-v0.19-llmdplanner.log")
+    assert est.model_derivation.startswith("introspection")
+    assert abs((est.weights_bytes_per_gpu + term(est, "rotary cos/sin cache")) / GiB - log.weights_gib) <= 0.10
+
+
+@pytest.mark.parametrize("name", PREDICTED)
+def test_weights_with_rotary_caches_and_vision_encoders_within_0_10_gib(name):
+    log, est = from_command(name)
+    loaded = est.weights_bytes_per_gpu + term(est, "rotary cos/sin cache") + next(
+        (t["bytes"] for t in est.overhead if t["name"] == "vision encoder"), 0)
+    if name.startswith("gpt-oss"):  # MXFP4 experts on Hopper load 0.59 GiB above 4.25 bits x params (not modelled)
+        assert -0.60 < loaded / GiB - log.weights_gib < -0.55
+        return
+    assert abs(loaded / GiB - log.weights_gib) <= 0.10
+
+
+@pytest.mark.parametrize("name", PREDICTED)
+def test_activation_and_non_torch_within_their_stated_tolerance(name):
+    log, est = from_command(name)
+    assert abs(term(est, "activation peak") / GiB - log.activation_gib) <= 0.30
+    assert abs(term(est, "non-torch (CUDA/NCCL)") / GiB - log.non_torch_gib) <= 0.25
+    assert term(est, "CUDA graphs") == 0  # 0.19 prints its estimate but captures after sizing the KV cache
+
+
+def test_available_kv_within_1_percent_for_80_percent_of_the_logs_and_3_percent_for_all():
+    errors = {}
+    for name in PREDICTED:
+        log, est = from_command(name)
+        errors[name] = (est.kv_budget_bytes / GiB - log.min_available_kv_gib()) / log.min_available_kv_gib()
+    assert len(errors) >= 20
+    assert max(abs(e) for e in errors.values()) <= 0.03, errors
+    assert sum(abs(e) <= 0.01 for e in errors.values()) >= 0.8 * len(errors), errors
+
+
+@pytest.mark.parametrize("name", PROFILED + ["opt-2.7b-tp4-v0.11-vllm29070.log", "qwen2-7b-tp2-a100-80gb-vllmbench.log"])
+def test_pool_lines_reproduced_from_the_logged_available_memory(name):
+    """Tokens and concurrency, hybrid groups included (Gemma 2/3, gpt-oss sliding 128, Llama-4 chunked at 0.19)."""
+    log = read_startup_log(str(LOGS / name))
+    flags = flags_of(log)
+    raw = [flags.get(k) for k in ("layers", "kv_heads", "head_dim", "heads")]
+    loaded = load_model_from_flags(None, *map(int, raw)) if raw[0] else load_model_from_flags(flags["model"])
+    gpu = resolve_gpu(flags.get("gpu"), flags.get("gpu_memory"), default=None)
+    dep, mml = deployment_for_log(log, loaded.spec, flags, flags.get("engine_version") or vllm_version_for(log), gpu)
+    rows = {r.figure: r for r in explain_log(log, loaded, dep, mml).rows}
+    pool = [r for f, r in rows.items() if f.startswith(("GPU KV cache size", "max concurrency"))]
+    assert len(pool) == (2 if log.concurrency is not None else 1) and all(r.agrees for r in pool), pool
+
+
+def test_the_constants_were_fitted_on_the_fit_logs_only():
+    """benchmarks/vllm_log_errors.py --fit recomputes them from its FIT logs; the code holds what they give."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    try:
+        import vllm_log_errors as bench
+    finally:
+        sys.path.pop(0)
+    cases = [c for p in sorted(LOGS.glob("*.log")) if (c := bench.predict(p)) is not None]
+    fitted = bench.fit_constants(cases)
+    assert "13.42 from 4 logs (code: 13.4)" in fitted and "243 KiB" in fitted and "(code: 243 KiB)" in fitted
+    assert sum(c.fit for c in cases) == len(bench.FIT) and sum(not c.fit for c in cases) >= 15
+
+
+# --- rotary cos/sin caches: vLLM's weights memory minus the parameters ---
+
+def test_rotary_cache_is_the_0_03_gib_between_llama_3_1_8b_parameters_and_the_logged_weights():
+    """vllm #10517 (tests/data/vllm_logs/llama-3.1-8b-v0-20k-vllm10517.log): "Loading model weights took 14.9888 GB";
+    8,030,261,248 params x 2 B + 131,072 positions x 128 dims x 2 B = 14.98891 GiB."""
+    model = load_model("llama-3.1-8b")
+    rotary = rotary_cache_bytes(model.spec, model.config, 2)
+    assert rotary == 131072 * 128 * 2 == 32 * MiB
+    assert abs((8_030_261_248 * 2 + rotary) / GiB - 14.9888) < 2e-4
+    log = read_startup_log(str(LOGS / "llama-3.1-8b-v0-20k-vllm10517.log"))
+    dep, mml = deployment_for_log(log, model.spec, {}, "v0", None)
+    weights = next(r for r in explain_log(log, model, dep, mml).rows if r.figure.startswith("weights"))
+    assert weights.agrees and weights.predicted == "14.99"
+
+
+def test_linear_rope_scaling_stretches_the_cache_and_gemma3_keeps_a_local_one():
+    """Gemma 3 (linear scaling, factor 8): 131,072 x 8 + 131,072 positions x 256 dims x 2 B = 576 MiB."""
+    model = load_model("gemma-3-4b")
+    assert rotary_cache_bytes(model.spec, model.config, 2) == (131072 * 8 + 131072) * 256 * 2
+
+
+def test_vision_towers_counted_from_vision_config():
+    """SigLIP so400m (Gemma 3): 27 layers of 1152 wide; the projector maps 1152 -> the text hidden size."""
+    siglip = {"model_type": "siglip_vision_model", "hidden_size": 1152, "intermediate_size": 4304,
+              "num_hidden_layers": 27, "patch_size": 14, "image_size": 896}
+    per_layer = 4 * (1152 * 1152 + 1152) + 2 * 1152 * 4304 + 4304 + 1152 + 4 * 1152
+    tower = 3 * 14 * 14 * 1152 + 1152 + 64 * 64 * 1152 + 27 * per_layer + 2 * 1152
+    assert vision_encoder_params({"model_type": "gemma3", "vision_config": siglip,
+                                  "text_config": {"hidden_size": 2560}}) == tower + 1152 * 2560 + 1152
+    assert vision_encoder_params({"model_type": "llama"}) == 0
+    assert vision_encoder_params({"vision_config": {"model_type": "some_new_tower"}}) is None
+
+
+# --- scheduler defaults (vllm/engine/arg_utils.py get_batch_defaults) ---
+
+@pytest.mark.parametrize("gpu,offline,release,expected", [
+    ("H100", False, "0.19", (1024, 8192)), ("H200", False, "0.19", (1024, 8192)),
+    ("MI300X", False, "0.19", (1024, 8192)), ("A100-80GB", False, "0.19", (256, 2048)),
+    ("A100-40GB", False, "0.19", (256, 2048)), ("L40S", False, "0.19", (256, 2048)), ("L4", False, "0.19", (256, 2048)),
+    ("H100", True, "0.19", (1024, 16384)), ("L4", True, "0.19", (256, 8192)),
+    ("H100", False, "0.8.5", (256, 8192)), ("A100-80GB", False, "0.8.5", (256, 8192)),
+])
+def test_scheduler_defaults_per_gpu_entry_point_and_release(gpu, offline, release, expected):
+    d = scheduler_defaults(resolve_vllm_version(release), find_gpu(gpu), offline, 8192)
+    assert (d.max_num_seqs, d.max_num_batched_tokens) == expected
+
+
+def test_v0_batch_defaults_follow_chunked_prefill():
+    rules = resolve_vllm_version("v0")
+    assert scheduler_defaults(rules, find_gpu("H100"), False, 20000).max_num_batched_tokens == 20000
+    assert scheduler_defaults(rules, find_gpu("H100"), False, 65536).max_num_batched_tokens == 2048
+
+
+def test_estimate_carries_the_scheduler_settings_it_used_and_names_the_rule():
+    """qwen2-7b-tp2-a100-80gb-vllmbench.log (0.10.1.1 on A100 80GB) printed max_num_batched_tokens=2048."""
+    e = estimate(load_model("llama-3.1-8b"), Deployment(gpu=find_gpu("A100-80GB"), engine="vllm@0.10.1",
+                                                        max_num_seqs=None, max_num_batched_tokens=None))
+    assert (e.max_num_seqs, e.max_num_batched_tokens) == (256, 2048) == \
+        (e.deployment["max_num_seqs"], e.deployment["max_num_batched_tokens"])
+    assert any("A100s are excluded" in n and "max_num_batched_tokens 2048" in n for n in e.notes)
+    given = estimate(load_model("llama-3.1-8b"), Deployment(gpu=find_gpu("A100-80GB"), engine="vllm@0.10.1",
+                                                            max_num_seqs=64, max_num_batched_tokens=4096))
+    assert (given.max_num_seqs, given.max_num_batched_tokens) == (64, 4096)
+
+
+def test_later_releases_print_weights_and_non_torch_as_one_consumed_figure():
+    log = parse_startup_log(
+        "(EngineCore_DP0 pid=1) INFO 08-22 [gpu_worker.py:789] Free memory on device (22.45/23.99 GiB) on startup. "
+        "Desired GPU memory utilization is (0.92, 22.07 GiB). Actual usage is 1.23 GiB for consumed memory (weights + "
+        "non-torch), 0.31 GiB for peak activation, and 0.0 GiB for CUDAGraph memory.\n")
+    assert (log.weights_and_non_torch_gib, log.activation_gib, log.cuda_graph_gib, log.total_gpu_gib) == \
+        (1.23, 0.31, 0.0, 23.99)
+
+
+@pytest.mark.parametrize("prefix", ["(EngineCore_DP0 pid=1133552) ", "(VllmWorker TP1 pid=3975) ", "[Worker_TP3 pid=540] ",
+                                    "(RayWorkerWrapper pid=374, ip=10.0.0.1) ", "(Worker_PP1_TP0 pid=3) ", ""])
+def test_memory_profile_lines_read_behind_any_worker_prefix(prefix):
+    log = parse_startup_log(f"{prefix}DEBUG 04-22 15:57:45 [v1/worker/gpu_worker.py:435] Memory profiling takes 21.51 "
+                            "seconds. Total non KV cache memory: 21.11GiB; torch peak memory increase: 3.65GiB; "
+                            "non-torch forward increase memory: 0.25GiB; weights memory: 17.22GiB.\n"
+                            f"{prefix}INFO 04-22 15:57:45 [v1/worker/gpu_worker.py:436] Available KV cache memory: "
+                            "54.12 GiB\n")
+    assert (log.weights_gib, log.activation_gib, log.non_torch_gib) == (17.22, 3.65, 0.25)
+    assert [w.value for w in log.available_kv_gib] == [54.12]
+
+
+def test_offline_engine_reads_from_llm_class_logs():
+    log = parse_startup_log("DEBUG 04-22 [engine/arg_utils.py:2242] Defaulting max_num_seqs to 1024 for LLM_CLASS "
+                            "usage context.\nINFO [gpu_worker.py:436] Available KV cache memory: 60.00 GiB\n")
+    dep, _ = deployment_for_log(log, load_model("llama-3.1-8b").spec, {"max_model_len": 8192}, "0.19", None)
+    assert dep.engine == "vllm-offline@0.19" and dep.max_num_seqs == 1024
+
+
+# --- release rules ---
+
+@pytest.mark.parametrize("text", ["99.0", "0.25.0", "1.0", "banana"])
+def test_unknown_release_is_refused_not_guessed(text):
+    with pytest.raises(InputError, match=r"vllm@|vLLM release"):
+        get_policy(f"vllm@{text}")
+
+
+def test_source_builds_get_the_newest_rules_with_a_note():
+    e = estimate(load_model("llama-3.1-8b"), Deployment(kv_cache_memory_bytes=GiB, max_model_len=4096,
+                                                        engine="vllm@0.1.dev7548+gbaba038"))
+    assert e.engine_version == "0.21" and any("source build" in n for n in e.notes)
+
+
+def test_chunked_local_keeps_every_token_in_0_10_1_to_0_11():
+    """PR 21761 (0.10.1) turned the hybrid manager off for chunked-local attention; PR 29627 turned it back on.
+    Llama-4-Scout at 131,072 tokens: 12 global of 48 layers -> about 2.9x the requests with it on."""
+    scout = load_model(str(LOGS / "configs" / "llama-4-scout.json"))
+    dep = dict(tp=4, kv_cache_memory_bytes=16 * GiB, max_model_len=131072, max_num_batched_tokens=8192)
+    old = estimate(scout, Deployment(engine="vllm@0.11", **dep))
+    new = estimate(scout, Deployment(engine="vllm@0.19", **dep))
+    assert old.max_concurrency == pytest.approx(old.num_blocks * 16 / 131072, rel=1e-3)  # every layer full
+    assert 2.8 < new.max_concurrency / old.max_concurrency < 3.0
+    assert any("hybrid KV cache manager off" in n for n in old.notes)
+
+
+def test_cuda_graphs_subtracted_from_0_21_only():
+    """0.21 prints "CUDA graph memory profiling is enabled (default since v0.21.0)" (vllm #41789)."""
+    kw = dict(gpu=find_gpu("H100"), max_model_len=8192, max_num_seqs=None, max_num_batched_tokens=None)
+    old = estimate(load_model("llama-3.1-8b"), Deployment(engine="vllm@0.19", **kw))
+    new = estimate(load_model("llama-3.1-8b"), Deployment(engine="vllm@0.21", **kw))
+    graphs = term(new, "CUDA graphs")
+    assert term(old, "CUDA graphs") == 0 and graphs == 243 * 1024 * 32 * 2 * len(cudagraph_capture_sizes(1024))
+    assert old.kv_budget_bytes - new.kv_budget_bytes == graphs
+    assert len(cudagraph_capture_sizes(1024)) == 51  # "PIECEWISE=51 (largest=512), FULL=51" in the 0.19 logs
+
+
+# --- memory as CUDA sees it ---
+
+def test_cuda_visible_totals_and_their_fallback():
+    assert find_gpu("H100").engine_total()[0] == round(79.19 * GiB)
+    assert find_gpu("A100-80GB").engine_total()[0] == round(79.15 * GiB)
+    total, basis = find_gpu("L4").engine_total()
+    assert total == find_gpu("L4").memory_bytes and "unknown" in basis
+
+
+def test_gpu_auto_takes_the_cuda_total_from_nvml_v2(monkeypatch):
+    info = {1: types.SimpleNamespace(total=85_520_809_984),
+            2: types.SimpleNamespace(total=85_520_809_984, reserved=491_896_832)}
+    fake = types.SimpleNamespace(
+        NVMLError=type("NVMLError", (Exception,), {}), nvmlMemory_v2=2,
+        nvmlInit=lambda: None, nvmlShutdown=lambda: None, nvmlDeviceGetHandleByIndex=lambda i: object(),
+        nvmlDeviceGetName=lambda h: b"NVIDIA H100 80GB HBM3",
+        nvmlDeviceGetMemoryInfo=lambda h, version=1: info[version])
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    gpu = detect_gpu()
+    assert gpu.memory_bytes == 85_520_809_984 and gpu.cuda_total_bytes == 85_520_809_984 - 491_896_832
+
+
+# --- verdicts that agree with their notes ---
+
+def test_max_model_len_above_the_model_is_a_refusal_not_a_fit():
+    e = estimate(load_model("llama-3.1-8b"), Deployment(gpu=find_gpu("H100"), engine="vllm", max_model_len=200_000))
+    assert e.fits is False and "greater than the model's derived maximum 131,072" in e.verdict
+
+
+def test_a_log_without_a_gpu_flag_is_sized_from_the_total_it_printed():
+    """llama-3.3-70b-fp8-tp2 0.19 log: "Requested memory: 0.950000 (util), 75.23 GiB" gives a 79.19 GiB total, which
+    takes the >= 70 GiB scheduler row (1024 sequences) without naming the GPU."""
+    text = "\n".join(l for l in (LOGS / "llama-3.3-70b-fp8-tp2-h100-v0.19-llmdplanner.log").read_text().splitlines()
+                     if not l.startswith("#"))
+    log = parse_startup_log(text)
+    model = load_model("llama-3.3-70b")
+    dep, mml = deployment_for_log(log, model.spec, {"dtype": "fp8"}, vllm_version_for(log), None)
+    rows = {r.figure: r for r in explain_log(log, model, dep, mml).rows}
+    assert log.total_gpu_gib == 79.19 and dep.gpu.cuda_total_bytes == round(79.19 * GiB)
+    assert all(r.agrees for r in rows.values()), rows
+    assert rows["activation peak (GiB)"].predicted == "1.88"  # 1,024 x 128,256 x 15.4 B
+
+
+def test_a_log_naming_its_gpu_is_matched_to_the_catalog():
+    log = parse_startup_log("(Worker_TP0 pid=668) WARNING [fused_moe.py:1090] Config file not found at "
+                            "/x/E=16,N=2048,device_name=NVIDIA_H100_80GB_HBM3.json\n")
+    assert gpu_from_log(log).name == "H100-SXM"
