@@ -115,9 +115,12 @@ _PATTERNS = {
     "sg_args": re.compile(r"server_args=ServerArgs\((.*?)\)?\s*$"),  # a terminal may wrap it: read what is there
     "sg_fraction": re.compile(r"mem_fraction_static\W{1,3}([0-9]*\.[0-9]+)"),
     "sg_before": re.compile(r"Load weight begin\. avail mem=" + _NUM + r" ?GB"),
-    "sg_after": re.compile(r"Load weight end\..*?avail mem=" + _NUM + r" ?GB, mem usage=" + _NUM + r" ?GB"),
-    "sg_alloc": re.compile(r"KV Cache is allocated\..*?#tokens: (\d+)(?:, K size: " + _NUM + r" ?GB, V size: "
-                           + _NUM + r" ?GB)?(?:, KV size: " + _NUM + r" ?GB)?"),
+    "sg_after": re.compile(r"Load weight end\..*?avail mem=" + _NUM + r" ?GB(?:, mem usage=(-?" + _NUM[1:] + r" ?GB)?"),
+    # 0.4.1 printed no #tokens ("KV Cache is allocated. K size: X GB, V size: X GB."); later builds insert "dtype: ..."
+    "sg_alloc": re.compile(r"KV Cache is allocated\.(?:.*?#tokens: (\d+),?)?(?: K size: " + _NUM + r" ?GB, V size: "
+                           + _NUM + r" ?GB)?(?: KV size: " + _NUM + r" ?GB)?"),
+    # the rank an SGLang line comes from: "[... TP3]", "[... DP0 TP0 EP0]", "[... PP1 TP0]", 0.2's "[gpu=0]"
+    "sg_rank": re.compile(r"\[[^\]]*?\b((?:[A-Z]{2}\d+ ?)+)\]|\[(gpu(?:_id)?=\d+)\]"),
     "sg_total": re.compile(r"max_total_num_tokens=" + _NUM + r".*?context_len=(\d+)"),
     "kvplan": re.compile(r"^\s*#\s*kvplan:\s*(.*)$"),
     "v1_profile": re.compile(r"Memory profiling takes .*?torch peak memory increase: " + _NUM + r" ?GiB; non-torch "
@@ -306,24 +309,33 @@ def _parse_sglang_line(line: str, log: StartupLog) -> None:
         log.model = log.settings.get("model_path") or log.model
     if m := p["sg_fraction"].search(line):  # ServerArgs (also when wrapped) or a debug print
         log.settings["mem_fraction_static"] = float(m.group(1))
+    # Each rank logs its target model first; a speculative draft model loads (and logs) after it.
     if m := p["sg_before"].search(line):
         log.engine = "sglang"
-        sg["before_gib"] = min(sg.get("before_gib", float("inf")), _f(m.group(1)))
+        sg.setdefault("_before_by_rank", {}).setdefault(_sglang_rank(line), _f(m.group(1)))
     if m := p["sg_after"].search(line):
         log.engine = "sglang"
-        sg["after_gib"] = min(sg.get("after_gib", float("inf")), _f(m.group(1)))
-        log.weights_gib = max(log.weights_gib or 0.0, _f(m.group(2)))
-    if m := p["sg_alloc"].search(line):
+        sg.setdefault("_after_by_rank", {}).setdefault(_sglang_rank(line), (_f(m.group(1)), m.group(2)))
+        if arch := re.search(r"type=(\w+)", line):
+            sg.setdefault("architecture", arch.group(1))
+    if (m := p["sg_alloc"].search(line)) and (m.group(1) or m.group(2) or m.group(4)):
         log.engine = "sglang"
-        sg["tokens"] = _i(m.group(1))
+        if m.group(1):
+            sg.setdefault("tokens", _i(m.group(1)))
         if m.group(2):
-            sg["k_size_gib"], sg["v_size_gib"] = _f(m.group(2)), _f(m.group(3))
+            sg.setdefault("k_size_gib", _f(m.group(2)))
+            sg.setdefault("v_size_gib", _f(m.group(3)))
         if m.group(4):
-            sg["kv_size_gib"] = _f(m.group(4))
+            sg.setdefault("kv_size_gib", _f(m.group(4)))
     if m := p["sg_total"].search(line):
         log.engine = "sglang"
         log.kv_cache_tokens = _i(m.group(1))
         sg["context_len"] = int(m.group(2))
+
+
+def _sglang_rank(line: str) -> str:
+    m = _PATTERNS["sg_rank"].search(line)
+    return (m.group(1) or m.group(2)).strip() if m else ""
 
 
 def _worker(line: str, value: float) -> WorkerFigure:
@@ -377,6 +389,7 @@ def _resolve(log: StartupLog) -> None:
         log.missing = [name for name, value in expected.items() if value is None]
     elif log.engine == "sglang":
         sg = log.sglang
+        _resolve_sglang_ranks(sg, log)
         if "before_gib" not in sg and "after_gib" in sg and log.weights_gib is not None:
             sg["before_gib"] = sg["after_gib"] + log.weights_gib  # SGLang's "mem usage" is before - after
             sg["before_derived"] = True
@@ -385,3 +398,18 @@ def _resolve(log: StartupLog) -> None:
                     "Load weight end (avail mem)": log.sglang.get("after_gib"),
                     "KV Cache is allocated (#tokens)": log.sglang.get("tokens")}
         log.missing = [name for name, value in expected.items() if value is None]
+
+
+def _resolve_sglang_ranks(sg: dict, log: StartupLog) -> None:
+    """SGLang sizes the pool from the smallest free memory over the ranks, before and after loading."""
+    before = sg.pop("_before_by_rank", {})
+    after = sg.pop("_after_by_rank", {})
+    if before:
+        sg["before_gib"] = min(before.values())
+    if after:
+        sg["after_gib"] = min(free for free, _ in after.values())
+        usage = [_f(u) for _, u in after.values() if u]
+        if usage:
+            log.weights_gib = max(usage)
+    if "tokens" not in sg and log.kv_cache_tokens is not None:
+        sg["tokens"] = log.kv_cache_tokens  # 0.4.1 printed the pool size only in "max_total_num_tokens="

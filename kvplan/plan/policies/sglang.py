@@ -8,11 +8,19 @@
   `--mem-fraction-static`.
 - `cell_size` per token on one rank = `kv_heads_per_rank x (head_dim + v_head_dim) x layers x bytes`
   (MLA: `(kv_lora_rank + qk_rope_head_dim) x layers x bytes`, every rank holds all of it).
-- `max_total_num_tokens = rest // cell_size`, rounded down to the page size (`--page-size`, default
-  1; kvplan's --block-size).
-- Sliding-window hybrids: the full-attention pool keeps `total / (ratio x swa_layers + full_layers)`
-  tokens and the SWA pool `ratio` times that (`--swa-full-tokens-ratio`, default 0.8), where `total`
-  is the all-layers token count; `max_total_num_tokens` is the full pool.
+- `max_total_num_tokens = rest // cell_size`, capped by `--max-total-tokens`, rounded down to the page
+  size (`--page-size`, default 1; kvplan's --block-size when given).
+- Versions: the same arithmetic from v0.2 to 0.5.x and the 2026 builds (`profile_max_num_token` in
+  model_runner.py, then model_runner_kv_cache_mixin.py; `_profile_available_bytes` with
+  pool_configurator.py's `DefaultPoolConfigurator` from 2026). Not modelled: speculative drafts
+  sharing the pool (0.4 raises the target pool by max_num_reqs x (steps x topk + draft tokens)
+  + 100; the 2026 builds scale cell_size by 1 + draft_layers / layers), DSA indexer caches, Mamba/GDN state pools, DP attention, and the
+  2026 reservations (multimodal caches, post-capture pool resizing).
+- Sliding-window hybrids of the architectures SGLang splits (gpt-oss, Llama-4, Gemma-4, MiMo-V2, ...;
+  not Gemma-2/3): the full-attention pool keeps `total / (ratio x swa_layers + full_layers)` tokens
+  and the SWA pool `ratio` times that (`--swa-full-tokens-ratio`, default 0.8), where `total` is the
+  all-layers token count; `max_total_num_tokens` is the full pool. Other sliding models keep every
+  layer's tokens in one pool.
 - Log: "KV Cache is allocated. #tokens: N, K size: X GB, V size: X GB" with sizes in GiB labelled GB,
   counting one extra page (`(N + page_size) x heads x head_dim x layers x bytes`); MLA logs one
   "KV size".
@@ -31,6 +39,14 @@ from .base import EnginePolicy, EngineReport, Pool, require_kinds
 
 SWA_FULL_TOKENS_RATIO = 0.8
 SGLANG_PAGE_SIZE = 1
+# configs/model_config.py is_hybrid_swa_model (sgl-project/sglang, stored copy at commit 001adf56): the
+# architectures SGLang gives a separate sliding-window pool (or a config that opts in with is_hybrid_swa).
+# Other models with sliding layers (Gemma-2, Gemma-3, Mistral) keep every layer's tokens in one pool.
+HYBRID_SWA_ARCHITECTURES = frozenset({
+    "Llama4ForConditionalGeneration", "DeepseekV4ForCausalLM", "DeepseekV4ForCausalLMNextN", "GptOssForCausalLM",
+    "MiMoV2FlashForCausalLM", "MiMoV2MTP", "Step3p5ForCausalLM", "Step3p5MTP", "Step3p7ForConditionalGeneration",
+    "Gemma4ForCausalLM", "Gemma4ForConditionalGeneration", "Gemma4UnifiedForConditionalGeneration",
+    "LagunaForCausalLM"})
 
 
 @register
@@ -69,12 +85,17 @@ class SglangPolicy(EnginePolicy):
         """(full-attention tokens, sliding-window tokens or None) SGLang allocates on this stage."""
         page = self.block_size(stage, dep)
         tokens = max(budget_bytes, 0) // self.cell_bytes(stage, kv, dep) // page * page
-        swa = sum(g.num_layers for g in stage.kv_groups() if g.sglang_swa_pool())
-        if not swa:
-            return tokens, None
-        full = sum(g.num_layers for g in stage.kv_groups()) - swa
-        full_tokens = int(tokens * (swa + full) / (SWA_FULL_TOKENS_RATIO * swa + full))
-        return full_tokens, int(full_tokens * SWA_FULL_TOKENS_RATIO)
+        return split_swa_pool(stage, tokens, page) if self.hybrid_swa_pool() else (tokens, None)
+
+    def hybrid_swa_pool(self) -> bool:
+        """SGLang splits sliding-window layers into their own pool for some architectures only; a model known only
+        by its layers (no config) is split by its layer kinds."""
+        config = getattr(self, "config", None)
+        if not config:
+            return True
+        text = config.get("text_config") or {}
+        return (any(a in HYBRID_SWA_ARCHITECTURES for a in config.get("architectures") or ())
+                or bool(config.get("is_hybrid_swa") or text.get("is_hybrid_swa")))
 
     def pool(self, stage: ModelSpec, budget_bytes: int, kv: KVFormat, dep: Deployment) -> Pool:
         page = self.block_size(stage, dep)
@@ -125,8 +146,25 @@ def rest_bytes(free_before_bytes: int, free_after_bytes: int, mem_fraction_stati
     return int(free_after_bytes - free_before_bytes * (1 - mem_fraction_static))
 
 
-def max_total_num_tokens(rest: int, cell_bytes: int, page_size: int = SGLANG_PAGE_SIZE) -> int:
-    return max(rest, 0) // cell_bytes // page_size * page_size
+def max_total_num_tokens(rest: int, cell_bytes: int, page_size: int = SGLANG_PAGE_SIZE,
+                         max_total_tokens: int | None = None) -> int:
+    """The pool: rest // cell_size, capped by --max-total-tokens, rounded down to the page size."""
+    tokens = max(rest, 0) // cell_bytes
+    if max_total_tokens is not None:
+        tokens = min(tokens, max_total_tokens)
+    return tokens // page_size * page_size
+
+
+def split_swa_pool(stage: ModelSpec, tokens: int, page_size: int,
+                   ratio: float = SWA_FULL_TOKENS_RATIO) -> tuple[int, int | None]:
+    """(full-attention tokens, sliding-window tokens or None) from the all-layer token count, page-aligned
+    (set_num_tokens_hybrid_swa)."""
+    swa = sum(g.num_layers for g in stage.kv_groups() if g.sglang_swa_pool())
+    if not swa:
+        return tokens, None
+    full = sum(g.num_layers for g in stage.kv_groups()) - swa
+    full_tokens = int(tokens * (swa + full) / (ratio * swa + full)) // page_size * page_size
+    return full_tokens, int(full_tokens * ratio) // page_size * page_size
 
 
 def kv_pool_sizes_gib(stage: ModelSpec, tokens: int, page_size: int, kv: KVFormat, tp: int) -> dict:
