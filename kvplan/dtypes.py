@@ -9,12 +9,16 @@ from fractions import Fraction
 from .errors import InputError
 
 
+PER_VECTOR = -1  # `group_elems` for one scale per whole vector (per token per head in a KV cache)
+
+
 @dataclass(frozen=True)
 class StorageFormat:
     """`bits` per stored element plus `scale_bits` for every `group_elems` elements.
 
     A scale group runs along the innermost dimension (a head vector for KV, a row of input
-    features for weights). `group_elems == 0` means a per-tensor scale, which is negligible.
+    features for weights). `group_elems == 0` means a per-tensor scale, which is negligible;
+    `PER_VECTOR` one scale per vector whatever its length.
     """
 
     name: str
@@ -27,19 +31,23 @@ class StorageFormat:
         """Bytes to store one vector of `elems` elements with its scales."""
         data = Fraction(elems * self.bits, 8)
         if self.group_elems:
-            groups = -(-elems // self.group_elems)
+            groups = 1 if self.group_elems == PER_VECTOR else -(-elems // self.group_elems)
             data += Fraction(groups * self.scale_bits, 8)
         return data
 
     def bits_per_elem(self) -> Fraction:
+        """Weight formats only: a per-vector scale has no per-element share without the vector length."""
+        if self.group_elems == PER_VECTOR:
+            raise ValueError(f"{self.name}: scale per vector; use vector_bytes")
         if not self.group_elems:
             return Fraction(self.bits)
         return Fraction(self.bits) + Fraction(self.scale_bits, self.group_elems)
 
 
-# KV-cache formats. int8 uses an fp32 scale per token per head (per K and per V vector);
-# int4 an fp16 scale + fp16 zero per 32 elements; nvfp4 an fp8 scale per 16; mxfp4 an e8m0
-# scale per 32. fp8 uses per-tensor scales (vLLM), which do not grow with tokens.
+# KV-cache formats (bytes per element in docs/estimate.md). int8 and int4 use one fp32 scale per
+# token per head (per K and per V vector), the engines' layout; int4_g32/g64/g128 an fp16 scale +
+# fp16 zero per group of 32/64/128; nvfp4 an fp8 scale per 16; mxfp4 an e8m0 scale per 32. fp8
+# uses per-tensor scales (vLLM), which do not grow with tokens.
 KV_FORMATS = {
     "fp32": StorageFormat("fp32", 32),
     "bf16": StorageFormat("bf16", 16),
@@ -47,8 +55,11 @@ KV_FORMATS = {
     "fp8": StorageFormat("fp8", 8, note="per-tensor scale"),
     "fp8_e4m3": StorageFormat("fp8_e4m3", 8, note="per-tensor scale"),
     "fp8_e5m2": StorageFormat("fp8_e5m2", 8, note="per-tensor scale"),
-    "int8": StorageFormat("int8", 8, scale_bits=32, group_elems=-1, note="fp32 scale per token per head"),
-    "int4": StorageFormat("int4", 4, scale_bits=32, group_elems=32, note="fp16 scale + fp16 zero per 32"),
+    "int8": StorageFormat("int8", 8, scale_bits=32, group_elems=PER_VECTOR, note="fp32 scale per token per head"),
+    "int4": StorageFormat("int4", 4, scale_bits=32, group_elems=PER_VECTOR, note="fp32 scale per token per head"),
+    "int4_g32": StorageFormat("int4_g32", 4, scale_bits=32, group_elems=32, note="fp16 scale + fp16 zero per 32"),
+    "int4_g64": StorageFormat("int4_g64", 4, scale_bits=32, group_elems=64, note="fp16 scale + fp16 zero per 64"),
+    "int4_g128": StorageFormat("int4_g128", 4, scale_bits=32, group_elems=128, note="fp16 scale + fp16 zero per 128"),
     "nvfp4": StorageFormat("nvfp4", 4, scale_bits=8, group_elems=16, note="fp8 scale per 16"),
     "mxfp4": StorageFormat("mxfp4", 4, scale_bits=8, group_elems=32, note="e8m0 scale per 32"),
 }
@@ -78,8 +89,6 @@ class KVFormat:
         return self.fmt.name
 
     def vector_bytes(self, elems: int) -> Fraction:
-        if self.fmt.group_elems == -1:  # one scale per vector (per token per head)
-            return Fraction(elems * self.fmt.bits, 8) + Fraction(self.fmt.scale_bits, 8)
         return self.fmt.vector_bytes(elems)
 
     @property

@@ -1,6 +1,7 @@
 import ipaddress
 import os
 import socket
+import tempfile
 
 from hypothesis import HealthCheck, settings
 
@@ -9,6 +10,8 @@ from hypothesis import HealthCheck, settings
 os.environ["TRITON_INTERPRET"] = "1"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Introspection records go to a throwaway cache, never the user's ~/.cache/kvplan.
+os.environ["KVPLAN_CACHE_DIR"] = tempfile.mkdtemp(prefix="kvplan-test-cache-")
 
 
 # Fuzz budgets: `ci` keeps the suite fast; `pytest --hypothesis-profile nightly` (or

@@ -8,7 +8,8 @@ import pytest
 
 from kvplan.dtypes import kv_format
 from kvplan.errors import InputError, KvplanError, UnsupportedModelError
-from kvplan.model import ChunkedLocal, FullAttention, LayerGroup, MLALatent, ModelSpec, RecurrentState, SlidingWindow
+from kvplan.model import (ChunkedLocal, FullAttention, IndexedMLA, LayerGroup, MLALatent, ModelSpec, RecurrentState,
+                          SlidingWindow)
 from kvplan.model.kinds import KINDS, cdiv
 from kvplan.model.loaders import LoadedModel
 from kvplan.plan import Deployment, estimate
@@ -28,19 +29,21 @@ ONE_OF_EACH = {
     "sliding": SlidingWindow(LAYERS, **HEADS, window_tokens=W),
     "chunked": ChunkedLocal(LAYERS, **HEADS, window_tokens=C),
     "mla": MLALatent(LAYERS, kv_lora_rank=128, qk_rope_head_dim=32),
+    "indexed_mla": IndexedMLA(LAYERS, kv_lora_rank=128, qk_rope_head_dim=32, index_head_dim=64),
     "state": RecurrentState(LAYERS, conv_elems=3000, ssm_elems=40000),
 }
 # What each engine models, written out here rather than read from the kinds.
 MODELLED = {
-    "generic": {"full", "sliding", "chunked", "mla", "state"},
+    "generic": {"full", "sliding", "chunked", "mla", "indexed_mla", "state"},
     "vllm": {"full", "sliding", "chunked", "mla"}, "vllm@0.8.5": {"full", "sliding", "chunked", "mla"},
     "vllm-offline": {"full", "sliding", "chunked", "mla"},
     "sglang": {"full", "sliding", "chunked", "mla"}, "trtllm": {"full", "sliding", "chunked", "mla"},
     "transformers": {"full", "sliding"},
 }
-# Bytes per token per layer in bf16 on one GPU, by hand: K and V of 4 heads x 64, or one 160-wide latent.
+# Bytes per token per layer in bf16 on one GPU, by hand: K and V of 4 heads x 64, or one 160-wide latent
+# (with a 64-wide fp8 indexer key and its fp32 scale for indexed_mla).
 BF16_BYTES_PER_TOKEN = {"full": 2 * 4 * 64 * 2, "sliding": 2 * 4 * 64 * 2, "chunked": 2 * 4 * 64 * 2,
-                        "mla": (128 + 32) * 2, "state": 0}
+                        "mla": (128 + 32) * 2, "indexed_mla": (128 + 32) * 2 + 64 + 4, "state": 0}
 
 
 def model(*groups: LayerGroup, name: str = "kinds") -> LoadedModel:
@@ -190,9 +193,9 @@ NO_KIND_SWITCHES = sorted({*ROOT.glob("plan/policies/*.py"), ROOT / "model/param
                            *ROOT.glob("paging/*.py")})
 KIND_SWITCH = re.compile(
     r"""\bkind\s*(==|!=)|\bkind\s+(not\s+)?in\s+[(\[{]"""  # comparing a kind
-    r"""|["'](full|sliding|chunked|mla|state)["']"""  # a kind's name as a string
+    r"""|["'](full|sliding|chunked|mla|indexed_mla|state)["']"""  # a kind's name as a string
     r"""|\bwindow_tokens\b"""  # reading a window from outside the kind (getattr or attribute)
-    r"""|\b(FullAttention|SlidingWindow|ChunkedLocal|MLALatent|RecurrentState)\b""")  # naming a kind class
+    r"""|\b(FullAttention|SlidingWindow|ChunkedLocal|MLALatent|IndexedMLA|RecurrentState)\b""")  # naming a kind class
 
 
 @pytest.mark.parametrize("path", NO_KIND_SWITCHES, ids=lambda p: str(p.relative_to(ROOT)))

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kvplan.dtypes import kv_format
-from kvplan.model import ChunkedLocal, FullAttention, MLALatent, RecurrentState, SlidingWindow
+from kvplan.model import ChunkedLocal, FullAttention, IndexedMLA, MLALatent, RecurrentState, SlidingWindow
 
 
 def _blocks_holding(first_pos: int, length: int, block_size: int) -> int:
@@ -64,6 +64,25 @@ def test_mla_latent_has_no_factor_two_and_ignores_tp():
     assert g.bytes_per_token_per_layer(kv_format("fp8")) == 576
 
 
+def test_indexed_mla_adds_an_fp8_indexer_key_whatever_the_kv_dtype():
+    """DeepSeek V3.2: the 576-wide latent in the KV dtype plus a 128-wide fp8 key with one fp32 scale."""
+    g = IndexedMLA(tuple(range(61)), kv_lora_rank=512, qk_rope_head_dim=64, index_head_dim=128)
+    assert g.bytes_per_token_per_layer(kv_format("bf16")) == 576 * 2 + 128 + 4
+    assert g.bytes_per_token_per_layer(kv_format("bf16"), tp=8) == 576 * 2 + 128 + 4
+    assert g.bytes_per_token_per_layer(kv_format("fp8")) == 576 + 128 + 4
+    assert g.bytes_per_token_per_layer(kv_format("fp32")) == 576 * 4 + 128 + 4
+    assert IndexedMLA((0,), 512, 64, index_head_dim=200).bytes_per_token_per_layer(kv_format("bf16")) == 576 * 2 + 200 + 8
+
+
+@settings(max_examples=100, deadline=None)
+@given(block_size=st.sampled_from([1, 16, 64]), context=st.integers(1, 700), chunk=st.integers(1, 300))
+def test_indexed_mla_keeps_every_token(block_size, context, chunk):
+    g = IndexedMLA((0,), 512, 64, index_head_dim=128)
+    assert g.tokens_held(context) == context
+    assert g.peak_blocks(context, block_size, chunk) == max(_blocks_holding(0, n, block_size)
+                                                            for n in range(1, context + 1))
+
+
 def test_full_attention_tp_split_and_replication():
     g = FullAttention((0,), num_kv_heads=8, k_head_dim=128, v_head_dim=128)
     bf16 = kv_format("bf16")
@@ -80,7 +99,10 @@ def test_state_layers_hold_no_tokens_but_constant_bytes():
 
 @pytest.mark.parametrize("name,elems,expected", [
     ("int8", 128, Fraction(128 + 4)),           # fp32 scale per vector
-    ("int4", 128, Fraction(64 + 4 * 4)),        # 4 groups of 32, fp16 scale + zero each
+    ("int4", 128, Fraction(64 + 4)),            # fp32 scale per vector (3.76x smaller than fp16)
+    ("int4_g32", 128, Fraction(64 + 4 * 4)),    # 4 groups of 32, fp16 scale + zero each (3.2x)
+    ("int4_g64", 128, Fraction(64 + 2 * 4)),
+    ("int4_g128", 128, Fraction(64 + 4)),
     ("nvfp4", 128, Fraction(64 + 8)),           # fp8 scale per 16
     ("mxfp4", 128, Fraction(64 + 4)),           # e8m0 scale per 32
     ("fp8", 128, Fraction(128)),

@@ -73,9 +73,20 @@ def test_scheduler_defaults_and_cuda_total_are_the_h100_serve_ones(name):
 
 
 @pytest.mark.parametrize("name", sorted(UNCOUNTED))
-def test_families_without_a_parameter_count_say_so_instead_of_guessing(name):
+def test_families_without_a_parameter_count_say_so_instead_of_guessing(name, monkeypatch, tmp_path):
+    """The light path has no count for these; without introspection (no transformers, no cached record) none is guessed."""
+    monkeypatch.setattr("kvplan.model.paths.introspection_available", lambda: False)
+    monkeypatch.setenv("KVPLAN_CACHE_DIR", str(tmp_path))
     _, est = from_command(name)
     assert est.weights_bytes is None and est.kv_budget_bytes is None and "weights unknown" in " ".join(est.notes)
+
+
+def test_introspection_predicts_phi2_weights_within_0_10_gib():
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    log, est = from_command("phi-2-h100-v0.19-llmdplanner.log")
+    assert est.model_derivation.startswith("introspection")
+    assert abs((est.weights_bytes_per_gpu + term(est, "rotary cos/sin cache")) / GiB - log.weights_gib) <= 0.10
 
 
 @pytest.mark.parametrize("name", PREDICTED)

@@ -3,27 +3,27 @@
 The rest of kvplan asks a kind; it never tests which kind it has. `LayerGroup` itself answers
 nothing (every question raises `UnsupportedModelError` naming the kind), so a kind added without its
 answers fails closed instead of passing for full attention. What each kind answers (W: window,
-C: chunk, T: tokens per prefill chunk, L: context or max_model_len, bs: block size):
+C: chunk, T: tokens per prefill chunk, L: context or max_model_len, bs: block size, d: index_head_dim):
 
-| question                             | full          | sliding (W)         | chunked (C)        | mla               | state             |
-|--------------------------------------|---------------|---------------------|--------------------|-------------------|-------------------|
-| `from_config(layers, fields)`        | kv heads, dim | + sliding_window    | + attention_chunk_size | kv_lora_rank, qk_rope_head_dim | family state shape |
-| `bytes_per_token_per_layer(kv, tp)`  | (K+V) x heads/rank | as full        | as full            | one latent, whole | 0                 |
-| `state_bytes_per_layer(kv, tp)`      | 0             | 0                   | 0                  | 0                 | (conv + ssm) / tp |
-| `tp_split_kv_heads`                  | kv heads      | kv heads            | kv heads           | None (replicated) | None              |
-| `tokens_held(L)`                     | L             | min(L, W)           | min(L, C)          | L                 | 0                 |
-| `peak_blocks(L, bs, T)`              | cdiv(L, bs)   | span W - 1 + T      | own chunk (T: bound) | cdiv(L, bs)     | 0                 |
-| `unwindowed()`                       | itself        | full, same heads    | full, same heads   | itself            | -                 |
-| `count_attention_params(counts)`     | q/k/v/o       | q/k/v/o             | q/k/v/o            | MLA projections   | recurrent block   |
-| `engines` (who models it)            | every one     | every one           | generic, vllm, sglang, trtllm | generic, vllm, sglang, trtllm | generic |
-| `vllm_max_blocks(L, bs, T)`          | cdiv(L, bs)   | cdiv(min(W-1+T, L), bs) + 1 | cdiv(min(C+T, L), bs) | cdiv(L, bs) | -              |
-| `vllm_block_size(arch, bs)`          | bs            | bs                  | bs                 | 64 Hopper, 128 Blackwell | -          |
-| `sglang_swa_pool()`                  | no            | yes                 | no                 | no                | -                 |
-| `sglang_logged_bytes(kv, tp)`        | k, v          | k, v                | k, v               | kv                | -                 |
-| `transformers_layer_type()`          | full_attention | sliding_attention  | -                  | -                 | -                 |
-| `runtime_window_tokens()`            | 0 (all)       | W                   | -                  | -                 | -                 |
-| `first_needed_position(p)`           | 0             | max(0, p - W + 1)   | p // C x C         | 0                 | -                 |
-| `release_position(n)`                | None (never)  | n + W - 1           | the next chunk start | None (never)    | -                 |
+| question                            | full               | sliding (W)                 | chunked (C)                   | mla                            | indexed_mla (d)                       | state              |
+|-------------------------------------|--------------------|-----------------------------|-------------------------------|--------------------------------|---------------------------------------|--------------------|
+| `from_config(layers, fields)`       | kv heads, dim      | + sliding_window            | + attention_chunk_size        | kv_lora_rank, qk_rope_head_dim | + index_head_dim                      | family state shape |
+| `bytes_per_token_per_layer(kv, tp)` | (K+V) x heads/rank | as full                     | as full                       | one latent, whole              | latent + d + 4 cdiv(d, 128) (fp8 key) | 0                  |
+| `state_bytes_per_layer(kv, tp)`     | 0                  | 0                           | 0                             | 0                              | 0                                     | (conv + ssm) / tp  |
+| `tp_split_kv_heads`                 | kv heads           | kv heads                    | kv heads                      | None (replicated)              | None (replicated)                     | None               |
+| `tokens_held(L)`                    | L                  | min(L, W)                   | min(L, C)                     | L                              | L                                     | 0                  |
+| `peak_blocks(L, bs, T)`             | cdiv(L, bs)        | span W - 1 + T              | own chunk (T: bound)          | cdiv(L, bs)                    | cdiv(L, bs)                           | 0                  |
+| `unwindowed()`                      | itself             | full, same heads            | full, same heads              | itself                         | itself                                | -                  |
+| `count_attention_params(counts)`    | q/k/v/o            | q/k/v/o                     | q/k/v/o                       | MLA projections                | - (introspection)                     | recurrent block    |
+| `engines` (who models it)           | every one          | every one                   | generic, vllm, sglang, trtllm | generic, vllm, sglang, trtllm  | generic                               | generic            |
+| `vllm_max_blocks(L, bs, T)`         | cdiv(L, bs)        | cdiv(min(W-1+T, L), bs) + 1 | cdiv(min(C+T, L), bs)         | cdiv(L, bs)                    | -                                     | -                  |
+| `vllm_block_size(arch, bs)`         | bs                 | bs                          | bs                            | 64 Hopper, 128 Blackwell       | -                                     | -                  |
+| `sglang_swa_pool()`                 | no                 | yes                         | no                            | no                             | -                                     | -                  |
+| `sglang_logged_bytes(kv, tp)`       | k, v               | k, v                        | k, v                          | kv                             | -                                     | -                  |
+| `transformers_layer_type()`         | full_attention     | sliding_attention           | -                             | -                              | -                                     | -                  |
+| `runtime_window_tokens()`           | 0 (all)            | W                           | -                             | -                              | -                                     | -                  |
+| `first_needed_position(p)`          | 0                  | max(0, p - W + 1)           | p // C x C                    | 0                              | 0                                     | -                  |
+| `release_position(n)`               | None (never)       | n + W - 1                   | the next chunk start          | None (never)                   | None (never)                          | -                  |
 
 "every one": generic, vllm, sglang, trtllm, transformers and kvplan's torch runtime. `-`: no
 answer (the raising default); the engine is then left out of `engines`, so it refuses the model.
@@ -440,6 +440,42 @@ class MLALatent(LayerGroup):
 
 
 @dataclass(frozen=True)
+class IndexedMLA(MLALatent):
+    """MLA plus a sparse-attention indexer key per token (DeepSeek V3.2 DSA, GLM MoE DSA).
+
+    Engines keep the indexer key in fp8 with one fp32 scale per 128 values whatever the KV dtype
+    (vLLM, LightLLM), so its bytes do not follow `kv`. Only the generic policy sizes it: vLLM stores
+    an fp8 latent of this kind in its own 656-byte layout (fp8_ds_mla) on sparse-MLA block sizes,
+    and no serving engine's rules for it are modelled, so MLA's engine answers must not pass for it."""
+
+    index_head_dim: int = 128
+
+    kind = "indexed_mla"
+    label = "MLA with a sparse-attention indexer (DSA)"
+    engines = frozenset({"generic"})
+
+    @classmethod
+    def from_config(cls, layers: tuple[int, ...], fields) -> "IndexedMLA":
+        return cls(layers, fields.positive_int("kv_lora_rank"), fields.positive_int("qk_rope_head_dim"),
+                   fields.positive_int("index_head_dim"))
+
+    def bytes_per_token_per_layer(self, kv: KVFormat, tp: int = 1) -> Fraction:
+        return super().bytes_per_token_per_layer(kv, tp) + self.index_head_dim + 4 * cdiv(self.index_head_dim, 128)
+
+    def count_attention_params(self, counts) -> None:
+        counts.unknown(self)  # the indexer's projections have no light-path count; introspection counts them
+
+    # No serving engine's rules: the raising defaults, not MLA's answers.
+    vllm_max_blocks = LayerGroup.vllm_max_blocks
+    vllm_block_size = LayerGroup.vllm_block_size
+    sglang_swa_pool = LayerGroup.sglang_swa_pool
+    sglang_logged_bytes = LayerGroup.sglang_logged_bytes
+
+    def describe(self) -> str:
+        return f"{super().describe()} + indexer key {self.index_head_dim} (fp8)"
+
+
+@dataclass(frozen=True)
 class RecurrentState(LayerGroup):
     """Mamba / linear attention / DeltaNet: no per-token KV, a constant state per request.
 
@@ -488,7 +524,7 @@ class RecurrentState(LayerGroup):
 
 # Every kind, in the order a model's groups are listed (normalize builds them in this order).
 KINDS: dict[str, type[LayerGroup]] = {k.kind: k for k in (FullAttention, SlidingWindow, ChunkedLocal, MLALatent,
-                                                          RecurrentState)}
+                                                          IndexedMLA, RecurrentState)}
 
 
 def _span_peak_blocks(context_tokens: int, block_size: int, span_tokens: int) -> int:

@@ -20,6 +20,7 @@ from . import hub
 from .kinds import FullAttention
 from .spec import ModelSpec
 from .normalize import spec_from_config
+from .paths import spec_for_config
 from .safetensors import CheckpointBytes, checkpoint_bytes
 
 DEFAULT_MODEL = "llama-3.1-8b"
@@ -152,8 +153,8 @@ def _load_path(path: Path, allow_unknown: bool, overrides: dict | None, source: 
         raise InputError(f"{path}: directory has no config.json")
     config = apply_overrides(read_config_file(config_path), overrides)
     name = (model_dir or config_path.parent).name if config_path.name == "config.json" else config_path.stem
-    spec = spec_from_config(config, name=hf_id or name, source=source or f"config:{config_path}",
-                            allow_unknown=allow_unknown or bool(overrides), hf_id=hf_id)
+    spec = spec_for_config(config, name=hf_id or name, source=source or f"config:{config_path}",
+                           allow_unknown=allow_unknown or bool(overrides), hf_id=hf_id)
     checkpoint = _checkpoint(model_dir, spec.tie_word_embeddings) if model_dir else None
     return LoadedModel(spec, checkpoint, config, model_dir)
 
@@ -214,7 +215,7 @@ def _load_bundled(path: Path, allow_unknown: bool, overrides: dict | None) -> Lo
     spec = spec_from_config(config, name=entry.get("name", path.stem), source=f"bundled:{path.name}",
                             allow_unknown=allow_unknown, hf_id=hf_id,
                             params_official=str(entry.get("params_official") or "") or None)
-    return LoadedModel(spec, None, config, None)
+    return LoadedModel(replace(spec, derivation=f"bundled spec ({spec.derivation})"), None, config, None)
 
 
 def hf_cache_dir() -> Path:

@@ -12,7 +12,7 @@ from ..dtypes import torch_dtype_to_format
 from ..errors import InputError, UnsupportedModelError
 from .kinds import KINDS, LayerGroup
 from .spec import ModelSpec
-from .params import count_params
+from .params import LIGHTNING_FAMILIES, count_params
 
 # Alias keys used by older or non-Llama configs, mapped to the Llama names.
 _ALIASES = {
@@ -30,8 +30,10 @@ _CLASS_DEFAULTS = {
                     "tie_word_embeddings": True},
     "gemma2": {"head_dim": 256, "sliding_window": 4096, "tie_word_embeddings": True},
     "gemma": {"tie_word_embeddings": True},
-    "falcon": {"multi_query": True, "num_attention_heads": 71, "num_hidden_layers": 32},
-    "RefinedWebModel": {"multi_query": True},
+    "falcon": {"multi_query": True, "num_attention_heads": 71, "num_hidden_layers": 32, "tie_word_embeddings": True,
+               "parallel_attn": True},
+    "RefinedWebModel": {"multi_query": True, "tie_word_embeddings": True, "parallel_attn": True},
+    "RefinedWeb": {"tie_word_embeddings": True, "parallel_attn": True},
     "qwen3_next": {"full_attention_interval": 4, "linear_conv_kernel_dim": 4},
 }
 
@@ -42,7 +44,10 @@ KNOWN_MODEL_TYPES = {
     "gpt2", "gpt_bigcode", "gptj", "gpt_neox", "falcon", "mpt", "bloom", "starcoder2", "olmo", "olmo2",
     "granite", "cohere", "internlm2", "stablelm", "llama4_text", "jamba", "mamba", "falcon_mamba",
     "glm4_moe", "exaone", "minicpm", "codegen", "RefinedWeb", "RefinedWebModel",
+    "deepseek", "minimax", "minimax_m1", "minimax_text_01",
 }
+# MiniMax-Text-01 / M1 name each layer in `attn_type_list`: 0 lightning (linear) attention, 1 softmax.
+_ATTN_TYPE_LIST = {0: "state", 1: "full"}
 _WRAPPERS_WITH_TEXT_CONFIG = {"gemma3", "llama4", "mistral3", "qwen2_vl", "qwen2_5_vl", "llava", "mllama"}
 
 _LAYER_TYPE_NAMES = {
@@ -105,6 +110,19 @@ def spec_from_config(config: dict, *, name: str, source: str, allow_unknown: boo
     )
 
 
+def text_model_type(config: dict) -> str:
+    """The model_type of the language model a config describes (nested text_config included)."""
+    return str(_text_config(config).get("model_type") or config.get("model_type") or "").strip()
+
+
+def checkpoint_format(config: dict) -> tuple[str, str, str]:
+    """(weight storage, quantized scope, compute dtype) of a whole HF config dict."""
+    cfg = _text_config(config)
+    cfg["model_type"] = text_model_type(config)
+    quant = config.get("quantization_config") or cfg.get("quantization_config")
+    return _checkpoint_format(config, cfg, quant)
+
+
 def _mlp_width(cfg: dict, experts: int) -> int | None:
     if experts:
         inter = cfg.get("moe_intermediate_size") or cfg.get("intermediate_size")
@@ -147,7 +165,7 @@ _INT_FIELDS = (
     "decoder_sparse_step", "sliding_window_pattern", "full_attention_interval", "linear_num_key_heads",
     "linear_key_head_dim", "linear_num_value_heads", "linear_value_head_dim", "linear_conv_kernel_dim",
     "attn_layer_period", "attn_layer_offset", "no_rope_layer_interval", "num_kv_heads", "n_head_kv",
-    "multi_query_group_num",
+    "multi_query_group_num", "index_head_dim",
 )
 _MAX_FIELD = 1 << 40
 
@@ -168,7 +186,7 @@ def _validate_int_fields(cfg: dict, source: str) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum or value > _MAX_FIELD:
             kind = "positive" if minimum else "non-negative"
             raise InputError(f"{source}: {key} must be a {kind} integer, got {value!r:.40}")
-    for key in ("layer_types", "no_rope_layers", "mlp_only_layers"):
+    for key in ("layer_types", "no_rope_layers", "mlp_only_layers", "attn_type_list"):
         if cfg.get(key) is not None and not isinstance(cfg[key], list):
             raise InputError(f"{source}: {key} must be a list, got {type(cfg[key]).__name__}")
 
@@ -237,10 +255,10 @@ def _head_dim(cfg: dict, heads: int, source: str) -> int:
 
 
 def _layer_kinds(cfg: dict, n: int, is_mla: bool, source: str) -> list[str]:
-    """One of full / sliding / chunked / mla / state per layer."""
+    """One kind name of kinds.KINDS per layer."""
     model_type = cfg["model_type"]
-    if is_mla:
-        return ["mla"] * n
+    if is_mla:  # DeepSeek V3.2 / GLM DSA add a sparse-attention indexer key to the latent
+        return ["indexed_mla" if cfg.get("index_head_dim") else "mla"] * n
     if model_type in ("mamba", "falcon_mamba"):
         return ["state"] * n
     layer_types = cfg.get("layer_types")
@@ -254,6 +272,12 @@ def _layer_kinds(cfg: dict, n: int, is_mla: bool, source: str) -> list[str]:
                 raise UnsupportedModelError(f"{source}: unknown layer type {t!r} in layer_types")
             kinds.append(kind)
         return _drop_unusable_windows(cfg, kinds)
+    attn_types = cfg.get("attn_type_list")
+    if attn_types is not None:
+        if len(attn_types) != n or any(t not in _ATTN_TYPE_LIST for t in attn_types):
+            raise InputError(f"{source}: attn_type_list must list {n} entries of 0 (linear) or 1 (softmax), "
+                             f"got {attn_types!r:.80}")
+        return [_ATTN_TYPE_LIST[t] for t in attn_types]
     window = cfg.get("sliding_window")
     if model_type == "qwen3_next":
         interval = cfg["full_attention_interval"]
@@ -331,6 +355,10 @@ def _state_elems(cfg: dict, source: str) -> tuple[int, int]:
         d_state = _as_positive_int(cfg.get(f"{prefix}d_state", cfg.get("state_size", 16)), "state_size", source)
         d_conv = _as_positive_int(cfg.get(f"{prefix}d_conv", cfg.get("conv_kernel", 4)), "conv_kernel", source)
         return inner * (d_conv - 1), inner * d_state
+    if model_type in LIGHTNING_FAMILIES or cfg.get("attn_type_list") is not None:
+        # MiniMax lightning attention keeps one K^T V matrix per head, no conv
+        heads = _positive_int(cfg, "num_attention_heads", source)
+        return 0, heads * cfg["head_dim"] * cfg["head_dim"]
     raise UnsupportedModelError(f"{source}: linear-attention layers of {model_type!r} have no known state shape")
 
 

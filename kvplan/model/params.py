@@ -1,7 +1,9 @@
 """Parameter counts from config shapes, split by how a quantized checkpoint stores them.
 
 Exact for the families kvplan knows (Llama-like dense, Qwen2/3, Gemma 2/3, Mixtral, Qwen3-MoE,
-gpt-oss, DeepSeek V2/V3 MLA+MoE, Qwen3-Next); `None` for others, so weights are never guessed.
+gpt-oss, DeepSeek V2/V3 MLA+MoE and DeepSeek-MoE, Qwen3-Next, Falcon, MiniMax-Text-01/M1);
+`None` for others, so weights are never guessed (introspection counts those when transformers
+is installed: kvplan.model.paths).
 """
 
 from dataclasses import dataclass
@@ -13,8 +15,11 @@ from .spec import ParamCount
 COUNTED_FAMILIES = {
     "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "qwen3_next",
     "gemma", "gemma2", "gemma3_text", "gpt_oss", "deepseek_v2", "deepseek_v3", "kimi_k2",
-    "granite", "olmo2", "phi3",
+    "granite", "olmo2", "phi3", "deepseek", "falcon", "RefinedWeb", "RefinedWebModel", "minimax", "minimax_m1",
+    "minimax_text_01",
 }
+_FALCON = {"falcon", "RefinedWeb", "RefinedWebModel"}
+LIGHTNING_FAMILIES = {"minimax", "minimax_m1", "minimax_text_01"}  # linear layers: MiniMax lightning attention
 _QKV_BIAS = {"qwen2", "qwen2_moe"}
 _QK_NORM = {"qwen3", "qwen3_moe", "gemma3_text", "qwen3_next", "olmo2"}
 _FOUR_NORMS = {"gemma2", "gemma3_text"}
@@ -26,6 +31,8 @@ class _Tally:
     experts: int = 0
     other: int = 0
     experts_active: int = 0
+    expert_biases: int = 0  # in `other`; only top_k experts' share is active
+    expert_biases_active: int = 0
 
 
 class _Uncountable(Exception):
@@ -73,14 +80,18 @@ def _count(cfg: dict, layer_kinds: list[LayerGroup]) -> ParamCount | None:
     blocks = _AttentionBlocks(cfg, total)
     for i, kind in enumerate(layer_kinds):
         kind.count_attention_params(blocks)  # the kind picks its attention block's shape
-        _mlp(cfg, i, total)
-        total.other += (4 if model_type in _FOUR_NORMS else 2) * h
-    total.other += h  # final norm
+        if model_type in _FALCON:
+            _falcon_layer(cfg, total)
+        else:
+            _mlp(cfg, i, total)
+            total.other += (4 if model_type in _FOUR_NORMS else 2) * h
+    total.other += 2 * h if model_type in _FALCON else h  # final norm (Falcon's LayerNorm has a bias)
     embedding = vocab * h
     lm_head = 0 if cfg.get("tie_word_embeddings") else vocab * h
     active = None
     if total.experts:
-        active = total.linear + total.experts_active + embedding + lm_head + total.other
+        active = (total.linear + total.experts_active + embedding + lm_head + total.other
+                  - total.expert_biases + total.expert_biases_active)
     return ParamCount(linear=total.linear, experts=total.experts, embedding=embedding, lm_head=lm_head,
                       other=total.other, active=active)
 
@@ -98,9 +109,13 @@ class _AttentionBlocks:
         _mla_attention(self.cfg, self.tally)
 
     def recurrent(self) -> None:
-        if self.cfg["model_type"] != "qwen3_next":  # the one recurrent block counted: gated DeltaNet
+        model_type = self.cfg["model_type"]
+        if model_type in LIGHTNING_FAMILIES:
+            _lightning_attention(self.cfg, self.tally)
+        elif model_type == "qwen3_next":
+            _gated_deltanet(self.cfg, self.tally)
+        else:  # the recurrent blocks counted: MiniMax lightning attention and Qwen3-Next's gated DeltaNet
             raise _Uncountable("recurrent block")
-        _gated_deltanet(self.cfg, self.tally)
 
     def unknown(self, kind: LayerGroup) -> None:
         raise _Uncountable(kind.kind)
@@ -145,12 +160,36 @@ def _gated_deltanet(cfg: dict, t: _Tally) -> None:
     t.other += conv_dim * cfg["linear_conv_kernel_dim"] + 2 * v_heads + v_dim
 
 
+def _lightning_attention(cfg: dict, t: _Tally) -> None:
+    """MiniMax lightning attention: fused q/k/v, an output gate, out_proj, and a norm over all heads."""
+    h, inner = cfg["hidden_size"], cfg["num_attention_heads"] * cfg["head_dim"]
+    t.linear += h * 3 * inner + h * inner + inner * h
+    t.other += inner
+
+
+def _falcon_layer(cfg: dict, t: _Tally) -> None:
+    """Falcon / RefinedWeb beyond q/k/v/o (fused into one QKV matrix, the same count): a 4h GELU MLP,
+    LayerNorms with biases, and with `bias` set the attention's and MLP's biases (transformers' FalconModel)."""
+    h, heads, head_dim = cfg["hidden_size"], cfg["num_attention_heads"], cfg["head_dim"]
+    qkv = (heads + 2 * cfg["num_key_value_heads"]) * head_dim
+    new_arch = bool(cfg.get("new_decoder_architecture")) or cfg.get("n_head_kv") is not None
+    ffn = cfg.get("ffn_hidden_size") or 4 * h
+    if not cfg.get("parallel_attn", True):
+        norms = 2
+    elif new_arch:
+        norms = cfg.get("num_ln_in_parallel_attn") or 2
+    else:
+        norms = cfg.get("num_ln_in_parallel_attn") or 1
+    t.linear += 2 * h * ffn
+    t.other += norms * 2 * h + (qkv + h + ffn + h if cfg.get("bias") else 0)
+
+
 def _is_moe_layer(cfg: dict, i: int) -> bool:
     experts = _num_experts(cfg)
     if not experts:
         return False
     model_type = cfg["model_type"]
-    if model_type in ("deepseek_v2", "deepseek_v3", "kimi_k2"):
+    if model_type in ("deepseek", "deepseek_v2", "deepseek_v3", "kimi_k2"):
         return i >= cfg.get("first_k_dense_replace", 0) and i % cfg.get("moe_layer_freq", 1) == 0
     if model_type in ("qwen2_moe", "qwen3_moe", "qwen3_next"):
         if i in (cfg.get("mlp_only_layers") or []):
@@ -175,6 +214,8 @@ def _mlp(cfg: dict, i: int, t: _Tally) -> None:
     t.other += h * experts  # router
     if model_type == "gpt_oss":
         t.other += experts + experts * (2 * inter + h)  # router bias, expert biases
+        t.expert_biases += experts * (2 * inter + h)
+        t.expert_biases_active += top_k * (2 * inter + h)
     if model_type == "deepseek_v3" or cfg.get("topk_method") == "noaux_tc":
         t.other += experts  # e_score_correction_bias
     t.experts += experts * per_expert

@@ -12,6 +12,7 @@ Counting rules (docs/online.md):
 """
 
 import json
+import re
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from ..errors import InputError
 from ..units import fmt_gib
 
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
+_MAX_SHARDS = 100_000
 
 # Module names (a dotted segment near the front of a tensor name) that belong to a non-text part
 # of a multimodal checkpoint. A generic projector feeds whichever tower exists, so it gets its own bucket.
@@ -158,21 +160,46 @@ def _tied_lm_head(tensors: dict[str, tuple[str, int, tuple[int, ...]]]) -> str |
 def checkpoint_bytes(model_dir: Path, tied_embeddings: bool = False) -> CheckpointBytes | None:
     """Sum tensor bytes over the `*.safetensors` in `model_dir`; None when there are none.
 
-    With an index, every shard it lists must be present; a partial download falls back to the
-    index's total rather than undercounting.
+    The shards a checkpoint should have come from its index (`weight_map`), else from numbered
+    names (`model-00001-of-00004.safetensors`). When some are not on disk the headers present
+    would undercount: the index's `metadata.total_size` answers instead, labelled with the missing
+    shards; without it the checkpoint is refused, naming them.
     """
     files = sorted(model_dir.glob("*.safetensors"))
     index = model_dir / "model.safetensors.index.json"
-    if files and index.is_file():
-        listed = _index_shards(index)
-        if listed and not listed <= {p.name for p in files}:
-            return _from_index(index)
-        if listed:
-            files = [p for p in files if p.name in listed]
+    expected = _index_shards(index) if index.is_file() else _numbered_shards(p.name for p in files)
+    missing = sorted(expected - {p.name for p in files})
+    if missing:
+        return _from_index(index, missing, len(expected)) if index.is_file() else _refuse_partial(model_dir, missing)
+    if expected:
+        files = [p for p in files if p.name in expected]
     if not files:
-        return _from_index(index) if index.is_file() else None
+        return _from_index(index, [], 0) if index.is_file() else None
     return summarize_headers(((p.name, read_header(p)) for p in files), source="safetensors headers",
                              tied_embeddings=tied_embeddings)
+
+
+_NUMBERED_SHARD = re.compile(r"^(?P<stem>.+)-(?P<i>\d{5})-of-(?P<n>\d{5})\.safetensors$")
+
+
+def _numbered_shards(names) -> set[str]:
+    """Every shard name that numbered shards on disk imply (stem-0000i-of-0000n for i in 1..n)."""
+    expected = set()
+    for name in names:
+        m = _NUMBERED_SHARD.match(name)
+        if m and 0 < int(m["n"]) <= _MAX_SHARDS:
+            expected |= {f"{m['stem']}-{i:05d}-of-{m['n']}.safetensors" for i in range(1, int(m["n"]) + 1)}
+    return expected
+
+
+def _shard_list(missing: list[str]) -> str:
+    shown = ", ".join(missing[:3])
+    return shown + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+
+
+def _refuse_partial(model_dir: Path, missing: list[str]):
+    raise InputError(f"{model_dir}: incomplete checkpoint, {len(missing)} shard(s) missing ({_shard_list(missing)}) "
+                     "and no model.safetensors.index.json to size them from; download them, or give --weights SIZE")
 
 
 def _read_index(index: Path) -> dict:
@@ -190,11 +217,13 @@ def _index_shards(index: Path) -> set[str]:
     return {str(v) for v in weight_map.values()} if isinstance(weight_map, dict) else set()
 
 
-def _from_index(index: Path) -> CheckpointBytes:
+def _from_index(index: Path, missing: list[str], num_shards: int) -> CheckpointBytes:
+    gap = (f"{len(missing)} of {num_shards} shards not on disk ({_shard_list(missing)})" if missing else "")
     try:
         total = int(_read_index(index)["metadata"]["total_size"])
     except (KeyError, TypeError, ValueError, InputError):
-        raise InputError(f"{index}: no readable metadata.total_size") from None
+        raise InputError(f"{index}: no readable metadata.total_size" + (f" to stand in for {gap}" if gap else "")) from None
     if total <= 0:
         raise InputError(f"{index}: metadata.total_size must be positive")
-    return CheckpointBytes(total, {}, 0, (index.name,), source="model.safetensors.index.json metadata.total_size")
+    source = "model.safetensors.index.json metadata.total_size" + (f" ({gap})" if gap else "")
+    return CheckpointBytes(total, {}, 0, (index.name,), source=source)

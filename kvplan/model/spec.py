@@ -17,6 +17,7 @@ class ParamCount:
     lm_head: int  # 0 when tied to the embedding
     other: int  # norms, biases, router biases, sinks, conv kernels: stay 16-bit
     active: int | None = None  # per token, for MoE (all experts' weights count in `total`)
+    multimodal: int = 0  # vision / audio towers and projectors: reported apart, not in `total`
 
     @property
     def total(self) -> int:
@@ -44,6 +45,7 @@ class ModelSpec:
     tie_word_embeddings: bool = False
     num_experts: int = 0
     source: str = ""  # where it came from: bundled:<file>, config:<path>, cache:<id>, raw
+    derivation: str = "light normalizer"  # which path read the config (docs/models.md)
     hf_id: str | None = None
     params_official: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
@@ -82,7 +84,8 @@ class ModelSpec:
         from dataclasses import replace
 
         groups = tuple(g2 for g in self.groups if (g2 := g.restricted_to(layer_subset)) is not None)
-        return replace(self, groups=groups, num_layers=sum(g.num_layers for g in groups))
+        # a layer may hold two kinds at once (Falcon-H1: attention and Mamba in parallel): count indices
+        return replace(self, groups=groups, num_layers=len(layer_subset & set(range(self.num_layers))))
 
     def layout(self) -> str:
         return "; ".join(f"{g.num_layers}x {g.describe()}" for g in self.groups)

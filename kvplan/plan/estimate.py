@@ -20,12 +20,14 @@ class ContextRow:
     kv_bytes_per_request: int  # whole model
     kv_bytes_per_request_per_gpu: int
     max_concurrent_users: int | None  # None without a budget
+    kv_bytes_per_request_steady: int  # whole model, decoding: windows capped, no prefill chunk
 
 
 @dataclass(frozen=True)
 class Estimate:
     model: str
     model_source: str
+    model_derivation: str  # which path read the model: bundled spec, light normalizer, introspection
     layout: str
     engine: str
     engine_version: str
@@ -40,7 +42,10 @@ class Estimate:
     kv_bytes_total: int
     kv_bytes_per_token_per_gpu: int
     kv_bytes_per_request_per_gpu: int
+    kv_bytes_per_request_steady: int
+    kv_bytes_per_request_steady_per_gpu: int
     state_bytes_per_request: int
+    params: dict | None  # ParamCount fields plus total; None when not counted
     weights_bytes: int | None
     weights_bytes_per_gpu: int | None
     weights_basis: str
@@ -77,7 +82,7 @@ def settings_used(dep: Deployment, est: Estimate) -> Deployment:
 def estimate(model: LoadedModel, dep: Deployment) -> Estimate:
     spec = model.spec
     policy = get_policy(dep.engine).bind(spec, model.config)
-    notes: list[str] = []
+    notes: list[str] = list(spec.notes)
     dtypes = dtype_plan(spec, dep.weight_dtype, notes)
     kv = dtypes.kv(dep.kv_dtype)
     max_model_len = _max_model_len(spec, dep, notes)
@@ -132,14 +137,18 @@ def estimate(model: LoadedModel, dep: Deployment) -> Estimate:
         pool = replace(pool, num_blocks=report.figures["num_blocks"], kv_cache_tokens=report.figures["kv_cache_tokens"])
         mcc = report.figures["max_concurrency"]
     return Estimate(
-        model=spec.name, model_source=spec.source, layout=spec.layout(), engine=policy.name,
+        model=spec.name, model_source=spec.source, model_derivation=spec.derivation, layout=spec.layout(),
+        engine=policy.name,
         engine_version=policy.version, deployment=_deployment_dict(dep), kv_dtype=kv.name, weights_dtype=weights.dtype,
         context_tokens=context, max_model_len=max_model_len, batch=dep.batch,
         kv_bytes_per_token=ceil_bytes(whole_per_token), kv_bytes_per_request=per_request_whole,
         kv_bytes_total=per_request_whole * dep.batch,
         kv_bytes_per_token_per_gpu=ceil_bytes(per_gpu_per_token),
         kv_bytes_per_request_per_gpu=max(policy.request_bytes(s, context, kv, dep) for s in stages),
+        kv_bytes_per_request_steady=spec.bytes_per_request(context, kv),
+        kv_bytes_per_request_steady_per_gpu=max(s.bytes_per_request(context, kv, dep.tp) for s in stages),
         state_bytes_per_request=spec.state_bytes(kv),
+        params={**asdict(spec.params), "total": spec.params.total} if spec.params is not None else None,
         weights_bytes=weights.total_bytes, weights_bytes_per_gpu=weights_per_gpu, weights_basis=weights.basis,
         gpu=dep.gpu.name if dep.gpu else None, gpu_memory_bytes=gpu_memory,
         overhead=[asdict(t) for t in terms] if budget is not None and dep.kv_cache_memory_bytes is None else [],
@@ -237,7 +246,7 @@ def _row(policy, spec, stages, budget, kv, dep, context, block_size) -> ContextR
     if budget is not None:
         users = min(policy.max_users(s, policy.pool(s, budget, kv, dep), context, kv, dep) for s in stages)
     return ContextRow(context, spec.bytes_per_request(context, kv, 1, block_size, dep.max_num_batched_tokens),
-                      per_gpu, users)
+                      per_gpu, users, spec.bytes_per_request(context, kv))
 
 
 def _verdict(dep: Deployment, *, weights_per_gpu, gpu_memory, budget, users, context, max_ctx, longest_single,

@@ -15,13 +15,15 @@ class Weights:
 
 
 def bytes_from_params(params: ParamCount, fmt: WeightFormat, quantized_scope: str = "linear") -> int:
-    """Quantized formats store matmul weights low-bit; embeddings, lm_head, norms, biases stay 16-bit."""
+    """Quantized formats store matmul weights low-bit; embeddings, lm_head, norms, biases and vision/audio
+    towers (which engines load beside the text model) stay 16-bit."""
     bits = fmt.linear.bits_per_elem()
     other_bits = Fraction(fmt.other_bits)
+    kept = params.embedding + params.lm_head + params.other + params.multimodal
     if quantized_scope == "experts":
-        low, high = params.experts, params.linear + params.embedding + params.lm_head + params.other
+        low, high = params.experts, params.linear + kept
     else:
-        low, high = params.linear + params.experts, params.embedding + params.lm_head + params.other
+        low, high = params.linear + params.experts, kept
     total = low * bits + high * other_bits
     return ceil_bytes(total / 8)  # bits -> bytes
 
@@ -42,5 +44,7 @@ def weight_bytes(model: LoadedModel, dtype: str | None, override_bytes: int | No
         return Weights(None, fmt.name, "unknown: no parameter count for this model (give --weights)")
     scope = spec.quantized_scope if dtype is None else "linear"
     params = spec.params
+    towers = f" + {params.multimodal:,} vision/audio tower params" if params.multimodal else ""
     return Weights(bytes_from_params(params, fmt, scope), fmt.name,
-                   f"{params.total:,} params x {fmt.name}" + (" (experts only)" if scope == "experts" and fmt.quantized else ""))
+                   f"{params.total:,} params{towers} x {fmt.name}"
+                   + (" (experts only)" if scope == "experts" and fmt.quantized else ""))

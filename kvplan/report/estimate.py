@@ -36,6 +36,7 @@ class ContextRecord:
     kv_bytes_per_request_per_gpu: int = col("KV / request / GPU", show=fmt_gib)
     kv_budget_bytes: int | None = data()
     max_concurrent_users: int | None = col("max users")
+    kv_bytes_per_request_steady: int = data()
 
 
 def render_estimate(est: Estimate, fmt: str = "table") -> None:
@@ -49,7 +50,7 @@ def estimate_report(est: Estimate) -> Report:
              f"(tp={dep['tp']}, pp={dep['pp']}, engine {est.engine}{version})")
     contexts = [ContextRecord(est.model, est.gpu or "", dep["tp"], dep["pp"], est.kv_dtype, r.context_tokens,
                               r.kv_bytes_per_request, r.kv_bytes_per_request_per_gpu, est.kv_budget_bytes,
-                              r.max_concurrent_users) for r in est.contexts]
+                              r.max_concurrent_users, r.kv_bytes_per_request_steady) for r in est.contexts]
     users_table = Table(ContextRecord, contexts, title="Users per context")
     blocks = [Line(title, "title"), Pairs(summary_pairs(est)),
               Table(MemoryRow, memory_rows(est), title="Memory per GPU")]
@@ -69,11 +70,14 @@ def summary_pairs(est: Estimate) -> list[tuple[str, str]]:
     state = " + state" if est.state_bytes_per_request else ""
     pairs = [
         ("Model", f"{est.model} ({est.model_source})"),
+        ("Read by", est.model_derivation),
         ("Layout", est.layout),
         ("KV dtype / weights", f"{est.kv_dtype} / {est.weights_dtype}"),
         ("KV per token", f"{est.kv_bytes_per_token:,} B (whole model, no window cap)"),
         (f"KV{state} per request @ {est.context_tokens:,}",
-         f"{both_units(est.kv_bytes_per_request)}  [{est.kv_bytes_per_request:,} B]"),
+         f"{both_units(est.kv_bytes_per_request)}  [{est.kv_bytes_per_request:,} B] (peak, what the engine reserves)"),
+        ("  decode steady state",
+         f"{both_units(est.kv_bytes_per_request_steady)}  [{est.kv_bytes_per_request_steady:,} B] (windows and chunks capped)"),
         (f"KV for batch {est.batch}", f"{both_units(est.kv_bytes_total)}  [{est.kv_bytes_total:,} B]"),
     ]
     if est.state_bytes_per_request:

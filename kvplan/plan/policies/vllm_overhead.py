@@ -86,6 +86,8 @@ def load_extra_terms(spec: ModelSpec, config: dict | None, dep: Deployment, act_
                   "positions (x rope scaling factor) x rotary dims x compute dtype, one per distinct rope")]
     if dep.weights_bytes is not None:  # --weights: the user's figure is the whole load
         return terms
+    if spec.params is not None and spec.params.multimodal:  # introspection counted the towers into the weights
+        return terms
     vision = vision_encoder_params(config)
     if vision is None:
         terms.append(Term("vision encoder", 0, "vision tower of unknown type: not counted (give --weights)"))
