@@ -101,6 +101,25 @@ def test_vllm_sliding_window_blocks_per_request():
     assert policy.request_blocks(groups, 100, dep) == 7 + 8
 
 
+def test_vllm_every_layer_sliding_keeps_its_window_in_concurrency():
+    """Mistral-7B-v0.1 (32 layers, all sliding 4096) on one H100, vLLM 0.19, 1,024 sequences: one KV cache group,
+    and get_max_concurrency_for_kv_cache_config still charges that group's max_memory_usage_bytes:
+    cdiv(min(4095 + 8192, 32768), 16) + 1 = 769 blocks, so 28,988 blocks give 37.70x (not 28,988 / 2,048 = 14.15x)."""
+    e = est("mistral-7b-v0.1", gpu=find_gpu("H100"), engine="vllm@0.19", max_model_len=32768, max_num_seqs=1024)
+    assert e.num_blocks == 28988 and e.engine_report["figures"]["blocks_per_request"] == 769
+    assert f"{e.max_concurrency:.2f}" == "37.70" and e.max_concurrent_users == 28988 // 769
+    # the whole-model and per-GPU columns use the same (engine's) rules: 769 blocks x 32 layers x 64 KiB
+    row = next(r for r in e.contexts if r.context_tokens == 32768)
+    assert row.kv_bytes_per_request == row.kv_bytes_per_request_per_gpu == e.kv_bytes_per_request == 769 * 32 * 65536
+
+
+def test_vllm_sliding_model_that_starts_is_not_called_a_refusal():
+    """2 GiB holds 1,024 blocks; one 32K request needs 769 of them: vLLM starts (1.33x), and so does the verdict."""
+    e = est("mistral-7b-v0.1", gpu=find_gpu("H100"), engine="vllm@0.19", max_model_len=32768,
+            kv_cache_memory_bytes=2 * GiB)
+    assert e.engine_report["refusal"] is None and e.fits is True and f"{e.max_concurrency:.2f}" == "1.33"
+
+
 @pytest.mark.parametrize("gpu,block", [("H100", 64), ("H200", 64), ("B200", 128), ("L4", 16), ("A100-80GB", 16)])
 def test_vllm_mla_block_size_follows_the_attention_backend(gpu, block):
     spec = load_model("deepseek-v2-lite").spec

@@ -91,7 +91,7 @@ def estimate(model: LoadedModel, dep: Deployment) -> Estimate:
     whole_per_token = spec.bytes_per_token(kv)
     per_gpu_per_token = max(s.bytes_per_token(kv, dep.tp) for s in stages)
     bottleneck = max(stages, key=lambda s: policy.request_bytes(s, context, kv, dep))
-    per_request_whole = spec.bytes_per_request(context, kv, 1, block_size, dep.max_num_batched_tokens)
+    per_request_whole = _whole_model_request_bytes(policy, spec, context, kv, dep)
 
     weights = weight_bytes(model, dtypes.weights, dep.weights_bytes)
     weights_per_gpu = -(-weights.total_bytes // dep.num_gpus) if weights.total_bytes is not None else None
@@ -115,7 +115,7 @@ def estimate(model: LoadedModel, dep: Deployment) -> Estimate:
         max_ctx = _max_context(policy, stages, budget, kv, dep, max_model_len, dep.batch)
         longest_single = _max_context(policy, stages, budget, kv, dep, max_model_len, 1)
 
-    rows = [_row(policy, spec, stages, budget, kv, dep, c, block_size)
+    rows = [_row(policy, spec, stages, budget, kv, dep, c)
             for c in _table_contexts(max_model_len, context)]
     fits, verdict, suggestions = _verdict(
         dep, weights_per_gpu=weights_per_gpu, gpu_memory=gpu_memory, budget=budget, users=users, context=context,
@@ -231,13 +231,18 @@ def _table_contexts(max_model_len: int, context: int) -> list[int]:
     return sorted(contexts)
 
 
-def _row(policy, spec, stages, budget, kv, dep, context, block_size) -> ContextRow:
+def _whole_model_request_bytes(policy: EnginePolicy, spec: ModelSpec, context: int, kv, dep: Deployment) -> int:
+    """One request's KV over the whole model by the engine's own rules (one GPU, no split), so the
+    whole-model and per-GPU figures differ only by the split, never by the accounting."""
+    return policy.request_bytes(spec, context, kv, replace(dep, tp=1, pp=1))
+
+
+def _row(policy, spec, stages, budget, kv, dep, context) -> ContextRow:
     per_gpu = max(policy.request_bytes(s, context, kv, dep) for s in stages)
     users = None
     if budget is not None:
         users = min(policy.max_users(s, policy.pool(s, budget, kv, dep), context, kv, dep) for s in stages)
-    return ContextRow(context, spec.bytes_per_request(context, kv, 1, block_size, dep.max_num_batched_tokens),
-                      per_gpu, users)
+    return ContextRow(context, _whole_model_request_bytes(policy, spec, context, kv, dep), per_gpu, users)
 
 
 def _verdict(dep: Deployment, *, weights_per_gpu, gpu_memory, budget, users, context, max_ctx, longest_single,

@@ -131,9 +131,12 @@ class VllmLayout:
     # --- pool ---
 
     def request_blocks(self, groups: list[KVGroup], context_tokens: int, dep: Deployment) -> int:
-        """Blocks one request of `context_tokens` tokens takes from the pool, by vLLM's worst case."""
-        if self._uniform_type(groups):
-            return cdiv(context_tokens, groups[0].spec.block_size)
+        """Blocks one request of `context_tokens` tokens takes from the pool, by vLLM's worst case: the sum
+        of every KV cache group's `max_memory_usage_bytes` in pages (`get_max_concurrency_for_kv_cache_config`,
+        vllm/v1/core/kv_cache_utils.py), a single group included, so a model whose every layer slides keeps
+        only its window. Without the hybrid manager every layer is one group, sized as full attention."""
+        if not self._hybrid_allocator:
+            groups = groups[:1]
         return sum(g.spec.blocks_per_request(context_tokens, dep.max_num_batched_tokens) for g in groups)
 
     def _block_bytes(self, groups: list[KVGroup]) -> int:
