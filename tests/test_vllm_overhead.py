@@ -293,6 +293,15 @@ def test_max_model_len_above_the_model_is_a_refusal_not_a_fit():
     assert e.fits is False and "greater than the model's derived maximum 131,072" in e.verdict
 
 
+def test_gemma3_max_model_len_is_not_scaled_again():
+    """vLLM's _get_and_verify_max_len skips rope scaling when "gemma3" is in model_type ("Gemma3's max_model_len
+    (128K) is already scaled"): 131,072, not 131,072 x 8; its rotary cache still covers the scaled range."""
+    e = estimate(load_model("gemma-3-27b"), Deployment(gpu=find_gpu("H200"), engine="vllm", max_model_len=200_000))
+    assert e.fits is False and "derived maximum 131,072" in e.verdict
+    assert estimate(load_model("gemma-3-27b"), Deployment(gpu=find_gpu("H200"), engine="vllm",
+                                                          max_model_len=131_072)).fits is True
+
+
 def test_a_log_without_a_gpu_flag_is_sized_from_the_total_it_printed():
     """llama-3.3-70b-fp8-tp2 0.19 log: "Requested memory: 0.950000 (util), 75.23 GiB" gives a 79.19 GiB total, which
     takes the >= 70 GiB scheduler row (1024 sequences) without naming the GPU."""

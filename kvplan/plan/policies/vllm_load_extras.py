@@ -39,8 +39,16 @@ def scaled_positions(spec: ModelSpec, config: dict | None) -> int:
 
 
 def derived_max_model_len(spec: ModelSpec, config: dict | None) -> int | None:
-    """vLLM's `_get_and_verify_max_len`; None when the model states no maximum."""
-    return scaled_positions(spec, config) if spec.max_position_embeddings else None
+    """vLLM's `_get_and_verify_max_len` (vllm/config/model.py); None when the model states no maximum.
+
+    Gemma 3 is the exception vLLM names: "Gemma3's max_model_len (128K) is already scaled by RoPE
+    scaling, so we skip applying the scaling factor again" (`"gemma3" not in hf_config.model_type`).
+    Its rotary cache is still built for the scaled range (`rotary_cache_bytes`)."""
+    if not spec.max_position_embeddings:
+        return None
+    if "gemma3" in str(_text_config(config).get("model_type") or (config or {}).get("model_type") or ""):
+        return spec.max_position_embeddings
+    return scaled_positions(spec, config)
 
 
 def rotary_cache_bytes(spec: ModelSpec, config: dict | None, act_elem_bytes: int) -> int:

@@ -7,7 +7,7 @@
 | 0.9.2+   | N // groups x block_size         | N / blocks one max_model_len request needs  |
 
 vLLM refuses to start when max_model_len exceeds what the model's config derives (max_position_
-embeddings, times the rope scaling factor for linear/dynamic/YaRN scaling) unless
+embeddings, times the rope scaling factor for linear/dynamic/YaRN scaling, except Gemma 3) unless
 VLLM_ALLOW_LONG_MAX_MODEL_LEN=1, and when one max_model_len request does not fit: V1 sums each
 layer's worst case, and from 0.8.4 reports the largest max_model_len that would fit (binary
 search); V0 refuses when max_model_len exceeds num_blocks x block_size.
