@@ -48,6 +48,7 @@ class Case:
     logged: dict  # term -> GiB
     predicted: dict  # term -> GiB or None
     notes: list
+    scheduler: tuple[int, int]  # (max_num_seqs, max_num_batched_tokens) the policy's defaults gave
 
 
 def header_flags(args: list[str]) -> dict:
@@ -93,7 +94,7 @@ def predict(path: Path) -> Case | None:
               "available KV": log.min_available_kv_gib()}
     notes = [] if est.weights_bytes is not None else ["weights not predicted (no parameter count)"]
     return Case(path.name, release or "?", est.engine_version, gpu.name, dep.tp, path.name in FIT, logged,
-                predicted, notes)
+                predicted, notes, (est.max_num_seqs, est.max_num_batched_tokens))
 
 
 def _gib(value: int | None) -> float | None:
@@ -160,8 +161,9 @@ def fit_constants(cases: list[Case]) -> str:
         loaded = load_model_from_flags(flags["model"])
         spec = loaded.spec
         dtypes = dtype_plan(spec, flags.get("dtype"))
-        rows = 1024 if c.gpu.startswith(("H100", "H200")) else 256
-        dep = Deployment(tp=c.tp, max_num_seqs=rows, max_num_batched_tokens=8192)
+        seqs, tokens = c.scheduler  # the policy's defaults for this GPU and release (vllm_defaults.py)
+        rows = min(seqs, tokens)
+        dep = Deployment(tp=c.tp, max_num_seqs=seqs, max_num_batched_tokens=tokens)
         if log.cuda_graph_gib is not None and log.cuda_graph_basis == "estimate":
             graphs.append(log.cuda_graph_gib * GiB / (spec.num_layers * cuda_graph_count(spec, dep)))
         if log.activation_gib * GiB > forward_peak_bytes(spec, dep, dtypes.act_elem_bytes):

@@ -121,14 +121,27 @@ def test_pool_lines_reproduced_from_the_logged_available_memory(name):
     assert len(pool) == (2 if log.concurrency is not None else 1) and all(r.agrees for r in pool), pool
 
 
-def test_the_constants_were_fitted_on_the_fit_logs_only():
-    """benchmarks/vllm_log_errors.py --fit recomputes them from its FIT logs; the code holds what they give."""
+def benchmark_cases():
     sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
     try:
         import vllm_log_errors as bench
     finally:
         sys.path.pop(0)
-    cases = [c for p in sorted(LOGS.glob("*.log")) if (c := bench.predict(p)) is not None]
+    return bench, [c for p in sorted(LOGS.glob("*.log")) if (c := bench.predict(p)) is not None]
+
+
+def test_the_benchmark_fits_with_the_policys_scheduler_defaults():
+    """One scheduler rule: the benchmark's rows are the policy's defaults for each log's GPU and release (the A100
+    log of 0.10.1.1 printed max_num_batched_tokens=2048 and gets 256 rows, not an H100-name test's)."""
+    _, cases = benchmark_cases()
+    by_name = {c.name: c for c in cases}
+    assert by_name["qwen2-7b-tp2-a100-80gb-vllmbench.log"].scheduler == (256, 2048)
+    assert all(c.scheduler == (1024, 8192) for c in cases if c.gpu == "H100-SXM")
+
+
+def test_the_constants_were_fitted_on_the_fit_logs_only():
+    """benchmarks/vllm_log_errors.py --fit recomputes them from its FIT logs; the code holds what they give."""
+    bench, cases = benchmark_cases()
     fitted = bench.fit_constants(cases)
     assert "13.42 from 4 logs (code: 13.4)" in fitted and "243 KiB" in fitted and "(code: 243 KiB)" in fitted
     assert sum(c.fit for c in cases) == len(bench.FIT) and sum(not c.fit for c in cases) >= 15
@@ -167,14 +180,24 @@ def test_vision_towers_counted_from_vision_config():
     assert vision_encoder_params({"vision_config": {"model_type": "some_new_tower"}}) is None
 
 
-# --- scheduler defaults (vllm/engine/arg_utils.py get_batch_defaults) ---
+# --- scheduler defaults (vllm/engine/arg_utils.py _set_default_args_v1, later get_batch_defaults) ---
 
 @pytest.mark.parametrize("gpu,offline,release,expected", [
     ("H100", False, "0.19", (1024, 8192)), ("H200", False, "0.19", (1024, 8192)),
     ("MI300X", False, "0.19", (1024, 8192)), ("A100-80GB", False, "0.19", (256, 2048)),
     ("A100-40GB", False, "0.19", (256, 2048)), ("L40S", False, "0.19", (256, 2048)), ("L4", False, "0.19", (256, 2048)),
     ("H100", True, "0.19", (1024, 16384)), ("L4", True, "0.19", (256, 8192)),
-    ("H100", False, "0.8.5", (256, 8192)), ("A100-80GB", False, "0.8.5", (256, 8192)),
+    # PR #17885 (0.9.0): >= 70 GiB and not an A100 -- 0.9.0 and 0.9.1 share the 0.8.4 layout family, not its defaults
+    ("A100-80GB", False, "0.9.0", (256, 2048)), ("A100-80GB", False, "0.9.1", (256, 2048)),
+    ("B200", False, "0.9.1", (1024, 8192)),
+    # PR #17073 (0.8.5): device memory >= 70 GiB, the A100-80GB included
+    ("A100-80GB", False, "0.8.5", (1024, 8192)), ("MI300X", False, "0.8.5", (1024, 8192)),
+    # PR #16158 (0.8.4): "h100"/"h200" in the device name; 1024 sequences there only
+    ("H100", False, "0.8.4", (1024, 8192)), ("A100-80GB", False, "0.8.4", (256, 2048)),
+    ("MI300X", False, "0.8.4", (256, 2048)), ("B200", True, "0.8.4", (256, 8192)),
+    # 0.8.0-0.8.3: V1's 1024 sequences everywhere (0.8.2 on an RTX 4090 warms up "sampler with 1024 dummy
+    # requests", vllm #15617), the token budget by name (PR #12369)
+    ("RTX-4090", False, "0.8.2", (1024, 2048)), ("H200", False, "0.8.0", (1024, 8192)),
 ])
 def test_scheduler_defaults_per_gpu_entry_point_and_release(gpu, offline, release, expected):
     d = scheduler_defaults(resolve_vllm_version(release), find_gpu(gpu), offline, 8192)

@@ -1,7 +1,8 @@
 """Which vLLM release follows which rule: `--engine vllm@X` resolves X to one family of rules.
 
 A family is named after its first release. Every rule below changed at a release named in
-docs/engines.md with the vLLM pull request or log that shows it:
+docs/engines.md with the vLLM pull request or log that shows it (scheduler defaults changed at
+releases of their own: vllm_defaults.py reads `VllmRules.release`):
 
 | family  | releases        | what changed at its first release                                                  |
 |---------|-----------------|------------------------------------------------------------------------------------|
@@ -29,14 +30,14 @@ NEWEST_MODELLED = (0, 24)
 @dataclass(frozen=True)
 class VllmRules:
     family: str  # the label reports show, e.g. "0.12"
-    release: tuple[int, int, int] | None  # the release asked for; None for V0 given as "v0" or a source build
+    release: tuple[int, int, int] | None  # the release asked for (scheduler defaults follow it, vllm_defaults.py);
+    # None for "v0", no version, "latest" or a source build
     v1: bool = True
     hybrid_allocator: bool = True  # per-kind KV groups sharing one block pool
     chunked_local_hybrid: bool = True  # chunked-local layers keep only their chunk (else sized as full attention)
     refusal_estimates_max_len: bool = True  # "the estimated maximum model length is N"
     graphs_in_budget: bool = False  # the CUDA-graph estimate is subtracted before the KV budget
     memory_profiling: bool = True  # non-torch = growth during profiling (context and pre-load NCCL excluded)
-    large_gpu_defaults: str = "seqs1024"  # batch defaults on >= 70 GiB GPUs: "seqs1024" (A100 excluded) | "tokens-only"
     note: str = ""
 
     @property
@@ -47,11 +48,10 @@ class VllmRules:
 
 _FAMILIES = {
     "v0": dict(v1=False, hybrid_allocator=False, chunked_local_hybrid=False, refusal_estimates_max_len=False,
-               memory_profiling=False, large_gpu_defaults="tokens-only"),
+               memory_profiling=False),
     "0.8.0": dict(hybrid_allocator=False, chunked_local_hybrid=False, refusal_estimates_max_len=False,
-                  memory_profiling=False, large_gpu_defaults="tokens-only"),
-    "0.8.4": dict(hybrid_allocator=False, chunked_local_hybrid=False, memory_profiling=False,
-                  large_gpu_defaults="tokens-only"),
+                  memory_profiling=False),
+    "0.8.4": dict(hybrid_allocator=False, chunked_local_hybrid=False, memory_profiling=False),
     "0.9.2": {},
     "0.10.1": dict(chunked_local_hybrid=False),
     "0.12": {},
