@@ -86,7 +86,7 @@ def predict(path: Path) -> Case | None:
     predicted = {
         "weights": _gib(weights), "activation": _gib(terms.get("activation peak")),
         "non-torch": _gib(terms.get("non-torch (CUDA/NCCL)")),
-        "CUDA graphs (estimate)": _gib(cuda_graph_bytes(loaded.spec, used_dep)),
+        "CUDA graphs (estimate)": _gib(cuda_graph_bytes(loaded.spec, used_dep, loaded.config)),
         "available KV": _gib(est.kv_budget_bytes),
     }
     logged = {"weights": log.weights_gib, "activation": log.activation_gib, "non-torch": log.non_torch_gib,
@@ -165,7 +165,7 @@ def fit_constants(cases: list[Case]) -> str:
         rows = min(seqs, tokens)
         dep = Deployment(tp=c.tp, max_num_seqs=seqs, max_num_batched_tokens=tokens)
         if log.cuda_graph_gib is not None and log.cuda_graph_basis == "estimate":
-            graphs.append(log.cuda_graph_gib * GiB / (spec.num_layers * cuda_graph_count(spec, dep)))
+            graphs.append(log.cuda_graph_gib * GiB / (spec.num_layers * cuda_graph_count(spec, dep, loaded.config)))
         if log.activation_gib * GiB > forward_peak_bytes(spec, dep, dtypes.act_elem_bytes):
             sampler.append(log.activation_gib * GiB / (rows * spec.vocab_size) - dtypes.act_elem_bytes)
     for c in fit:

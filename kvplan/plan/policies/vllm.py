@@ -67,7 +67,7 @@ class VllmPolicy(VllmLayout, VllmStartup, GenericPolicy):  # the generic budget 
 
     def cuda_graph_estimate(self, spec: ModelSpec, dep: Deployment) -> int:
         """What vLLM estimates its CUDA graphs take (it subtracts the estimate from 0.21 on)."""
-        return cuda_graph_bytes(spec, dep)
+        return cuda_graph_bytes(spec, dep, self.config)
 
 
 @register
