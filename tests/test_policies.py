@@ -38,8 +38,9 @@ def test_every_engine_is_registered():
 @pytest.mark.parametrize("text,version", [("vllm", "0.21"), ("vllm@v0", "v0"), ("vllm@0.6.3", "v0"),
                                           ("vllm@0.8.3", "0.8.0"), ("vllm@0.8.5", "0.8.4"), ("vllm@0.9.1", "0.8.4"),
                                           ("vllm@0.9.2", "0.9.2"), ("vllm@0.10.0", "0.9.2"), ("vllm@0.10.1.1", "0.10.1"),
-                                          ("vllm@0.11.2", "0.10.1"), ("vllm@0.12.0", "0.12"), ("vllm@0.19.0", "0.12"),
-                                          ("vllm@0.20.9", "0.12"), ("vllm@0.21.0", "0.21"), ("vllm@0.24.1", "0.21"),
+                                          ("vllm@0.11.2", "0.10.1"), ("vllm@0.12.0", "0.12"), ("vllm@0.17.1", "0.12"),
+                                          ("vllm@0.19.0", "0.18"), ("vllm@0.20.1", "0.18"), ("vllm@0.20.2", "0.21"),
+                                          ("vllm@0.21.0", "0.21"), ("vllm@0.24.1", "0.21"),
                                           ("vllm@latest", "0.21"),
                                           ("vllm@0.1.dev7548+gbaba038", "0.21"), ("trtllm@pytorch", "1.0"),
                                           ("trtllm", "0.13"), ("sglang@0.5.2", "0.5")])
@@ -90,6 +91,43 @@ def test_vllm_hybrid_groups(sliding, full, sizes):
     policy = get_policy("vllm").bind(spec := _hybrid(sliding, full))
     groups = policy.kv_groups(spec, BF16, engine_deployment(policy, spec))
     assert [len(g.layers) for g in groups] == sizes
+
+
+@pytest.mark.parametrize("release,sliding,full,sizes", [
+    ("0.11.0", 12, 14, [12, 7, 7]),  # before PR 29303: always the smallest count
+    ("0.12.0", 12, 14, [12, 14]),  # 14 < 1.25 x 12: the largest count, the sliding group padded
+    ("0.17.1", 12, 17, [12, 9, 8]),  # 17 >= 1.25 x 12
+    ("0.18.0", 12, 17, [12, 17]),  # PR 36684: 17 < 1.5 x 12
+])
+def test_vllm_hybrid_group_size_rule_follows_the_release(release, sliding, full, sizes):
+    policy = get_policy(f"vllm@{release}").bind(spec := _hybrid(sliding, full))
+    groups = policy.kv_groups(spec, BF16, engine_deployment(policy, spec))
+    assert [len(g.layers) for g in groups] == sizes
+
+
+def test_vllm_refusal_counts_group_padding_from_0_18():
+    """Gemma-3-27B at 131,072 tokens (10 full + 52 sliding-1024 layers, groups of 10, page 16 x 16 x 128 x 2 x 2 B):
+    the real layers need 10 x 8,192 + 52 x 577 = 111,924 pages; from 0.18 vLLM charges group size x the groups'
+    blocks, 10 x (8,192 + 6 x 577) = 116,540 (`_max_memory_usage_bytes_from_groups`)."""
+    page = 2 * 16 * 16 * 128 * 2
+    kw = dict(max_model_len=131072, max_num_batched_tokens=8192, kv_cache_memory_bytes=114_000 * page)
+    old = est("gemma-3-27b", engine="vllm@0.17.1", **kw)
+    new = est("gemma-3-27b", engine="vllm@0.19.0", **kw)
+    # 0.17 starts (its check sums real layers), though 11,400 blocks cannot hold one 11,654-block request
+    assert old.engine_report["refusal"] is None and "the engine starts, but cannot run such a request" in old.verdict
+    assert new.fits is False and "needs 14.23 GiB" in new.engine_report["refusal"]  # 116,540 x 128 KiB
+    policy = get_policy("vllm@0.19.0").bind(spec := load_model("gemma-3-27b").spec)
+    assert policy.needed_bytes(spec, 131072, BF16, engine_deployment(policy, spec, max_num_batched_tokens=8192)) \
+        == 116_540 * page
+
+
+def test_vllm_tokens_line_is_concurrency_times_max_model_len_from_0_20_2():
+    """100,000 blocks of Gemma-3-27B at 8,192 tokens (7 groups; a request takes 512 + 6 x 513 = 3,590 blocks):
+    0.19 logs 100,000 // 7 x 16 = 228,560 tokens; 0.20.2+ int(100,000 / 3,590 x 8,192) = 228,189."""
+    block = 10 * 2 * 16 * 16 * 128 * 2
+    kw = dict(max_model_len=8192, max_num_batched_tokens=8192, kv_cache_memory_bytes=100_000 * block)
+    assert est("gemma-3-27b", engine="vllm@0.19.0", **kw).kv_cache_tokens == 228_560
+    assert est("gemma-3-27b", engine="vllm@0.20.2", **kw).kv_cache_tokens == 228_189
 
 
 def test_vllm_sliding_window_blocks_per_request():

@@ -94,7 +94,7 @@ def _concurrency_row(log: StartupLog, predicted: float, low: float, high: float,
 
 def _consistency_rows(out, log, policy, stages, kv, dep, max_model_len) -> None:
     """Without the budget: does one block count explain both the logged tokens and the logged concurrency?"""
-    candidates = policy.block_counts_for_tokens(stages[0], log.kv_cache_tokens, kv, dep)
+    candidates = policy.block_counts_for_tokens(stages[0], log.kv_cache_tokens, kv, dep, max_model_len)
     per_block = policy.block_bytes(stages[0], kv, dep)
     reports = [policy.report_for_budgets(stages, [n * per_block] * len(stages), kv, dep, max_model_len)
                for n in candidates]

@@ -117,12 +117,13 @@ def estimate(model: LoadedModel, dep: Deployment) -> Estimate:
 
     rows = [_row(policy, spec, stages, budget, kv, dep, c)
             for c in _table_contexts(max_model_len, context)]
+    report = policy.report(stages, budget, kv, dep, max_model_len) if budget is not None else None
     fits, verdict, suggestions = _verdict(
         dep, weights_per_gpu=weights_per_gpu, gpu_memory=gpu_memory, budget=budget, users=users, context=context,
         max_ctx=max_ctx, longest_single=longest_single, max_model_len=max_model_len, kv=kv,
         weights_quantized=dtypes.weights_label not in FLOAT_DTYPES,
-        weights_limit=policy.weights_limit_bytes(gpu_memory, dep) if gpu_memory is not None else None)
-    report = policy.report(stages, budget, kv, dep, max_model_len) if budget is not None else None
+        weights_limit=policy.weights_limit_bytes(gpu_memory, dep) if gpu_memory is not None else None,
+        engine_starts=report is not None and report.refusal is None)
     if report is not None and report.lines:
         notes.append(f"{policy.name} {policy.version} would log: " + " | ".join(report.lines))
     refusal = policy.max_model_len_refusal(spec, max_model_len) or (report.refusal if report is not None else None)
@@ -246,7 +247,8 @@ def _row(policy, spec, stages, budget, kv, dep, context) -> ContextRow:
 
 
 def _verdict(dep: Deployment, *, weights_per_gpu, gpu_memory, budget, users, context, max_ctx, longest_single,
-             max_model_len, kv, weights_quantized, weights_limit) -> tuple[bool | None, str, list[str]]:
+             max_model_len, kv, weights_quantized, weights_limit,
+             engine_starts: bool = False) -> tuple[bool | None, str, list[str]]:
     """Fits or not, in words, with the knobs that would change the answer. Checks run from the most
     basic (do the weights fit) to the most specific (does the asked batch fit)."""
     if budget is None:
@@ -272,8 +274,11 @@ def _verdict(dep: Deployment, *, weights_per_gpu, gpu_memory, budget, users, con
         return False, f"does not fit: context {context:,} exceeds max_model_len {max_model_len:,}", [
             "raise --max-model-len (up to what the model supports) or shorten --context"]
     if longest_single is not None and longest_single < max_model_len:
+        # The engine's own start-up check passed (engine_starts) yet its pool cannot hold one such request.
+        consequence = ("the engine starts, but cannot run such a request" if engine_starts
+                       else "an engine refuses to start")
         return False, (f"does not fit: one request of max_model_len {max_model_len:,} tokens needs more KV than "
-                       "the budget holds (an engine refuses to start)"), [
+                       f"the budget holds ({consequence})"), [
             f"--max-model-len {longest_single:,} or less fits" if longest_single else "no request fits at all",
             "a larger --tp or GPU adds KV budget"]
     if users is None or users < dep.batch:

@@ -35,7 +35,7 @@ from .vllm_versions import VllmRules
 SAMPLER_FP32_BYTES = 13.4  # per logit, besides the compute-dtype logits (fitted on the 0.19 FIT logs: 13.42)
 NON_TORCH_SINGLE_GPU_BYTES = 256 * MiB  # cuBLAS/cuDNN workspaces (0.24-0.26 GiB in every 0.19 tp=1 log)
 NON_TORCH_MULTI_GPU_BYTES = {"0.9.2": 96 * MiB, "0.10.1": 96 * MiB,  # 0.09 GiB in the 0.11.1 tp=4 log
-                             "0.12": 2150 * MiB, "0.21": 2150 * MiB}  # 2.07-2.17 GiB in the 0.19 tp>1 logs
+                             "0.12": 2150 * MiB, "0.18": 2150 * MiB, "0.21": 2150 * MiB}  # 2.07-2.17 GiB in the 0.19 tp>1 logs
 # vLLM <= 0.9.1 counted every non-torch byte on the device, the CUDA context included.
 NON_TORCH_BEFORE_PROFILING_BYTES = {False: 768 * MiB, True: 1280 * MiB}  # {multi_gpu: bytes}, not checked on logs
 # One captured graph keeps per-layer buffers: fitted on the 0.19 FIT logs' "Estimated CUDA graph memory" lines
