@@ -216,7 +216,7 @@ def test_sglang_k_size_from_published_log_vllm21348():
 def test_sglang_budget_is_fraction_of_free_memory_minus_weights():
     gpu = find_gpu("H100")
     e = est("llama-3.1-8b", gpu=gpu, engine="sglang", gpu_memory_utilization=0.88, max_model_len=8192)
-    free_before = gpu.memory_bytes - 256 * MiB  # the generic single-GPU CUDA context term
+    free_before = gpu.engine_total()[0] - 256 * MiB  # CUDA-visible total less the generic single-GPU context term
     assert e.kv_budget_bytes == int(free_before - e.weights_bytes_per_gpu - free_before * (1 - 0.88))
     assert e.kv_cache_tokens == e.kv_budget_bytes // 131072
     assert e.engine_report["lines"][1] == f"max_total_num_tokens={e.kv_cache_tokens}"

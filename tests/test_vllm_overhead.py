@@ -320,11 +320,25 @@ def test_full_decode_graphs_stop_at_max_num_seqs(seqs, logged):
 
 # --- memory as CUDA sees it ---
 
-def test_cuda_visible_totals_and_their_fallback():
-    assert find_gpu("H100").engine_total()[0] == round(79.19 * GiB)
-    assert find_gpu("A100-80GB").engine_total()[0] == round(79.15 * GiB)
-    total, basis = find_gpu("L4").engine_total()
-    assert total == find_gpu("L4").memory_bytes and "unknown" in basis
+@pytest.mark.parametrize("gpu,printed", [
+    ("H100", 79.19), ("A100-80GB", 79.15), ("H200", 139.72), ("L40S", 44.31), ("RTX-3090", 23.58),
+    ("A100-40GB", 39.39), ("L4", 22.03), ("RTX-4090", 23.64),  # PyTorch OOM messages: "total capacity of X GiB"
+])
+def test_cuda_visible_totals_are_the_printed_ones(gpu, printed):
+    assert find_gpu(gpu).engine_total()[0] == round(printed * GiB)
+
+
+def test_the_fallback_note_states_the_catalogs_own_gap():
+    """Where the CUDA total is unknown the note gives the gap the catalog shows (0.49% on the H200 to 2.06% on the
+    L4: 22.49 vs 22.03 GiB), not a round guess."""
+    total, basis = find_gpu("A10G").engine_total()
+    assert total == find_gpu("A10G").memory_bytes and "unknown (0.49-2.06% less" in basis
+
+
+def test_sglang_sizes_from_the_cuda_visible_total_too():
+    """SGLang's free-memory figures come from cudaMemGetInfo: an H100 is 79.19 GiB to it, not nvidia-smi's 79.65."""
+    e = estimate(load_model("llama-3.1-8b"), Deployment(gpu=find_gpu("H100"), engine="sglang", max_model_len=8192))
+    assert e.gpu_memory_bytes == round(79.19 * GiB)
 
 
 def test_gpu_auto_takes_the_cuda_total_from_nvml_v2(monkeypatch):
