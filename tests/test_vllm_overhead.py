@@ -276,6 +276,22 @@ def test_chunked_local_keeps_every_token_in_0_10_1_to_0_11():
     assert any("hybrid KV cache manager off" in n for n in old.notes)
 
 
+@pytest.mark.parametrize("release,tp,pp,gib,basis", [
+    ("0.19.0", 1, 1, 0.25, "measured on the vLLM 0.19 logs"),  # 0.24-0.26 GiB in every tp=1 0.19 log
+    ("0.19.0", 2, 1, 2150 / 1024, "measured on the vLLM 0.19 logs"),  # 2.07-2.17 GiB at tp 2 and 4
+    ("0.19.0", 1, 2, 0.25, "assumed"),  # pipeline stages alone: no all-reduce workspace, and no log
+    ("0.14.0", 2, 1, 2150 / 1024, "assumed from the vLLM 0.19 logs"),  # no 0.12-0.18 log prints the profile
+    ("0.21.0", 2, 1, 2150 / 1024, "assumed from the vLLM 0.19 logs"),
+    ("0.11.1", 4, 1, 96 / 1024, "measured on one vLLM 0.11.1 log"),  # opt-2.7b-tp4-v0.11-vllm29070.log: 0.09 GiB
+    ("0.10.1", 2, 1, 96 / 1024, "assumed from one vLLM 0.11.1 log"),
+])
+def test_non_torch_is_keyed_on_tp_and_says_where_it_was_measured(release, tp, pp, gib, basis):
+    e = estimate(load_model("llama-3.1-8b"), Deployment(gpu=find_gpu("H100"), engine=f"vllm@{release}", tp=tp, pp=pp,
+                                                        max_model_len=8192))
+    t = next(t for t in e.overhead if t["name"] == "non-torch (CUDA/NCCL)")
+    assert t["bytes"] == round(gib * GiB) and t["basis"].startswith(basis)
+
+
 def test_cuda_graphs_subtracted_from_0_21_only():
     """0.21 prints "CUDA graph memory profiling is enabled (default since v0.21.0)" (vllm #41789); 0.19 prints the
     estimate and does not subtract it. The estimate is checked against the logged one, not against its own formula."""

@@ -33,9 +33,14 @@ from .vllm_load_extras import rotary_cache_bytes, vision_encoder_params
 from .vllm_versions import VllmRules
 
 SAMPLER_FP32_BYTES = 13.4  # per logit, besides the compute-dtype logits (fitted on the 0.19 FIT logs: 13.42)
-NON_TORCH_SINGLE_GPU_BYTES = 256 * MiB  # cuBLAS/cuDNN workspaces (0.24-0.26 GiB in every 0.19 tp=1 log)
-NON_TORCH_MULTI_GPU_BYTES = {"0.9.2": 96 * MiB, "0.10.1": 96 * MiB,  # 0.09 GiB in the 0.11.1 tp=4 log
-                             "0.12": 2150 * MiB, "0.18": 2150 * MiB, "0.21": 2150 * MiB}  # 2.07-2.17 GiB in the 0.19 tp>1 logs
+# Non-torch growth during profiling, (bytes, the release whose logs show it): cuBLAS/cuDNN workspaces on every
+# rank (0.24-0.26 GiB in every 0.19 tp=1 log) and, with tp > 1, the tensor-parallel all-reduce workspace.
+# Releases other than the measured one reuse its figure, and the term's basis says "assumed".
+_LOGS_0_19, _LOG_0_11 = ((0, 19), "the vLLM 0.19 logs"), ((0, 11), "one vLLM 0.11.1 log (tp=4)")
+NON_TORCH_WORKSPACE = (256 * MiB, _LOGS_0_19)
+NON_TORCH_TP = {"0.9.2": (96 * MiB, _LOG_0_11), "0.10.1": (96 * MiB, _LOG_0_11),  # 0.09 GiB
+                "0.12": (2150 * MiB, _LOGS_0_19), "0.18": (2150 * MiB, _LOGS_0_19),  # 2.07-2.17 GiB at tp 2 and 4
+                "0.21": (2150 * MiB, _LOGS_0_19)}
 # vLLM <= 0.9.1 counted every non-torch byte on the device, the CUDA context included.
 NON_TORCH_BEFORE_PROFILING_BYTES = {False: 768 * MiB, True: 1280 * MiB}  # {multi_gpu: bytes}, not checked on logs
 # One captured graph keeps per-layer buffers: fitted on the 0.19 FIT logs' "Estimated CUDA graph memory" lines
@@ -131,6 +136,7 @@ def _activation(spec, dep, act_elem_bytes, rules) -> Term:
 
 
 def _non_torch(dep, rules) -> Term:
+    """Keyed on tp > 1: the all-reduce workspace is tensor-parallel; pipeline stages alone add none."""
     if dep.non_torch_bytes is not None:
         return Term("non-torch (CUDA/NCCL)", dep.non_torch_bytes, "--non-torch-memory")
     multi = dep.num_gpus > 1
@@ -138,10 +144,12 @@ def _non_torch(dep, rules) -> Term:
         return Term("non-torch (CUDA/NCCL)", NON_TORCH_BEFORE_PROFILING_BYTES[multi],
                     f"vLLM {rules.family}: CUDA context + workspaces" + (" + NCCL" if multi else "")
                     + " (not checked against logs)")
-    if not multi:
-        return Term("non-torch (CUDA/NCCL)", NON_TORCH_SINGLE_GPU_BYTES, "measured: workspaces growing during profiling")
-    return Term("non-torch (CUDA/NCCL)", NON_TORCH_MULTI_GPU_BYTES[rules.family],
-                f"measured (vLLM {rules.family} family): all-reduce buffers, tp*pp > 1")
+    size, (release, source) = NON_TORCH_TP[rules.family] if dep.tp > 1 else NON_TORCH_WORKSPACE
+    what = "workspaces and the tp all-reduce buffers" if dep.tp > 1 else "workspaces growing during profiling"
+    measured = rules.release is not None and rules.release[:2] == release and not (dep.tp == 1 and dep.pp > 1)
+    if dep.tp == 1 and dep.pp > 1:
+        what += "; pipeline stages without tp add no all-reduce workspace (no pp-only log)"
+    return Term("non-torch (CUDA/NCCL)", size, f"{'measured on' if measured else 'assumed from'} {source}: {what}")
 
 
 def _graphs(spec, config, dep, rules) -> Term:
