@@ -183,6 +183,17 @@ def test_vllm_refusal_reaches_the_verdict():
     assert e.engine_report["refusal"].endswith("the largest max_model_len that fits is 16384")
 
 
+def test_vllm_no_kv_memory_advice_follows_what_would_help():
+    """DeepSeek-V3 fp8 on 8 H100s at 0.99: weights 78.35 GiB + non-torch + graphs exceed the 79.19 GiB a GPU has, so
+    no utilization helps: more GPUs. Llama-3.1-70B bf16 at tp 2 is 0.34 GiB short at 0.9 and fits at 1.0."""
+    e = est("deepseek-v3", gpu=find_gpu("H100"), tp=8, engine="vllm", gpu_memory_utilization=0.99)
+    assert e.fits is False and "gpu-memory-utilization" not in e.verdict
+    assert len(e.suggestions) == 1 and "exceed the whole GPU" in e.suggestions[0] and "raise --tp or --pp" in \
+        e.suggestions[0] and "raise --gpu-memory-utilization" not in e.suggestions[0]
+    e = est("llama-3.1-70b", gpu=find_gpu("H100"), tp=2, engine="vllm")
+    assert e.kv_budget_bytes < 0 and e.suggestions[0].startswith("raise --gpu-memory-utilization")
+
+
 def test_vllm_state_layers_fail_closed():
     with pytest.raises(UnsupportedModelError):
         est("qwen3-next-80b-a3b", engine="vllm", kv_cache_memory_bytes=10 * GiB, max_model_len=4096)

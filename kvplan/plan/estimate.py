@@ -118,12 +118,14 @@ def estimate(model: LoadedModel, dep: Deployment) -> Estimate:
     rows = [_row(policy, spec, stages, budget, kv, dep, c)
             for c in _table_contexts(max_model_len, context)]
     report = policy.report(stages, budget, kv, dep, max_model_len) if budget is not None else None
+    budget_at_full = (policy.kv_budget(gpu_memory, weights_per_gpu, terms, replace(dep, gpu_memory_utilization=1.0))
+                      if budget is not None and gpu_memory is not None and weights_per_gpu is not None else None)
     fits, verdict, suggestions = _verdict(
         dep, weights_per_gpu=weights_per_gpu, gpu_memory=gpu_memory, budget=budget, users=users, context=context,
         max_ctx=max_ctx, longest_single=longest_single, max_model_len=max_model_len, kv=kv,
         weights_quantized=dtypes.weights_label not in FLOAT_DTYPES,
         weights_limit=policy.weights_limit_bytes(gpu_memory, dep) if gpu_memory is not None else None,
-        engine_starts=report is not None and report.refusal is None)
+        engine_starts=report is not None and report.refusal is None, budget_at_full=budget_at_full)
     if report is not None and report.lines:
         notes.append(f"{policy.name} {policy.version} would log: " + " | ".join(report.lines))
     refusal = policy.max_model_len_refusal(spec, max_model_len) or (report.refusal if report is not None else None)
@@ -248,7 +250,7 @@ def _row(policy, spec, stages, budget, kv, dep, context) -> ContextRow:
 
 def _verdict(dep: Deployment, *, weights_per_gpu, gpu_memory, budget, users, context, max_ctx, longest_single,
              max_model_len, kv, weights_quantized, weights_limit,
-             engine_starts: bool = False) -> tuple[bool | None, str, list[str]]:
+             engine_starts: bool = False, budget_at_full: int | None = None) -> tuple[bool | None, str, list[str]]:
     """Fits or not, in words, with the knobs that would change the answer. Checks run from the most
     basic (do the weights fit) to the most specific (does the asked batch fit)."""
     if budget is None:
@@ -268,8 +270,12 @@ def _verdict(dep: Deployment, *, weights_per_gpu, gpu_memory, budget, users, con
     if budget <= 0:
         if dep.kv_cache_memory_bytes is not None:
             return False, "does not fit: --kv-cache-memory leaves no memory for KV", ["give a positive --kv-cache-memory"]
-        return False, f"does not fit: no memory left for KV ({fmt_gib(budget)} after weights and overhead)", [
-            f"raise --gpu-memory-utilization or --tp{quantize}"]
+        if budget_at_full is not None and budget_at_full <= 0:  # even the whole GPU would not do
+            advice = (f"weights and overhead exceed the whole GPU ({fmt_gib(-budget_at_full)} short at "
+                      f"--gpu-memory-utilization 1.0): more GPUs (raise --tp or --pp){quantize}")
+        else:
+            advice = f"raise --gpu-memory-utilization or --tp{quantize}"
+        return False, f"does not fit: no memory left for KV ({fmt_gib(budget)} after weights and overhead)", [advice]
     if context > max_model_len:
         return False, f"does not fit: context {context:,} exceeds max_model_len {max_model_len:,}", [
             "raise --max-model-len (up to what the model supports) or shorten --context"]

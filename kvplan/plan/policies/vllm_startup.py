@@ -100,8 +100,8 @@ class VllmStartup:
     def _refusal(self, stages, budgets, kv, dep, max_model_len) -> str | None:
         for stage, budget in zip(stages, budgets):
             if budget <= 0:
-                return (f"no memory is left for KV cache blocks ({budget / GiB:.2f} GiB available); raise "
-                        "--gpu-memory-utilization")
+                # the reason only: what helps (utilization, more GPUs, quantization) is the estimate's suggestion
+                return f"no memory is left for KV cache blocks ({budget / GiB:.2f} GiB available)"
             if self._v0:
                 continue
             needed = self.needed_bytes(stage, max_model_len, kv, dep)
@@ -119,7 +119,7 @@ class VllmStartup:
         if not self._v0:
             return None
         if num_blocks <= 0:
-            return "no memory is left for KV cache blocks; raise --gpu-memory-utilization"
+            return "no memory is left for KV cache blocks"
         if max_model_len > num_blocks * block_size:
             return (f"max_model_len {max_model_len} exceeds the {num_blocks * block_size} tokens the KV cache holds "
                     f"({num_blocks} blocks of {block_size})")
