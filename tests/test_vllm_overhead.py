@@ -15,6 +15,7 @@ from kvplan.cli.options import load_model_from_flags, resolve_gpu
 from kvplan.errors import InputError
 from kvplan.hardware import detect_gpu, find_gpu
 from kvplan.logs.explain import deployment_for_log, explain_log, vllm_version_for
+from kvplan.logs.explain_vllm import term_tolerance_gib
 from kvplan.logs.log_deployment import gpu_from_log
 from kvplan.logs.startup import parse_startup_log, read_startup_log
 from kvplan.model import load_model
@@ -78,23 +79,49 @@ def test_families_without_a_parameter_count_say_so_instead_of_guessing(name):
     assert est.weights_bytes is None and est.kv_budget_bytes is None and "weights unknown" in " ".join(est.notes)
 
 
+# Known gaps, each pinned to its logged figure (docs/benchmarks/vllm_logs.md): the row says DIFFERS there.
+WEIGHT_GAPS = {"gpt-oss-20b-tp2-h100-v0.19-llmdplanner.log": (-0.60, -0.55)}  # MXFP4 experts on Hopper
+ACTIVATION_GAPS = {  # vision-encoder activations (not modelled); Qwen1.5-MoE's router and expert buffers
+    "mistral-small-3.1-24b-w8a8-h100-v0.19-llmdplanner.log": (-0.27, -0.25),
+    "mistral-small-3.1-24b-w8a8-tp2-h100-v0.19-llmdplanner.log": (-0.12, -0.10),
+    "qwen1.5-moe-a2.7b-h100-v0.19-llmdplanner.log": (-0.25, -0.23)}
+NON_TORCH_GAPS = {"granite-3.1-2b-h100-v0.19-llmdplanner.log": (-0.22, -0.20),  # Granite logs 0.46 GiB
+                  "granite-3.1-8b-h100-v0.19-llmdplanner.log": (-0.22, -0.20)}
+
+
+def agrees_or_is_a_known_gap(name: str, gaps: dict, term_name: str, predicted_bytes: int, logged_gib: float) -> bool:
+    error = predicted_bytes / GiB - logged_gib
+    if name in gaps:
+        low, high = gaps[name]
+        return low < error < high and abs(error) > term_tolerance_gib(term_name, predicted_bytes)
+    return abs(error) <= term_tolerance_gib(term_name, predicted_bytes)
+
+
 @pytest.mark.parametrize("name", PREDICTED)
-def test_weights_with_rotary_caches_and_vision_encoders_within_0_10_gib(name):
+def test_weights_with_rotary_caches_and_vision_encoders_agree_within_the_stated_error(name):
+    """0.6% of the prediction plus the 0.005 GiB print quantum (vision towers: -0.07 GiB on 12.11 GiB at worst)."""
     log, est = from_command(name)
     loaded = est.weights_bytes_per_gpu + term(est, "rotary cos/sin cache") + next(
         (t["bytes"] for t in est.overhead if t["name"] == "vision encoder"), 0)
-    if name.startswith("gpt-oss"):  # MXFP4 experts on Hopper load 0.59 GiB above 4.25 bits x params (not modelled)
-        assert -0.60 < loaded / GiB - log.weights_gib < -0.55
-        return
-    assert abs(loaded / GiB - log.weights_gib) <= 0.10
+    assert agrees_or_is_a_known_gap(name, WEIGHT_GAPS, "weights", loaded, log.weights_gib)
 
 
 @pytest.mark.parametrize("name", PREDICTED)
-def test_activation_and_non_torch_within_their_stated_tolerance(name):
+def test_activation_and_non_torch_agree_within_the_stated_error(name):
+    """5% of the prediction plus the print quantum, except the named gaps (whose errors are pinned)."""
     log, est = from_command(name)
-    assert abs(term(est, "activation peak") / GiB - log.activation_gib) <= 0.30
-    assert abs(term(est, "non-torch (CUDA/NCCL)") / GiB - log.non_torch_gib) <= 0.25
+    assert agrees_or_is_a_known_gap(name, ACTIVATION_GAPS, "activation peak", term(est, "activation peak"),
+                                    log.activation_gib)
+    assert agrees_or_is_a_known_gap(name, NON_TORCH_GAPS, "non-torch (CUDA/NCCL)", term(est, "non-torch (CUDA/NCCL)"),
+                                    log.non_torch_gib)
     assert term(est, "CUDA graphs") == 0  # 0.19 prints its estimate but captures after sizing the KV cache
+
+
+def test_tolerances_can_fail():
+    """Predicting no non-torch memory, or a CUDA-graph estimate 40% high, must not count as agreement."""
+    assert term_tolerance_gib("non-torch (CUDA/NCCL)", 256 * MiB) < 0.25
+    assert term_tolerance_gib("CUDA graphs", round(1.4 * GiB)) < 0.4
+    assert term_tolerance_gib("weights", 50 * GiB) < 0.31
 
 
 def test_available_kv_within_1_percent_for_80_percent_of_the_logs_and_3_percent_for_all():
