@@ -194,6 +194,27 @@ def test_vllm_no_kv_memory_advice_follows_what_would_help():
     assert e.kv_budget_bytes < 0 and e.suggestions[0].startswith("raise --gpu-memory-utilization")
 
 
+@pytest.mark.parametrize("engine", ["vllm", "trtllm", "transformers", "generic"])
+def test_kinds_are_checked_once_when_the_policy_binds(engine, monkeypatch):
+    """One check per estimate (EnginePolicy.bind), not again in every layout call."""
+    import sys
+
+    from kvplan.plan.policies import base
+    calls = []
+    real = base.require_kinds
+    for module in [m for name, m in sys.modules.items() if name.startswith("kvplan.plan.policies")]:
+        if getattr(module, "require_kinds", None) is real:
+            monkeypatch.setattr(module, "require_kinds", lambda *a, **k: (calls.append(a), real(*a, **k))[1])
+    est("llama-3.1-8b", gpu=find_gpu("H100"), engine=engine, max_model_len=8192)
+    assert len(calls) == 1
+
+
+def test_vllm_load_extras_live_with_their_mechanism():
+    from kvplan.plan.policies import vllm_load_extras, vllm_overhead
+    assert vllm_overhead.load_extra_terms is vllm_load_extras.load_extra_terms
+    assert vllm_load_extras.load_extra_terms.__module__ == "kvplan.plan.policies.vllm_load_extras"
+
+
 def test_vllm_state_layers_fail_closed():
     with pytest.raises(UnsupportedModelError):
         est("qwen3-next-80b-a3b", engine="vllm", kv_cache_memory_bytes=10 * GiB, max_model_len=4096)

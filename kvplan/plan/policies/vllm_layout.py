@@ -18,7 +18,7 @@ from ...dtypes import KVFormat
 from ...errors import InputError, UnsupportedModelError
 from ...model import LayerGroup, ModelSpec, cdiv, ceil_bytes
 from ..deployment import Deployment
-from .base import Pool, require_kinds
+from .base import Pool
 
 GPU_ARCHS = {"hopper": ("h100", "h200", "h800", "h20", "gh200"), "blackwell": ("b200", "b100", "gb200", "b300")}
 VLLM_KV_DTYPES = ("bf16", "fp16", "fp32", "fp8", "fp8_e4m3", "fp8_e5m2")
@@ -79,7 +79,6 @@ class VllmLayout:
         """Layer index -> its vLLM KV spec (on one tensor-parallel rank)."""
         if kv.name not in VLLM_KV_DTYPES:
             raise InputError(f"vLLM has no --kv-cache-dtype {kv.name}; use auto, fp8, fp8_e4m3 or fp8_e5m2")
-        require_kinds(spec, self.kinds_engine)  # state layers: vLLM aligns their pages with attention blocks (not modelled)
         block_size = self.block_size(spec, dep)
         out: dict[int, LayerSpec] = {}
         for g in spec.kv_groups():

@@ -14,8 +14,25 @@ Both land in vLLM's "weights memory" / "Model loading took" figure:
 """
 
 from ...model import ModelSpec
+from ..deployment import Deployment
+from ..overhead import Term
 
 SCALED_ROPE_TYPES = ("linear", "dynamic", "yarn", "deepseek_yarn")
+
+
+def load_extra_terms(spec: ModelSpec, config: dict | None, dep: Deployment, act_elem_bytes: int) -> list[Term]:
+    """What vLLM loads with the model beyond the text parameters (both in its 'weights memory')."""
+    terms = [Term("rotary cos/sin cache", rotary_cache_bytes(spec, config, act_elem_bytes),
+                  "positions (x rope scaling factor) x rotary dims x compute dtype, one per distinct rope")]
+    if dep.weights_bytes is not None:  # --weights: the user's figure is the whole load
+        return terms
+    vision = vision_encoder_params(config)
+    if vision is None:
+        terms.append(Term("vision encoder", 0, "vision tower of unknown type: not counted (give --weights)"))
+    elif vision:
+        terms.append(Term("vision encoder", -(-vision * act_elem_bytes // dep.tp),
+                          f"{vision:,} params in the compute dtype, vision_config"))
+    return terms
 
 
 def rope_scaling_factor(config: dict | None) -> float:

@@ -29,7 +29,7 @@ from ...model import ModelSpec
 from ...units import MiB
 from ..deployment import Deployment
 from ..overhead import Term, activation_peak_bytes
-from .vllm_load_extras import rotary_cache_bytes, vision_encoder_params
+from .vllm_load_extras import load_extra_terms
 from .vllm_versions import VllmRules
 
 SAMPLER_FP32_BYTES = 13.4  # per logit, besides the compute-dtype logits (fitted on the 0.19 FIT logs: 13.42)
@@ -100,21 +100,6 @@ def vllm_overhead_terms(spec: ModelSpec, config: dict | None, dep: Deployment, a
         return [Term("overhead (user)", dep.overhead_bytes, "--overhead")]
     return [_activation(spec, dep, act_elem_bytes, rules), _non_torch(dep, rules), _graphs(spec, config, dep, rules),
             *load_extra_terms(spec, config, dep, act_elem_bytes)]
-
-
-def load_extra_terms(spec: ModelSpec, config: dict | None, dep: Deployment, act_elem_bytes: int) -> list[Term]:
-    """What vLLM loads with the model beyond the text parameters (both in its 'weights memory')."""
-    terms = [Term("rotary cos/sin cache", rotary_cache_bytes(spec, config, act_elem_bytes),
-                  "positions (x rope scaling factor) x rotary dims x compute dtype, one per distinct rope")]
-    if dep.weights_bytes is not None:  # --weights: the user's figure is the whole load
-        return terms
-    vision = vision_encoder_params(config)
-    if vision is None:
-        terms.append(Term("vision encoder", 0, "vision tower of unknown type: not counted (give --weights)"))
-    elif vision:
-        terms.append(Term("vision encoder", -(-vision * act_elem_bytes // dep.tp),
-                          f"{vision:,} params in the compute dtype, vision_config"))
-    return terms
 
 
 def _activation(spec, dep, act_elem_bytes, rules) -> Term:
