@@ -427,6 +427,34 @@ def test_a_log_without_a_gpu_flag_is_sized_from_the_total_it_printed():
     assert rows["activation peak (GiB)"].predicted == "1.88"  # 1,024 x 128,256 x 15.4 B
 
 
+def _log_with_total(total_gib: float):
+    return parse_startup_log(
+        f"(EngineCore_DP0 pid=1) INFO 08-22 [gpu_worker.py:789] Free memory on device ({total_gib - 1:.2f}/"
+        f"{total_gib:.2f} GiB) on startup. Desired GPU memory utilization is (0.9, {0.9 * total_gib:.2f} GiB). "
+        "Actual usage is 16.00 GiB for consumed memory (weights + non-torch), 1.00 GiB for peak activation, and 0.0 "
+        "GiB for CUDAGraph memory.\n")
+
+
+def test_a_log_printing_an_a100_total_gets_the_a100_scheduler_row():
+    """79.15 GiB is the A100 80GB's CUDA-visible total (vllm #4408) and no other catalog GPU's: vLLM 0.19 gives the
+    A100 the small-GPU row (256 / 2048), though 79.15 GiB is over 70 GiB; the explanation says how it chose."""
+    log = _log_with_total(79.15)
+    model = load_model("llama-3.1-8b")
+    dep, mml = deployment_for_log(log, model.spec, {"max_model_len": 8192}, "0.19.0", None)
+    out = explain_log(log, model, dep, mml)
+    assert dep.gpu.name == "A100-80GB" and (out.settings["max_num_seqs"], out.settings["max_num_batched_tokens"]) \
+        == (256, 2048)
+    assert any("79.15 GiB total is the CUDA-visible total of A100-80GB" in n and "--gpu NAME" in n for n in out.notes)
+
+
+def test_a_log_total_matching_no_catalog_gpu_says_the_gpu_is_ambiguous():
+    log = _log_with_total(23.50)  # opt-2.7b-tp4-v0.11-vllm29070.log's GPU: no catalog entry prints 23.50 GiB
+    model = load_model("llama-3.1-8b")
+    dep, mml = deployment_for_log(log, model.spec, {"max_model_len": 8192}, "0.19.0", None)
+    notes = explain_log(log, model, dep, mml).notes
+    assert any("matches no single catalog GPU" in n and "pass --gpu NAME" in n for n in notes), notes
+
+
 def test_a_log_naming_its_gpu_is_matched_to_the_catalog():
     log = parse_startup_log("(Worker_TP0 pid=668) WARNING [fused_moe.py:1090] Config file not found at "
                             "/x/E=16,N=2048,device_name=NVIDIA_H100_80GB_HBM3.json\n")

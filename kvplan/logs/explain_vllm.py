@@ -15,6 +15,7 @@ from ..plan.dtype_plan import dtype_plan
 from ..plan.policies import get_policy
 from ..plan.weights import weight_bytes
 from ..units import GiB
+from .log_deployment import FROM_THE_LOG
 from .rows import LOG_QUANTUM_GIB, LogExplanation, Row, gib_row, int_row
 from .startup import StartupLog
 
@@ -41,6 +42,8 @@ def explain_vllm(log: StartupLog, model: LoadedModel, dep: Deployment, max_model
     stages = [spec.restricted_to(set(r)) for r in pp_partition(spec.num_layers, dep.pp)]
     settings = {**settings, "max_num_seqs": dep.max_num_seqs, "max_num_batched_tokens": dep.max_num_batched_tokens}
     out = LogExplanation("vllm", policy.version, spec.name, settings, missing=list(log.missing), notes=rule_notes)
+    if dep.gpu is not None and dep.gpu.note.startswith(FROM_THE_LOG):
+        out.notes.insert(0, dep.gpu.note.removeprefix(FROM_THE_LOG))
     budgets = _stage_budgets(log, dep)
     _term_rows(out, log, model, policy, dtypes, dep, budgets)
     if budgets is None and dep.kv_cache_memory_bytes is not None:
@@ -166,7 +169,7 @@ def _term_rows(out, log: StartupLog, model: LoadedModel, policy, dtypes, dep: De
         return
     if dep.gpu is not None:
         total, total_basis = policy.engine_memory(dep.gpu)
-        if log.total_gpu_gib is not None and dep.gpu.note != "from the log":
+        if log.total_gpu_gib is not None and not dep.gpu.note.startswith(FROM_THE_LOG):
             out.rows.append(gib_row("GPU total as CUDA reports it (GiB)", log.total_gpu_gib, total, total_basis))
     else:
         total, total_basis = int(round(log.total_gpu_gib * GiB)), "the log's total"
