@@ -455,6 +455,14 @@ def test_a_log_total_matching_no_catalog_gpu_says_the_gpu_is_ambiguous():
     assert any("matches no single catalog GPU" in n and "pass --gpu NAME" in n for n in notes), notes
 
 
+def test_explain_log_names_the_release_and_the_rules_it_follows():
+    log = read_startup_log(str(LOGS / "llama-3.1-8b-16k-h100-v0.19-llmdplanner.log"))
+    model = load_model("llama-3.1-8b")
+    dep, mml = deployment_for_log(log, model.spec, {"gpu_memory_utilization": 0.95}, "0.19.0", find_gpu("H100"))
+    out = explain_log(log, model, dep, mml)
+    assert out.engine_version == "0.19.0 (0.18 rules)" and any(n.endswith("by vLLM 0.19.0 (0.18 rules)") for n in out.notes)
+
+
 def test_a_log_naming_its_gpu_is_matched_to_the_catalog():
     log = parse_startup_log("(Worker_TP0 pid=668) WARNING [fused_moe.py:1090] Config file not found at "
                             "/x/E=16,N=2048,device_name=NVIDIA_H100_80GB_HBM3.json\n")

@@ -41,7 +41,8 @@ def explain_vllm(log: StartupLog, model: LoadedModel, dep: Deployment, max_model
     kv = dtypes.kv(dep.kv_dtype)
     stages = [spec.restricted_to(set(r)) for r in pp_partition(spec.num_layers, dep.pp)]
     settings = {**settings, "max_num_seqs": dep.max_num_seqs, "max_num_batched_tokens": dep.max_num_batched_tokens}
-    out = LogExplanation("vllm", policy.version, spec.name, settings, missing=list(log.missing), notes=rule_notes)
+    out = LogExplanation("vllm", _version_label(dep.engine, policy.version), spec.name, settings,
+                         missing=list(log.missing), notes=rule_notes)
     if dep.gpu is not None and dep.gpu.note.startswith(FROM_THE_LOG):
         out.notes.insert(0, dep.gpu.note.removeprefix(FROM_THE_LOG))
     budgets = _stage_budgets(log, dep)
@@ -58,7 +59,7 @@ def explain_vllm(log: StartupLog, model: LoadedModel, dep: Deployment, max_model
     low = [max(b - int(LOG_QUANTUM_GIB * GiB), 0) for b in budgets]
     high = [b + int(LOG_QUANTUM_GIB * GiB) for b in budgets]
     out.notes.append(f"predictions use the logged available memory; ranges cover its rounding (+/- {LOG_QUANTUM_GIB} "
-                     f"GiB) under {policy.name} {policy.version} semantics")
+                     f"GiB), by vLLM {out.engine_version}")
 
     report = policy.report_for_budgets(stages, budgets, kv, dep, max_model_len)
     lo_report = policy.report_for_budgets(stages, low, kv, dep, max_model_len)
@@ -93,6 +94,12 @@ def explain_vllm(log: StartupLog, model: LoadedModel, dep: Deployment, max_model
         out.rows.append(Row("refuses to start", "yes" if log.refusal else "no", "yes" if report.refusal else "no", "",
                             bool(log.refusal) == bool(report.refusal), report.refusal or ""))
     return out
+
+
+def _version_label(engine: str, family: str) -> str:
+    """"0.19.0 (0.18 rules)": the release the log (or --engine-version) names, and the rules family it follows."""
+    _, _, release = engine.partition("@")
+    return f"{release} ({family} rules)" if release and release.lstrip("v") != family.lstrip("v") else family
 
 
 def _concurrency_row(log: StartupLog, predicted: float, low: float, high: float, basis: str) -> Row:
