@@ -146,7 +146,7 @@ def _graphs(spec, config, dep, rules) -> Term:
         return Term("CUDA graphs", 0, f"vLLM {rules.family} captures graphs after sizing the KV cache "
                                       "(they use the 1 - utilization headroom)")
     graphs = cuda_graph_count(spec, dep, config)
-    return Term("CUDA graphs", cuda_graph_bytes(spec, dep, config), f"estimate subtracted from 0.21: {graphs} graphs x "
+    return Term("CUDA graphs", cuda_graph_bytes(spec, dep, config), f"estimate subtracted from 0.20.2 (family 0.21): {graphs} graphs x "
                 f"{-(-spec.num_layers // dep.pp)} layers x {CUDA_GRAPH_BYTES_PER_LAYER_GRAPH // 1024} KiB "
                 "(fitted on 0.19 logs; held-out error up to 48%)")
 
