@@ -48,6 +48,7 @@ class Case:
     logged: dict  # term -> GiB
     predicted: dict  # term -> GiB or None
     notes: list
+    scheduler: tuple[int, int]  # (max_num_seqs, max_num_batched_tokens) the policy's defaults gave
 
 
 def header_flags(args: list[str]) -> dict:
@@ -85,7 +86,7 @@ def predict(path: Path) -> Case | None:
     predicted = {
         "weights": _gib(weights), "activation": _gib(terms.get("activation peak")),
         "non-torch": _gib(terms.get("non-torch (CUDA/NCCL)")),
-        "CUDA graphs (estimate)": _gib(cuda_graph_bytes(loaded.spec, used_dep)),
+        "CUDA graphs (estimate)": _gib(cuda_graph_bytes(loaded.spec, used_dep, loaded.config)),
         "available KV": _gib(est.kv_budget_bytes),
     }
     logged = {"weights": log.weights_gib, "activation": log.activation_gib, "non-torch": log.non_torch_gib,
@@ -93,7 +94,7 @@ def predict(path: Path) -> Case | None:
               "available KV": log.min_available_kv_gib()}
     notes = [] if est.weights_bytes is not None else ["weights not predicted (no parameter count)"]
     return Case(path.name, release or "?", est.engine_version, gpu.name, dep.tp, path.name in FIT, logged,
-                predicted, notes)
+                predicted, notes, (est.max_num_seqs, est.max_num_batched_tokens))
 
 
 def _gib(value: int | None) -> float | None:
@@ -160,10 +161,11 @@ def fit_constants(cases: list[Case]) -> str:
         loaded = load_model_from_flags(flags["model"])
         spec = loaded.spec
         dtypes = dtype_plan(spec, flags.get("dtype"))
-        rows = 1024 if c.gpu.startswith(("H100", "H200")) else 256
-        dep = Deployment(tp=c.tp, max_num_seqs=rows, max_num_batched_tokens=8192)
+        seqs, tokens = c.scheduler  # the policy's defaults for this GPU and release (vllm_defaults.py)
+        rows = min(seqs, tokens)
+        dep = Deployment(tp=c.tp, max_num_seqs=seqs, max_num_batched_tokens=tokens)
         if log.cuda_graph_gib is not None and log.cuda_graph_basis == "estimate":
-            graphs.append(log.cuda_graph_gib * GiB / (spec.num_layers * cuda_graph_count(spec, dep)))
+            graphs.append(log.cuda_graph_gib * GiB / (spec.num_layers * cuda_graph_count(spec, dep, loaded.config)))
         if log.activation_gib * GiB > forward_peak_bytes(spec, dep, dtypes.act_elem_bytes):
             sampler.append(log.activation_gib * GiB / (rows * spec.vocab_size) - dtypes.act_elem_bytes)
     for c in fit:

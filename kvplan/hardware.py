@@ -33,8 +33,10 @@ class GPU:
             return self.cuda_total_bytes, f"CUDA-visible total of {self.name} ({self.cuda_total_basis})"
         if not self.note and all(g.name != self.name for g in GPUS):
             return self.memory_bytes, f"{self.name}: the total as given"
+        low, high = cuda_total_gap_range()
         return self.memory_bytes, (f"nvidia-smi total of {self.name}; its CUDA-visible total is unknown "
-                                   "(about 0.5% less), pass --gpu-memory with what the engine logs")
+                                   f"({low:.2f}-{high:.2f}% less on the catalog GPUs where it is known), "
+                                   "pass --gpu-memory with what the engine logs")
 
 
 _TB = 1e12
@@ -52,18 +54,27 @@ GPUS: tuple[GPU, ...] = (
     GPU("H200", 143771 * MiB, 4.8 * _TB, 989 * _TFLOP, ("h200-sxm", "h200-141gb"),
         cuda_total_bytes=_logged(139.72), cuda_total_basis="vLLM 'Free memory on device (7.34/139.72 GiB)', vllm #23192"),
     GPU("B200", 183359 * MiB, 8.0 * _TB, 2250 * _TFLOP, ("b200-180gb",)),
-    GPU("A100-40GB", 40960 * MiB, 1.555 * _TB, 312 * _TFLOP, ("a100-40", "a100-sxm4-40gb")),
+    GPU("A100-40GB", 40960 * MiB, 1.555 * _TB, 312 * _TFLOP, ("a100-40", "a100-sxm4-40gb"),
+        cuda_total_bytes=_logged(39.39), cuda_total_basis="CUDA OOM 'total capacity of 39.39 GiB' on 40 GiB A100s"),
     GPU("A100-80GB", 81920 * MiB, 2.039 * _TB, 312 * _TFLOP, ("a100", "a100-80", "a100-sxm4-80gb"),
         cuda_total_bytes=_logged(79.15), cuda_total_basis="CUDA OOM 'total capacity of 79.15 GiB', vllm #4408"),
     GPU("L40S", 46068 * MiB, 0.864 * _TB, 362 * _TFLOP, ("l40s-48gb",),
         cuda_total_bytes=_logged(44.31), cuda_total_basis="vLLM total_gpu_memory (44.31GiB), vllm #15196"),
-    GPU("L4", 23034 * MiB, 0.300 * _TB, 121 * _TFLOP, ("l4-24gb",)),
+    GPU("L4", 23034 * MiB, 0.300 * _TB, 121 * _TFLOP, ("l4-24gb",),
+        cuda_total_bytes=_logged(22.03), cuda_total_basis="CUDA OOM 'total capacity of 22.03 GiB' on L4s"),
     GPU("A10G", 23028 * MiB, 0.600 * _TB, None, ("a10g-24gb",), note="bf16 FLOP/s unpublished"),
-    GPU("RTX-4090", 24564 * MiB, 1.008 * _TB, 165.2 * _TFLOP, ("4090", "rtx4090")),
+    GPU("RTX-4090", 24564 * MiB, 1.008 * _TB, 165.2 * _TFLOP, ("4090", "rtx4090"),
+        cuda_total_bytes=_logged(23.64), cuda_total_basis="CUDA OOM 'total capacity of 23.64 GiB', ali-vilab/VGen #104"),
     GPU("RTX-3090", 24576 * MiB, 0.936 * _TB, 71 * _TFLOP, ("3090", "rtx3090"),
         cuda_total_bytes=_logged(23.58), cuda_total_basis="vLLM total_gpu_memory (23.58GiB), vllm PR #14447"),
     GPU("MI300X", 192 * GiB, 5.3 * _TB, 1307.4 * _TFLOP, ("mi300x-192gb",)),
 )
+
+
+def cuda_total_gap_range() -> tuple[float, float]:
+    """(smallest, largest) percent by which the CUDA-visible total falls short of nvidia-smi's, over the catalog."""
+    gaps = [100 * (g.memory_bytes - g.cuda_total_bytes) / g.memory_bytes for g in GPUS if g.cuda_total_bytes]
+    return min(gaps), max(gaps)
 
 
 def _key(name: str) -> str:

@@ -107,7 +107,8 @@ def test_generic_estimate_mixing_every_kind_counts_windows_and_state():
 
 
 def test_vllm_reserves_each_kinds_own_worst_case():
-    """vLLM 0.11 on the mixed model: 5 groups of one layer; each asks its kind's max_memory_usage_bytes."""
+    """vLLM (`--engine vllm`: the newest family, 0.21) on the mixed model: 5 groups of one layer; each asks its kind's
+    max_memory_usage_bytes."""
     e = estimate(model(*mixed_attention()), deployment("vllm"))
     full = cdiv(MAX_MODEL_LEN, 16)
     sliding = cdiv(min(W - 1 + BATCHED, MAX_MODEL_LEN), 16) + 1

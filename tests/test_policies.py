@@ -38,8 +38,9 @@ def test_every_engine_is_registered():
 @pytest.mark.parametrize("text,version", [("vllm", "0.21"), ("vllm@v0", "v0"), ("vllm@0.6.3", "v0"),
                                           ("vllm@0.8.3", "0.8.0"), ("vllm@0.8.5", "0.8.4"), ("vllm@0.9.1", "0.8.4"),
                                           ("vllm@0.9.2", "0.9.2"), ("vllm@0.10.0", "0.9.2"), ("vllm@0.10.1.1", "0.10.1"),
-                                          ("vllm@0.11.2", "0.10.1"), ("vllm@0.12.0", "0.12"), ("vllm@0.19.0", "0.12"),
-                                          ("vllm@0.20.9", "0.12"), ("vllm@0.21.0", "0.21"), ("vllm@0.24.1", "0.21"),
+                                          ("vllm@0.11.2", "0.10.1"), ("vllm@0.12.0", "0.12"), ("vllm@0.17.1", "0.12"),
+                                          ("vllm@0.19.0", "0.18"), ("vllm@0.20.1", "0.18"), ("vllm@0.20.2", "0.21"),
+                                          ("vllm@0.21.0", "0.21"), ("vllm@0.24.1", "0.21"),
                                           ("vllm@latest", "0.21"),
                                           ("vllm@0.1.dev7548+gbaba038", "0.21"), ("trtllm@pytorch", "1.0"),
                                           ("trtllm", "0.13"), ("sglang@0.5.2", "0.5")])
@@ -92,6 +93,43 @@ def test_vllm_hybrid_groups(sliding, full, sizes):
     assert [len(g.layers) for g in groups] == sizes
 
 
+@pytest.mark.parametrize("release,sliding,full,sizes", [
+    ("0.11.0", 12, 14, [12, 7, 7]),  # before PR 29303: always the smallest count
+    ("0.12.0", 12, 14, [12, 14]),  # 14 < 1.25 x 12: the largest count, the sliding group padded
+    ("0.17.1", 12, 17, [12, 9, 8]),  # 17 >= 1.25 x 12
+    ("0.18.0", 12, 17, [12, 17]),  # PR 36684: 17 < 1.5 x 12
+])
+def test_vllm_hybrid_group_size_rule_follows_the_release(release, sliding, full, sizes):
+    policy = get_policy(f"vllm@{release}").bind(spec := _hybrid(sliding, full))
+    groups = policy.kv_groups(spec, BF16, engine_deployment(policy, spec))
+    assert [len(g.layers) for g in groups] == sizes
+
+
+def test_vllm_refusal_counts_group_padding_from_0_18():
+    """Gemma-3-27B at 131,072 tokens (10 full + 52 sliding-1024 layers, groups of 10, page 16 x 16 x 128 x 2 x 2 B):
+    the real layers need 10 x 8,192 + 52 x 577 = 111,924 pages; from 0.18 vLLM charges group size x the groups'
+    blocks, 10 x (8,192 + 6 x 577) = 116,540 (`_max_memory_usage_bytes_from_groups`)."""
+    page = 2 * 16 * 16 * 128 * 2
+    kw = dict(max_model_len=131072, max_num_batched_tokens=8192, kv_cache_memory_bytes=114_000 * page)
+    old = est("gemma-3-27b", engine="vllm@0.17.1", **kw)
+    new = est("gemma-3-27b", engine="vllm@0.19.0", **kw)
+    # 0.17 starts (its check sums real layers), though 11,400 blocks cannot hold one 11,654-block request
+    assert old.engine_report["refusal"] is None and "the engine starts, but cannot run such a request" in old.verdict
+    assert new.fits is False and "needs 14.23 GiB" in new.engine_report["refusal"]  # 116,540 x 128 KiB
+    policy = get_policy("vllm@0.19.0").bind(spec := load_model("gemma-3-27b").spec)
+    assert policy.needed_bytes(spec, 131072, BF16, engine_deployment(policy, spec, max_num_batched_tokens=8192)) \
+        == 116_540 * page
+
+
+def test_vllm_tokens_line_is_concurrency_times_max_model_len_from_0_20_2():
+    """100,000 blocks of Gemma-3-27B at 8,192 tokens (7 groups; a request takes 512 + 6 x 513 = 3,590 blocks):
+    0.19 logs 100,000 // 7 x 16 = 228,560 tokens; 0.20.2+ int(100,000 / 3,590 x 8,192) = 228,189."""
+    block = 10 * 2 * 16 * 16 * 128 * 2
+    kw = dict(max_model_len=8192, max_num_batched_tokens=8192, kv_cache_memory_bytes=100_000 * block)
+    assert est("gemma-3-27b", engine="vllm@0.19.0", **kw).kv_cache_tokens == 228_560
+    assert est("gemma-3-27b", engine="vllm@0.20.2", **kw).kv_cache_tokens == 228_189
+
+
 def test_vllm_sliding_window_blocks_per_request():
     policy = get_policy("vllm").bind(spec := _hybrid(12, 12, window=128))
     dep = engine_deployment(policy, spec, max_num_batched_tokens=8192)
@@ -99,6 +137,25 @@ def test_vllm_sliding_window_blocks_per_request():
     # full: cdiv(131072, 16) = 8192; sliding: cdiv(min(127 + 8192, 131072), 16) + 1 = 521
     assert policy.request_blocks(groups, 131072, dep) == 8192 + 521
     assert policy.request_blocks(groups, 100, dep) == 7 + 8
+
+
+def test_vllm_every_layer_sliding_keeps_its_window_in_concurrency():
+    """Mistral-7B-v0.1 (32 layers, all sliding 4096) on one H100, vLLM 0.19, 1,024 sequences: one KV cache group,
+    and get_max_concurrency_for_kv_cache_config still charges that group's max_memory_usage_bytes:
+    cdiv(min(4095 + 8192, 32768), 16) + 1 = 769 blocks, so 28,988 blocks give 37.70x (not 28,988 / 2,048 = 14.15x)."""
+    e = est("mistral-7b-v0.1", gpu=find_gpu("H100"), engine="vllm@0.19", max_model_len=32768, max_num_seqs=1024)
+    assert e.num_blocks == 28988 and e.engine_report["figures"]["blocks_per_request"] == 769
+    assert f"{e.max_concurrency:.2f}" == "37.70" and e.max_concurrent_users == 28988 // 769
+    # the whole-model and per-GPU columns use the same (engine's) rules: 769 blocks x 32 layers x 64 KiB
+    row = next(r for r in e.contexts if r.context_tokens == 32768)
+    assert row.kv_bytes_per_request == row.kv_bytes_per_request_per_gpu == e.kv_bytes_per_request == 769 * 32 * 65536
+
+
+def test_vllm_sliding_model_that_starts_is_not_called_a_refusal():
+    """2 GiB holds 1,024 blocks; one 32K request needs 769 of them: vLLM starts (1.33x), and so does the verdict."""
+    e = est("mistral-7b-v0.1", gpu=find_gpu("H100"), engine="vllm@0.19", max_model_len=32768,
+            kv_cache_memory_bytes=2 * GiB)
+    assert e.engine_report["refusal"] is None and e.fits is True and f"{e.max_concurrency:.2f}" == "1.33"
 
 
 @pytest.mark.parametrize("gpu,block", [("H100", 64), ("H200", 64), ("B200", 128), ("L4", 16), ("A100-80GB", 16)])
@@ -124,6 +181,38 @@ def test_vllm_refusal_reaches_the_verdict():
     # 65,536 tokens x 128 KiB = 8 GiB > 2 GiB; largest fit: 2 GiB / 2 MiB per block = 1,024 blocks = 16,384 tokens
     assert e.fits is False and "refuse" in e.verdict
     assert e.engine_report["refusal"].endswith("the largest max_model_len that fits is 16384")
+
+
+def test_vllm_no_kv_memory_advice_follows_what_would_help():
+    """DeepSeek-V3 fp8 on 8 H100s at 0.99: weights 78.35 GiB + non-torch + graphs exceed the 79.19 GiB a GPU has, so
+    no utilization helps: more GPUs. Llama-3.1-70B bf16 at tp 2 is 0.34 GiB short at 0.9 and fits at 1.0."""
+    e = est("deepseek-v3", gpu=find_gpu("H100"), tp=8, engine="vllm", gpu_memory_utilization=0.99)
+    assert e.fits is False and "gpu-memory-utilization" not in e.verdict
+    assert len(e.suggestions) == 1 and "exceed the whole GPU" in e.suggestions[0] and "raise --tp or --pp" in \
+        e.suggestions[0] and "raise --gpu-memory-utilization" not in e.suggestions[0]
+    e = est("llama-3.1-70b", gpu=find_gpu("H100"), tp=2, engine="vllm")
+    assert e.kv_budget_bytes < 0 and e.suggestions[0].startswith("raise --gpu-memory-utilization")
+
+
+@pytest.mark.parametrize("engine", ["vllm", "trtllm", "transformers", "generic"])
+def test_kinds_are_checked_once_when_the_policy_binds(engine, monkeypatch):
+    """One check per estimate (EnginePolicy.bind), not again in every layout call."""
+    import sys
+
+    from kvplan.plan.policies import base
+    calls = []
+    real = base.require_kinds
+    for module in [m for name, m in sys.modules.items() if name.startswith("kvplan.plan.policies")]:
+        if getattr(module, "require_kinds", None) is real:
+            monkeypatch.setattr(module, "require_kinds", lambda *a, **k: (calls.append(a), real(*a, **k))[1])
+    est("llama-3.1-8b", gpu=find_gpu("H100"), engine=engine, max_model_len=8192)
+    assert len(calls) == 1
+
+
+def test_vllm_load_extras_live_with_their_mechanism():
+    from kvplan.plan.policies import vllm_load_extras, vllm_overhead
+    assert vllm_overhead.load_extra_terms is vllm_load_extras.load_extra_terms
+    assert vllm_load_extras.load_extra_terms.__module__ == "kvplan.plan.policies.vllm_load_extras"
 
 
 def test_vllm_state_layers_fail_closed():
@@ -159,7 +248,7 @@ def test_sglang_k_size_from_published_log_vllm21348():
 def test_sglang_budget_is_fraction_of_free_memory_minus_weights():
     gpu = find_gpu("H100")
     e = est("llama-3.1-8b", gpu=gpu, engine="sglang", gpu_memory_utilization=0.88, max_model_len=8192)
-    free_before = gpu.memory_bytes - 256 * MiB  # the generic single-GPU CUDA context term
+    free_before = gpu.engine_total()[0] - 256 * MiB  # CUDA-visible total less the generic single-GPU context term
     assert e.kv_budget_bytes == int(free_before - e.weights_bytes_per_gpu - free_before * (1 - 0.88))
     assert e.kv_cache_tokens == e.kv_budget_bytes // 131072
     assert e.engine_report["lines"][1] == f"max_total_num_tokens={e.kv_cache_tokens}"

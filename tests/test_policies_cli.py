@@ -126,7 +126,7 @@ def test_explain_log_table_and_json(capsys):
     code, out, _ = run(["explain-log", log, "-f", "json"], capsys)
     data = json.loads(out)
     tokens = next(r for r in data["rows"] if r["figure"].startswith("GPU KV cache size"))
-    assert tokens["logged"] == "42,656" and tokens["agrees"] is True and data["engine_version"] == "0.10.1"
+    assert tokens["logged"] == "42,656" and tokens["agrees"] is True and data["engine_version"] == "0.11 (0.10.1 rules)"
 
 
 def test_explain_log_flags_override_the_header(capsys):

@@ -63,7 +63,7 @@ def setup(name):
     else:
         loaded = load_model_from_flags(flags.get("model") or log.model)
     gpu = resolve_gpu(flags.get("gpu"), None, default=None)
-    dep, mml = deployment_for_log(log, loaded.spec, flags, vllm_version_for(log), gpu)
+    dep, mml = deployment_for_log(log, loaded.spec, flags, flags.get("engine_version") or vllm_version_for(log), gpu)
     policy = get_policy(dep.engine).bind(loaded.spec, loaded.config)
     dep, _ = policy.resolve_deployment(loaded.spec, dep, mml)  # scheduler settings the log leaves to vLLM
     kv = kv_format(dep.kv_dtype, "bf16")
@@ -181,7 +181,7 @@ def test_hybrid_sliding_window_one_block_count_explains_both_lines():
     # one 3,072-token request: full group cdiv(3072, 16) = 192 blocks; sliding groups cdiv(min(1023 + 8192, 3072), 16) + 1
     assert policy.request_blocks(groups, 3072, dep) == 192 + 6 * 193
     matches = []
-    for blocks in policy.block_counts_for_tokens(stages[0], log.kv_cache_tokens, kv, dep):
+    for blocks in policy.block_counts_for_tokens(stages[0], log.kv_cache_tokens, kv, dep, mml):
         r = policy.report_for_budgets(stages, [blocks * HAND_BLOCK_BYTES["gemma-3-4b-hybrid-kvcached215.log"]], kv,
                                       dep, mml)
         if r.figures["kv_cache_tokens"] == log.kv_cache_tokens and f"{r.figures['max_concurrency']:.2f}" == "102.78":

@@ -15,6 +15,7 @@ from kvplan.cli.options import load_model_from_flags, resolve_gpu
 from kvplan.errors import InputError
 from kvplan.hardware import detect_gpu, find_gpu
 from kvplan.logs.explain import deployment_for_log, explain_log, vllm_version_for
+from kvplan.logs.explain_vllm import term_tolerance_gib
 from kvplan.logs.log_deployment import gpu_from_log
 from kvplan.logs.startup import parse_startup_log, read_startup_log
 from kvplan.model import load_model
@@ -22,7 +23,7 @@ from kvplan.plan import Deployment, estimate
 from kvplan.plan.policies import get_policy
 from kvplan.plan.policies.vllm_defaults import scheduler_defaults
 from kvplan.plan.policies.vllm_load_extras import rotary_cache_bytes, vision_encoder_params
-from kvplan.plan.policies.vllm_overhead import cudagraph_capture_sizes
+from kvplan.plan.policies.vllm_overhead import cuda_graph_count
 from kvplan.plan.policies.vllm_versions import resolve_vllm_version
 from kvplan.units import GiB, MiB
 
@@ -87,25 +88,49 @@ def test_introspection_predicts_phi2_weights_within_0_10_gib():
     log, est = from_command("phi-2-h100-v0.19-llmdplanner.log")
     assert est.model_derivation.startswith("introspection")
     assert abs((est.weights_bytes_per_gpu + term(est, "rotary cos/sin cache")) / GiB - log.weights_gib) <= 0.10
+# Known gaps, each pinned to its logged figure (docs/benchmarks/vllm_logs.md): the row says DIFFERS there.
+WEIGHT_GAPS = {"gpt-oss-20b-tp2-h100-v0.19-llmdplanner.log": (-0.60, -0.55)}  # MXFP4 experts on Hopper
+ACTIVATION_GAPS = {  # vision-encoder activations (not modelled); Qwen1.5-MoE's router and expert buffers
+    "mistral-small-3.1-24b-w8a8-h100-v0.19-llmdplanner.log": (-0.27, -0.25),
+    "mistral-small-3.1-24b-w8a8-tp2-h100-v0.19-llmdplanner.log": (-0.12, -0.10),
+    "qwen1.5-moe-a2.7b-h100-v0.19-llmdplanner.log": (-0.25, -0.23)}
+NON_TORCH_GAPS = {"granite-3.1-2b-h100-v0.19-llmdplanner.log": (-0.22, -0.20),  # Granite logs 0.46 GiB
+                  "granite-3.1-8b-h100-v0.19-llmdplanner.log": (-0.22, -0.20)}
+
+
+def agrees_or_is_a_known_gap(name: str, gaps: dict, term_name: str, predicted_bytes: int, logged_gib: float) -> bool:
+    error = predicted_bytes / GiB - logged_gib
+    if name in gaps:
+        low, high = gaps[name]
+        return low < error < high and abs(error) > term_tolerance_gib(term_name, predicted_bytes)
+    return abs(error) <= term_tolerance_gib(term_name, predicted_bytes)
 
 
 @pytest.mark.parametrize("name", PREDICTED)
-def test_weights_with_rotary_caches_and_vision_encoders_within_0_10_gib(name):
+def test_weights_with_rotary_caches_and_vision_encoders_agree_within_the_stated_error(name):
+    """0.6% of the prediction plus the 0.005 GiB print quantum (vision towers: -0.07 GiB on 12.11 GiB at worst)."""
     log, est = from_command(name)
     loaded = est.weights_bytes_per_gpu + term(est, "rotary cos/sin cache") + next(
         (t["bytes"] for t in est.overhead if t["name"] == "vision encoder"), 0)
-    if name.startswith("gpt-oss"):  # MXFP4 experts on Hopper load 0.59 GiB above 4.25 bits x params (not modelled)
-        assert -0.60 < loaded / GiB - log.weights_gib < -0.55
-        return
-    assert abs(loaded / GiB - log.weights_gib) <= 0.10
+    assert agrees_or_is_a_known_gap(name, WEIGHT_GAPS, "weights", loaded, log.weights_gib)
 
 
 @pytest.mark.parametrize("name", PREDICTED)
-def test_activation_and_non_torch_within_their_stated_tolerance(name):
+def test_activation_and_non_torch_agree_within_the_stated_error(name):
+    """5% of the prediction plus the print quantum, except the named gaps (whose errors are pinned)."""
     log, est = from_command(name)
-    assert abs(term(est, "activation peak") / GiB - log.activation_gib) <= 0.30
-    assert abs(term(est, "non-torch (CUDA/NCCL)") / GiB - log.non_torch_gib) <= 0.25
+    assert agrees_or_is_a_known_gap(name, ACTIVATION_GAPS, "activation peak", term(est, "activation peak"),
+                                    log.activation_gib)
+    assert agrees_or_is_a_known_gap(name, NON_TORCH_GAPS, "non-torch (CUDA/NCCL)", term(est, "non-torch (CUDA/NCCL)"),
+                                    log.non_torch_gib)
     assert term(est, "CUDA graphs") == 0  # 0.19 prints its estimate but captures after sizing the KV cache
+
+
+def test_tolerances_can_fail():
+    """Predicting no non-torch memory, or a CUDA-graph estimate 40% high, must not count as agreement."""
+    assert term_tolerance_gib("non-torch (CUDA/NCCL)", 256 * MiB) < 0.25
+    assert term_tolerance_gib("CUDA graphs", round(1.4 * GiB)) < 0.4
+    assert term_tolerance_gib("weights", 50 * GiB) < 0.31
 
 
 def test_available_kv_within_1_percent_for_80_percent_of_the_logs_and_3_percent_for_all():
@@ -132,14 +157,27 @@ def test_pool_lines_reproduced_from_the_logged_available_memory(name):
     assert len(pool) == (2 if log.concurrency is not None else 1) and all(r.agrees for r in pool), pool
 
 
-def test_the_constants_were_fitted_on_the_fit_logs_only():
-    """benchmarks/vllm_log_errors.py --fit recomputes them from its FIT logs; the code holds what they give."""
+def benchmark_cases():
     sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
     try:
         import vllm_log_errors as bench
     finally:
         sys.path.pop(0)
-    cases = [c for p in sorted(LOGS.glob("*.log")) if (c := bench.predict(p)) is not None]
+    return bench, [c for p in sorted(LOGS.glob("*.log")) if (c := bench.predict(p)) is not None]
+
+
+def test_the_benchmark_fits_with_the_policys_scheduler_defaults():
+    """One scheduler rule: the benchmark's rows are the policy's defaults for each log's GPU and release (the A100
+    log of 0.10.1.1 printed max_num_batched_tokens=2048 and gets 256 rows, not an H100-name test's)."""
+    _, cases = benchmark_cases()
+    by_name = {c.name: c for c in cases}
+    assert by_name["qwen2-7b-tp2-a100-80gb-vllmbench.log"].scheduler == (256, 2048)
+    assert all(c.scheduler == (1024, 8192) for c in cases if c.gpu == "H100-SXM")
+
+
+def test_the_constants_were_fitted_on_the_fit_logs_only():
+    """benchmarks/vllm_log_errors.py --fit recomputes them from its FIT logs; the code holds what they give."""
+    bench, cases = benchmark_cases()
     fitted = bench.fit_constants(cases)
     assert "13.42 from 4 logs (code: 13.4)" in fitted and "243 KiB" in fitted and "(code: 243 KiB)" in fitted
     assert sum(c.fit for c in cases) == len(bench.FIT) and sum(not c.fit for c in cases) >= 15
@@ -178,14 +216,24 @@ def test_vision_towers_counted_from_vision_config():
     assert vision_encoder_params({"vision_config": {"model_type": "some_new_tower"}}) is None
 
 
-# --- scheduler defaults (vllm/engine/arg_utils.py get_batch_defaults) ---
+# --- scheduler defaults (vllm/engine/arg_utils.py _set_default_args_v1, later get_batch_defaults) ---
 
 @pytest.mark.parametrize("gpu,offline,release,expected", [
     ("H100", False, "0.19", (1024, 8192)), ("H200", False, "0.19", (1024, 8192)),
     ("MI300X", False, "0.19", (1024, 8192)), ("A100-80GB", False, "0.19", (256, 2048)),
     ("A100-40GB", False, "0.19", (256, 2048)), ("L40S", False, "0.19", (256, 2048)), ("L4", False, "0.19", (256, 2048)),
     ("H100", True, "0.19", (1024, 16384)), ("L4", True, "0.19", (256, 8192)),
-    ("H100", False, "0.8.5", (256, 8192)), ("A100-80GB", False, "0.8.5", (256, 8192)),
+    # PR #17885 (0.9.0): >= 70 GiB and not an A100 -- 0.9.0 and 0.9.1 share the 0.8.4 layout family, not its defaults
+    ("A100-80GB", False, "0.9.0", (256, 2048)), ("A100-80GB", False, "0.9.1", (256, 2048)),
+    ("B200", False, "0.9.1", (1024, 8192)),
+    # PR #17073 (0.8.5): device memory >= 70 GiB, the A100-80GB included
+    ("A100-80GB", False, "0.8.5", (1024, 8192)), ("MI300X", False, "0.8.5", (1024, 8192)),
+    # PR #16158 (0.8.4): "h100"/"h200" in the device name; 1024 sequences there only
+    ("H100", False, "0.8.4", (1024, 8192)), ("A100-80GB", False, "0.8.4", (256, 2048)),
+    ("MI300X", False, "0.8.4", (256, 2048)), ("B200", True, "0.8.4", (256, 8192)),
+    # 0.8.0-0.8.3: V1's 1024 sequences everywhere (0.8.2 on an RTX 4090 warms up "sampler with 1024 dummy
+    # requests", vllm #15617), the token budget by name (PR #12369)
+    ("RTX-4090", False, "0.8.2", (1024, 2048)), ("H200", False, "0.8.0", (1024, 8192)),
 ])
 def test_scheduler_defaults_per_gpu_entry_point_and_release(gpu, offline, release, expected):
     d = scheduler_defaults(resolve_vllm_version(release), find_gpu(gpu), offline, 8192)
@@ -264,24 +312,85 @@ def test_chunked_local_keeps_every_token_in_0_10_1_to_0_11():
     assert any("hybrid KV cache manager off" in n for n in old.notes)
 
 
+@pytest.mark.parametrize("release,tp,pp,gib,basis", [
+    ("0.19.0", 1, 1, 0.25, "measured on the vLLM 0.19 logs"),  # 0.24-0.26 GiB in every tp=1 0.19 log
+    ("0.19.0", 2, 1, 2150 / 1024, "measured on the vLLM 0.19 logs"),  # 2.07-2.17 GiB at tp 2 and 4
+    ("0.19.0", 1, 2, 0.25, "assumed"),  # pipeline stages alone: no all-reduce workspace, and no log
+    ("0.14.0", 2, 1, 2150 / 1024, "assumed from the vLLM 0.19 logs"),  # no 0.12-0.18 log prints the profile
+    ("0.21.0", 2, 1, 2150 / 1024, "assumed from the vLLM 0.19 logs"),
+    ("0.11.1", 4, 1, 96 / 1024, "measured on one vLLM 0.11.1 log"),  # opt-2.7b-tp4-v0.11-vllm29070.log: 0.09 GiB
+    ("0.10.1", 2, 1, 96 / 1024, "assumed from one vLLM 0.11.1 log"),
+])
+def test_non_torch_is_keyed_on_tp_and_says_where_it_was_measured(release, tp, pp, gib, basis):
+    e = estimate(load_model("llama-3.1-8b"), Deployment(gpu=find_gpu("H100"), engine=f"vllm@{release}", tp=tp, pp=pp,
+                                                        max_model_len=8192))
+    t = next(t for t in e.overhead if t["name"] == "non-torch (CUDA/NCCL)")
+    assert t["bytes"] == round(gib * GiB) and t["basis"].startswith(basis)
+
+
 def test_cuda_graphs_subtracted_from_0_21_only():
-    """0.21 prints "CUDA graph memory profiling is enabled (default since v0.21.0)" (vllm #41789)."""
-    kw = dict(gpu=find_gpu("H100"), max_model_len=8192, max_num_seqs=None, max_num_batched_tokens=None)
+    """0.21 prints "CUDA graph memory profiling is enabled (default since v0.21.0)" (vllm #41789); 0.19 prints the
+    estimate and does not subtract it. The estimate is checked against the logged one, not against its own formula."""
+    kw = dict(gpu=find_gpu("H100"), max_model_len=16384, gpu_memory_utilization=0.95, max_num_seqs=None,
+              max_num_batched_tokens=None)
     old = estimate(load_model("llama-3.1-8b"), Deployment(engine="vllm@0.19", **kw))
     new = estimate(load_model("llama-3.1-8b"), Deployment(engine="vllm@0.21", **kw))
     graphs = term(new, "CUDA graphs")
-    assert term(old, "CUDA graphs") == 0 and graphs == 243 * 1024 * 32 * 2 * len(cudagraph_capture_sizes(1024))
-    assert old.kv_budget_bytes - new.kv_budget_bytes == graphs
-    assert len(cudagraph_capture_sizes(1024)) == 51  # "PIECEWISE=51 (largest=512), FULL=51" in the 0.19 logs
+    assert term(old, "CUDA graphs") == 0 and old.kv_budget_bytes - new.kv_budget_bytes == graphs
+    # llama-3.1-8b-16k-h100-v0.19-llmdplanner.log: "Estimated CUDA graph memory: 0.84 GiB total" (a FIT log: the
+    # fitted constant lands within its fit error there, -10%)
+    assert abs(graphs / GiB - 0.84) <= 0.10 * 0.84
+    assert "fitted" in next(t["basis"] for t in new.overhead if t["name"] == "CUDA graphs")
+
+
+def _logged_graph_counts(path) -> int | None:
+    """PIECEWISE + FULL graphs of a log's "Profiling CUDA graph memory: PIECEWISE=51 (largest=512), FULL=35 ..."."""
+    import re
+    m = re.search(r"Profiling CUDA graph memory: PIECEWISE=(\d+)[^,\n]*(?:, FULL=(\d+))?", path.read_text())
+    return None if m is None else int(m.group(1)) + int(m.group(2) or 0)
+
+
+@pytest.mark.parametrize("name", [n for n in PROFILED if _logged_graph_counts(LOGS / n) is not None])
+def test_cuda_graph_count_is_the_logged_one(name):
+    """Every 0.19 log's own count: 51 + 51 at 1,024 sequences, gpt-oss's 83 + 83 (its config raises the largest
+    capture size to 1,024), Llama-4's 51 PIECEWISE only (chunked-local attention)."""
+    log = read_startup_log(str(LOGS / name))
+    loaded = load_model_from_flags(flags_of(log)["model"])
+    assert cuda_graph_count(loaded.spec, Deployment(max_num_seqs=1024, max_num_batched_tokens=8192), loaded.config) \
+        == _logged_graph_counts(LOGS / name)
+
+
+@pytest.mark.parametrize("seqs,logged", [
+    (256, 51 + 35),  # "PIECEWISE=51 (largest=512), FULL=35 (largest=256)": vLLM 0.21+ logs at 256 sequences
+    (2, 3 + 2),  # "PIECEWISE=3 (largest=4), FULL=2 (largest=2)": a v0.20.2 log with --max-num-seqs 2
+])
+def test_full_decode_graphs_stop_at_max_num_seqs(seqs, logged):
+    """capture_model captures FULL decode graphs only for sizes <= max_num_seqs x uniform_decode_query_len."""
+    spec = load_model("llama-3.1-8b").spec
+    assert cuda_graph_count(spec, Deployment(max_num_seqs=seqs, max_num_batched_tokens=2048)) == logged
 
 
 # --- memory as CUDA sees it ---
 
-def test_cuda_visible_totals_and_their_fallback():
-    assert find_gpu("H100").engine_total()[0] == round(79.19 * GiB)
-    assert find_gpu("A100-80GB").engine_total()[0] == round(79.15 * GiB)
-    total, basis = find_gpu("L4").engine_total()
-    assert total == find_gpu("L4").memory_bytes and "unknown" in basis
+@pytest.mark.parametrize("gpu,printed", [
+    ("H100", 79.19), ("A100-80GB", 79.15), ("H200", 139.72), ("L40S", 44.31), ("RTX-3090", 23.58),
+    ("A100-40GB", 39.39), ("L4", 22.03), ("RTX-4090", 23.64),  # PyTorch OOM messages: "total capacity of X GiB"
+])
+def test_cuda_visible_totals_are_the_printed_ones(gpu, printed):
+    assert find_gpu(gpu).engine_total()[0] == round(printed * GiB)
+
+
+def test_the_fallback_note_states_the_catalogs_own_gap():
+    """Where the CUDA total is unknown the note gives the gap the catalog shows (0.49% on the H200 to 2.06% on the
+    L4: 22.49 vs 22.03 GiB), not a round guess."""
+    total, basis = find_gpu("A10G").engine_total()
+    assert total == find_gpu("A10G").memory_bytes and "unknown (0.49-2.06% less" in basis
+
+
+def test_sglang_sizes_from_the_cuda_visible_total_too():
+    """SGLang's free-memory figures come from cudaMemGetInfo: an H100 is 79.19 GiB to it, not nvidia-smi's 79.65."""
+    e = estimate(load_model("llama-3.1-8b"), Deployment(gpu=find_gpu("H100"), engine="sglang", max_model_len=8192))
+    assert e.gpu_memory_bytes == round(79.19 * GiB)
 
 
 def test_gpu_auto_takes_the_cuda_total_from_nvml_v2(monkeypatch):
@@ -304,6 +413,15 @@ def test_max_model_len_above_the_model_is_a_refusal_not_a_fit():
     assert e.fits is False and "greater than the model's derived maximum 131,072" in e.verdict
 
 
+def test_gemma3_max_model_len_is_not_scaled_again():
+    """vLLM's _get_and_verify_max_len skips rope scaling when "gemma3" is in model_type ("Gemma3's max_model_len
+    (128K) is already scaled"): 131,072, not 131,072 x 8; its rotary cache still covers the scaled range."""
+    e = estimate(load_model("gemma-3-27b"), Deployment(gpu=find_gpu("H200"), engine="vllm", max_model_len=200_000))
+    assert e.fits is False and "derived maximum 131,072" in e.verdict
+    assert estimate(load_model("gemma-3-27b"), Deployment(gpu=find_gpu("H200"), engine="vllm",
+                                                          max_model_len=131_072)).fits is True
+
+
 def test_a_log_without_a_gpu_flag_is_sized_from_the_total_it_printed():
     """llama-3.3-70b-fp8-tp2 0.19 log: "Requested memory: 0.950000 (util), 75.23 GiB" gives a 79.19 GiB total, which
     takes the >= 70 GiB scheduler row (1024 sequences) without naming the GPU."""
@@ -316,6 +434,42 @@ def test_a_log_without_a_gpu_flag_is_sized_from_the_total_it_printed():
     assert log.total_gpu_gib == 79.19 and dep.gpu.cuda_total_bytes == round(79.19 * GiB)
     assert all(r.agrees for r in rows.values()), rows
     assert rows["activation peak (GiB)"].predicted == "1.88"  # 1,024 x 128,256 x 15.4 B
+
+
+def _log_with_total(total_gib: float):
+    return parse_startup_log(
+        f"(EngineCore_DP0 pid=1) INFO 08-22 [gpu_worker.py:789] Free memory on device ({total_gib - 1:.2f}/"
+        f"{total_gib:.2f} GiB) on startup. Desired GPU memory utilization is (0.9, {0.9 * total_gib:.2f} GiB). "
+        "Actual usage is 16.00 GiB for consumed memory (weights + non-torch), 1.00 GiB for peak activation, and 0.0 "
+        "GiB for CUDAGraph memory.\n")
+
+
+def test_a_log_printing_an_a100_total_gets_the_a100_scheduler_row():
+    """79.15 GiB is the A100 80GB's CUDA-visible total (vllm #4408) and no other catalog GPU's: vLLM 0.19 gives the
+    A100 the small-GPU row (256 / 2048), though 79.15 GiB is over 70 GiB; the explanation says how it chose."""
+    log = _log_with_total(79.15)
+    model = load_model("llama-3.1-8b")
+    dep, mml = deployment_for_log(log, model.spec, {"max_model_len": 8192}, "0.19.0", None)
+    out = explain_log(log, model, dep, mml)
+    assert dep.gpu.name == "A100-80GB" and (out.settings["max_num_seqs"], out.settings["max_num_batched_tokens"]) \
+        == (256, 2048)
+    assert any("79.15 GiB total is the CUDA-visible total of A100-80GB" in n and "--gpu NAME" in n for n in out.notes)
+
+
+def test_a_log_total_matching_no_catalog_gpu_says_the_gpu_is_ambiguous():
+    log = _log_with_total(23.50)  # opt-2.7b-tp4-v0.11-vllm29070.log's GPU: no catalog entry prints 23.50 GiB
+    model = load_model("llama-3.1-8b")
+    dep, mml = deployment_for_log(log, model.spec, {"max_model_len": 8192}, "0.19.0", None)
+    notes = explain_log(log, model, dep, mml).notes
+    assert any("matches no single catalog GPU" in n and "pass --gpu NAME" in n for n in notes), notes
+
+
+def test_explain_log_names_the_release_and_the_rules_it_follows():
+    log = read_startup_log(str(LOGS / "llama-3.1-8b-16k-h100-v0.19-llmdplanner.log"))
+    model = load_model("llama-3.1-8b")
+    dep, mml = deployment_for_log(log, model.spec, {"gpu_memory_utilization": 0.95}, "0.19.0", find_gpu("H100"))
+    out = explain_log(log, model, dep, mml)
+    assert out.engine_version == "0.19.0 (0.18 rules)" and any(n.endswith("by vLLM 0.19.0 (0.18 rules)") for n in out.notes)
 
 
 def test_a_log_naming_its_gpu_is_matched_to_the_catalog():

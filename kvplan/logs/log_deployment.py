@@ -1,22 +1,40 @@
 """The deployment a start-up log describes: its settings, with the user's flags winning."""
 
+from dataclasses import replace
+
 from ..errors import InputError
-from ..hardware import GPU, catalog_match
+from ..hardware import GPU, GPUS, catalog_match
 from ..plan.deployment import Deployment
 from ..units import GiB
+from .rows import LOG_QUANTUM_GIB
 from .startup import StartupLog
+
+FROM_THE_LOG = "from the log: "  # GPU.note prefix of a GPU inferred from a log's printed total
 
 
 def gpu_from_log(log: StartupLog) -> GPU | None:
-    """The GPU a log names (a MoE config path, collect_env), else one of the total it printed."""
+    """The GPU a log names (a MoE config path, collect_env); else the catalog GPU whose CUDA-visible total is the
+    one the log printed, when exactly one is; else an unnamed GPU of that total. Both inferences carry a note
+    (GPU.note) saying so, and how to name the GPU: the scheduler defaults depend on it (an A100 80GB prints
+    79.15 GiB, over 70 GiB, yet takes vLLM's small-GPU row)."""
     known = catalog_match(log.gpu_name) if log.gpu_name else None
     if known is not None:
         return known
     if log.total_gpu_gib is None:
         return None
+    printed = f"{log.total_gpu_gib:.2f} GiB"
+    fits = [g for g in GPUS if g.cuda_total_bytes
+            and abs(g.cuda_total_bytes / GiB - log.total_gpu_gib) <= LOG_QUANTUM_GIB + 1e-9]
+    if len(fits) == 1:
+        return replace(fits[0], note=f"{FROM_THE_LOG}the log names no GPU; its {printed} total is the "
+                                     f"CUDA-visible total of {fits[0].name}, taken as the GPU (pass --gpu NAME if "
+                                     "it is another)")
     total = round(log.total_gpu_gib * GiB)
-    return GPU(log.gpu_name or f"the log's GPU ({log.total_gpu_gib:.2f} GiB)", total, None, None,
-               note="from the log", cuda_total_bytes=total, cuda_total_basis="as the log printed it")
+    candidates = f" ({', '.join(g.name for g in fits)} print it)" if fits else ""
+    return GPU(log.gpu_name or f"the log's GPU ({printed})", total, None, None,
+               note=f"{FROM_THE_LOG}the log names no GPU and its {printed} total matches no single catalog "
+                    f"GPU{candidates}: scheduler defaults assume it is not an A100; pass --gpu NAME",
+               cuda_total_bytes=total, cuda_total_basis="as the log printed it")
 
 
 def deployment_for_log(log: StartupLog, spec, flags: dict, version: str | None, gpu) -> tuple[Deployment, int]:

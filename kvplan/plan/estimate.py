@@ -96,7 +96,7 @@ def estimate(model: LoadedModel, dep: Deployment) -> Estimate:
     whole_per_token = spec.bytes_per_token(kv)
     per_gpu_per_token = max(s.bytes_per_token(kv, dep.tp) for s in stages)
     bottleneck = max(stages, key=lambda s: policy.request_bytes(s, context, kv, dep))
-    per_request_whole = spec.bytes_per_request(context, kv, 1, block_size, dep.max_num_batched_tokens)
+    per_request_whole = _whole_model_request_bytes(policy, spec, context, kv, dep)
 
     weights = weight_bytes(model, dtypes.weights, dep.weights_bytes)
     weights_per_gpu = -(-weights.total_bytes // dep.num_gpus) if weights.total_bytes is not None else None
@@ -120,14 +120,17 @@ def estimate(model: LoadedModel, dep: Deployment) -> Estimate:
         max_ctx = _max_context(policy, stages, budget, kv, dep, max_model_len, dep.batch)
         longest_single = _max_context(policy, stages, budget, kv, dep, max_model_len, 1)
 
-    rows = [_row(policy, spec, stages, budget, kv, dep, c, block_size)
+    rows = [_row(policy, spec, stages, budget, kv, dep, c)
             for c in _table_contexts(max_model_len, context)]
+    report = policy.report(stages, budget, kv, dep, max_model_len) if budget is not None else None
+    budget_at_full = (policy.kv_budget(gpu_memory, weights_per_gpu, terms, replace(dep, gpu_memory_utilization=1.0))
+                      if budget is not None and gpu_memory is not None and weights_per_gpu is not None else None)
     fits, verdict, suggestions = _verdict(
         dep, weights_per_gpu=weights_per_gpu, gpu_memory=gpu_memory, budget=budget, users=users, context=context,
         max_ctx=max_ctx, longest_single=longest_single, max_model_len=max_model_len, kv=kv,
         weights_quantized=dtypes.weights_label not in FLOAT_DTYPES,
-        weights_limit=policy.weights_limit_bytes(gpu_memory, dep) if gpu_memory is not None else None)
-    report = policy.report(stages, budget, kv, dep, max_model_len) if budget is not None else None
+        weights_limit=policy.weights_limit_bytes(gpu_memory, dep) if gpu_memory is not None else None,
+        engine_starts=report is not None and report.refusal is None, budget_at_full=budget_at_full)
     if report is not None and report.lines:
         notes.append(f"{policy.name} {policy.version} would log: " + " | ".join(report.lines))
     refusal = policy.max_model_len_refusal(spec, max_model_len) or (report.refusal if report is not None else None)
@@ -240,17 +243,24 @@ def _table_contexts(max_model_len: int, context: int) -> list[int]:
     return sorted(contexts)
 
 
-def _row(policy, spec, stages, budget, kv, dep, context, block_size) -> ContextRow:
+def _whole_model_request_bytes(policy: EnginePolicy, spec: ModelSpec, context: int, kv, dep: Deployment) -> int:
+    """One request's KV over the whole model by the engine's own rules (one GPU, no split), so the
+    whole-model and per-GPU figures differ only by the split, never by the accounting."""
+    return policy.request_bytes(spec, context, kv, replace(dep, tp=1, pp=1))
+
+
+def _row(policy, spec, stages, budget, kv, dep, context) -> ContextRow:
     per_gpu = max(policy.request_bytes(s, context, kv, dep) for s in stages)
     users = None
     if budget is not None:
         users = min(policy.max_users(s, policy.pool(s, budget, kv, dep), context, kv, dep) for s in stages)
-    return ContextRow(context, spec.bytes_per_request(context, kv, 1, block_size, dep.max_num_batched_tokens),
-                      per_gpu, users, spec.bytes_per_request(context, kv))
+    return ContextRow(context, _whole_model_request_bytes(policy, spec, context, kv, dep), per_gpu, users,
+                      spec.bytes_per_request(context, kv))
 
 
 def _verdict(dep: Deployment, *, weights_per_gpu, gpu_memory, budget, users, context, max_ctx, longest_single,
-             max_model_len, kv, weights_quantized, weights_limit) -> tuple[bool | None, str, list[str]]:
+             max_model_len, kv, weights_quantized, weights_limit,
+             engine_starts: bool = False, budget_at_full: int | None = None) -> tuple[bool | None, str, list[str]]:
     """Fits or not, in words, with the knobs that would change the answer. Checks run from the most
     basic (do the weights fit) to the most specific (does the asked batch fit)."""
     if budget is None:
@@ -270,14 +280,21 @@ def _verdict(dep: Deployment, *, weights_per_gpu, gpu_memory, budget, users, con
     if budget <= 0:
         if dep.kv_cache_memory_bytes is not None:
             return False, "does not fit: --kv-cache-memory leaves no memory for KV", ["give a positive --kv-cache-memory"]
-        return False, f"does not fit: no memory left for KV ({fmt_gib(budget)} after weights and overhead)", [
-            f"raise --gpu-memory-utilization or --tp{quantize}"]
+        if budget_at_full is not None and budget_at_full <= 0:  # even the whole GPU would not do
+            advice = (f"weights and overhead exceed the whole GPU ({fmt_gib(-budget_at_full)} short at "
+                      f"--gpu-memory-utilization 1.0): more GPUs (raise --tp or --pp){quantize}")
+        else:
+            advice = f"raise --gpu-memory-utilization or --tp{quantize}"
+        return False, f"does not fit: no memory left for KV ({fmt_gib(budget)} after weights and overhead)", [advice]
     if context > max_model_len:
         return False, f"does not fit: context {context:,} exceeds max_model_len {max_model_len:,}", [
             "raise --max-model-len (up to what the model supports) or shorten --context"]
     if longest_single is not None and longest_single < max_model_len:
+        # The engine's own start-up check passed (engine_starts) yet its pool cannot hold one such request.
+        consequence = ("the engine starts, but cannot run such a request" if engine_starts
+                       else "an engine refuses to start")
         return False, (f"does not fit: one request of max_model_len {max_model_len:,} tokens needs more KV than "
-                       "the budget holds (an engine refuses to start)"), [
+                       f"the budget holds ({consequence})"), [
             f"--max-model-len {longest_single:,} or less fits" if longest_single else "no request fits at all",
             "a larger --tp or GPU adds KV budget"]
     if users is None or users < dep.batch:

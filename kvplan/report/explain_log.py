@@ -28,7 +28,7 @@ def render_explanation(ex: LogExplanation, fmt: str = "table") -> None:
 def explanation_report(ex: LogExplanation) -> Report:
     settings = ", ".join(f"{k}={v}" for k, v in ex.settings.items() if v is not None)
     rows = [FigureRow(r.figure, r.logged, r.predicted, r.difference, r.agrees, r.basis) for r in ex.rows]
-    blocks = [Line(f"kvplan explain-log: {ex.model} under {ex.engine} {ex.engine_version} semantics", "title"),
+    blocks = [Line(f"kvplan explain-log: {ex.model} under {ex.engine} {ex.engine_version}", "title"),
               Line(f"settings: {settings}", "dim"), Table(FigureRow, rows)]
     blocks += [Line(f"kvplan predicts the engine logs: {line}", "item") for line in ex.predicted_lines]
     blocks += [Line(name, "warn", label="not found in the log:") for name in ex.missing]

@@ -66,6 +66,9 @@ class SglangPolicy(EnginePolicy):
             raise InputError(f"--engine sglang@{version}: kvplan models SGLang 0.5.x (profile_max_num_token)")
         return "0.5"
 
+    def engine_memory(self, gpu) -> tuple[int, str]:
+        return gpu.engine_total()  # its free-memory figures are cudaMemGetInfo's: within the CUDA-visible total
+
     def overhead(self, spec: ModelSpec, dep: Deployment, act_elem_bytes: int) -> list[Term]:
         # SGLang reserves activations and graphs through the fraction; only the context is gone before load.
         return [t for t in overhead_terms(spec, dep, act_elem_bytes) if t.name.startswith(("non-torch", "overhead"))]

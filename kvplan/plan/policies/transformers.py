@@ -28,7 +28,7 @@ from ...model import LayerGroup, ModelSpec, cdiv, ceil_bytes
 from ..deployment import Deployment
 from ..overhead import Term, overhead_terms
 from . import register
-from .base import EnginePolicy, EngineReport, Pool, require_kinds
+from .base import EnginePolicy, EngineReport, Pool
 
 PAGE_SIZE = 256
 FULL, SLIDING = "full_attention", "sliding_attention"  # transformers' layer types (`LayerGroup.transformers_layer_type`)
@@ -100,7 +100,6 @@ def allocators(spec: ModelSpec, kv: KVFormat, tp: int, page_size: int) -> tuple[
 
 def plan_cache(spec: ModelSpec, kv: KVFormat, tp: int, available_bytes: int, s: CBSettings) -> CachePlan:
     """transformers' sizing of (max_batch_tokens, num_sectors) for `available_bytes` of cache memory."""
-    require_kinds(spec, TransformersPolicy.name)
     if not spec.hidden_size or not spec.num_attention_heads or not spec.vocab_size:
         raise UnsupportedModelError(f"{spec.name}: hidden size, heads and vocabulary are needed to size transformers' "
                                     "batch buffers")

@@ -26,7 +26,7 @@ from ...units import GiB
 from ..deployment import Deployment
 from ..overhead import Term, overhead_terms
 from . import register
-from .base import EnginePolicy, EngineReport, Pool, require_kinds
+from .base import EnginePolicy, EngineReport, Pool
 
 TOKENS_PER_BLOCK = {"0.13": 64, "1.0": 32}
 
@@ -66,7 +66,6 @@ class TrtllmPolicy(EnginePolicy):
 
     def token_bytes(self, stage: ModelSpec, kv: KVFormat, dep: Deployment) -> int:
         """Every KV layer as a full layer (no window), on one rank."""
-        require_kinds(stage, self.name)  # Mamba state pools are not modelled
         return ceil_bytes(stage.bytes_per_token(kv, dep.tp))
 
     def pool(self, stage: ModelSpec, budget_bytes: int, kv: KVFormat, dep: Deployment) -> Pool:

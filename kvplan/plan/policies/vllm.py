@@ -32,7 +32,7 @@ class VllmPolicy(VllmLayout, VllmStartup, GenericPolicy):  # the generic budget 
     version = NEWEST_FAMILY
     offline = False  # `vllm serve` (OpenAI server); the offline LLM class has other scheduler defaults
     description = ("vLLM V1 (newest rules unless @VERSION): CUDA-visible total x gpu_memory_utilization - weights - "
-                   "activation - non-torch (- CUDA graphs from 0.21); blocks = budget // page // layers per group; "
+                   "activation - non-torch (- CUDA graphs from 0.20.2, the 0.21 family); blocks = budget // page // layers per group; "
                    "hybrid groups; refuses when max_model_len does not fit")
 
     def __init__(self, version: str | None = None):
@@ -66,8 +66,8 @@ class VllmPolicy(VllmLayout, VllmStartup, GenericPolicy):  # the generic budget 
         return vllm_overhead_terms(spec, self.config, dep, act_elem_bytes, self.rules)
 
     def cuda_graph_estimate(self, spec: ModelSpec, dep: Deployment) -> int:
-        """What vLLM estimates its CUDA graphs take (it subtracts the estimate from 0.21 on)."""
-        return cuda_graph_bytes(spec, dep)
+        """What vLLM estimates its CUDA graphs take (it subtracts the estimate from 0.20.2 on: the 0.21 family)."""
+        return cuda_graph_bytes(spec, dep, self.config)
 
 
 @register

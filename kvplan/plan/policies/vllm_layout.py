@@ -2,8 +2,8 @@
 
 One page is one block of one layer on one rank (`2 x block_size x kv_heads_per_rank x head_size x
 bytes`; MLA: one latent, the backend's block size). With the hybrid KV cache manager (0.9.2+)
-layers of one KV spec form groups of G layers, G = the smallest per-kind layer count (or the
-largest when it is under 1.5x the smallest), the last group of a kind padded; every group takes
+layers of one KV spec form groups of G layers, G = the smallest per-kind layer count (from 0.12 the
+largest when it is under 1.25x the smallest, from 0.18 under 1.5x), the last group of a kind padded; every group takes
 one block per block-table slot from a shared pool, and what a layer reserves per request is its
 kind's answer (`LayerGroup.vllm_max_blocks`, vLLM's `max_memory_usage_bytes` per spec in
 vllm/v1/kv_cache_interface.py). Without it (before 0.9.2, V0, and chunked-local models in
@@ -18,11 +18,10 @@ from ...dtypes import KVFormat
 from ...errors import InputError, UnsupportedModelError
 from ...model import LayerGroup, ModelSpec, cdiv, ceil_bytes
 from ..deployment import Deployment
-from .base import Pool, require_kinds
+from .base import Pool
 
 GPU_ARCHS = {"hopper": ("h100", "h200", "h800", "h20", "gh200"), "blackwell": ("b200", "b100", "gb200", "b300")}
 VLLM_KV_DTYPES = ("bf16", "fp16", "fp32", "fp8", "fp8_e4m3", "fp8_e5m2")
-HYBRID_PADDING_RATIO = 1.5  # vLLM's group-size heuristic: use the largest count when it is under 1.5x the smallest
 
 
 @dataclass(frozen=True)
@@ -80,7 +79,6 @@ class VllmLayout:
         """Layer index -> its vLLM KV spec (on one tensor-parallel rank)."""
         if kv.name not in VLLM_KV_DTYPES:
             raise InputError(f"vLLM has no --kv-cache-dtype {kv.name}; use auto, fp8, fp8_e4m3 or fp8_e5m2")
-        require_kinds(spec, self.kinds_engine)  # state layers: vLLM aligns their pages with attention blocks (not modelled)
         block_size = self.block_size(spec, dep)
         out: dict[int, LayerSpec] = {}
         for g in spec.kv_groups():
@@ -105,7 +103,8 @@ class VllmLayout:
                                         "to unify them, which is not modelled (use --engine generic)")
         counts = [len(ls) for ls in by_type.values()]
         group_size = min(counts)
-        if max(counts) < min(counts) * HYBRID_PADDING_RATIO:
+        ratio = self.rules.hybrid_group_ratio  # None before PR 29303, 1.25 from 0.12, 1.5 from 0.18 (PR 36684)
+        if ratio is not None and max(counts) < min(counts) * ratio:
             group_size = max(counts)
         groups = []
         for s, layers in by_type.items():
@@ -131,9 +130,12 @@ class VllmLayout:
     # --- pool ---
 
     def request_blocks(self, groups: list[KVGroup], context_tokens: int, dep: Deployment) -> int:
-        """Blocks one request of `context_tokens` tokens takes from the pool, by vLLM's worst case."""
-        if self._uniform_type(groups):
-            return cdiv(context_tokens, groups[0].spec.block_size)
+        """Blocks one request of `context_tokens` tokens takes from the pool, by vLLM's worst case: the sum
+        of every KV cache group's `max_memory_usage_bytes` in pages (`get_max_concurrency_for_kv_cache_config`,
+        vllm/v1/core/kv_cache_utils.py), a single group included, so a model whose every layer slides keeps
+        only its window. Without the hybrid manager every layer is one group, sized as full attention."""
+        if not self._hybrid_allocator:
+            groups = groups[:1]
         return sum(g.spec.blocks_per_request(context_tokens, dep.max_num_batched_tokens) for g in groups)
 
     def _block_bytes(self, groups: list[KVGroup]) -> int:
@@ -156,9 +158,24 @@ class VllmLayout:
     def block_bytes(self, stage: ModelSpec, kv: KVFormat, dep: Deployment) -> int:
         return self._block_bytes(self._groups_for(stage, kv, dep))
 
-    def block_counts_for_tokens(self, stage: ModelSpec, tokens: int, kv: KVFormat, dep: Deployment) -> list[int]:
+    def kv_cache_tokens(self, groups: list[KVGroup], num_blocks: int, max_model_len: int, dep: Deployment) -> int:
+        """What vLLM logs as "GPU KV cache size": blocks x block size (one group), blocks // groups x the
+        smallest block size (hybrid), or from 0.20.2 int(max concurrency x max_model_len) (PRs 38364/40694,
+        vllm #40691: the per-group split misled on hybrids)."""
+        if self.rules.tokens_from_concurrency:
+            return int(num_blocks / self.request_blocks(groups, max_model_len, dep) * max_model_len)
+        if self._uniform_type(groups):
+            return num_blocks * groups[0].spec.block_size
+        return num_blocks // len(groups) * min(g.spec.block_size for g in groups)
+
+    def block_counts_for_tokens(self, stage: ModelSpec, tokens: int, kv: KVFormat, dep: Deployment,
+                                max_model_len: int) -> list[int]:
         """Every pool size (in blocks) for which vLLM would log `tokens` as its KV cache size."""
         groups = self._groups_for(stage, kv, dep)
+        if self.rules.tokens_from_concurrency:
+            guess = tokens * self.request_blocks(groups, max_model_len, dep) // max_model_len
+            return [n for n in range(max(guess - 2, 0), guess + 3)
+                    if self.kv_cache_tokens(groups, n, max_model_len, dep) == tokens]
         block_size = groups[0].spec.block_size
         if self._uniform_type(groups):
             return [tokens // block_size]

@@ -14,8 +14,27 @@ Both land in vLLM's "weights memory" / "Model loading took" figure:
 """
 
 from ...model import ModelSpec
+from ..deployment import Deployment
+from ..overhead import Term
 
 SCALED_ROPE_TYPES = ("linear", "dynamic", "yarn", "deepseek_yarn")
+
+
+def load_extra_terms(spec: ModelSpec, config: dict | None, dep: Deployment, act_elem_bytes: int) -> list[Term]:
+    """What vLLM loads with the model beyond the text parameters (both in its 'weights memory')."""
+    terms = [Term("rotary cos/sin cache", rotary_cache_bytes(spec, config, act_elem_bytes),
+                  "positions (x rope scaling factor) x rotary dims x compute dtype, one per distinct rope")]
+    if dep.weights_bytes is not None:  # --weights: the user's figure is the whole load
+        return terms
+    if spec.params is not None and spec.params.multimodal:  # introspection counted the towers into the weights
+        return terms
+    vision = vision_encoder_params(config)
+    if vision is None:
+        terms.append(Term("vision encoder", 0, "vision tower of unknown type: not counted (give --weights)"))
+    elif vision:
+        terms.append(Term("vision encoder", -(-vision * act_elem_bytes // dep.tp),
+                          f"{vision:,} params in the compute dtype, vision_config"))
+    return terms
 
 
 def rope_scaling_factor(config: dict | None) -> float:
@@ -39,8 +58,16 @@ def scaled_positions(spec: ModelSpec, config: dict | None) -> int:
 
 
 def derived_max_model_len(spec: ModelSpec, config: dict | None) -> int | None:
-    """vLLM's `_get_and_verify_max_len`; None when the model states no maximum."""
-    return scaled_positions(spec, config) if spec.max_position_embeddings else None
+    """vLLM's `_get_and_verify_max_len` (vllm/config/model.py); None when the model states no maximum.
+
+    Gemma 3 is the exception vLLM names: "Gemma3's max_model_len (128K) is already scaled by RoPE
+    scaling, so we skip applying the scaling factor again" (`"gemma3" not in hf_config.model_type`).
+    Its rotary cache is still built for the scaled range (`rotary_cache_bytes`)."""
+    if not spec.max_position_embeddings:
+        return None
+    if "gemma3" in str(_text_config(config).get("model_type") or (config or {}).get("model_type") or ""):
+        return spec.max_position_embeddings
+    return scaled_positions(spec, config)
 
 
 def rotary_cache_bytes(spec: ModelSpec, config: dict | None, act_elem_bytes: int) -> int:

@@ -1,13 +1,14 @@
 """What vLLM prints at start-up, and when it refuses to start.
 
-| family   | tokens logged                    | concurrency logged                          |
-|----------|----------------------------------|---------------------------------------------|
-| v0       | "# GPU blocks: N"                | N x block_size / max_model_len              |
-| 0.8.x    | N x block_size                   | N x block_size / max_model_len              |
-| 0.9.2+   | N // groups x block_size         | N / blocks one max_model_len request needs  |
+| family   | tokens logged                          | concurrency logged                          |
+|----------|----------------------------------------|---------------------------------------------|
+| v0       | "# GPU blocks: N"                      | N x block_size / max_model_len              |
+| 0.8.x    | N x block_size                         | N x block_size / max_model_len              |
+| 0.9.2+   | N // groups x block_size               | N / blocks one max_model_len request needs  |
+| 0.21     | int(concurrency x max_model_len)       | N / blocks one max_model_len request needs  |
 
 vLLM refuses to start when max_model_len exceeds what the model's config derives (max_position_
-embeddings, times the rope scaling factor for linear/dynamic/YaRN scaling) unless
+embeddings, times the rope scaling factor for linear/dynamic/YaRN scaling, except Gemma 3) unless
 VLLM_ALLOW_LONG_MAX_MODEL_LEN=1, and when one max_model_len request does not fit: V1 sums each
 layer's worst case, and from 0.8.4 reports the largest max_model_len that would fit (binary
 search); V0 refuses when max_model_len exceeds num_blocks x block_size.
@@ -29,7 +30,12 @@ class VllmStartup:
         return not self.rules.v1
 
     def needed_bytes(self, stage: ModelSpec, max_model_len: int, kv: KVFormat, dep: Deployment) -> int:
-        """V1's start-up check: the sum over the stage's layers of each layer's worst case per request."""
+        """V1's start-up check: the sum over the stage's layers of each layer's worst case per request; from
+        0.18 over the stage's groups, padding included (`_max_memory_usage_bytes_from_groups`: group size x
+        page x the groups' blocks per request; Gemma-3-27B at 128K: 10 x (8,192 + 6 x 577) = 116,540 pages,
+        not the 111,924 of its 62 real layers)."""
+        if self.rules.refusal_counts_group_padding:
+            return self.request_bytes(stage, max_model_len, kv, dep)
         specs = [s for i, s in self.layer_specs(self._whole(stage), kv, dep).items()
                  if i in {j for g in stage.kv_groups() for j in g.layers}]
         return sum(s.max_memory_bytes(max_model_len, dep.max_num_batched_tokens) for s in specs)
@@ -63,10 +69,7 @@ class VllmStartup:
         num_blocks = min(p.num_blocks for p in pools)
         groups = self._groups_for(stages[0], kv, dep)
         block_size = pools[0].block_size
-        if self._uniform_type(groups):
-            tokens = num_blocks * block_size
-        else:
-            tokens = num_blocks // len(groups) * block_size
+        tokens = self.kv_cache_tokens(groups, num_blocks, max_model_len, dep)
         per_request = self.request_blocks(groups, max_model_len, dep)
         if self.rules.concurrency_by_blocks:
             concurrency = num_blocks / per_request
@@ -97,8 +100,8 @@ class VllmStartup:
     def _refusal(self, stages, budgets, kv, dep, max_model_len) -> str | None:
         for stage, budget in zip(stages, budgets):
             if budget <= 0:
-                return (f"no memory is left for KV cache blocks ({budget / GiB:.2f} GiB available); raise "
-                        "--gpu-memory-utilization")
+                # the reason only: what helps (utilization, more GPUs, quantization) is the estimate's suggestion
+                return f"no memory is left for KV cache blocks ({budget / GiB:.2f} GiB available)"
             if self._v0:
                 continue
             needed = self.needed_bytes(stage, max_model_len, kv, dep)
@@ -116,7 +119,7 @@ class VllmStartup:
         if not self._v0:
             return None
         if num_blocks <= 0:
-            return "no memory is left for KV cache blocks; raise --gpu-memory-utilization"
+            return "no memory is left for KV cache blocks"
         if max_model_len > num_blocks * block_size:
             return (f"max_model_len {max_model_len} exceeds the {num_blocks * block_size} tokens the KV cache holds "
                     f"({num_blocks} blocks of {block_size})")
