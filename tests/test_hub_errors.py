@@ -172,7 +172,7 @@ def test_user_config_errors_are_one_line_and_only_when_consulted(hub_env, capsys
     monkeypatch.setenv("KVPLAN_CONFIG", str(config))
     err = fails(capsys, REPO)
     assert f"KVPLAN_CONFIG={config}: no such file" in err
-    for text, needle in (("online: [", "malformed YAML at line"), ("online: 1\n", "online must be bool, got 1"),
+    for text, needle in (("online: [", "malformed YAML"), ("online: 1\n", "online must be bool, got 1"),
                          ("onlnie: true\n", "unknown setting 'onlnie' (known: online)"),
                          ("- online\n", "expected a mapping of settings, got list")):
         config.write_text(text)

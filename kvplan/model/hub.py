@@ -382,6 +382,8 @@ def _commit_to_cache(cache_dir: Path, repo_id: str, revision: str, commit: str, 
             write_bytes_atomic(repo_dir / "refs" / revision, commit.encode())
     except OSError as exc:
         raise HubError(f"hub: cannot write the HF cache at {cache_dir} ({exc.strerror or exc})") from None
+    except InputError as exc:
+        raise HubError(f"hub: cannot write the HF cache at {cache_dir}: {exc}") from None
     return snapshot
 
 
