@@ -41,6 +41,7 @@ class Limit:
 CONFIG_JSON = Limit("config.json", 4 * MiB)  # real ones: 1-60 KiB
 SAFETENSORS_INDEX = Limit("safetensors index", 32 * MiB)  # a 140,000-tensor index is ~14 MiB
 SAFETENSORS_HEADER = Limit("safetensors header", 32 * MiB)  # the format allows 100 MB; real shards: KiB to a few MiB
+SAFETENSORS_FILE = Limit("safetensors file", None)  # only its header is read
 HEADERS_SIDECAR = Limit("kvplan header sidecar", 64 * MiB)  # every header of one Hub fetch (HUB_HEADERS_MAX_BYTES)
 DEPLOYMENT_YAML = Limit("deployment or manifest YAML", 4 * MiB)
 USER_CONFIG_YAML = Limit("kvplan user config", 1 * MiB)
