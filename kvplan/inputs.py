@@ -18,8 +18,9 @@ lists each limit with its reason and its test.
 import itertools
 import json
 import os
+import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -34,6 +35,7 @@ class Limit:
     what: str  # the kind of input, as the error names it
     max_bytes: int | None  # None: streamed, any length
     max_line_bytes: int | None = None  # for inputs read line by line
+    hint: str = ""  # what to do about a file over the limit
 
 
 # Each is a multiple of the largest real input of its kind; JSON and YAML parse to objects that can
@@ -47,11 +49,18 @@ DEPLOYMENT_YAML = Limit("deployment or manifest YAML", 4 * MiB)
 USER_CONFIG_YAML = Limit("kvplan user config", 1 * MiB)
 BUNDLED_SPEC_YAML = Limit("bundled model spec", 1 * MiB)
 SERVE_SCRIPT = Limit("`vllm serve` script", 1 * MiB)
-STARTUP_LOG = Limit("start-up log", 64 * MiB, max_line_bytes=1 * MiB)  # the start-up part is a few hundred KiB
+# One command line (continuations joined, `$VAR`s expanded): real ones are under 4 KiB. It bounds what
+# variables can expand to (A=$B$B, B=$C$C, ... doubles per line) and keeps shlex, ~1 us a character, quick.
+MAX_COMMAND_CHARS = 64 * KiB
+# The start-up part of a log is under 1 MiB, its longest line (engine config, ServerArgs) ~10 KiB; parsing
+# runs at ~4 MiB/s, so 16 MiB stays within seconds.
+STARTUP_LOG = Limit("start-up log", 16 * MiB, max_line_bytes=64 * KiB,
+                    hint="pass the start-up part of the log (the lines up to `Maximum concurrency`)")
 TRACE = Limit("trace", None, max_line_bytes=16 * MiB)  # a 1M-token prompt as token ids is ~8 MiB
 HF_CACHE_REF = Limit("HF cache ref", 1 * KiB)  # refs/{revision} holds one 40-hex commit
 
 MAX_JSON_DEPTH = 64
+MAX_KVPLAN_HEADER_CHARS = 4 * KiB  # a start-up log's `# kvplan: FLAGS` line
 
 # Plausibility bounds on values, checked before any work is sized by them.
 MAX_LAYERS = 4096  # the deepest published LLMs have under 200 layers
@@ -67,8 +76,9 @@ def _size_text(n: int) -> str:
 
 
 def too_large(where: str, limit: Limit, size: int | None = None) -> InputError:
-    has = f" is {size:,} bytes," if size is not None else " is"
-    return InputError(f"{where}{has} over kvplan's {_size_text(limit.max_bytes)} limit for a {limit.what}")
+    has = f"{size:,} bytes, " if size is not None else ""
+    hint = f"; {limit.hint}" if limit.hint else ""
+    return InputError(f"{where}: {has}over kvplan's {_size_text(limit.max_bytes)} limit for a {limit.what}{hint}")
 
 
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
@@ -132,6 +142,8 @@ def parse_json(data: str | bytes, where: str):
         value = json.loads(data)
     except json.JSONDecodeError as exc:
         raise InputError(f"{where}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except ValueError as exc:  # an integer of more than 4,300 digits
+        raise InputError(f"{where}: not valid JSON ({exc})") from None
     except RecursionError:  # json's own guard against deep nesting
         raise InputError(f"{where}: JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
     if data.count("[") + data.count("{") >= MAX_JSON_DEPTH:  # fewer brackets cannot nest that deep
@@ -176,3 +188,34 @@ def read_lines(path: str | os.PathLike, limit: Limit, errors: str = "strict") ->
                 yield lineno, decode_utf8(raw, f"{path}:{lineno}")
             else:
                 yield lineno, raw.decode("utf-8", errors)
+
+
+def expand(pattern: re.Pattern, value_of: Callable[[re.Match], str], text: str, where: str) -> str:
+    """`pattern.sub(value_of, text)`, refused as soon as the result outgrows MAX_COMMAND_CHARS."""
+    grown = len(check_command(text, where))
+
+    def sub(m: re.Match) -> str:
+        nonlocal grown
+        value = value_of(m)
+        grown += len(value) - len(m.group(0))
+        if grown > MAX_COMMAND_CHARS:
+            raise InputError(f"{where}: {text[:40]!r} expands past kvplan's {MAX_COMMAND_CHARS:,}-character limit "
+                             "for a command line")
+        return value
+
+    return pattern.sub(sub, text)
+
+
+def check_command(text: str, where: str, max_chars: int = MAX_COMMAND_CHARS) -> str:
+    if len(text) > max_chars:
+        raise InputError(f"{where}: a command line of {len(text):,} characters is over kvplan's "
+                         f"{max_chars:,}-character limit")
+    return text
+
+
+def check_layers(layers: int, what: str) -> int:
+    """A layer count, before anything is built per layer (a per-layer list of 2**31 is minutes and GiBs)."""
+    if layers > MAX_LAYERS:
+        raise InputError(f"{what}={layers:,} is above kvplan's limit of {MAX_LAYERS:,} layers "
+                         "(the deepest published LLMs have under 200)")
+    return layers

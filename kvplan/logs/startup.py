@@ -28,11 +28,16 @@ A line `# kvplan: FLAGS` carries kvplan flags for the log (used by test data); `
 import ast
 import re
 import shlex
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..errors import InputError
+from ..inputs import MAX_KVPLAN_HEADER_CHARS, STARTUP_LOG, check_command, read_lines
 
-_NUM = r"([0-9][0-9,]*(?:\.[0-9]+)?)"
+# Numbers have bounded digits: a 400-digit one would be inf as a float, a 5,000-digit one no int at all.
+_NUM = r"([0-9][0-9,]{0,24}(?:\.[0-9]{1,18})?)"
+_INT = r"([0-9]{1,18})(?![0-9])"
+_FLOAT = r"([0-9]{1,18}(?:\.[0-9]{1,18})?)(?![0-9.])"
 
 
 @dataclass(frozen=True)
@@ -89,52 +94,75 @@ _PATTERNS = {
     "v0_weights": re.compile(r"Loading model weights took " + _NUM + r" ?GB"),
     "v1_available": re.compile(r"Available KV cache memory: (-?" + _NUM[1:] + r" ?GiB"),
     "v0_rest": re.compile(r"the rest of the memory reserved for KV Cache is (-?" + _NUM[1:] + r" ?GiB"),
-    "v0_profile": re.compile(r"Memory profiling results:.*?total_gpu_memory=" + _NUM + r"GiB.*?kv_cache_size=(-?"
-                             + _NUM[1:] + r"GiB"),
+    "v0_profile": (re.compile(r"Memory profiling results:"), re.compile(r"total_gpu_memory=" + _NUM + r"GiB"),
+                   re.compile(r"kv_cache_size=(-?" + _NUM[1:] + r"GiB")),
     "v0_can_use": re.compile(r"can use total_gpu_memory \(" + _NUM + r"GiB\) x gpu_memory_utilization \(" + _NUM),
     "v1_tokens": re.compile(r"GPU KV cache size: " + _NUM + r" tokens"),
     "gpu_blocks": re.compile(r"(?:^|[\s\]#])(?:GPU|cuda|CUDA) blocks: " + _NUM),
-    "concurrency": re.compile(r"Maximum concurrency for " + _NUM + r" tokens per request: ([0-9.]+)x"),
-    "v1_refusal": re.compile(r"max seq len \((\d+)\), \(([0-9.]+) GiB KV cache is needed, which is larger than the "
-                             r"available KV cache memory \((-?[0-9.]+) GiB\)\.(?: Based on the available memory, the "
-                             r"estimated maximum model length is (\d+)\.)?"),
-    "v0_refusal": re.compile(r"The model's max seq len \((\d+)\) is larger than the maximum number of tokens that can "
-                             r"be stored in KV cache \((\d+)\)"),
-    "chunked": re.compile(r"max_num_batched_tokens=(\d+)"),
-    "forced_block": re.compile(r"[Ff]orcing kv cache block size to (\d+)"),
+    "concurrency": re.compile(r"Maximum concurrency for " + _NUM + r" tokens per request: " + _FLOAT + "x"),
+    "v1_refusal": re.compile(r"max seq len \(" + _INT + r"\), \(" + _FLOAT + r" GiB KV cache is needed, which is larger "
+                             r"than the available KV cache memory \((-?" + _FLOAT[1:] + r" GiB\)\.(?: Based on the "
+                             r"available memory, the estimated maximum model length is " + _INT + r"\.)?"),
+    "v0_refusal": re.compile(r"The model's max seq len \(" + _INT + r"\) is larger than the maximum number of tokens "
+                             r"that can be stored in KV cache \(" + _INT + r"\)"),
+    "chunked": re.compile(r"max_num_batched_tokens=" + _INT),
+    "forced_block": re.compile(r"[Ff]orcing kv cache block size to " + _INT),
+    "utilization": re.compile(r"gpu_memory_utilization=" + _FLOAT),
     "sg_args": re.compile(r"server_args=ServerArgs\((.*)\)\s*$"),
     "sg_before": re.compile(r"Load weight begin\. avail mem=" + _NUM + r" ?GB"),
-    "sg_after": re.compile(r"Load weight end\..*?avail mem=" + _NUM + r" ?GB, mem usage=" + _NUM + r" ?GB"),
-    "sg_alloc": re.compile(r"KV Cache is allocated\..*?#tokens: (\d+)(?:, K size: " + _NUM + r" ?GB, V size: "
-                           + _NUM + r" ?GB)?(?:, KV size: " + _NUM + r" ?GB)?"),
-    "sg_total": re.compile(r"max_total_num_tokens=" + _NUM + r".*?context_len=(\d+)"),
+    "sg_after": (re.compile(r"Load weight end\."), re.compile(r"avail mem=" + _NUM + r" ?GB, mem usage=" + _NUM + r" ?GB")),
+    "sg_alloc": (re.compile(r"KV Cache is allocated\."), re.compile(r"#tokens: " + _INT + r"(?:, K size: " + _NUM
+                                                                     + r" ?GB, V size: " + _NUM + r" ?GB)?(?:, KV size: "
+                                                                     + _NUM + r" ?GB)?")),
+    "sg_total": (re.compile(r"max_total_num_tokens=" + _NUM), re.compile(r"context_len=" + _INT)),
     "kvplan": re.compile(r"^\s*#\s*kvplan:\s*(.*)$"),
 }
 
 _RANK_PATTERNS = (
-    re.compile(r"\((?:VllmWorker |Worker_)PP(\d+)_TP(\d+)"),
-    re.compile(r"\((?:VllmWorker |Worker_)TP(\d+)"),  # vLLM 0.10: `(VllmWorker TP1 pid=..)`
-    re.compile(r"\(VllmWorker rank=(\d+)"),
+    re.compile(r"\((?:VllmWorker |Worker_)PP" + _INT + "_TP" + _INT),
+    re.compile(r"\((?:VllmWorker |Worker_)TP" + _INT),  # vLLM 0.10: `(VllmWorker TP1 pid=..)`
+    re.compile(r"\(VllmWorker rank=" + _INT),
     re.compile(r"\(RayWorkerWrapper pid=\d+[^)]*\)"),  # `(RayWorkerWrapper pid=374, ip=10.0.0.1)`
     re.compile(r"\(VllmWorkerProcess pid=\d+\)"),
 )
 
 
+def _in_order(line: str, patterns: tuple[re.Pattern, ...]) -> tuple | None:
+    """The groups of the regex `p0.*?p1.*?p2`: each pattern searched after the previous one's match.
+    The same answer in linear time; that regex backtracks cubically on a line that repeats p0."""
+    groups, pos = (), 0
+    for pattern in patterns:
+        m = pattern.search(line, pos)
+        if m is None:
+            return None
+        groups, pos = groups + m.groups(), m.end()
+    return groups
+
+
+def _ends_with(line: str, char: str) -> bool:
+    """Guards the patterns anchored at `CHAR\\s*$`: without it each start of their lead costs a scan to the end."""
+    return line.rstrip().endswith(char)
+
+
 def parse_startup_log(text: str) -> StartupLog:
+    return parse_startup_lines(text.splitlines())
+
+
+def parse_startup_lines(lines: Iterable[str]) -> StartupLog:
     log = StartupLog()
-    for line in text.splitlines():
+    for line in lines:
         _parse_line(line, log)
     _resolve(log)
     return log
 
 
 def read_startup_log(path: str) -> StartupLog:
+    """Streamed line by line within kvplan.inputs.STARTUP_LOG; a stray non-UTF-8 byte is replaced, not fatal."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            text = f.read()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
-    log = parse_startup_log(text)
+        log = parse_startup_lines(line.rstrip("\r\n") for _, line in read_lines(path, STARTUP_LOG, errors="replace"))
+    except InputError as exc:
+        message = str(exc)
+        raise InputError(message if message.startswith(str(path)) else f"{path}: {message}") from None
     if log.engine is None:
         raise InputError(f"{path}: no vLLM or SGLang start-up line found (is this a start-up log?)")
     return log
@@ -143,7 +171,11 @@ def read_startup_log(path: str) -> StartupLog:
 def _parse_line(line: str, log: StartupLog) -> None:
     p = _PATTERNS
     if m := p["kvplan"].match(line):
-        log.kvplan_args += shlex.split(m.group(1))
+        check_command(m.group(1), "its `# kvplan:` line", MAX_KVPLAN_HEADER_CHARS)
+        try:
+            log.kvplan_args += shlex.split(m.group(1))
+        except ValueError as exc:  # an unbalanced quote
+            raise InputError(f"its `# kvplan:` line does not split as shell words ({exc}): {m.group(1)[:60]!r}") from None
         return
     if line.lstrip().startswith("#") and not p["gpu_blocks"].search(line):
         return  # commentary around a pasted log; vLLM V0's "# GPU blocks: N" is the one log line so written
@@ -157,7 +189,7 @@ def _parse_line(line: str, log: StartupLog) -> None:
         log.engine, log.generation = "vllm", "v0"
         log.version = log.version or m.group(1)
         _config_pairs(m.group(2), log)
-    if m := p["non_default"].search(line):
+    if _ends_with(line, "}") and (m := p["non_default"].search(line)):
         log.engine = log.engine or "vllm"
         try:
             args = ast.literal_eval(m.group(1))
@@ -179,11 +211,11 @@ def _parse_line(line: str, log: StartupLog) -> None:
     elif m := p["v0_rest"].search(line):
         log.engine, log.generation = log.engine or "vllm", log.generation or "v0"
         log.available_kv_gib.append(_worker(line, _f(m.group(1))))
-    elif m := p["v0_profile"].search(line):
+    elif g := _in_order(line, p["v0_profile"]):
         log.engine, log.generation = log.engine or "vllm", log.generation or "v0"
-        log.total_gpu_gib = _f(m.group(1))
-        log.available_kv_gib.append(_worker(line, _f(m.group(2))))
-        if util := re.search(r"gpu_memory_utilization=([0-9.]+)", line):
+        log.total_gpu_gib = _f(g[0])
+        log.available_kv_gib.append(_worker(line, _f(g[1])))
+        if util := p["utilization"].search(line):
             log.settings.setdefault("gpu_memory_utilization", float(util.group(1)))
     if m := p["v0_can_use"].search(line):
         log.total_gpu_gib = _f(m.group(1))
@@ -214,28 +246,28 @@ def _parse_line(line: str, log: StartupLog) -> None:
 
 def _parse_sglang_line(line: str, log: StartupLog) -> None:
     p, sg = _PATTERNS, log.sglang
-    if m := p["sg_args"].search(line):
+    if _ends_with(line, ")") and (m := p["sg_args"].search(line)):
         log.engine = "sglang"
         _config_pairs(m.group(1), log)
         log.model = log.settings.get("model_path") or log.model
     if m := p["sg_before"].search(line):
         log.engine = "sglang"
         sg["before_gib"] = min(sg.get("before_gib", float("inf")), _f(m.group(1)))
-    if m := p["sg_after"].search(line):
+    if g := _in_order(line, p["sg_after"]):
         log.engine = "sglang"
-        sg["after_gib"] = min(sg.get("after_gib", float("inf")), _f(m.group(1)))
-        log.weights_gib = max(log.weights_gib or 0.0, _f(m.group(2)))
-    if m := p["sg_alloc"].search(line):
+        sg["after_gib"] = min(sg.get("after_gib", float("inf")), _f(g[0]))
+        log.weights_gib = max(log.weights_gib or 0.0, _f(g[1]))
+    if g := _in_order(line, p["sg_alloc"]):
         log.engine = "sglang"
-        sg["tokens"] = _i(m.group(1))
-        if m.group(2):
-            sg["k_size_gib"], sg["v_size_gib"] = _f(m.group(2)), _f(m.group(3))
-        if m.group(4):
-            sg["kv_size_gib"] = _f(m.group(4))
-    if m := p["sg_total"].search(line):
+        sg["tokens"] = _i(g[0])
+        if g[1]:
+            sg["k_size_gib"], sg["v_size_gib"] = _f(g[1]), _f(g[2])
+        if g[3]:
+            sg["kv_size_gib"] = _f(g[3])
+    if g := _in_order(line, p["sg_total"]):
         log.engine = "sglang"
-        log.kv_cache_tokens = _i(m.group(1))
-        sg["context_len"] = int(m.group(2))
+        log.kv_cache_tokens = _i(g[0])
+        sg["context_len"] = int(g[1])
 
 
 def _worker(line: str, value: float) -> WorkerFigure:
@@ -255,7 +287,8 @@ def _worker(line: str, value: float) -> WorkerFigure:
     return WorkerFigure(value, "", global_rank=0)
 
 
-_PAIR = re.compile(r"(\w+)=('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|\[[^\]]*\]|\{[^}]*\}|[^,]*)")
+# An unclosed quote or bracket runs to the end of the text: were it to fail instead, each `k=` would cost a scan.
+_PAIR = re.compile(r"(\w+)=('(?:[^'\\]|\\.)*(?:'|$)|\"(?:[^\"\\]|\\.)*(?:\"|$)|\[[^\]]*(?:\]|$)|\{[^}]*(?:\}|$)|[^,]*)")
 
 
 def _config_pairs(text: str, log: StartupLog) -> None:

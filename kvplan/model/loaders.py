@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import InputError, UnknownModelError
-from ..inputs import BUNDLED_SPEC_YAML, CONFIG_JSON, read_json
+from ..inputs import BUNDLED_SPEC_YAML, CONFIG_JSON, check_layers, read_json
 from ..yamlnodes import load_yaml
 from . import hub
 from .kinds import FullAttention
@@ -100,6 +100,7 @@ def spec_from_numbers(layers: int, kv_heads: int, head_dim: int, heads: int | No
             raise InputError(f"--heads={heads} is not a multiple of --kv-heads={kv_heads}")
     if hidden_size is not None and hidden_size <= 0:
         raise InputError(f"--hidden-size must be a positive integer, got {hidden_size}")
+    check_layers(layers, "--layers")
     group = FullAttention(tuple(range(layers)), kv_heads, head_dim, head_dim)
     return ModelSpec(name=name, model_type="raw", groups=(group,), num_layers=layers, hidden_size=hidden_size,
                      num_attention_heads=heads, source="raw numbers")
