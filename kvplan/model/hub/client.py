@@ -99,10 +99,11 @@ class HubClient:
 
     def get(self, url: str, what: str, max_bytes: int, byte_range: tuple[int, int] | None = None) -> Body:
         """GET `url` (or bytes first..last of it) within the deadlines; at most `max_bytes` of body."""
-        allowed = min(self.request_deadline_s, self.fetch_ends - time.monotonic())
-        if allowed <= 0:
-            raise self._late(what, self.fetch_deadline_s, "the fetch")
-        ends = time.monotonic() + allowed
+        fetch_left = self.fetch_ends - time.monotonic()
+        scope = "a request" if self.request_deadline_s <= fetch_left else "the fetch"
+        if fetch_left <= 0:
+            raise self._late(what, scope)
+        ends = time.monotonic() + min(self.request_deadline_s, fetch_left)
         outcome: dict = {}
         done = threading.Event()
 
@@ -122,15 +123,15 @@ class HubClient:
                 raise HubError(f"hub: fetching {what} of {self.repo_id} was abandoned")
             if time.monotonic() >= ends:
                 self.stopped.set()
-                raise self._late(what, allowed, "a request")
+                raise self._late(what, scope)
         if "error" in outcome:
             raise outcome["error"]
         return outcome["body"]
 
-    def _late(self, what: str, seconds: float, scope: str) -> HubError:
+    def _late(self, what: str, scope: str) -> HubError:
         factor = REQUEST_DEADLINE_FACTOR if scope == "a request" else FETCH_DEADLINE_FACTOR
-        return HubError(f"hub: gave up on {what} of {self.repo_id} from {self.endpoint} after {seconds:.3g} s "
-                        f"({scope} may take {factor:g} x HF_HUB_DOWNLOAD_TIMEOUT; raise that on a slow link)")
+        return HubError(f"hub: gave up on {what} of {self.repo_id} from {self.endpoint}: {scope} may take "
+                        f"{factor * self.timeout_s:.3g} s ({factor:g} x HF_HUB_DOWNLOAD_TIMEOUT; raise that on a slow link)")
 
     def _transfer(self, url: str, what: str, max_bytes: int, byte_range: tuple[int, int] | None,
                   ends: float) -> Body:

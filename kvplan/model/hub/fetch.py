@@ -77,12 +77,12 @@ def _index_shards(index: dict, repo_id: str) -> list[str]:
     weight_map = index.get("weight_map")
     if not isinstance(weight_map, dict) or not weight_map:
         raise HubError(f"hub: {repo_id}: {INDEX_FILE} has no weight_map")
-    shards = set(weight_map.values())
-    bad = next((s for s in shards if not valid_repo_file(s)), None)
-    if bad is not None:
-        shown = repr(bad)[:80] if isinstance(bad, str) else f"a {type(bad).__name__}"
+    shards = list(weight_map.values())
+    bad = [s for s in shards if not valid_repo_file(s)]
+    if bad:
+        shown = repr(bad[0])[:80] if isinstance(bad[0], str) else f"a {type(bad[0]).__name__}"
         raise HubError(f"hub: {repo_id}: {INDEX_FILE} names shard {shown}, not a relative file name in the repo")
-    return sorted(shards)
+    return sorted(set(shards))
 
 
 def _read_headers(client: HubClient, commit: str, shards: list[str], siblings: dict) -> dict[str, dict]:
