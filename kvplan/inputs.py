@@ -60,6 +60,9 @@ TRACE = Limit("trace", None, max_line_bytes=16 * MiB)  # a 1M-token prompt as to
 HF_CACHE_REF = Limit("HF cache ref", 1 * KiB)  # refs/{revision} holds one 40-hex commit
 
 MAX_JSON_DEPTH = 64
+# Memory: a parsed `{}` or `[]` costs ~70 bytes, so `[{},{},...]` grows 25-fold; real JSON has at most one
+# per ~17 bytes (a short-named safetensors tensor), so one per 8 bytes caps the growth near 10-fold.
+JSON_BYTES_PER_CONTAINER = 8
 MAX_KVPLAN_HEADER_CHARS = 4 * KiB  # a start-up log's `# kvplan: FLAGS` line
 
 # Plausibility bounds on values, checked before any work is sized by them.
@@ -135,9 +138,13 @@ def read_text(path: str | os.PathLike, limit: Limit) -> str:
 
 
 def parse_json(data: str | bytes, where: str):
-    """JSON text -> value; malformed, non-UTF-8 or too deeply nested input is one InputError naming `where`."""
+    """JSON text -> value; malformed, non-UTF-8, too deeply nested or too dense input is one InputError naming `where`."""
     if isinstance(data, bytes):
         data = decode_utf8(data, where)
+    containers = data.count("[") + data.count("{")  # brackets in strings count too: a bound, not a tally
+    if containers > len(data) // JSON_BYTES_PER_CONTAINER + MAX_JSON_DEPTH:
+        raise InputError(f"{where}: JSON with more than one object or array per {JSON_BYTES_PER_CONTAINER} bytes "
+                         f"({containers:,} in {len(data):,} bytes); kvplan refuses it rather than build them all")
     try:
         value = json.loads(data)
     except json.JSONDecodeError as exc:
@@ -146,21 +153,25 @@ def parse_json(data: str | bytes, where: str):
         raise InputError(f"{where}: not valid JSON ({exc})") from None
     except RecursionError:  # json's own guard against deep nesting
         raise InputError(f"{where}: JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
-    if data.count("[") + data.count("{") >= MAX_JSON_DEPTH:  # fewer brackets cannot nest that deep
-        _check_depth(value, where)
+    if containers > MAX_JSON_DEPTH and _nesting(data) > MAX_JSON_DEPTH:
+        raise InputError(f"{where}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
     return value
 
 
-def _check_depth(value, where: str) -> None:
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
-        for child in children:
-            if isinstance(child, (dict, list)):
-                if depth >= MAX_JSON_DEPTH:
-                    raise InputError(f"{where}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
-                stack.append((child, depth + 1))
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def _nesting(text: str) -> int:
+    """How deep valid JSON text nests (past MAX_JSON_DEPTH: MAX_JSON_DEPTH + 1), in C-speed passes over the
+    brackets alone: each pass removes the innermost pairs. Walking the parsed value instead costs seconds
+    on millions of empty objects."""
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text)).replace("{", "[").replace("}", "]")
+    for depth in range(MAX_JSON_DEPTH + 1):
+        if not brackets:
+            return depth
+        brackets = brackets.replace("[]", "")
+    return MAX_JSON_DEPTH + 1
 
 
 def read_json(path: str | os.PathLike, limit: Limit):

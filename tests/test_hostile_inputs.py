@@ -96,7 +96,11 @@ def test_long_lines_are_refused_by_their_cap(tmp_path, capsys):
 # --- JSON: nesting, huge numbers, Infinity / NaN ---------------------------------------------------
 
 def deep(n: int) -> str:
-    return "[" * n + "]" * n
+    """n nested arrays, spaced to pass the density bound (one per 8 bytes), so only the depth refuses them."""
+    return "[       " * n + "]" * n
+
+
+DENSE = "[" * 100_000 + "]" * 100_000
 
 
 def write_model(tmp_path: Path, header: bytes | None = None, index: str | None = None, config=None) -> Path:
@@ -111,8 +115,9 @@ def write_model(tmp_path: Path, header: bytes | None = None, index: str | None =
 
 
 @pytest.mark.parametrize("config,needle", [
-    ('{"model_type": ' + deep(100_000) + "}", "JSON nested deeper than 64 levels"),
-    ('{"model_type": ' + deep(70) + "}", "JSON nested deeper than 64 levels"),  # below json's own recursion limit
+    ('{"model_type": ' + DENSE + "}", "more than one object or array per 8 bytes"),
+    ('{"model_type": ' + deep(2000) + "}", "JSON nested deeper than 64 levels"),  # json's own recursion limit
+    ('{"model_type": ' + deep(70) + "}", "JSON nested deeper than 64 levels"),  # below it
     ('{"num_hidden_layers": ' + "9" * 5000 + "}", "not valid JSON"),
 ])
 def test_config_json(tmp_path, capsys, config, needle):
@@ -132,7 +137,8 @@ T = b'{"w": {"dtype": "BF16", "shape": %s, "data_offsets": %s}}'
     (T % (b"[Infinity]", b"[0, 4]"), "tensor 'w' has a shape that is not a list of integers >= 0"),
     (T % (b"[NaN]", b"[0, 4]"), "tensor 'w' has a shape that is not a list of integers >= 0"),
     (T % (b"[-2]", b"[0, 4]"), "tensor 'w' has a shape that is not a list of integers >= 0"),
-    (b'{"w": ' + deep(100_000).encode() + b"}", "safetensors header: JSON nested deeper than 64 levels"),
+    (b'{"w": ' + deep(2000).encode() + b"}", "safetensors header: JSON nested deeper than 64 levels"),
+    (b'{"w": ' + DENSE.encode() + b"}", "safetensors header: JSON with more than one object or array per 8 bytes"),
 ])
 def test_safetensors_headers(tmp_path, capsys, header, needle):
     assert needle in fails(capsys, "estimate", str(write_model(tmp_path, header=header)), "--gpu", "H100")
@@ -146,7 +152,7 @@ def test_safetensors_header_length_over_the_limit(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("index,needle", [
-    ('{"weight_map": ' + deep(100_000) + "}", "JSON nested deeper than 64 levels"),
+    ('{"weight_map": ' + deep(2000) + "}", "JSON nested deeper than 64 levels"),
     ('{"metadata": {"total_size": Infinity}}', "no readable metadata.total_size"),
     ('{"metadata": {"total_size": NaN}}', "no readable metadata.total_size"),
     ('{"metadata": {"total_size": 1e400}}', "no readable metadata.total_size"),
@@ -157,7 +163,8 @@ def test_safetensors_indexes(tmp_path, capsys, index, needle):
 
 
 @pytest.mark.parametrize("line,needle", [
-    ('{"prompt": ' + deep(100_000) + ', "output_len": 1}', "t.jsonl:1: JSON nested deeper than 64 levels"),
+    ('{"prompt": ' + deep(2000) + ', "output_len": 1}', "t.jsonl:1: JSON nested deeper than 64 levels"),
+    ('{"prompt": ' + deep(100) + ', "output_len": 1}', "t.jsonl:1: JSON nested deeper than 64 levels"),
     ('{"prompt_len": ' + "9" * 5000 + ', "output_len": 1}', "t.jsonl:1: not valid JSON"),
     ('{"prompt_len": ' + "9" * 400 + ', "output_len": 1}', "'prompt_len' must be an integer >= 1 and <= 1,099,511,627,776"),
     ('{"prompt_len": 8, "output_len": 1, "n": 1000000000}', "'n' must be an integer >= 1 and <= 1,024"),

@@ -30,6 +30,10 @@ FETCH_DEADLINE_FACTOR = 12  # config, index and every header of one model: 120 s
 LISTING_MAX_BYTES = 16 * MiB  # the API's file list; a model repo's is KiB
 
 
+class Abandoned(HubError):
+    """A request given up because its fetch already failed: never the error to report."""
+
+
 @dataclass(frozen=True)
 class Body:
     data: bytes
@@ -88,9 +92,8 @@ class HubClient:
         return self.get(self.file_url(name, commit), f"the header of {name}", last - first + 1, (first, last))
 
     def file_url(self, name: str, commit: str) -> str:
-        from huggingface_hub import hf_hub_url
-
-        return hf_hub_url(self.repo_id, name, revision=commit, endpoint=self.endpoint)
+        """As huggingface_hub's hf_hub_url builds it, from this client's endpoint (not the one fixed at import)."""
+        return f"{self.endpoint}/{self.repo_id}/resolve/{quote(commit, safe='')}/{quote(name)}"
 
     def bad_answer(self, what: str, problem: str) -> HubError:
         return HubError(f"hub: {self.endpoint} answered {what} of {self.repo_id} with {problem}")
@@ -100,16 +103,16 @@ class HubClient:
     def get(self, url: str, what: str, max_bytes: int, byte_range: tuple[int, int] | None = None) -> Body:
         """GET `url` (or bytes first..last of it) within the deadlines; at most `max_bytes` of body."""
         fetch_left = self.fetch_ends - time.monotonic()
-        scope = "a request" if self.request_deadline_s <= fetch_left else "the fetch"
+        late = self._late(what, "a request" if self.request_deadline_s <= fetch_left else "the fetch")
         if fetch_left <= 0:
-            raise self._late(what, scope)
+            raise late
         ends = time.monotonic() + min(self.request_deadline_s, fetch_left)
         outcome: dict = {}
         done = threading.Event()
 
         def transfer():
             try:
-                outcome["body"] = self._transfer(url, what, max_bytes, byte_range, ends)
+                outcome["body"] = self._transfer(url, what, max_bytes, byte_range, ends, late)
             except BaseException as exc:  # handed to the waiting thread
                 outcome["error"] = exc
             finally:
@@ -120,10 +123,10 @@ class HubClient:
         threading.Thread(target=transfer, name="kvplan-hub", daemon=True).start()
         while not done.wait(0.05):
             if self.stopped.is_set():
-                raise HubError(f"hub: fetching {what} of {self.repo_id} was abandoned")
+                raise Abandoned(f"hub: fetching {what} of {self.repo_id} was abandoned")
             if time.monotonic() >= ends:
                 self.stopped.set()
-                raise self._late(what, scope)
+                raise late
         if "error" in outcome:
             raise outcome["error"]
         return outcome["body"]
@@ -134,7 +137,7 @@ class HubClient:
                         f"{factor * self.timeout_s:.3g} s ({factor:g} x HF_HUB_DOWNLOAD_TIMEOUT; raise that on a slow link)")
 
     def _transfer(self, url: str, what: str, max_bytes: int, byte_range: tuple[int, int] | None,
-                  ends: float) -> Body:
+                  ends: float, late: HubError) -> Body:
         from huggingface_hub.utils import get_session
 
         headers = dict(self.headers)
@@ -157,8 +160,10 @@ class HubClient:
                     raise self._too_large(what, max_bytes, length)
                 body = bytearray()
                 for chunk in response.iter_raw():
-                    if self.stopped.is_set() or time.monotonic() >= ends:
-                        raise HubError(f"hub: {what}: abandoned")  # the waiting thread has reported it
+                    if time.monotonic() >= ends:
+                        raise late
+                    if self.stopped.is_set():
+                        raise Abandoned(f"hub: fetching {what} of {self.repo_id} was abandoned")
                     body += chunk
                     if byte_range is None and len(body) > max_bytes:
                         raise self._too_large(what, max_bytes)

@@ -9,7 +9,7 @@ cache.commit_snapshot writes it all. Weights are never downloaded.
 """
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +17,7 @@ from ...errors import HubError
 from ...inputs import CONFIG_JSON, MiB, SAFETENSORS_INDEX, parse_json
 from ..safetensors import data_bytes, header_length, parse_header, tensor_sizes
 from .cache import INDEX_FILE, commit_snapshot
-from .client import HubClient
+from .client import Abandoned, HubClient
 from .names import check_revision, valid_repo_file, valid_repo_id
 
 PARALLEL_SHARDS = 8
@@ -92,6 +92,10 @@ def _read_headers(client: HubClient, commit: str, shards: list[str], siblings: d
     pool = ThreadPoolExecutor(max_workers=min(PARALLEL_SHARDS, len(shards)))
     futures = [pool.submit(_read_header, client, commit, s, siblings[s], budget) for s in shards]
     try:
+        wait(futures, return_when=FIRST_EXCEPTION)
+        failed = [f.exception() for f in futures if f.done() and not f.cancelled() and f.exception()]
+        if failed:  # the first real failure, not a request abandoned because of it
+            raise next((e for e in failed if not isinstance(e, Abandoned)), failed[0])
         return {s: f.result() for s, f in zip(shards, futures)}
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
