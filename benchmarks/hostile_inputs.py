@@ -118,7 +118,8 @@ CASES = {
     "compose file mapping alias bomb": (True, lambda t: ["check", _write(
         t / "compose.yaml", f"services:\n  vllm:\n    image: vllm/vllm-openai\n    command: {_mapping_bomb()}\n")]),
     "user config mapping alias bomb": (True, lambda t: (["estimate", "acme/not-cached"], {
-        "KVPLAN_CONFIG": _write(t / "kvplan.yaml", f"online: {_mapping_bomb()}\n"), "HF_HUB_OFFLINE": "0"})),
+        "KVPLAN_CONFIG": _write(t / "kvplan.yaml", f"online: {_mapping_bomb()}\n"), "HF_HUB_OFFLINE": "0",
+        "TRANSFORMERS_OFFLINE": "0"})),
     "start-up log 2 GB (sparse)": (True, lambda t: ["explain-log", _sparse(t / "vllm.log", 2 * 10**9)]),
     "start-up log /dev/zero": (True, lambda t: ["explain-log", "/dev/zero"]),
     "start-up log 1 MiB of backtracking bait": (True, lambda t: ["explain-log", _write(t / "v.log", _redos_log(MiB)),

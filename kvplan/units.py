@@ -36,7 +36,7 @@ def parse_size(text: str | int, what: str = "size") -> int:
         if unit not in _SIZE_UNITS:
             raise InputError(f"{what}: unknown unit {match.group(2)!r} in {text!r} (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)")
     size = value * _SIZE_UNITS[unit]
-    if not math.isfinite(size) or size < 0:
+    if not size >= 0:  # negative or NaN (math.isfinite would overflow on a 400-digit int)
         raise InputError(f"{what}: {text!r} is not a non-negative size")
     if size > 1 << 60:
         raise InputError(f"{what}: {text!r} is implausibly large")

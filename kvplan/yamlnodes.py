@@ -88,7 +88,7 @@ class _Walker:
         self.constructor = SafeConstructor()
         self.count = 0  # nodes as expanded: a mapping reached again through an alias counts its size again
         self.open: set[int] = set()  # nodes on the current path: a recursive alias would never end
-        self.mappings: dict[int, tuple[dict, int]] = {}  # walked once (flattening mutates it): value, size
+        self.walked: dict[int, tuple[dict | list, int]] = {}  # each collection walked once: value, expanded size
 
     def fail(self, node, message: str) -> InputError:
         return InputError(f"{self.shown}:{node.start_mark.line + 1}: {message}")
@@ -110,18 +110,18 @@ class _Walker:
         try:
             if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and node.tag not in _PLAIN_COLLECTIONS:
                 raise self.fail(node, f"unsupported YAML value (tag {node.tag!r})")
-            if isinstance(node, yaml.MappingNode):
-                if id(node) in self.mappings:
-                    value, size = self.mappings[id(node)]
-                    self._counted(node, size)
-                else:
-                    before = self.count
-                    value = self._mapping(node)
-                    self.mappings[id(node)] = (value, self.count - before)
-                return Y(value, line)
-            if isinstance(node, yaml.SequenceNode):
-                return Y([self.walk(item) for item in node.value], line)
-            return Y(self._scalar(node), line)
+            if not isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+                return Y(self._scalar(node), line)
+            # Once per node (a mapping's flattening of merge keys mutates it); used again through an
+            # alias, its value is shared and its expanded size counted again.
+            if id(node) in self.walked:
+                value, size = self.walked[id(node)]
+                self._counted(node, size)
+            else:
+                before = self.count
+                value = self._mapping(node) if isinstance(node, yaml.MappingNode) else [self.walk(i) for i in node.value]
+                self.walked[id(node)] = (value, self.count - before)
+            return Y(value, line)
         finally:
             self.open.discard(id(node))
 

@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import InputError, UnknownModelError
-from ..inputs import BUNDLED_SPEC_YAML, CONFIG_JSON, check_layers, read_json
+from ..inputs import BUNDLED_SPEC_YAML, CONFIG_JSON, MAX_TOKENS, check_layers, read_json
 from ..yamlnodes import load_yaml
 from . import hub
 from .kinds import FullAttention
@@ -90,16 +90,12 @@ def _with_overrides(loaded: LoadedModel, overrides: dict | None) -> LoadedModel:
 def spec_from_numbers(layers: int, kv_heads: int, head_dim: int, heads: int | None = None,
                       hidden_size: int | None = None, name: str = "raw") -> ModelSpec:
     """A uniform full-attention model from raw numbers (no parameter count: weights unknown)."""
-    for label, value in (("--layers", layers), ("--kv-heads", kv_heads), ("--head-dim", head_dim)):
-        if value is None or value <= 0:
-            raise InputError(f"{label} must be a positive integer, got {value}")
-    if heads is not None:
-        if heads <= 0:
-            raise InputError(f"--heads must be a positive integer, got {heads}")
-        if heads % kv_heads:
-            raise InputError(f"--heads={heads} is not a multiple of --kv-heads={kv_heads}")
-    if hidden_size is not None and hidden_size <= 0:
-        raise InputError(f"--hidden-size must be a positive integer, got {hidden_size}")
+    required = {"--layers": layers, "--kv-heads": kv_heads, "--head-dim": head_dim}
+    for label, value in {**required, "--heads": heads, "--hidden-size": hidden_size}.items():
+        if (value is None and label in required) or (value is not None and not 0 < value <= MAX_TOKENS):
+            raise InputError(f"{label} must be a positive integer up to 2**40, got {str(value)[:40]}")
+    if heads is not None and heads % kv_heads:
+        raise InputError(f"--heads={heads} is not a multiple of --kv-heads={kv_heads}")
     check_layers(layers, "--layers")
     group = FullAttention(tuple(range(layers)), kv_heads, head_dim, head_dim)
     return ModelSpec(name=name, model_type="raw", groups=(group,), num_layers=layers, hidden_size=hidden_size,

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 from ..errors import InputError
 from ..hardware import GPU
+from ..inputs import MAX_TOKENS
 
 
 @dataclass(frozen=True)
@@ -31,11 +32,11 @@ class Deployment:
     def __post_init__(self):
         for name in ("tp", "pp", "batch", "block_size", "max_num_batched_tokens", "max_num_seqs"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TOKENS:
+                raise InputError(f"--{name.replace('_', '-')} must be a positive integer up to 2**40, got {value!r:.40}")
         for name in ("max_model_len", "context_tokens"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
+            if value is not None and (not isinstance(value, int) or not 1 <= value <= MAX_TOKENS):
                 raise InputError(f"--{name.replace('_tokens', '').replace('_', '-')} must be a positive integer, got {value!r}")
         util = self.gpu_memory_utilization
         if not isinstance(util, (int, float)) or not (0.0 < util <= 1.0):

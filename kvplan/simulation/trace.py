@@ -17,7 +17,6 @@
 Blank lines are skipped. Any other key is an error (it is usually a typo).
 """
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from ..errors import InputError
 from ..inputs import MAX_TOKENS, TRACE, parse_json, read_lines
 from .workload import MAX_SAMPLES, MAX_TRACE_TOKEN_ID, WorkItem
 
+_MAX_ARRIVAL_S = 1e12  # 30,000 years; float seconds still resolve 0.1 ms there
 _KEYS = {"prompt", "prompt_len", "output_len", "arrival", "prefix_group", "prefix_len", "n", "id"}
 
 
@@ -47,8 +47,10 @@ def parse_line(text: str, index: int, where: str, groups: dict[str, int]) -> Wor
     output_len = _int(obj, "output_len", 1, where)
     n = _int(obj, "n", 1, where, 1, MAX_SAMPLES)
     arrival = obj.get("arrival", 0)
-    if isinstance(arrival, bool) or not isinstance(arrival, (int, float)) or not math.isfinite(arrival) or arrival < 0:
-        raise InputError(f"{where}: 'arrival' must be a non-negative number of seconds, got {arrival!r}")
+    # compared before any float(): a 400-digit integer is no float (NaN fails the comparison too)
+    if isinstance(arrival, bool) or not isinstance(arrival, (int, float)) or not 0 <= arrival <= _MAX_ARRIVAL_S:
+        raise InputError(f"{where}: 'arrival' must be a non-negative number of seconds up to {_MAX_ARRIVAL_S:.0e}, "
+                         f"got {str(arrival)[:40]}")
     group_name = obj.get("prefix_group")
     if group_name is not None and not isinstance(group_name, str):
         raise InputError(f"{where}: 'prefix_group' must be a string, got {group_name!r}")
