@@ -7,8 +7,9 @@ trace, a safetensors header, what an earlier Hub fetch left in the HF cache) is 
     the type is checked before the file is opened and again on the open descriptor;
   * at most the bytes its kind allows (the table below), checked against the size before reading
     and again while reading, so a file that grows cannot get past it;
-  * text as strict UTF-8, JSON no deeper than MAX_JSON_DEPTH (real configs nest 3 or 4 levels;
-    deep nesting otherwise ends in a RecursionError far from the input);
+  * text as strict UTF-8; JSON no deeper than MAX_JSON_DEPTH (real configs nest 3 or 4 levels;
+    deep nesting otherwise ends in a RecursionError far from the input) and no denser in objects
+    and arrays than JSON_BYTES_PER_CONTAINER allows (each costs ~70 bytes once parsed);
   * logs and traces line by line, each line at most `max_line_bytes`.
 
 A refusal is one InputError line (exit 2) that names the file and the limit. docs/reliability.md
@@ -38,13 +39,13 @@ class Limit:
     hint: str = ""  # what to do about a file over the limit
 
 
-# Each is a multiple of the largest real input of its kind; JSON and YAML parse to objects that can
-# take ~25x their text in memory (a list of empty dicts), so these keep any one read well under 1 GiB.
+# Each is a multiple of the largest real input of its kind. Parsed, JSON within the density bound below
+# takes at most ~12x its text (measured: 740 MiB peak for a 32 MiB header), so no read nears 2 GiB.
 CONFIG_JSON = Limit("config.json", 4 * MiB)  # real ones: 1-60 KiB
 SAFETENSORS_INDEX = Limit("safetensors index", 32 * MiB)  # a 140,000-tensor index is ~14 MiB
 SAFETENSORS_HEADER = Limit("safetensors header", 32 * MiB)  # the format allows 100 MB; real shards: KiB to a few MiB
 SAFETENSORS_FILE = Limit("safetensors file", None)  # only its header is read
-HEADERS_SIDECAR = Limit("kvplan header sidecar", 64 * MiB)  # every header of one Hub fetch (HUB_HEADERS_MAX_BYTES)
+HEADERS_SIDECAR = Limit("kvplan header sidecar", 64 * MiB)  # every header of one fetch (hub.fetch.HEADERS_MAX_BYTES)
 DEPLOYMENT_YAML = Limit("deployment or manifest YAML", 4 * MiB)
 USER_CONFIG_YAML = Limit("kvplan user config", 1 * MiB)
 BUNDLED_SPEC_YAML = Limit("bundled model spec", 1 * MiB)
@@ -67,7 +68,7 @@ MAX_KVPLAN_HEADER_CHARS = 4 * KiB  # a start-up log's `# kvplan: FLAGS` line
 
 # Plausibility bounds on values, checked before any work is sized by them.
 MAX_LAYERS = 4096  # the deepest published LLMs have under 200 layers
-MAX_TOKENS = 1 << 40  # any length or count of tokens (parse_count's bound)
+MAX_TOKENS = 1 << 40  # any length or count of tokens
 
 
 def _size_text(n: int) -> str:

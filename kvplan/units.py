@@ -4,6 +4,7 @@ import math
 import re
 
 from .errors import InputError
+from .inputs import MAX_TOKENS
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -96,6 +97,6 @@ def parse_count(text: str | int, what: str, minimum: int = 1) -> int:
             raise InputError(f"{what}: expected an integer, got {text!r}") from None
     if value < minimum:
         raise InputError(f"{what}: must be at least {minimum}, got {value}")
-    if value > 1 << 40:
+    if value > MAX_TOKENS:
         raise InputError(f"{what}: {value} is implausibly large")
     return value

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from kvplan.cli import main
-from kvplan.inputs import MiB
 
+MiB = 1 << 20
 REPO = Path(__file__).resolve().parents[1]
 LOG = REPO / "tests" / "data" / "vllm_logs" / "llama-3.1-8b-v0-20k-vllm10517.log"
 CONFIG = {"model_type": "llama", "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 2,

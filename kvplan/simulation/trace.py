@@ -33,7 +33,7 @@ def _int(obj: dict, key: str, minimum: int, where: str, default: int | None = No
     if value is None:
         raise InputError(f"{where}: missing {key!r}")
     if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
-        raise InputError(f"{where}: {key!r} must be an integer >= {minimum} and <= {maximum:,}, got {str(value)[:40]}")
+        raise InputError(f"{where}: {key!r} must be an integer >= {minimum} and <= {maximum:,}, got {value!r:.40}")
     return value
 
 
@@ -50,7 +50,7 @@ def parse_line(text: str, index: int, where: str, groups: dict[str, int]) -> Wor
     # compared before any float(): a 400-digit integer is no float (NaN fails the comparison too)
     if isinstance(arrival, bool) or not isinstance(arrival, (int, float)) or not 0 <= arrival <= _MAX_ARRIVAL_S:
         raise InputError(f"{where}: 'arrival' must be a non-negative number of seconds up to {_MAX_ARRIVAL_S:.0e}, "
-                         f"got {str(arrival)[:40]}")
+                         f"got {arrival!r:.40}")
     group_name = obj.get("prefix_group")
     if group_name is not None and not isinstance(group_name, str):
         raise InputError(f"{where}: 'prefix_group' must be a string, got {group_name!r}")

@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 from ...errors import HubError, InputError
 from ...inputs import MiB, parse_json
+from .names import is_commit, valid_repo_file
 
 DEFAULT_TIMEOUT_S = 10.0  # huggingface_hub's own default; HF_HUB_DOWNLOAD_TIMEOUT overrides it
 REQUEST_DEADLINE_FACTOR = 1.5  # one request: 15 s by default
@@ -68,8 +69,6 @@ class HubClient:
         what = "the repo listing"
         url = f"{self.endpoint}/api/models/{self.repo_id}/revision/{quote(self.revision, safe='')}?blobs=true"
         info = parse_json(self.get(url, what, LISTING_MAX_BYTES).data, f"hub: {what} of {self.repo_id}")
-        from .names import is_commit, valid_repo_file
-
         siblings = info.get("siblings") if isinstance(info, dict) else None
         sha = info.get("sha") if isinstance(info, dict) else None
         if not isinstance(sha, str) or not is_commit(sha):
@@ -80,7 +79,7 @@ class HubClient:
         for s in siblings:
             name, size = s.get("rfilename"), s.get("size")
             if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
-                raise self.bad_answer(what, f"a size of {size!r} bytes")
+                raise self.bad_answer(what, f"a size of {size!r:.40} bytes")
             if valid_repo_file(name):  # a name that could climb out of a directory is never asked for
                 files[name] = size
         return sha, files
@@ -151,7 +150,7 @@ class HubClient:
                 got = {k.lower(): v for k, v in response.headers.items()}
                 encoding = got.get("content-encoding", "identity").strip().lower()
                 if encoding not in ("", "identity"):
-                    raise self.bad_answer(what, f"a {encoding!r}-encoded body (kvplan asks for identity)")
+                    raise self.bad_answer(what, f"a {encoding!r:.40}-encoded body (kvplan asks for identity)")
                 # 200 to a range request: the server sent the whole file from byte 0.
                 skip = byte_range[0] if byte_range is not None and response.status_code == 200 else 0
                 stop = skip + max_bytes
