@@ -289,3 +289,17 @@ def test_sweep_ranges_are_counted_before_they_are_built(capsys, context, needle)
 @pytest.mark.parametrize("value", ["9" * 400, "uniform:1:" + "9" * 400, "lognormal:1e300:1", "exponential:inf"])
 def test_simulate_lengths_are_bounded(capsys, value):
     assert "is out of range" in fails(capsys, "simulate", "llama-3.1-8b", "--gpu", "H100", "--output-len", value)
+
+
+def test_every_read_goes_through_kvplan_inputs():
+    """Reads happen in kvplan/inputs.py (YAML in kvplan/yamlnodes.py on top of it), writes in kvplan/atomic.py;
+    the one other open() appends to the step summary GitHub hands a job."""
+    import re
+
+    pattern = re.compile(r"\bopen\(|\.read_text\(|\.read_bytes\(|json\.loads?\(|yaml\.\w*(load|compose)")
+    allowed = {"kvplan/inputs.py", "kvplan/yamlnodes.py", "kvplan/atomic.py"}
+    found = [f"{name}:{n}: {line.strip()}" for path in sorted((REPO / "kvplan").rglob("*.py"))
+             if (name := str(path.relative_to(REPO))) not in allowed
+             for n, line in enumerate(path.read_text().splitlines(), 1)
+             if pattern.search(line) and not (name == "kvplan/cli/check.py" and 'open(summary, "a"' in line)]
+    assert not found, found
