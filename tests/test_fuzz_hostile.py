@@ -10,7 +10,6 @@ Each property runs a share of the profile's examples (fuzzing.share) since each 
 import contextlib
 import io
 import json
-import os
 import struct
 import tempfile
 from pathlib import Path
@@ -296,7 +295,7 @@ def test_every_numeric_deployment_field(field, number):
 
 # --- a loopback Hub that answers like an attacker -----------------------------------------------------
 
-HEADER_VALUES = ['"../../../../tmp/kvplan-evil"', '"/tmp/kvplan-evil"', '"' + "a" * 64 + '"', "W/\"x\"", "", "-1",
+HEADER_VALUES = ['"../../../../kvplan-evil"', '"../../kvplan-evil"', '"' + "a" * 64 + '"', "W/\"x\"", "", "-1",
                  "99999999999999999999999", "gzip", "br", "bytes 0-7/-5", "bytes 0-7/99999999999999999999",
                  "bytes */0", "\u00b2", "http://127.0.0.1:1/x", "/../../x", "RepoNotFound", "GatedRepo", "7"]
 BODIES = [b"", b"\x00\xff", b"[]", b"null", b'{"sha": "' + b"a" * 40 + b'", "siblings": [{"rfilename": "../x"}]}',
@@ -357,7 +356,6 @@ def test_a_malicious_hub(hostile_hub, repo, target, attack):
         outside = [p for p in tmp.rglob("*") if not (p.is_relative_to(cache) or cache.is_relative_to(p))]
         assert not outside, outside
         assert not [p for p in tmp.rglob("*") if ".tmp" in p.name], "temp file left behind"
-        assert not Path("/tmp/kvplan-evil").exists()
         if code == 0:
             first = json.loads(out)
             assert isinstance(first["weights_bytes"], int) and first["weights_bytes"] >= 0
