@@ -4,6 +4,7 @@ import math
 import re
 
 from .errors import InputError
+from .inputs import MAX_TOKENS
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -36,7 +37,7 @@ def parse_size(text: str | int, what: str = "size") -> int:
         if unit not in _SIZE_UNITS:
             raise InputError(f"{what}: unknown unit {match.group(2)!r} in {text!r} (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)")
     size = value * _SIZE_UNITS[unit]
-    if not math.isfinite(size) or size < 0:
+    if not size >= 0:  # negative or NaN (math.isfinite would overflow on a 400-digit int)
         raise InputError(f"{what}: {text!r} is not a non-negative size")
     if size > 1 << 60:
         raise InputError(f"{what}: {text!r} is implausibly large")
@@ -74,7 +75,7 @@ def fmt_tokens(tokens: int) -> str:
     return f"{tokens:,}"
 
 
-def parse_count(text: str | int, what: str, minimum: int = 1, maximum: int = 1 << 40) -> int:
+def parse_count(text: str | int, what: str, minimum: int = 1, maximum: int = MAX_TOKENS) -> int:
     """An integer count such as `131072`, `128k` (= 131072 tokens) or `1e6`, within [minimum, maximum]."""
     if isinstance(text, bool):
         raise InputError(f"{what}: expected an integer, got {text!r}")

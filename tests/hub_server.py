@@ -11,6 +11,8 @@ Endpoints, shaped like the Hub's (checked against the real huggingface_hub clien
 Errors carry the Hub's X-Error-Code: RepoNotFound, RevisionNotFound, EntryNotFound, GatedRepo.
 `fault()` injects a status, a delay, a dropped connection, a truncated body or an ignored Range
 on paths matching a regex; `log` records every request (method, path, Range, auth, bytes sent).
+Hostile servers too: a replaced body or headers (traversal ETags, a lying Content-Length, a
+gzip label on plain bytes), an endless body, a body dripped a byte at a time, a redirect loop.
 """
 
 import hashlib
@@ -52,6 +54,11 @@ class Fault:
     drop: bool = False  # close the connection without answering
     truncate: bool = False  # promise the full body, send a few bytes, close
     ignore_range: bool = False  # answer 200 with the whole file
+    body: bytes | None = None  # answer with these bytes (status 200 unless `status` says otherwise)
+    replace_headers: dict[str, str] = field(default_factory=dict)  # merged over a normal answer's headers
+    endless: bytes = b""  # answer 200 with this, then spaces until the client hangs up
+    drip_s: float = 0.0  # send a normal answer's body one byte per drip_s seconds
+    redirect_loop: bool = False  # 302 to the same URL, forever
 
 
 class HubServer:
@@ -127,15 +134,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.entry = {"method": self.command, "path": path, "range": self.headers.get("Range"),
                       "auth": self.headers.get("Authorization"), "bytes_sent": 0}
         self.hub._record(self.entry)
-        fault = next((f for f in self.hub.faults if re.search(f.pattern, path)), None)
+        fault = self.fault = next((f for f in self.hub.faults if re.search(f.pattern, path)), None)
         if fault and fault.delay_s:
             time.sleep(fault.delay_s)
         if fault and fault.drop:
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             return
-        if fault and fault.status:
-            return self._reply(fault.status, b'{"error": "injected"}', fault.headers, head)
+        if fault and fault.redirect_loop:
+            return self._reply(302, b"", {"Location": self.path}, head)
+        if fault and fault.endless:
+            return self._endless(fault.endless)
+        if fault and (fault.status or fault.body is not None):
+            body = fault.body if fault.body is not None else b'{"error": "injected"}'
+            return self._reply(fault.status or 200, body, fault.headers, head)
         self.ignore_range = bool(fault and fault.ignore_range)
         self.truncate = bool(fault and fault.truncate)
         m = re.fullmatch(r"/api/models/([^/]+/[^/]+)/revision/(.+)", path)
@@ -220,14 +232,41 @@ class _Handler(BaseHTTPRequestHandler):
             return self._reply(206, body[first:last + 1], headers, head)
         self._reply(200, body, headers, head)
 
+    def _endless(self, start: bytes):
+        """Headers without a length, then `start` and spaces until the client closes (at most 1 GiB)."""
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(start)
+            chunk = b" " * 65536
+            for _ in range(1 << 14):
+                self.wfile.write(chunk)
+                self.entry["bytes_sent"] += len(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        self.close_connection = True
+
     def _reply(self, status: int, body: bytes, headers: dict, head: bool):
+        fault = self.fault
+        if fault is not None:
+            headers = {**headers, **fault.replace_headers}
         try:
             self.send_response(status)
             for key, value in headers.items():
                 self.send_header(key, value)
-            self.send_header("Content-Length", str(len(body)))
+            if "Content-Length" not in headers:
+                self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             if head:
+                return
+            if fault is not None and fault.drip_s:
+                for i in range(len(body)):
+                    self.wfile.write(body[i:i + 1])
+                    self.wfile.flush()
+                    self.entry["bytes_sent"] += 1
+                    time.sleep(fault.drip_s)
                 return
             if getattr(self, "truncate", False) and len(body) > 4:
                 self.wfile.write(body[:4])

@@ -89,7 +89,8 @@ def test_count_strings(text):
     assert isinstance(value, int) and value >= 1
 
 
-flag_values = st.one_of(st.text(alphabet="0123456789.-eEkKGiBM x", max_size=8), st.sampled_from(["0", "-1", "1e30", "nan"]))
+flag_values = st.one_of(st.text(alphabet="0123456789.-eEkKGiBM x", max_size=8),
+                        st.sampled_from(["0", "-1", "1e30", "nan", "inf", "-inf", "1e400", "9" * 400, "1" + "0" * 5000]))
 
 
 @given(st.sampled_from(["--context", "--batch", "--tp", "--pp", "--gpu-memory", "--kv-cache-memory",

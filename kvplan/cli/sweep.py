@@ -1,5 +1,6 @@
 """`kvplan sweep`: one table of every option side by side (models x GPUs x tp x pp x dtypes x KV dtypes x contexts)."""
 
+import math
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -87,6 +88,9 @@ def sweep_command(
         print(f"kvplan: plotted {lines} configuration(s) to {plot}", file=sys.stderr)
 
 
+_MAX_CONTEXTS = 100_000
+
+
 def parse_contexts(text: str) -> tuple[int, ...]:
     """`4k,32k`, `1k:128k:x2` (geometric, x factor) and `1k:32k:1k` (linear step), mixed freely; sorted, unique."""
     values: set[int] = set()
@@ -102,17 +106,26 @@ def parse_contexts(text: str) -> tuple[int, ...]:
             raise InputError(f"--context {item!r}: STOP is below START")
         step = parts[2].strip().lower()
         if step.startswith("x"):
-            factor = float(step[1:]) if step[1:].replace(".", "", 1).isdigit() else 0
-            if factor <= 1:
-                raise InputError(f"--context {item!r}: the factor must be above 1")
+            try:
+                factor = float(step[1:])
+            except ValueError:
+                factor = 0.0
+            if not (math.isfinite(factor) and factor > 1):
+                raise InputError(f"--context {item!r}: the factor must be a number above 1")
+            # Counted before the loop: a factor of 1.0000001 takes ~10^8 steps to double.
+            count = math.floor(math.log(stop / start) / math.log(factor)) + 1
+        else:
+            step_tokens = parse_count(step, "--context step")
+            count = (stop - start) // step_tokens + 1
+        if len(values) + count > _MAX_CONTEXTS:
+            raise InputError(f"--context {item!r}: {count:,} contexts, over the limit of {_MAX_CONTEXTS:,}")
+        if step.startswith("x"):
             x = float(start)
             while round(x) <= stop:
                 values.add(round(x))
                 x *= factor
         else:
-            values.update(range(start, stop + 1, parse_count(step, "--context step")))
-        if len(values) > 100_000:
-            raise InputError(f"--context {item!r}: more than 100,000 contexts")
+            values.update(range(start, stop + 1, step_tokens))
     return tuple(sorted(values))
 
 

@@ -56,7 +56,10 @@ def _size(value) -> int:
 def _number(value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise FieldError(f"expected a number, got {shown_value(value)}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an integer of 309 digits or more
+        raise FieldError(f"{str(value)[:20]}... is out of range") from None
 
 
 def _unit_fraction(value) -> float:

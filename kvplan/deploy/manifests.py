@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..hardware import GPU, find_gpu
+from ..inputs import MAX_COMMAND_CHARS, check_command, expand
 from ..yamlnodes import Y, display_path, read_yaml
 
 GPU_ANNOTATION = "kvplan.dev/gpu"
@@ -22,6 +23,8 @@ GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 GPU_RESOURCE = "nvidia.com/gpu"
 _SHELLS = {"sh", "bash", "dash", "ash", "zsh"}
 _SHELL_OPERATORS = {"&&", "||", ";", "|", "&"}
+_K8S_VAR = re.compile(r"\$?\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+_SHELL_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 _COMPOSE_VAR = re.compile(r"\$\$|\$\{([A-Za-z_]\w*)(?::?-([^}]*))?\}|\$([A-Za-z_]\w*)")
 _POD_PATHS = (("spec", "template", "spec"), ("spec", "jobTemplate", "spec", "template", "spec"), ("spec",))
 
@@ -117,8 +120,7 @@ def _shell_script(argv: list[str]) -> str | None:
 
 def _shell_words(script: str, env: dict[str, str]) -> list[str]:
     script = script.replace("\\\n", " ")
-    script = re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)",
-                    lambda m: env.get(m.group(1) or m.group(2), m.group(0)), script)
+    script = expand(_SHELL_VAR, lambda m: env.get(m.group(1) or m.group(2), m.group(0)), script, "shell command")
     lexer = shlex.shlex(script, posix=True, punctuation_chars=True)
     lexer.whitespace_split = True
     return list(lexer)
@@ -201,11 +203,12 @@ def _kubernetes(shown: str, doc: Y) -> list[Launch]:
         cname = f"{workload_name}/{name.value if name is not None else '?'}"
         env = {str(e.get("name").value): str(e.get("value").value) for e in _items(c.get("env"))
                if e.get("name") is not None and e.get("value") is not None}
-        argv, line = [], c.line
+        argv, line = _Argv(), c.line
         for key in ("command", "args"):
             y = c.get(key)
             if y is not None:
-                argv += [_k8s_expand(shown, v, env) for v in _strings(shown, y, key)]
+                for v in _strings(shown, y, key):
+                    argv.add(_k8s_expand(shown, v, env), f"{shown}:{v.line}")
                 line = y.line
         args = serve_args(argv, env)
         image = c.get("image")
@@ -257,7 +260,7 @@ def _k8s_expand(shown: str, y: Y, env: dict[str, str]) -> str:
                              "(only literal `env` values are read): write the value")
         return env[m.group(1)]
 
-    return re.sub(r"\$?\$\(([A-Za-z_][A-Za-z0-9_]*)\)", sub, str(y.value))
+    return expand(_K8S_VAR, sub, str(y.value), f"{shown}:{y.line}")
 
 
 # --- docker-compose -------------------------------------------------------------------------
@@ -269,18 +272,20 @@ def _compose(shown: str, services: Y) -> list[Launch]:
     for name, svc in services.value.items():
         if not isinstance(svc.value, dict):
             continue
-        argv, line = [], svc.line
+        argv, line = _Argv(), svc.line
         for key in ("entrypoint", "command"):
             y = svc.get(key)
             if y is None:
                 continue
             if isinstance(y.value, str):
                 try:
-                    argv += [_compose_expand(shown, y.line, a) for a in shlex.split(y.value)]
+                    for word in shlex.split(check_command(y.value, f"{shown}:{y.line}")):
+                        argv.add(_compose_expand(shown, y.line, word), f"{shown}:{y.line}")
                 except ValueError as exc:
                     raise InputError(f"{shown}:{y.line}: {key}: cannot split ({exc})") from None
             else:
-                argv += [_compose_expand(shown, y.line, v.value) for v in _strings(shown, y, key)]
+                for v in _strings(shown, y, key):
+                    argv.add(_compose_expand(shown, y.line, v.value), f"{shown}:{v.line}")
             line = y.line
         args = serve_args(argv)
         image = svc.get("image")
@@ -338,7 +343,7 @@ def _compose_expand(shown: str, line: int, text) -> str:
             return m.group(2)
         raise InputError(f"{shown}:{line}: cannot resolve {m.group(0)} without the environment: write the value")
 
-    return _COMPOSE_VAR.sub(sub, str(text))
+    return expand(_COMPOSE_VAR, sub, str(text), f"{shown}:{line}")
 
 
 # --- shared ---------------------------------------------------------------------------------
@@ -348,6 +353,19 @@ def _settings(shown: str, line: int, args: list[str]) -> Settings:
         return settings_from_argv(args)
     except InputError as exc:
         raise InputError(f"{shown}:{line}: {exc}") from None
+
+
+class _Argv(list):
+    """A command's words, refused as soon as they outgrow one command line (an alias can repeat a long one)."""
+
+    chars = 0
+
+    def add(self, word: str, where: str) -> None:
+        self.chars += len(word) + 1
+        if self.chars > MAX_COMMAND_CHARS:
+            raise InputError(f"{where}: the command's words come to over kvplan's {MAX_COMMAND_CHARS:,}-character "
+                             "limit for a command line")
+        self.append(word)
 
 
 def _dig(y: Y | None, path: tuple[str, ...]) -> Y | None:

@@ -25,6 +25,7 @@ import shlex
 from dataclasses import dataclass, field
 
 from ..errors import InputError
+from ..inputs import SERVE_SCRIPT, check_command, expand, read_text
 
 # Flags that take no value (so the next token is not swallowed as one); others take exactly one.
 _BOOLEAN_FLAGS = {
@@ -124,7 +125,7 @@ def parse_vllm_command(text: str) -> VllmServeArgs:
                 variables[m.group(1)] = _unquote(_expand(m.group(2).strip(), variables))
                 continue
         try:
-            tokens = shlex.split(_expand(line, variables), comments=True)
+            tokens = shlex.split(check_command(_expand(line, variables), "vllm command"), comments=True)
         except ValueError as exc:
             raise InputError(f"vllm command: cannot split {line[:60]!r} ({exc})") from None
         for command in _commands(tokens):
@@ -136,14 +137,7 @@ def parse_vllm_command(text: str) -> VllmServeArgs:
 
 
 def read_vllm_command_file(path: str) -> VllmServeArgs:
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not a text file") from None
-    return parse_vllm_command(text)
+    return parse_vllm_command(read_text(path, SERVE_SCRIPT))
 
 
 def parse_vllm_argv(tokens: list[str], env: dict | None = None) -> VllmServeArgs:
@@ -257,12 +251,11 @@ def _env_prefix(tokens: list[str]) -> dict:
     return env
 
 
-def _expand(text: str, variables: dict) -> str:
-    def sub(m: re.Match) -> str:
-        name = m.group(1) or m.group(2)
-        return variables.get(name, m.group(0))
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 
-    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)", sub, text)
+
+def _expand(text: str, variables: dict) -> str:
+    return expand(_VARIABLE, lambda m: variables.get(m.group(1) or m.group(2), m.group(0)), text, "vllm command")
 
 
 def _unquote(text: str) -> str:

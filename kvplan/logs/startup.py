@@ -28,12 +28,17 @@ A line `# kvplan: FLAGS` carries kvplan flags for the log (used by test data); `
 import ast
 import re
 import shlex
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
+from ..inputs import MAX_KVPLAN_HEADER_CHARS, STARTUP_LOG, check_command, read_lines
 
-_NUM = r"([0-9][0-9,]*(?:\.[0-9]+)?)"
+# Numbers have bounded digits: a 400-digit one would be inf as a float, a 5,000-digit one no int at all.
+_NUM = r"([0-9][0-9,]{0,24}(?:\.[0-9]{1,18})?)"
+_INT = r"([0-9]{1,18})(?![0-9])"
+_FLOAT = r"([0-9]{1,18}(?:\.[0-9]{1,18})?)(?![0-9.])"
 
 
 @dataclass(frozen=True)
@@ -99,74 +104,103 @@ _PATTERNS = {
     "v0_weights": re.compile(r"Loading model weights took " + _NUM + r" ?GB"),
     "v1_available": re.compile(r"Available KV cache memory: (-?" + _NUM[1:] + r" ?GiB"),
     "v0_rest": re.compile(r"the rest of the memory reserved for KV Cache is (-?" + _NUM[1:] + r" ?GiB"),
-    "v0_profile": re.compile(r"Memory profiling results:.*?total_gpu_memory=" + _NUM + r"GiB.*?kv_cache_size=(-?"
-                             + _NUM[1:] + r"GiB"),
+    "v0_profile": (re.compile(r"Memory profiling results:"), re.compile(r"total_gpu_memory=" + _NUM + r"GiB"),
+                   re.compile(r"kv_cache_size=(-?" + _NUM[1:] + r"GiB")),
     "v0_can_use": re.compile(r"can use total_gpu_memory \(" + _NUM + r"GiB\) x gpu_memory_utilization \(" + _NUM),
     "v1_tokens": re.compile(r"GPU KV cache size: " + _NUM + r" tokens"),
     "gpu_blocks": re.compile(r"(?:^|[\s\]#])(?:GPU|cuda|CUDA) blocks: " + _NUM),
-    "concurrency": re.compile(r"Maximum concurrency for " + _NUM + r" tokens per request: ([0-9.]+)x"),
-    "v1_refusal": re.compile(r"max seq len \((\d+)\), \(([0-9.]+) GiB KV cache is needed, which is larger than the "
-                             r"available KV cache memory \((-?[0-9.]+) GiB\)\.(?: Based on the available memory, the "
-                             r"estimated maximum model length is (\d+)\.)?"),
-    "v0_refusal": re.compile(r"The model's max seq len \((\d+)\) is larger than the maximum number of tokens that can "
-                             r"be stored in KV cache \((\d+)\)"),
-    "chunked": re.compile(r"max_num_batched_tokens=(\d+)"),
-    "forced_block": re.compile(r"[Ff]orcing kv cache block size to (\d+)"),
-    "sg_args": re.compile(r"server_args=ServerArgs\((.*?)\)?\s*$"),  # a terminal may wrap it: read what is there
-    "sg_fraction": re.compile(r"mem_fraction_static\W{1,3}([0-9]*\.[0-9]+)"),
+    "concurrency": re.compile(r"Maximum concurrency for " + _NUM + r" tokens per request: " + _FLOAT + "x"),
+    "v1_refusal": re.compile(r"max seq len \(" + _INT + r"\), \(" + _FLOAT + r" GiB KV cache is needed, which is larger "
+                             r"than the available KV cache memory \((-?" + _FLOAT[1:] + r" GiB\)\.(?: Based on the "
+                             r"available memory, the estimated maximum model length is " + _INT + r"\.)?"),
+    "v0_refusal": re.compile(r"The model's max seq len \(" + _INT + r"\) is larger than the maximum number of tokens "
+                             r"that can be stored in KV cache \(" + _INT + r"\)"),
+    "chunked": re.compile(r"max_num_batched_tokens=" + _INT),
+    "forced_block": re.compile(r"[Ff]orcing kv cache block size to " + _INT),
+    "utilization": re.compile(r"gpu_memory_utilization=" + _FLOAT),
+    # Everything after the lead, to the end of the line: a terminal may wrap the repr, so its `)` may be missing
+    # (_server_args trims it); matching `(.*?)\)?\s*$` instead costs a scan to the end per lead.
+    "sg_args": re.compile(r"server_args=ServerArgs\((.*)"),
+    "sg_fraction": re.compile(r"mem_fraction_static\W{1,3}([0-9]{0,18}\.[0-9]{1,18})"),
     "sg_before": re.compile(r"Load weight begin\. avail mem=" + _NUM + r" ?GB"),
-    "sg_after": re.compile(r"Load weight end\..*?avail mem=" + _NUM + r" ?GB(?:, mem usage=(-?" + _NUM[1:] + r" ?GB)?"),
-    # 0.4.1 printed no #tokens ("KV Cache is allocated. K size: X GB, V size: X GB."); later builds insert "dtype: ..."
-    "sg_alloc": re.compile(r"KV Cache is allocated\.(?:.*?#tokens: (\d+),?)?(?: K size: " + _NUM + r" ?GB, V size: "
-                           + _NUM + r" ?GB)?(?: KV size: " + _NUM + r" ?GB)?"),
-    # the rank an SGLang line comes from: "[... TP3]", "[... DP0 TP0 EP0]", "[... PP1 TP0]", 0.2's "[gpu=0]"
-    "sg_rank": re.compile(r"\[[^\]]*?\b((?:[A-Z]{2}\d+ ?)+)\]|\[(gpu(?:_id)?=\d+)\]"),
-    "sg_total": re.compile(r"max_total_num_tokens=" + _NUM + r".*?context_len=(\d+)"),
+    "sg_after": (re.compile(r"Load weight end\."),
+                 re.compile(r"avail mem=" + _NUM + r" ?GB(?:, mem usage=(-?" + _NUM[1:] + r" ?GB)?")),
+    # 0.4.1 printed no #tokens ("KV Cache is allocated. K size: X GB, V size: X GB."); later builds insert "dtype: ...".
+    # Linear as it stands: all after the lead is optional, so the first lead matches and `.*?` scans once.
+    "sg_alloc": re.compile(r"KV Cache is allocated\.(?:.*?#tokens: " + _INT + r",?)?(?: K size: " + _NUM
+                           + r" ?GB, V size: " + _NUM + r" ?GB)?(?: KV size: " + _NUM + r" ?GB)?"),
+    "sg_total": (re.compile(r"max_total_num_tokens=" + _NUM), re.compile(r"context_len=" + _INT)),
     "kvplan": re.compile(r"^\s*#\s*kvplan:\s*(.*)$"),
-    "v1_profile": re.compile(r"Memory profiling takes .*?torch peak memory increase: " + _NUM + r" ?GiB; non-torch "
-                             r"forward increase memory: " + _NUM + r" ?GiB; weights memory: " + _NUM + r" ?GiB"),
-    "v1_requested": re.compile(r"Requested memory: ([0-9.]+) \(util\), " + _NUM + r" ?GiB"),
-    "v1_snapshot_total": re.compile(r"memory snapshot: .*?total_memory=" + _NUM + r" ?GiB"),
-    "v1_usage": re.compile(r"Free memory on device \(" + _NUM + r"/" + _NUM + r" GiB\) on startup\..*?Actual usage is "
-                           + _NUM + r" GiB for weight, " + _NUM + r" GiB for peak activation, " + _NUM
-                           + r" GiB for non-torch memory, and " + _NUM + r" GiB for CUDAGraph memory"),
+    "v1_profile": (re.compile(r"Memory profiling takes "),
+                   re.compile(r"torch peak memory increase: " + _NUM + r" ?GiB; non-torch forward increase memory: "
+                              + _NUM + r" ?GiB; weights memory: " + _NUM + r" ?GiB")),
+    "v1_requested": re.compile(r"Requested memory: " + _FLOAT + r" \(util\), " + _NUM + r" ?GiB"),
+    "v1_snapshot_total": (re.compile(r"memory snapshot: "), re.compile(r"total_memory=" + _NUM + r" ?GiB")),
+    "v1_usage": (re.compile(r"Free memory on device \(" + _NUM + r"/" + _NUM + r" GiB\) on startup\."),
+                 re.compile(r"Actual usage is " + _NUM + r" GiB for weight, " + _NUM + r" GiB for peak activation, "
+                            + _NUM + r" GiB for non-torch memory, and " + _NUM + r" GiB for CUDAGraph memory")),
     "v1_consumed": re.compile(r"Actual usage is " + _NUM + r" GiB for consumed memory \(weights \+ non-torch\), "
                               + _NUM + r" GiB for peak activation, and " + _NUM + r" GiB for CUDAGraph memory"),
-    "v0_profile_terms": re.compile(r"Memory profiling results:.*?peak_torch_memory=" + _NUM + r"GiB.*?non_torch_memory="
-                                   + _NUM + r"GiB"),
+    "v0_profile_terms": (re.compile(r"Memory profiling results:"), re.compile(r"peak_torch_memory=" + _NUM + r"GiB"),
+                         re.compile(r"non_torch_memory=" + _NUM + r"GiB")),
     "v1_free_total": re.compile(r"Free memory on device (?:\S+ )?\(" + _NUM + r"/" + _NUM + r" GiB\)"),
     "graph_estimate": re.compile(r"Estimated CUDA graph memory: (-?" + _NUM[1:] + r" GiB total"),
     "graph_captured": re.compile(r"Graph capturing finished in \d+ secs?, took " + _NUM + r" GiB"),
     "v0_terms": re.compile(r"model weights take " + _NUM + r" ?GiB; non_torch_memory takes " + _NUM
                            + r" ?GiB; PyTorch activation peak memory takes " + _NUM + r" ?GiB"),
-    "gpu_name": re.compile(r"device_name=(NVIDIA_[A-Za-z0-9_\-]+|AMD_[A-Za-z0-9_\-]+)|GPU \d+: (NVIDIA [^,;\n]+?)\s*$"),
-    "defaulting": re.compile(r"Defaulting (max_num_seqs|max_num_batched_tokens) to (\d+) for (\w+) usage context"),
+    # a MoE config path names the GPU; so does collect_env's "GPU 0: NVIDIA ..." at the end of a line (see _gpu_name)
+    "gpu_name": re.compile(r"device_name=(NVIDIA_[A-Za-z0-9_\-]+|AMD_[A-Za-z0-9_\-]+)"),
+    "gpu_name_env": re.compile(r"GPU [0-9]+: (NVIDIA [^,;\n]+)"),
+    "defaulting": re.compile(r"Defaulting (max_num_seqs|max_num_batched_tokens) to " + _INT + r" for (\w+) usage context"),
+    "sg_type": re.compile(r"type=(\w+)"),
 }
 
 _RANK_PATTERNS = (  # `(...)` or, in some builds, `[...]`
-    re.compile(r"[(\[](?:VllmWorker |Worker_)PP(\d+)_TP(\d+)"),
-    re.compile(r"[(\[](?:VllmWorker |Worker_)TP(\d+)"),  # vLLM 0.10: `(VllmWorker TP1 pid=..)`
-    re.compile(r"[(\[]VllmWorker rank=(\d+)"),
-    re.compile(r"[(\[]RayWorkerWrapper pid=\d+[^)\]]*[)\]]"),  # `(RayWorkerWrapper pid=374, ip=10.0.0.1)`
-    re.compile(r"[(\[]VllmWorkerProcess pid=\d+[)\]]"),
+    re.compile(r"[(\[](?:VllmWorker |Worker_)PP" + _INT + "_TP" + _INT),
+    re.compile(r"[(\[](?:VllmWorker |Worker_)TP" + _INT),  # vLLM 0.10: `(VllmWorker TP1 pid=..)`
+    re.compile(r"[(\[]VllmWorker rank=" + _INT),
+    # `(RayWorkerWrapper pid=374, ip=10.0.0.1)`; the label stops at any bracket, so an unclosed one scans once
+    re.compile(r"[(\[]RayWorkerWrapper pid=[0-9]+[^()\[\]]*[)\]]"),
+    re.compile(r"[(\[]VllmWorkerProcess pid=[0-9]+[)\]]"),
 )
 
 
+def _in_order(line: str, patterns: tuple[re.Pattern, ...]) -> tuple | None:
+    """The groups of the regex `p0.*?p1.*?p2`: each pattern searched after the previous one's match.
+    The same answer in linear time; that regex backtracks cubically on a line that repeats p0."""
+    groups, pos = (), 0
+    for pattern in patterns:
+        m = pattern.search(line, pos)
+        if m is None:
+            return None
+        groups, pos = groups + m.groups(), m.end()
+    return groups
+
+
+def _ends_with(line: str, char: str) -> bool:
+    """Guards the patterns anchored at `CHAR\\s*$`: without it each start of their lead costs a scan to the end."""
+    return line.rstrip().endswith(char)
+
+
 def parse_startup_log(text: str) -> StartupLog:
+    return parse_startup_lines(text.splitlines())
+
+
+def parse_startup_lines(lines: Iterable[str]) -> StartupLog:
     log = StartupLog()
-    for line in text.splitlines():
+    for line in lines:
         _parse_line(line, log)
     _resolve(log)
     return log
 
 
 def read_startup_log(path: str) -> StartupLog:
+    """Streamed line by line within kvplan.inputs.STARTUP_LOG; a stray non-UTF-8 byte is replaced, not fatal."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            text = f.read()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
-    log = parse_startup_log(text)
+        log = parse_startup_lines(line.rstrip("\r\n") for _, line in read_lines(path, STARTUP_LOG, errors="replace"))
+    except InputError as exc:
+        message = str(exc)
+        raise InputError(message if message.startswith(str(path)) else f"{path}: {message}") from None
     if log.engine is None:
         raise InputError(f"{path}: no vLLM or SGLang start-up line found (is this a start-up log?)")
     log.kvplan_args = _relative_to(log.kvplan_args, Path(path).parent)
@@ -185,7 +219,11 @@ def _relative_to(args: list[str], folder: Path) -> list[str]:
 def _parse_line(line: str, log: StartupLog) -> None:
     p = _PATTERNS
     if m := p["kvplan"].match(line):
-        log.kvplan_args += shlex.split(m.group(1))
+        check_command(m.group(1), "its `# kvplan:` line", MAX_KVPLAN_HEADER_CHARS)
+        try:
+            log.kvplan_args += shlex.split(m.group(1))
+        except ValueError as exc:  # an unbalanced quote
+            raise InputError(f"its `# kvplan:` line does not split as shell words ({exc}): {m.group(1)[:60]!r}") from None
         return
     if line.lstrip().startswith("#") and not p["gpu_blocks"].search(line):
         return  # commentary around a pasted log; vLLM V0's "# GPU blocks: N" is the one log line so written
@@ -199,7 +237,7 @@ def _parse_line(line: str, log: StartupLog) -> None:
         log.engine, log.generation = "vllm", "v0"
         log.version = log.version or m.group(1)
         _config_pairs(m.group(2), log)
-    if m := p["non_default"].search(line):
+    if _ends_with(line, "}") and (m := p["non_default"].search(line)):
         log.engine = log.engine or "vllm"
         try:
             args = ast.literal_eval(m.group(1))
@@ -221,11 +259,11 @@ def _parse_line(line: str, log: StartupLog) -> None:
     elif m := p["v0_rest"].search(line):
         log.engine, log.generation = log.engine or "vllm", log.generation or "v0"
         log.available_kv_gib.append(_worker(line, _f(m.group(1))))
-    elif m := p["v0_profile"].search(line):
+    elif g := _in_order(line, p["v0_profile"]):
         log.engine, log.generation = log.engine or "vllm", log.generation or "v0"
-        log.total_gpu_gib = _f(m.group(1))
-        log.available_kv_gib.append(_worker(line, _f(m.group(2))))
-        if util := re.search(r"gpu_memory_utilization=([0-9.]+)", line):
+        log.total_gpu_gib = _f(g[0])
+        log.available_kv_gib.append(_worker(line, _f(g[1])))
+        if util := p["utilization"].search(line):
             log.settings.setdefault("gpu_memory_utilization", float(util.group(1)))
     if m := p["v0_can_use"].search(line):
         log.total_gpu_gib = _f(m.group(1))
@@ -258,23 +296,23 @@ def _parse_line(line: str, log: StartupLog) -> None:
 def _parse_profile_line(line: str, log: StartupLog) -> None:
     """The memory-profile terms; each worker prints its own, the largest (the binding one) is kept."""
     p = _PATTERNS
-    if m := p["v1_profile"].search(line):
+    if g := _in_order(line, p["v1_profile"]):
         log.engine = log.engine or "vllm"
-        _keep_max(log, activation_gib=_f(m.group(1)), non_torch_gib=_f(m.group(2)), weights_gib=_f(m.group(3)))
-    elif m := p["v1_usage"].search(line):
+        _keep_max(log, activation_gib=_f(g[0]), non_torch_gib=_f(g[1]), weights_gib=_f(g[2]))
+    elif g := _in_order(line, p["v1_usage"]):
         log.engine = log.engine or "vllm"
-        log.total_gpu_gib = log.total_gpu_gib or _f(m.group(2))
-        _keep_max(log, weights_gib=_f(m.group(3)), activation_gib=_f(m.group(4)), non_torch_gib=_f(m.group(5)))
+        log.total_gpu_gib = log.total_gpu_gib or _f(g[1])
+        _keep_max(log, weights_gib=_f(g[2]), activation_gib=_f(g[3]), non_torch_gib=_f(g[4]))
         if log.cuda_graph_gib is None:
-            log.cuda_graph_gib, log.cuda_graph_basis = _f(m.group(6)), "captured"
+            log.cuda_graph_gib, log.cuda_graph_basis = _f(g[5]), "captured"
     elif m := p["v1_consumed"].search(line):
         log.engine = log.engine or "vllm"
         _keep_max(log, weights_and_non_torch_gib=_f(m.group(1)), activation_gib=_f(m.group(2)))
         if log.cuda_graph_gib is None:
             log.cuda_graph_gib, log.cuda_graph_basis = _f(m.group(3)), "captured"
-    elif m := p["v0_profile_terms"].search(line):  # 0.6.4-0.6.6: peak_torch includes the weights
-        _keep_max(log, non_torch_gib=_f(m.group(2)))
-        log.sglang.setdefault("_v0_peak_torch_gib", _f(m.group(1)))
+    elif g := _in_order(line, p["v0_profile_terms"]):  # 0.6.4-0.6.6: peak_torch includes the weights
+        _keep_max(log, non_torch_gib=_f(g[1]))
+        log.sglang.setdefault("_v0_peak_torch_gib", _f(g[0]))
     if m := p["v1_free_total"].search(line):
         log.total_gpu_gib = log.total_gpu_gib or _f(m.group(2))
     elif m := p["v0_terms"].search(line):
@@ -282,17 +320,29 @@ def _parse_profile_line(line: str, log: StartupLog) -> None:
     if m := p["v1_requested"].search(line):
         log.requested_gib = _f(m.group(2))
         log.settings.setdefault("gpu_memory_utilization", float(m.group(1)))
-    if m := p["v1_snapshot_total"].search(line):
-        log.total_gpu_gib = _f(m.group(1))
+    if g := _in_order(line, p["v1_snapshot_total"]):
+        log.total_gpu_gib = _f(g[0])
     if m := p["graph_estimate"].search(line):
         log.cuda_graph_gib, log.cuda_graph_basis = _f(m.group(1)), "estimate"
     elif (m := p["graph_captured"].search(line)) and log.cuda_graph_basis != "estimate":
         log.cuda_graph_gib, log.cuda_graph_basis = _f(m.group(1)), "captured"
-    if (m := p["gpu_name"].search(line)) and log.gpu_name is None:
-        log.gpu_name = (m.group(1) or m.group(2)).replace("_", " ").strip()
+    if log.gpu_name is None:
+        log.gpu_name = _gpu_name(line)
     if m := p["defaulting"].search(line):
         log.settings.setdefault(m.group(1), int(m.group(2)))
         log.usage_context = "offline" if m.group(3) == "LLM_CLASS" else "serve"
+
+
+def _gpu_name(line: str) -> str | None:
+    """The first GPU name the line gives: a MoE config path's, or collect_env's "GPU N: NVIDIA ..." ending the line."""
+    found = []
+    if m := _PATTERNS["gpu_name"].search(line):
+        found.append((m.start(), m.group(1)))
+    # looked for only past the last `,` or `;` (none may follow it): in the whole line each lead costs a scan to the end
+    tail_start = max(line.rfind(","), line.rfind(";")) + 1
+    if m := _PATTERNS["gpu_name_env"].search(line, tail_start):
+        found.append((m.start(), m.group(1)))
+    return min(found)[1].replace("_", " ").strip() if found else None
 
 
 def _keep_max(log: StartupLog, **values: float) -> None:
@@ -305,7 +355,8 @@ def _parse_sglang_line(line: str, log: StartupLog) -> None:
     p, sg = _PATTERNS, log.sglang
     if m := p["sg_args"].search(line):
         log.engine = "sglang"
-        _config_pairs(m.group(1), log)
+        args = m.group(1).rstrip()
+        _config_pairs(args[:-1] if args.endswith(")") else args, log)
         log.model = log.settings.get("model_path") or log.model
     if m := p["sg_fraction"].search(line):  # ServerArgs (also when wrapped) or a debug print
         log.settings["mem_fraction_static"] = float(m.group(1))
@@ -313,10 +364,10 @@ def _parse_sglang_line(line: str, log: StartupLog) -> None:
     if m := p["sg_before"].search(line):
         log.engine = "sglang"
         sg.setdefault("_before_by_rank", {}).setdefault(_sglang_rank(line), _f(m.group(1)))
-    if m := p["sg_after"].search(line):
+    if g := _in_order(line, p["sg_after"]):
         log.engine = "sglang"
-        sg.setdefault("_after_by_rank", {}).setdefault(_sglang_rank(line), (_f(m.group(1)), m.group(2)))
-        if arch := re.search(r"type=(\w+)", line):
+        sg.setdefault("_after_by_rank", {}).setdefault(_sglang_rank(line), (_f(g[0]), g[1]))
+        if arch := p["sg_type"].search(line):
             sg.setdefault("architecture", arch.group(1))
     if (m := p["sg_alloc"].search(line)) and (m.group(1) or m.group(2) or m.group(4)):
         log.engine = "sglang"
@@ -327,15 +378,34 @@ def _parse_sglang_line(line: str, log: StartupLog) -> None:
             sg.setdefault("v_size_gib", _f(m.group(3)))
         if m.group(4):
             sg.setdefault("kv_size_gib", _f(m.group(4)))
-    if m := p["sg_total"].search(line):
+    if g := _in_order(line, p["sg_total"]):
         log.engine = "sglang"
-        log.kv_cache_tokens = _i(m.group(1))
-        sg["context_len"] = int(m.group(2))
+        log.kv_cache_tokens = _i(g[0])
+        sg["context_len"] = int(g[1])
+
+
+_BRACKETED = re.compile(r"\[([^\[\]]*)\]")  # innermost `[...]`: scans of successive ones never overlap
+_SG_GPU_TAG = re.compile(r"gpu(?:_id)?=[0-9]+")
+_SG_RANK_UNIT_REVERSED = re.compile(r" ?[0-9]+[A-Z]{2}")  # "TP3 " read backwards
 
 
 def _sglang_rank(line: str) -> str:
-    m = _PATTERNS["sg_rank"].search(line)
-    return (m.group(1) or m.group(2)).strip() if m else ""
+    """The rank a line comes from: "[... TP3]", "[... DP0 TP0 EP0]", "[... PP1 TP0]", 0.2's "[gpu=0]"; "" if none.
+
+    The tags end the brackets, so they are read backwards from the `]`, one tag at a time: a pattern
+    searching forwards for the run of tags is quadratic in a long run that does not reach the `]`."""
+    for m in _BRACKETED.finditer(line):
+        inner = m.group(1)
+        if _SG_GPU_TAG.fullmatch(inner):
+            return inner
+        backwards, pos, start = inner[::-1], 0, None
+        while unit := _SG_RANK_UNIT_REVERSED.match(backwards, pos):
+            pos = unit.end()
+            if pos == len(inner) or not (inner[-pos - 1].isalnum() or inner[-pos - 1] == "_"):
+                start = len(inner) - pos  # a word boundary before the tag: the run may start here
+        if start is not None:
+            return inner[start:].strip()
+    return ""
 
 
 def _worker(line: str, value: float) -> WorkerFigure:
@@ -355,7 +425,8 @@ def _worker(line: str, value: float) -> WorkerFigure:
     return WorkerFigure(value, "", global_rank=0)
 
 
-_PAIR = re.compile(r"(\w+)=('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|\[[^\]]*\]|\{[^}]*\}|[^,]*)")
+# An unclosed quote or bracket runs to the end of the text: were it to fail instead, each `k=` would cost a scan.
+_PAIR = re.compile(r"(\w+)=('(?:[^'\\]|\\.)*(?:'|$)|\"(?:[^\"\\]|\\.)*(?:\"|$)|\[[^\]]*(?:\]|$)|\{[^}]*(?:\}|$)|[^,]*)")
 
 
 def _config_pairs(text: str, log: StartupLog) -> None:

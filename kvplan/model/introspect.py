@@ -34,10 +34,10 @@ import warnings
 from typing import Any
 
 from ..errors import InputError, UnsupportedModelError
+from ..inputs import MAX_LAYERS
 
 RECORD_FORMAT = 2  # 2: kind names are kinds.KINDS keys (an MLA layer with an indexer is "indexed_mla")
 _PROBE_TOKENS = 5
-_MAX_LAYERS = 4096  # decoder layers are Python objects even on the meta device: bound time and memory
 _OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
@@ -148,8 +148,8 @@ def _hf_config(config: dict, where: str, transformers):
     except Exception as exc:  # strict config dataclasses reject inconsistent fields
         raise InputError(f"{where}: transformers rejects this {model_type} config ({_one_line(exc)})") from None
     layers = _int_attr(hf_config.get_text_config(decoder=True), "num_hidden_layers") or 0
-    if layers > _MAX_LAYERS:
-        raise InputError(f"{where}: num_hidden_layers={layers} is implausibly large (at most {_MAX_LAYERS})")
+    if layers > MAX_LAYERS:
+        raise InputError(f"{where}: num_hidden_layers={layers} is implausibly large (at most {MAX_LAYERS})")
     return hf_config
 
 

@@ -13,9 +13,9 @@ import os
 from pathlib import Path
 
 from ..atomic import write_text_atomic
+from ..errors import InputError
+from ..inputs import INTROSPECTION_RECORD, read_json
 from .introspect import RECORD_FORMAT
-
-_MAX_RECORD_BYTES = 16 * 1024 * 1024
 
 
 def cache_dir() -> Path:
@@ -37,12 +37,9 @@ def record_path(digest: str) -> Path:
 
 
 def load_record(digest: str) -> dict | None:
-    path = record_path(digest)
     try:
-        if path.stat().st_size > _MAX_RECORD_BYTES:
-            return None
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
+        record = read_json(record_path(digest), INTROSPECTION_RECORD)
+    except InputError:  # missing, too large, not a regular file or not JSON: introspect afresh
         return None
     if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT or not isinstance(record.get("layers"), list):
         return None

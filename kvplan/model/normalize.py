@@ -10,6 +10,7 @@ from typing import Any
 
 from ..dtypes import torch_dtype_to_format
 from ..errors import InputError, UnsupportedModelError
+from ..inputs import check_layers
 from .kinds import KINDS, LayerGroup
 from .spec import ModelSpec
 from .params import LIGHTNING_FAMILIES, count_params
@@ -82,7 +83,7 @@ def spec_from_config(config: dict, *, name: str, source: str, allow_unknown: boo
             f"{source}: unknown architecture {label!r}; kvplan cannot confirm its attention layout "
             "(pass --allow-unknown-arch to size it as standard attention, or --layers/--kv-heads/--head-dim)")
 
-    num_layers = _positive_int(cfg, "num_hidden_layers", source)
+    num_layers = check_layers(_positive_int(cfg, "num_hidden_layers", source), f"{source}: num_hidden_layers")
     if model_type in ("mamba", "falcon_mamba"):
         heads = kv_heads = head_dim = 0
     else:
@@ -290,6 +291,8 @@ def _layer_kinds(cfg: dict, n: int, is_mla: bool, source: str) -> list[str]:
         if not no_rope:
             interval = cfg.get("no_rope_layer_interval", 4)
             no_rope = [int((i + 1) % interval != 0) for i in range(n)]
+        if len(no_rope) != n:
+            raise InputError(f"{source}: no_rope_layers must list {n} entries (num_hidden_layers), got {len(no_rope)}")
         return ["chunked" if no_rope[i] else "full" for i in range(n)]
     if model_type in ("qwen2", "qwen2_moe", "qwen3", "qwen3_moe"):
         if not (cfg.get("use_sliding_window") and window):

@@ -15,7 +15,7 @@ Tests run paths 1 and 3 on every bundled spec and test config and require the sa
 from dataclasses import replace
 from importlib.util import find_spec
 
-from ..errors import KvplanError, UnsupportedModelError
+from ..errors import InputError, KvplanError, UnsupportedModelError
 from .introspect_cache import config_digest, load_record, store_record
 from .kinds import KINDS, LayerGroup
 from .normalize import KNOWN_MODEL_TYPES, checkpoint_format, spec_from_config, text_model_type
@@ -61,6 +61,10 @@ def spec_for_config(config: dict, *, name: str, source: str, allow_unknown: bool
             if light_error is not None:
                 raise light_error from None
             why = str(exc).removeprefix(f"{source}: ")
+        except InputError:  # transformers rejects the config too: the light path's reason names the user's field
+            if isinstance(light_error, InputError):
+                raise light_error from None
+            raise
         else:
             store_record(digest, record)
             return spec_from_record(record, config, name=name, source=source, hf_id=hf_id,

@@ -88,7 +88,7 @@ class Deployment:
             value = getattr(self, s.name)
             if s.kind in ("count", "tokens") and value is not None:
                 if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                    raise InputError(f"{s.flag} must be a positive integer, got {value!r}")
+                    raise InputError(f"{s.flag} must be a positive integer, got {value!r:.40}")
                 if value > s.maximum:
                     raise InputError(f"{s.flag}: {value:,} is implausibly large (at most {s.maximum:,})")
             elif s.kind == "size" and value is not None and value < 0:

@@ -270,6 +270,9 @@ def _verdict(dep: Deployment, *, weights_per_gpu, gpu_memory, budget, users, con
     if gpu_memory is not None and weights_per_gpu is not None and dep.kv_cache_memory_bytes is None:
         usable = weights_limit
         if weights_per_gpu >= usable:
+            if usable <= 0:  # --gpu-memory 1: nothing at all fits
+                return False, f"does not fit: {fmt_gib(gpu_memory)} of GPU memory leaves nothing usable", [
+                    "give the GPU's real memory (--gpu or --gpu-memory)"]
             need_gpus = -(-weights_per_gpu * dep.num_gpus // usable)
             share = (f"{dep.gpu_memory_utilization:g} x {fmt_gib(gpu_memory)}" if usable < gpu_memory
                      else "the whole GPU")

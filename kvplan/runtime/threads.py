@@ -9,6 +9,9 @@ alone took 25). The count here is the affinity mask, bounded by a cgroup CPU quo
 import os
 from pathlib import Path
 
+from ..errors import InputError
+from ..inputs import CGROUP_CPU_FILE, read_text
+
 _CGROUP_V2 = Path("/sys/fs/cgroup/cpu.max")
 _CGROUP_V1 = (Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"), Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us"))
 
@@ -16,14 +19,14 @@ _CGROUP_V1 = (Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"), Path("/sys/fs/cgroup/
 def cgroup_cpu_limit(v2: Path = _CGROUP_V2, v1: tuple[Path, Path] = _CGROUP_V1) -> float | None:
     """CPUs the cgroup quota allows (e.g. 1.5), or None when there is no quota."""
     try:
-        quota, period = v2.read_text().split()[:2]
+        quota, period = read_text(v2, CGROUP_CPU_FILE).split()[:2]
         return None if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError):
+    except (InputError, ValueError):
         pass
     try:
-        quota, period = (int(p.read_text()) for p in v1)
+        quota, period = (int(read_text(p, CGROUP_CPU_FILE)) for p in v1)
         return quota / period if quota > 0 and period > 0 else None
-    except (OSError, ValueError):
+    except (InputError, ValueError):
         return None
 
 

@@ -17,41 +17,40 @@
 Blank lines are skipped. Any other key is an error (it is usually a typo).
 """
 
-import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
-from .workload import MAX_TRACE_TOKEN_ID, WorkItem
+from ..inputs import MAX_TOKENS, TRACE, parse_json, read_lines
+from .workload import MAX_SAMPLES, MAX_TRACE_TOKEN_ID, WorkItem
 
+_MAX_ARRIVAL_S = 1e12  # 30,000 years; float seconds still resolve 0.1 ms there
 _KEYS = {"prompt", "prompt_len", "output_len", "arrival", "prefix_group", "prefix_len", "n", "id"}
 
 
-def _int(obj: dict, key: str, minimum: int, where: str, default: int | None = None) -> int:
+def _int(obj: dict, key: str, minimum: int, where: str, default: int | None = None, maximum: int = MAX_TOKENS) -> int:
     value = obj.get(key, default)
     if value is None:
         raise InputError(f"{where}: missing {key!r}")
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InputError(f"{where}: {key!r} must be an integer >= {minimum}, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise InputError(f"{where}: {key!r} must be an integer >= {minimum} and <= {maximum:,}, got {value!r:.40}")
     return value
 
 
 def parse_line(text: str, index: int, where: str, groups: dict[str, int]) -> WorkItem:
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+    obj = parse_json(text, where)
     if not isinstance(obj, dict):
         raise InputError(f"{where}: expected a JSON object, got {type(obj).__name__}")
     unknown = sorted(set(obj) - _KEYS)
     if unknown:
         raise InputError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(_KEYS))})")
     output_len = _int(obj, "output_len", 1, where)
-    n = _int(obj, "n", 1, where, 1)
+    n = _int(obj, "n", 1, where, 1, MAX_SAMPLES)
     arrival = obj.get("arrival", 0)
-    if isinstance(arrival, bool) or not isinstance(arrival, (int, float)) or not math.isfinite(arrival) or arrival < 0:
-        raise InputError(f"{where}: 'arrival' must be a non-negative number of seconds, got {arrival!r}")
+    # compared before any float(): a 400-digit integer is no float (NaN fails the comparison too)
+    if isinstance(arrival, bool) or not isinstance(arrival, (int, float)) or not 0 <= arrival <= _MAX_ARRIVAL_S:
+        raise InputError(f"{where}: 'arrival' must be a non-negative number of seconds up to {_MAX_ARRIVAL_S:.0e}, "
+                         f"got {arrival!r:.40}")
     group_name = obj.get("prefix_group")
     if group_name is not None and not isinstance(group_name, str):
         raise InputError(f"{where}: 'prefix_group' must be a string, got {group_name!r}")
@@ -89,26 +88,17 @@ class TraceWorkload:
         groups: dict[str, int] = {}
         last_arrival = 0.0
         index = 0
-        try:
-            handle = open(self.path, "rb")  # decoded per line, so a bad byte is reported on its own line
-        except OSError as e:
-            raise InputError(f"trace {self.path}: {e.strerror}") from None
-        with handle:
-            for lineno, raw in enumerate(handle, 1):
-                where = f"{self.path}:{lineno}"
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise InputError(f"{where}: not UTF-8 text") from None
-                if not line.strip():
-                    continue
-                item = parse_line(line, index, where, groups)
-                if item.arrival_time < last_arrival:
-                    raise InputError(f"{where}: arrival {item.arrival_time:g} is earlier than the previous "
-                                     f"line's {last_arrival:g} (sort the trace by arrival)")
-                last_arrival = item.arrival_time
-                index += 1
-                yield item
+        for lineno, line in read_lines(self.path, TRACE):  # decoded per line: a bad byte is reported on its line
+            where = f"{self.path}:{lineno}"
+            if not line.strip():
+                continue
+            item = parse_line(line, index, where, groups)
+            if item.arrival_time < last_arrival:
+                raise InputError(f"{where}: arrival {item.arrival_time:g} is earlier than the previous "
+                                 f"line's {last_arrival:g} (sort the trace by arrival)")
+            last_arrival = item.arrival_time
+            index += 1
+            yield item
         if index == 0:
             raise InputError(f"trace {self.path}: no requests")
 

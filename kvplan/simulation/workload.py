@@ -18,8 +18,10 @@ import random
 from dataclasses import dataclass
 
 from ..errors import InputError
+from ..inputs import MAX_TOKENS
 
 MAX_TRACE_TOKEN_ID = 1 << 40
+MAX_SAMPLES = 1024  # n per request
 _PREFIX_BASE, _OWN_BASE, _SPAN = 1 << 40, 1 << 53, 1 << 32
 
 
@@ -54,9 +56,9 @@ class Distribution:
         except ValueError:
             raise InputError(f"{what}: cannot read {text!r} (use N, uniform:LO:HI, lognormal:MEAN:SIGMA "
                              "or exponential:MEAN)") from None
-        if bad or not all(math.isfinite(x) for x in (dist.a, dist.b)):
-            raise InputError(f"{what}: {text!r} is out of range (lengths are integers >= {minimum}; "
-                             "uniform needs LO <= HI; lognormal MEAN >= 1 and SIGMA in [0, 10])")
+        if bad or not all(-MAX_TOKENS <= x <= MAX_TOKENS for x in (dist.a, dist.b)):  # also NaN; before float()
+            raise InputError(f"{what}: {text[:40]!r} is out of range (lengths are integers >= {minimum} and <= "
+                             f"{MAX_TOKENS:,}; uniform needs LO <= HI; lognormal MEAN >= 1 and SIGMA in [0, 10])")
         return dist
 
     def sample(self, rng: random.Random, minimum: int = 1) -> int:
@@ -135,8 +137,8 @@ class SyntheticWorkload:
             raise InputError(f"--prefix-groups must be between 1 and 2**20, got {self.prefix_groups}")
         if self.arrival_rate is not None and not (self.arrival_rate > 0 and math.isfinite(self.arrival_rate)):
             raise InputError(f"--arrival-rate must be a positive number, got {self.arrival_rate}")
-        if not 1 <= self.num_samples <= 1024:
-            raise InputError(f"--n must be between 1 and 1024, got {self.num_samples}")
+        if not 1 <= self.num_samples <= MAX_SAMPLES:
+            raise InputError(f"--n must be between 1 and {MAX_SAMPLES}, got {self.num_samples}")
         if self.shared_prefix == 0 and self.prompt_len.kind in ("fixed", "uniform") and self.prompt_len.a < 1:
             raise InputError("--prompt-len must be at least 1 without --shared-prefix")
 
