@@ -23,8 +23,10 @@ from fractions import Fraction
 from .dtypes import kv_format, weight_format
 from .plan.dtype_plan import dtype_plan
 from .errors import InputError, KvplanError
+from .extras import require_extra
 from .hardware import GPU
 from .plan import Deployment, Estimate, estimate, pp_partition
+from .plan.deployment import SETTINGS
 from .plan.estimate import TABLE_CONTEXTS
 from .model import LoadedModel, ModelSpec, load_model
 from .units import GiB, fmt_gib
@@ -47,9 +49,9 @@ class SweepGrid:
     dtypes: tuple[str | None, ...] = (None,)  # None: the checkpoint's own format
     kv_dtypes: tuple[str, ...] = ("auto",)
     contexts: tuple[int, ...] = TABLE_CONTEXTS
-    gpu_memory_utilization: float = 0.9
-    block_size: int = 16
-    engine: str = "generic"
+    gpu_memory_utilization: float = SETTINGS["gpu_memory_utilization"].default
+    block_size: int | None = None  # None: the engine's default
+    engine: str = SETTINGS["engine"].default
 
     def __post_init__(self):
         for name in ("models", "gpus", "tp", "pp", "dtypes", "kv_dtypes", "contexts"):
@@ -103,11 +105,9 @@ def run_sweep(grid: SweepGrid, max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES,
     `vectorize`: None picks the vectorized path for the generic engine and the per-row loop otherwise;
     False forces the per-row loop (the reference, and the benchmark's baseline)."""
     check_memory(grid, max_memory_bytes)
-    try:
-        import numpy as np
-        import pandas as pd
-    except ImportError:
-        raise InputError("kvplan sweep needs pandas and numpy: pip install 'kvplan[report]'") from None
+    require_extra("report", "pandas", "numpy", what="kvplan sweep")
+    import numpy as np
+    import pandas as pd
 
     from .plan.policies import get_policy
     from .plan.policies.generic import GenericPolicy

@@ -74,8 +74,8 @@ def fmt_tokens(tokens: int) -> str:
     return f"{tokens:,}"
 
 
-def parse_count(text: str | int, what: str, minimum: int = 1) -> int:
-    """An integer count such as `131072`, `128k` (= 131072 tokens) or `1e6`."""
+def parse_count(text: str | int, what: str, minimum: int = 1, maximum: int = 1 << 40) -> int:
+    """An integer count such as `131072`, `128k` (= 131072 tokens) or `1e6`, within [minimum, maximum]."""
     if isinstance(text, bool):
         raise InputError(f"{what}: expected an integer, got {text!r}")
     if isinstance(text, int):
@@ -96,6 +96,6 @@ def parse_count(text: str | int, what: str, minimum: int = 1) -> int:
             raise InputError(f"{what}: expected an integer, got {text!r}") from None
     if value < minimum:
         raise InputError(f"{what}: must be at least {minimum}, got {value}")
-    if value > 1 << 40:
-        raise InputError(f"{what}: {value} is implausibly large")
+    if value > maximum:
+        raise InputError(f"{what}: {value:,} is implausibly large (at most {maximum:,})")
     return value

@@ -168,7 +168,7 @@ def test_trtllm_primary_pool_from_published_log_2268():
     assert policy.token_bytes(spec, kv_format("fp16"), Deployment()) == 2 * 32 * 32 * 128 * 2
     for free_gib in ("21.885", "21.89", "21.8949"):  # the whole rounding interval of the printed value
         budget = kv_budget_from_free(int(Fraction(free_gib) * GiB), 0.9)
-        pool = policy.pool(spec, budget, kv_format("fp16"), Deployment())
+        pool = policy.pool(spec, budget, kv_format("fp16"), Deployment(engine="trtllm@0.13"))
         assert (pool.num_blocks, pool.block_size) == (631, 64)
 
 

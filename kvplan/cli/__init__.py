@@ -11,7 +11,7 @@ import typer
 
 from ..errors import KvplanError
 
-COMMANDS = ("estimate", "simulate", "profile", "check", "sweep", "models", "explain_log")
+COMMANDS = ("estimate", "simulate", "profile", "check", "sweep", "models", "gpus", "explain_log")
 
 app = typer.Typer(
     name="kvplan",
@@ -26,7 +26,8 @@ app = typer.Typer(
           "  kvplan check examples/passing.yaml --format junit\n"
           "  kvplan sweep -m llama-3.1-70b,qwen3-32b --gpu H100,L40S --tp 1,2,4 --fits-only\n"
           "  kvplan explain-log vllm-startup.log\n"
-          "  kvplan models"),
+          "  kvplan models\n"
+          "  kvplan gpus"),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

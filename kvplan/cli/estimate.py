@@ -4,7 +4,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..errors import InputError
 from ..plan import estimate as run_estimate
+from ..report.common import FORMATS
 from . import options as o
 
 VllmArgsOpt = Annotated[Optional[str], typer.Option(
@@ -13,6 +15,7 @@ VllmArgsOpt = Annotated[Optional[str], typer.Option(
 FromOpt = Annotated[Optional[str], typer.Option(
     "--from", help="A shell script holding a `vllm serve` command (as --vllm-args; flags given here win)",
     rich_help_panel=o.DEPLOY_PANEL)]
+FormatOpt = o.format_option(FORMATS)
 
 
 def register(app: typer.Typer) -> None:
@@ -29,70 +32,55 @@ def register(app: typer.Typer) -> None:
     )(estimate_command)
 
 
+@o.deployment_flags()
 def estimate_command(
-    ctx: typer.Context,
-    model: o.ModelArg = None,
+    *, model: o.ModelArg = None,
     layers: o.LayersOpt = None, kv_heads: o.KVHeadsOpt = None, head_dim: o.HeadDimOpt = None,
     heads: o.HeadsOpt = None, hidden_size: o.HiddenOpt = None, allow_unknown_arch: o.AllowUnknownOpt = False,
     online: o.OnlineOpt = None, revision: o.RevisionOpt = None,
-    gpu: o.GpuOpt = None, gpu_memory: o.GpuMemoryOpt = None, tp: o.TpOpt = 1, pp: o.PpOpt = 1,
-    dtype: o.DtypeOpt = None, kv_dtype: o.KVDtypeOpt = "auto", context: o.ContextOpt = None, batch: o.BatchOpt = 1,
-    max_model_len: o.MaxModelLenOpt = None, gpu_memory_utilization: o.UtilOpt = 0.9, block_size: o.BlockSizeOpt = 16,
-    max_num_batched_tokens: o.BatchedTokensOpt = 8192, max_num_seqs: o.MaxSeqsOpt = 256,
-    engine: o.EngineOpt = "generic",
-    weights: o.WeightsOpt = None, overhead: o.OverheadOpt = None, activation_memory: o.ActivationOpt = None,
-    non_torch_memory: o.NonTorchOpt = None, cuda_graph_memory: o.GraphOpt = None, kv_cache_memory: o.KVMemoryOpt = None,
+    flags: dict,
     vllm_args: VllmArgsOpt = None, from_file: FromOpt = None,
-    fmt: o.FormatOpt = "table",
+    fmt: FormatOpt = "table",
 ) -> None:
     from ..report.estimate import render_estimate
 
+    raw_model = any(v is not None for v in (layers, kv_heads, head_dim))
     vllm_notes: list[str] = []
     if vllm_args is not None or from_file is not None:
-        read = _read_vllm_command(ctx, vllm_args, from_file, vllm_notes)
-        model, tp, pp, max_model_len = read.get("model", model), read.get("tp", tp), read.get("pp", pp), \
-            read.get("max_model_len", max_model_len)
-        gpu_memory_utilization, kv_dtype = read.get("gpu_memory_utilization", gpu_memory_utilization), \
-            read.get("kv_dtype", kv_dtype)
-        block_size, max_num_seqs = read.get("block_size", block_size), read.get("max_num_seqs", max_num_seqs)
-        max_num_batched_tokens = read.get("max_num_batched_tokens", max_num_batched_tokens)
-        kv_cache_memory, dtype, engine = read.get("kv_cache_memory", kv_cache_memory), read.get("dtype", dtype), \
-            read.get("engine", engine)
-
-    raw_model = any(v is not None for v in (layers, kv_heads, head_dim))
-    demo = model is None and not raw_model
+        command_model, flags = _with_vllm_command(vllm_args, from_file, flags, vllm_notes)
+        if model is None and not raw_model:
+            if command_model is None:
+                raise InputError("the `vllm serve` command names no model: give MODEL, or the model after `vllm serve`")
+            model = command_model
+    demo_model = model is None and not raw_model
+    demo_gpu = demo_model and not {"gpu", "gpu_memory"} & flags.keys()
     loaded = o.load_model_from_flags(model, layers, kv_heads, head_dim, heads, hidden_size, allow_unknown_arch,
                                      online=online, revision=revision)
-    dep = o.deployment_from_params(locals(), gpu=o.resolve_gpu(gpu, gpu_memory, default=o.DEFAULT_GPU if demo else None))
+    dep = o.deployment_from_flags(flags, default_gpu=o.DEFAULT_GPU if demo_gpu else None)
     result = run_estimate(loaded, dep)
     result.notes.extend(vllm_notes)
-    if demo:
+    if demo_gpu:
         result.notes.insert(0, f"no model or GPU given: showing the bundled default {loaded.spec.name} on one "
                                f"{o.DEFAULT_GPU} (pass MODEL and --gpu for your deployment)")
+    elif demo_model:
+        result.notes.insert(0, f"no model given: showing the bundled default {loaded.spec.name} (pass MODEL)")
     render_estimate(result, fmt)
 
 
-def _read_vllm_command(ctx: typer.Context, text: str | None, path: str | None, notes: list[str]) -> dict:
-    """Settings from a vllm serve command, minus those given explicitly on kvplan's command line.
+def _with_vllm_command(text: str | None, path: str | None, flags: dict, notes: list[str]) -> tuple[str | None, dict]:
+    """(the command's model, the flags with its settings added): flags given to kvplan win.
 
     The engine becomes `vllm` unless --engine was given: the flags are vLLM's, so are the semantics.
     """
-    from ..errors import InputError
     from ..deploy.vllm_args import parse_vllm_command, read_vllm_command_file
 
     if text is not None and path is not None:
         raise InputError("give --vllm-args or --from, not both")
     parsed = read_vllm_command_file(path) if path is not None else parse_vllm_command(text)
-    values = parsed.estimate_flags() | {"engine": "vllm"}
-    kept = {k: v for k, v in values.items() if not _on_command_line(ctx, k)}
-    overridden = sorted(set(values) - set(kept) - {"engine"})
+    values = parsed.estimate_flags()
+    command_model = values.pop("model", None)
     notes += parsed.notes()
+    overridden = sorted(values.keys() & flags.keys())
     if overridden:
         notes.append("from the command line instead of the vllm args: " + ", ".join(overridden))
-    return kept
-
-
-def _on_command_line(ctx: typer.Context, name: str) -> bool:
-    # typer bundles its own click, so compare the source by name rather than by enum identity
-    source = ctx.get_parameter_source(name)
-    return source is not None and source.name == "COMMANDLINE"
+    return command_model, {"engine": "vllm", **values, **flags}

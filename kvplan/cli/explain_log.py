@@ -20,6 +20,11 @@ _HEADER_FLAGS = {"--model": "model", "--gpu": "gpu", "--gpu-memory": "gpu_memory
                  "--dtype": "dtype", "--layers": "layers", "--kv-heads": "kv_heads", "--head-dim": "head_dim",
                  "--heads": "heads", "--gpu-memory-utilization": "gpu_memory_utilization",
                  "--kv-cache-memory": "kv_cache_memory", "--weights": "weights"}
+# The deployment flags explain-log takes, and those whose default the log supplies.
+_FLAGS = ("gpu", "gpu_memory", "tp", "pp", "dtype", "kv_dtype", "max_model_len", "block_size",
+          "max_num_batched_tokens", "gpu_memory_utilization", "kv_cache_memory", "weights")
+_FROM_LOG = ("tp", "pp", "kv_dtype", "max_model_len", "block_size", "max_num_batched_tokens", "gpu_memory_utilization")
+FormatOpt = o.format_option(("table", "json", "markdown"))
 
 
 def register(app: typer.Typer) -> None:
@@ -35,34 +40,25 @@ def register(app: typer.Typer) -> None:
     )(explain_log_command)
 
 
+@o.deployment_flags(only=_FLAGS, default_help=dict.fromkeys(_FROM_LOG, "from the log"))
 def explain_log_command(
-    ctx: typer.Context,
-    path: LogFile,
+    *, path: LogFile,
     model: ModelOpt = None,
     layers: o.LayersOpt = None, kv_heads: o.KVHeadsOpt = None, head_dim: o.HeadDimOpt = None,
     heads: o.HeadsOpt = None,
-    gpu: o.GpuOpt = None, gpu_memory: o.GpuMemoryOpt = None, tp: Annotated[Optional[int], typer.Option(
-        "--tp", help="Tensor-parallel size (default: from the log)")] = None,
-    pp: Annotated[Optional[int], typer.Option("--pp", help="Pipeline-parallel size (default: from the log)")] = None,
-    dtype: o.DtypeOpt = None, kv_dtype: Annotated[Optional[str], typer.Option(
-        "--kv-dtype", help="KV dtype (default: from the log)")] = None,
-    max_model_len: o.MaxModelLenOpt = None,
-    block_size: Annotated[Optional[int], typer.Option("--block-size", help="Block size (default: from the log)")] = None,
-    max_num_batched_tokens: Annotated[Optional[int], typer.Option(
-        "--max-num-batched-tokens", help="Scheduler token budget (default: from the log, else 8192)")] = None,
-    gpu_memory_utilization: Annotated[Optional[float], typer.Option(
-        "--gpu-memory-utilization", help="vLLM utilization / SGLang mem_fraction_static (default: from the log)")] = None,
-    kv_cache_memory: o.KVMemoryOpt = None, weights: o.WeightsOpt = None,
+    flags: dict,
     engine_version: EngineVersionOpt = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="table, json or markdown")] = "table",
+    fmt: FormatOpt = "table",
 ) -> None:
     from ..logs.explain import deployment_for_log, explain_log, require_model, vllm_version_for
     from ..logs.startup import read_startup_log
     from ..report.explain_log import render_explanation
 
     log = read_startup_log(path)
-    given = {k: v for k, v in ctx.params.items() if k != "path"}
-    flags = _merge_header(log.kvplan_args, given, ctx)
+    given = {"model": model, "layers": layers, "kv_heads": kv_heads, "head_dim": head_dim, "heads": heads,
+             "engine_version": engine_version}
+    flags = o.fold_fraction_aliases(flags, log.engine)
+    flags = o.parse_flags(_merge_header(log.kvplan_args) | {k: v for k, v in given.items() if v is not None} | flags)
     raw = [flags.get(k) for k in ("layers", "kv_heads", "head_dim", "heads")]
     if any(v is not None for v in raw[:3]):
         loaded = o.load_model_from_flags(None, *[None if v is None else int(v) for v in raw])
@@ -74,8 +70,8 @@ def explain_log_command(
     render_explanation(explain_log(log, loaded, dep, mml), fmt)
 
 
-def _merge_header(header: list[str], given: dict, ctx: typer.Context) -> dict:
-    """Flags from the log's `# kvplan:` lines, then those given on the command line (which win)."""
+def _merge_header(header: list[str]) -> dict:
+    """Flags from the log's `# kvplan:` lines (those given on the command line win over them)."""
     from ..errors import InputError
 
     flags: dict = {}
@@ -90,14 +86,4 @@ def _merge_header(header: list[str], given: dict, ctx: typer.Context) -> dict:
             flags[_HEADER_FLAGS[name]], i = header[i + 1], i + 2
         else:
             raise InputError(f"`# kvplan:` line: {name} needs a value")
-    for key, value in given.items():
-        if value is not None and _on_command_line(ctx, key):
-            flags[key] = value
-    flags.setdefault("fmt", given.get("fmt", "table"))
     return flags
-
-
-def _on_command_line(ctx: typer.Context, name: str) -> bool:
-    # typer bundles its own click, so compare the source by name rather than by enum identity
-    source = ctx.get_parameter_source(name)
-    return source is not None and source.name == "COMMANDLINE"

@@ -1,27 +1,35 @@
-"""Flags shared by estimate, simulate, profile and sweep, and the builders behind them.
+"""Flags shared by the commands, and the builders behind them.
 
-Commands declare these Annotated types as parameters, then call `load_model_from_flags` and
-`deployment_from_flags`, so every command reads a model and a deployment the same way.
+Model flags are Annotated types the commands declare. Deployment flags are declared once, by the
+Deployment's fields (`kvplan.plan.deployment.SETTINGS`: key, help, kind, bound, default):
+`@deployment_flags(...)` puts them in a command's signature in place of its `flags` parameter and
+passes the command those given, by key. Every flag defaults to None, "not given", so the
+Deployment's default or the engine's applies and a command can tell what the user chose.
 """
 
+import functools
+import inspect
 from typing import Annotated, Optional
 
 import typer
 
 from ..errors import InputError
 from ..hardware import GPU, detect_gpu, find_gpu
-from ..plan import Deployment
 from ..model import LoadedModel, load_model
 from ..model.loaders import spec_from_numbers
+from ..plan import Deployment
+from ..plan.deployment import DEPLOY_PANEL, SETTINGS, Setting
 from ..units import parse_count, parse_size
 
 MODEL_PANEL = "Model"
-DEPLOY_PANEL = "Deployment"
-BUDGET_PANEL = "Budget overrides"
+DEFAULT_GPU = "H100-SXM"
 
+_MODEL_HELP = ("Bundled spec (`kvplan models`), HF id ({hub}), config.json or model directory. "
+               "Default: llama-3.1-8b")
 ModelArg = Annotated[Optional[str], typer.Argument(
-    help="Bundled spec (`kvplan models`), HF id (local cache; the Hub with --online), config.json or model directory. "
-         "Default: llama-3.1-8b", show_default=False)]
+    help=_MODEL_HELP.format(hub="local cache; the Hub with --online"), show_default=False)]
+LocalModelArg = Annotated[Optional[str], typer.Argument(  # for commands without --online
+    help=_MODEL_HELP.format(hub="in the local HF cache"), show_default=False)]
 LayersOpt = Annotated[Optional[int], typer.Option("--layers", help="Raw model: number of layers", rich_help_panel=MODEL_PANEL)]
 KVHeadsOpt = Annotated[Optional[int], typer.Option("--kv-heads", help="Raw model: KV heads", rich_help_panel=MODEL_PANEL)]
 HeadDimOpt = Annotated[Optional[int], typer.Option("--head-dim", help="Raw model: head dimension", rich_help_panel=MODEL_PANEL)]
@@ -31,29 +39,148 @@ AllowUnknownOpt = Annotated[bool, typer.Option("--allow-unknown-arch", help="Siz
 OnlineOpt = Annotated[Optional[bool], typer.Option("--online/--offline", help="Fetch an HF id's config and safetensors headers from the Hub when not cached (default: `online:` in ~/.config/kvplan/config.yaml, else offline; HF_HUB_OFFLINE=1 always wins)", show_default=False, rich_help_panel=MODEL_PANEL)]
 RevisionOpt = Annotated[Optional[str], typer.Option("--revision", help="Hub branch, tag or commit of an HF id (default: main)", rich_help_panel=MODEL_PANEL)]
 
-GpuOpt = Annotated[Optional[str], typer.Option("--gpu", help="GPU name (H100, A100-80GB, L40S, ...) or `auto` (NVML)", rich_help_panel=DEPLOY_PANEL)]
-GpuMemoryOpt = Annotated[Optional[str], typer.Option("--gpu-memory", help="GPU memory instead of --gpu: 80GiB, 24GB, 81559MiB", rich_help_panel=DEPLOY_PANEL)]
-TpOpt = Annotated[int, typer.Option("--tp", help="Tensor-parallel size", rich_help_panel=DEPLOY_PANEL)]
-PpOpt = Annotated[int, typer.Option("--pp", help="Pipeline-parallel size", rich_help_panel=DEPLOY_PANEL)]
-DtypeOpt = Annotated[Optional[str], typer.Option("--dtype", help="Weights: bf16 fp16 fp32 fp8 int8 int4 awq gptq mxfp4 nvfp4 (default: checkpoint)", rich_help_panel=DEPLOY_PANEL)]
-KVDtypeOpt = Annotated[str, typer.Option("--kv-dtype", help="KV cache: auto fp32 bf16 fp16 fp8 fp8_e4m3 fp8_e5m2 int8 int4 nvfp4 mxfp4", rich_help_panel=DEPLOY_PANEL)]
-ContextOpt = Annotated[Optional[str], typer.Option("--context", help="Tokens per request (default: max_model_len); 32k = 32768", rich_help_panel=DEPLOY_PANEL)]
-BatchOpt = Annotated[int, typer.Option("--batch", help="Concurrent requests to plan for", rich_help_panel=DEPLOY_PANEL)]
-MaxModelLenOpt = Annotated[Optional[str], typer.Option("--max-model-len", help="Longest request the engine accepts (default: the model's max)", rich_help_panel=DEPLOY_PANEL)]
-UtilOpt = Annotated[float, typer.Option("--gpu-memory-utilization", help="Fraction of total GPU memory the engine may use", rich_help_panel=DEPLOY_PANEL)]
-BlockSizeOpt = Annotated[int, typer.Option("--block-size", help="Tokens per KV block", rich_help_panel=DEPLOY_PANEL)]
-BatchedTokensOpt = Annotated[int, typer.Option("--max-num-batched-tokens", help="Tokens per scheduler step (sizes the activation peak)", rich_help_panel=DEPLOY_PANEL)]
-MaxSeqsOpt = Annotated[int, typer.Option("--max-num-seqs", help="Most requests in one step", rich_help_panel=DEPLOY_PANEL)]
-EngineOpt = Annotated[str, typer.Option("--engine", help="Budget semantics: generic vllm sglang trtllm transformers", rich_help_panel=DEPLOY_PANEL)]
-WeightsOpt = Annotated[Optional[str], typer.Option("--weights", help="Weight size of the whole model, e.g. 16GB", rich_help_panel=BUDGET_PANEL)]
-OverheadOpt = Annotated[Optional[str], typer.Option("--overhead", help="Replace the overhead model (per GPU)", rich_help_panel=BUDGET_PANEL)]
-ActivationOpt = Annotated[Optional[str], typer.Option("--activation-memory", help="Activation peak per GPU", rich_help_panel=BUDGET_PANEL)]
-NonTorchOpt = Annotated[Optional[str], typer.Option("--non-torch-memory", help="CUDA context / NCCL memory per GPU", rich_help_panel=BUDGET_PANEL)]
-GraphOpt = Annotated[Optional[str], typer.Option("--cuda-graph-memory", help="CUDA graph memory per GPU", rich_help_panel=BUDGET_PANEL)]
-KVMemoryOpt = Annotated[Optional[str], typer.Option("--kv-cache-memory", help="KV budget per GPU, given directly (vLLM --kv-cache-memory-bytes)", rich_help_panel=BUDGET_PANEL)]
-FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table, json, csv or markdown")]
 
-DEFAULT_GPU = "H100-SXM"
+def format_option(formats: tuple[str, ...]):
+    """--format offering exactly the formats the command renders."""
+    return Annotated[str, typer.Option("--format", "-f", help=", ".join(formats[:-1]) + " or " + formats[-1])]
+
+
+# --- deployment flags --------------------------------------------------------------------------------
+
+# How a flag's text is read, per Setting.kind; counts and fractions arrive typed by click.
+_TYPES = {"count": Optional[int], "tokens": Optional[str], "fraction": Optional[float], "size": Optional[str],
+          "text": Optional[str], "gpu": Optional[str]}
+_METAVARS = {"tokens": "TOKENS", "size": "SIZE"}
+GPU_MEMORY = Setting("gpu_memory", "GPU memory instead of --gpu: 80GiB, 24GB, 81559MiB", "size", name="gpu")
+_DECLARED = [x for s in SETTINGS.values() for x in ((s, GPU_MEMORY) if s.kind == "gpu" else (s,))]  # in help order
+
+
+def deployment_flags(only: tuple[str, ...] = (), exclude: tuple[str, ...] = (), default_help: dict | None = None):
+    """Decorator: the command's `flags` parameter becomes the deployment flags (keys `only`, else all but `exclude`).
+
+    The command receives `flags`: {key: value} for the flags given. `default_help` replaces the
+    stated default of some keys (explain-log: "from the log"). With gpu_memory_utilization come
+    the engines' own names for it (`--mem-fraction-static`, ...); `fold_fraction_aliases` reads them.
+    """
+    chosen = [s for s in _DECLARED if (s.key in only or not only) and s.key not in exclude]
+    if any(s.key == "gpu_memory_utilization" for s in chosen):
+        chosen += [Setting(alias, f"{engine}'s name for --gpu-memory-utilization (its {alias}: a fraction of "
+                                  f"{of_what}); needs --engine {engine}", "fraction")
+                   for alias, (engine, of_what) in fraction_aliases().items()]
+    names = [s.key for s in chosen]
+
+    def decorate(command):
+        signature = inspect.signature(command)
+        params = []
+        for p in signature.parameters.values():
+            if p.name == "flags":
+                params += [inspect.Parameter(s.key, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                             annotation=_annotation(s, (default_help or {}).get(s.key)))
+                           for s in chosen]
+            else:
+                params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+
+        @functools.wraps(command)
+        def run(**kwargs):
+            given = {k: kwargs.pop(k) for k in names if kwargs.get(k) is not None}
+            for k in names:
+                kwargs.pop(k, None)
+            return command(**kwargs, flags=given)
+
+        run.__signature__ = signature.replace(parameters=params)
+        return run
+
+    return decorate
+
+
+def _annotation(s: Setting, default_help: str | None):
+    if default_help is not None:
+        stated = f" (default: {default_help})"
+    elif s.engine_default:
+        stated = f" (default: the engine's: {engine_defaults_text(s.name)})"
+    elif s.default is not None:
+        stated = f" (default: {s.default})"
+    else:
+        stated = ""
+    auto = " or `auto` (the attached GPU, via NVML)" if s.kind == "gpu" else ""
+    option = typer.Option(s.flag, help=s.help + auto + stated, metavar=_METAVARS.get(s.kind), show_default=False,
+                          rich_help_panel=s.panel)
+    return Annotated[_TYPES[s.kind], option]
+
+
+def engine_defaults_text(name: str) -> str:
+    """`8192 for every engine`, else `generic 16, sglang 1, ...`: each engine's default for a setting."""
+    values = {engine: getattr(dep, name) for engine, dep in _engine_deployments().items()}
+    if len(set(values.values())) == 1:
+        return f"{next(iter(values.values()))} for every engine"
+    return ", ".join(f"{engine} {value}" for engine, value in values.items())
+
+
+@functools.cache
+def _engine_deployments() -> dict[str, Deployment]:
+    """A deployment per engine with nothing given: what each engine fills in."""
+    from ..plan.policies import engine_names
+
+    return {engine: Deployment(engine=engine) for engine in engine_names()}
+
+
+@functools.cache
+def fraction_aliases() -> dict[str, tuple[str, str]]:
+    """Engine's own name for the memory fraction -> (engine, what it is a fraction of), where it differs from vLLM's."""
+    from ..plan.policies import engine_names, get_policy
+
+    out = {}
+    for engine in engine_names():
+        name, of_what = get_policy(engine).memory_fraction
+        if name != "gpu_memory_utilization":
+            out[name] = (engine, of_what)
+    return out
+
+
+def deployment_from_flags(flags: dict, default_gpu: str | None = None) -> Deployment:
+    """The Deployment from the flags given (by key); what is not given keeps the Deployment's default."""
+    gpu = resolve_gpu(flags.get("gpu"), flags.get("gpu_memory"), default=default_gpu)
+    return Deployment(gpu=gpu, **deployment_kwargs(flags))
+
+
+def deployment_kwargs(flags: dict) -> dict:
+    """Deployment keyword arguments (but `gpu`) from the flags given, the engines' names for the fraction folded in."""
+    flags = fold_fraction_aliases(flags, flags.get("engine") or SETTINGS["engine"].default)
+    return {s.name: parse_flag(s, flags[s.key]) for s in SETTINGS.values() if s.kind != "gpu" and s.key in flags}
+
+
+def fold_fraction_aliases(flags: dict, engine: str) -> dict:
+    """`--mem-fraction-static 0.8` read as --gpu-memory-utilization, when `engine` is the one that names it so."""
+    engine = engine.strip().lower().partition("@")[0]
+    flags = dict(flags)
+    for alias, (owner, _) in fraction_aliases().items():
+        if alias not in flags:
+            continue
+        flag = "--" + alias.replace("_", "-")
+        if "gpu_memory_utilization" in flags:
+            raise InputError(f"give --gpu-memory-utilization or {flag}, not both")
+        if engine != owner:
+            raise InputError(f"{flag} is {owner}'s memory fraction: add --engine {owner} "
+                             f"(with --engine {engine}, give --gpu-memory-utilization)")
+        flags["gpu_memory_utilization"] = flags.pop(alias)
+    return flags
+
+
+def parse_flags(flags: dict) -> dict:
+    """The flags (by key) with counts, token lengths and sizes read as numbers; other values as given."""
+    return {k: parse_flag(_BY_KEY[k], v) if k in _BY_KEY else v for k, v in flags.items()}
+
+
+def parse_flag(s: Setting, value):
+    """A flag's value as the Deployment field holds it (bounds stated in the message)."""
+    if s.kind in ("count", "tokens"):
+        return parse_count(value, s.flag, maximum=s.maximum)
+    if s.kind == "size":
+        return parse_size(value, s.flag)
+    return value
+
+
+_BY_KEY = {s.key: s for s in SETTINGS.values()}
 
 
 def load_model_from_flags(model: str | None, layers: int | None = None, kv_heads: int | None = None,
@@ -90,41 +217,3 @@ def resolve_gpu(gpu: str | None, gpu_memory: str | None, default: str | None = D
         return detect_gpu()
     return find_gpu(gpu)
 
-
-def optional_size(text: str | None, what: str) -> int | None:
-    return None if text is None else parse_size(text, what)
-
-
-def optional_count(text: str | None, what: str) -> int | None:
-    return None if text is None else parse_count(text, what)
-
-
-DEPLOYMENT_FLAGS = ("tp", "pp", "dtype", "kv_dtype", "context", "batch", "max_model_len", "gpu_memory_utilization",
-                    "block_size", "max_num_batched_tokens", "max_num_seqs", "engine", "weights", "overhead",
-                    "activation_memory", "non_torch_memory", "cuda_graph_memory", "kv_cache_memory")
-
-
-def deployment_from_params(params: dict, gpu: GPU | None) -> Deployment:
-    """The Deployment from a command's parameters (pass `locals()`): the deployment flags it declares."""
-    return deployment_from_flags(gpu=gpu, **{k: params[k] for k in DEPLOYMENT_FLAGS if k in params})
-
-
-def deployment_from_flags(*, gpu: GPU | None, tp: int = 1, pp: int = 1, dtype: str | None = None,
-                          kv_dtype: str = "auto", context: str | None = None, batch: int = 1,
-                          max_model_len: str | None = None, gpu_memory_utilization: float = 0.9,
-                          block_size: int = 16, max_num_batched_tokens: int = 8192, max_num_seqs: int = 256,
-                          engine: str = "generic", weights: str | None = None, overhead: str | None = None,
-                          activation_memory: str | None = None, non_torch_memory: str | None = None,
-                          cuda_graph_memory: str | None = None, kv_cache_memory: str | None = None) -> Deployment:
-    return Deployment(
-        gpu=gpu, tp=tp, pp=pp, weight_dtype=dtype, kv_dtype=kv_dtype,
-        max_model_len=optional_count(max_model_len, "--max-model-len"),
-        context_tokens=optional_count(context, "--context"), batch=batch,
-        gpu_memory_utilization=gpu_memory_utilization, block_size=block_size,
-        max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs,
-        weights_bytes=optional_size(weights, "--weights"), overhead_bytes=optional_size(overhead, "--overhead"),
-        activation_bytes=optional_size(activation_memory, "--activation-memory"),
-        non_torch_bytes=optional_size(non_torch_memory, "--non-torch-memory"),
-        cuda_graph_bytes=optional_size(cuda_graph_memory, "--cuda-graph-memory"),
-        kv_cache_memory_bytes=optional_size(kv_cache_memory, "--kv-cache-memory"), engine=engine,
-    )

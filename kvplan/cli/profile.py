@@ -11,6 +11,8 @@ from .simulate import (GroupsOpt, NOpt, OutputOpt, PromptOpt, RateOpt, RequestsO
                        _workload)
 
 PROFILE_PANEL = "Profile"
+FORMATS = ("table", "json", "markdown")
+FormatOpt = o.format_option(FORMATS)
 
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cuda:0 (default when CUDA is present) or cpu (checks the accounting only; give the budget with --gpu, --gpu-memory or --kv-cache-memory)", rich_help_panel=PROFILE_PANEL)]
 RandomOpt = Annotated[Optional[bool], typer.Option("--random-weights/--checkpoint-weights", help="Random weights from the config (default when the model has no local safetensors) or the checkpoint's", show_default=False, rich_help_panel=PROFILE_PANEL)]
@@ -31,32 +33,30 @@ def register(app: typer.Typer) -> None:
     )(profile_command)
 
 
+@o.deployment_flags()
 def profile_command(
     ctx: typer.Context,
-    model: o.ModelArg = None,
-    gpu: o.GpuOpt = None, gpu_memory: o.GpuMemoryOpt = None, tp: o.TpOpt = 1, pp: o.PpOpt = 1,
-    dtype: o.DtypeOpt = None, kv_dtype: o.KVDtypeOpt = "auto", context: o.ContextOpt = None, batch: o.BatchOpt = 1,
-    max_model_len: o.MaxModelLenOpt = None, gpu_memory_utilization: o.UtilOpt = 0.9, block_size: o.BlockSizeOpt = 16,
-    max_num_batched_tokens: o.BatchedTokensOpt = 8192, max_num_seqs: o.MaxSeqsOpt = 256,
-    engine: o.EngineOpt = "generic",
-    weights: o.WeightsOpt = None, overhead: o.OverheadOpt = None, activation_memory: o.ActivationOpt = None,
-    non_torch_memory: o.NonTorchOpt = None, cuda_graph_memory: o.GraphOpt = None, kv_cache_memory: o.KVMemoryOpt = None,
+    *, model: o.ModelArg = None,
+    flags: dict,
     requests: RequestsOpt = 100, prompt_len: PromptOpt = "1000", output_len: OutputOpt = "500",
     shared_prefix: SharedOpt = "0", prefix_groups: GroupsOpt = 1, arrival_rate: RateOpt = None, n: NOpt = 1,
     seed: SeedOpt = 0, trace: TraceOpt = None,
     device: DeviceOpt = None, random_weights: RandomOpt = None, compare: CompareOpt = None, report: ReportOpt = None,
-    fmt: o.FormatOpt = "table",
+    fmt: FormatOpt = "table",
 ) -> None:
     from ..errors import KvplanError
+    from ..extras import require_extra
+
+    require_extra("profile", "torch", "transformers", what="kvplan profile")
     from ..profile import raise_for_finding, run_profile
     from ..report.common import check_format
     from ..report.profile import render_profile, write_report_dir
 
-    fmt = check_format(fmt, ("table", "json", "markdown"))
+    fmt = check_format(fmt, FORMATS)
     workload, _ = _workload(ctx, trace, requests, prompt_len, output_len, shared_prefix, prefix_groups,
                             arrival_rate, n, seed)
     loaded = o.load_model_from_flags(model)
-    dep = o.deployment_from_params(locals(), gpu=o.resolve_gpu(gpu, gpu_memory, default=None))
+    dep = o.deployment_from_flags(flags)
     total = sum(item.output_len * item.num_samples for item in workload)
     bar = _Bar(total, 2 if compare else 1) if sys.stderr.isatty() else None
     try:

@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..report.common import FORMATS, check_format
 from . import options as o
 
 WORKLOAD_PANEL = "Workload"
@@ -27,6 +28,8 @@ ChunkedOpt = Annotated[bool, typer.Option("--chunked-prefill/--no-chunked-prefil
 ContiguousOpt = Annotated[bool, typer.Option("--contiguous/--no-contiguous", help="Also run the workload under max_model_len reservations", rich_help_panel=SIM_PANEL)]
 PlotOpt = Annotated[Optional[Path], typer.Option("--plot", help="PNG of blocks in use and memory utilization over time", rich_help_panel=SIM_PANEL)]
 
+FormatOpt = o.format_option(FORMATS)
+
 _SYNTHETIC = ("requests", "prompt_len", "output_len", "shared_prefix", "prefix_groups", "arrival_rate", "seed")
 
 
@@ -43,37 +46,34 @@ def register(app: typer.Typer) -> None:
     )(simulate_command)
 
 
+@o.deployment_flags(exclude=("context", "batch"))  # a workload has its own lengths and count
 def simulate_command(
     ctx: typer.Context,
-    model: o.ModelArg = None,
+    *, model: o.ModelArg = None,
     layers: o.LayersOpt = None, kv_heads: o.KVHeadsOpt = None, head_dim: o.HeadDimOpt = None,
     heads: o.HeadsOpt = None, hidden_size: o.HiddenOpt = None, allow_unknown_arch: o.AllowUnknownOpt = False,
     online: o.OnlineOpt = None, revision: o.RevisionOpt = None,
-    gpu: o.GpuOpt = None, gpu_memory: o.GpuMemoryOpt = None, tp: o.TpOpt = 1, pp: o.PpOpt = 1,
-    dtype: o.DtypeOpt = None, kv_dtype: o.KVDtypeOpt = "auto",
-    max_model_len: o.MaxModelLenOpt = None, gpu_memory_utilization: o.UtilOpt = 0.9, block_size: o.BlockSizeOpt = 16,
-    max_num_batched_tokens: o.BatchedTokensOpt = 8192, max_num_seqs: o.MaxSeqsOpt = 256,
-    engine: o.EngineOpt = "generic",
-    weights: o.WeightsOpt = None, overhead: o.OverheadOpt = None, activation_memory: o.ActivationOpt = None,
-    non_torch_memory: o.NonTorchOpt = None, cuda_graph_memory: o.GraphOpt = None, kv_cache_memory: o.KVMemoryOpt = None,
+    flags: dict,
     requests: RequestsOpt = 100, prompt_len: PromptOpt = "1000", output_len: OutputOpt = "500",
     shared_prefix: SharedOpt = "0", prefix_groups: GroupsOpt = 1, arrival_rate: RateOpt = None, n: NOpt = 1,
     seed: SeedOpt = 0, trace: TraceOpt = None,
     mode: ModeOpt = "event", clock: ClockOpt = "auto", prefix_caching: PrefixOpt = True,
     chunked_prefill: ChunkedOpt = True, contiguous: ContiguousOpt = True, plot: PlotOpt = None,
-    fmt: o.FormatOpt = "table",
+    fmt: FormatOpt = "table",
 ) -> None:
-    from ..report.common import check_format
+    from ..extras import require_extra
     from ..report.simulate import plot_simulation, render_simulation
     from ..simulation.run import simulate
 
-    fmt = check_format(fmt)
+    fmt = check_format(fmt, FORMATS)
+    if plot is not None:
+        require_extra("report", "matplotlib", what="--plot")
     workload, total = _workload(ctx, trace, requests, prompt_len, output_len, shared_prefix, prefix_groups,
                                 arrival_rate, n, seed)
     loaded = o.load_model_from_flags(model, layers, kv_heads, head_dim, heads, hidden_size, allow_unknown_arch,
                                      online=online, revision=revision)
-    assumed_gpu = gpu is None and gpu_memory is None and kv_cache_memory is None
-    dep = o.deployment_from_params(locals(), gpu=o.resolve_gpu(gpu, gpu_memory, default=o.DEFAULT_GPU if assumed_gpu else None))
+    assumed_gpu = not {"gpu", "gpu_memory", "kv_cache_memory"} & flags.keys()
+    dep = o.deployment_from_flags(flags, default_gpu=o.DEFAULT_GPU if assumed_gpu else None)
     bar = _progress_bar(total, 2 if contiguous else 1)
     try:
         report = simulate(loaded, dep, workload, mode=mode, clock=clock, prefix_caching=prefix_caching,

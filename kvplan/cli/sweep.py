@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import InputError
+from ..extras import require_extra
 from ..units import parse_count, parse_size
 from . import options as o
 
@@ -52,27 +53,31 @@ def register(app: typer.Typer) -> None:
     )(sweep_command)
 
 
+@o.deployment_flags(only=("gpu_memory_utilization", "block_size", "engine"))
 def sweep_command(
-    models: ModelsOpt = "llama-3.1-8b", gpus: GpusOpt = "all", tp: TpsOpt = "1", pp: PpsOpt = "1",
+    *, models: ModelsOpt = "llama-3.1-8b", gpus: GpusOpt = "all", tp: TpsOpt = "1", pp: PpsOpt = "1",
     dtype: DtypesOpt = "checkpoint", kv_dtype: KVDtypesOpt = "auto", context: ContextsOpt = "1k,4k,8k,32k,128k",
-    gpu_memory_utilization: o.UtilOpt = 0.9, block_size: o.BlockSizeOpt = 16, engine: o.EngineOpt = "generic",
-    fits_only: FitsOnlyOpt = False, min_users: MinUsersOpt = None, fmt: SweepFormatOpt = None,
+    flags: dict, fits_only: FitsOnlyOpt = False, min_users: MinUsersOpt = None, fmt: SweepFormatOpt = None,
     output: OutputOpt = None, plot: PlotOpt = None, limit: LimitOpt = 40, max_memory: MaxMemoryOpt = "2GiB",
 ) -> None:
     from ..report.sweep import format_for, plot_users_vs_context, render_sweep
     from ..sweep import SweepGrid, run_sweep, select
 
+    require_extra("report", "pandas", "numpy", what="kvplan sweep")
     fmt = format_for(fmt, output)
+    if fmt == "parquet":
+        require_extra("report", "pyarrow", what="--format parquet")
+    if plot is not None:
+        require_extra("report", "matplotlib", what="--plot")
     grid = SweepGrid(
         models=_models(models), gpus=_gpus(gpus), tp=_ints(tp, "--tp"), pp=_ints(pp, "--pp"),
         dtypes=tuple(None if d.lower() in ("checkpoint", "auto") else d for d in _items(dtype, "--dtype")),
-        kv_dtypes=_items(kv_dtype, "--kv-dtype"), contexts=parse_contexts(context),
-        gpu_memory_utilization=gpu_memory_utilization, block_size=block_size, engine=engine)
+        kv_dtypes=_items(kv_dtype, "--kv-dtype"), contexts=parse_contexts(context), **o.deployment_kwargs(flags))
     result = run_sweep(grid, parse_size(max_memory, "--max-memory"), progress=_progress_bar(len(grid.models)))
     frame = select(result.frame, fits_only, min_users)
     notes = [f"skipped: {s}" for s in result.skipped]
     if not result.vectorized:
-        notes.append(f"engine {engine}: rows computed one estimate at a time (vectorized for the generic engine)")
+        notes.append(f"engine {grid.engine}: rows computed one estimate at a time (vectorized for the generic engine)")
     render_sweep(frame, fmt, output, limit, notes)
     if fmt != "table" and output is not None:
         print(f"kvplan: wrote {len(frame):,} rows to {output}", file=sys.stderr)

@@ -1,7 +1,9 @@
 """Deployment-file fields: one table of value parsers, schema fragments and docs per key.
 
 `kvplan.deploy.file` walks a YAML document and calls these parsers; `json_schema()` renders the same
-table as docs/deployment.schema.json, so the file format and its documentation cannot drift.
+table as docs/deployment.schema.json, so the file format and its documentation cannot drift. The
+keys that set a Deployment field come from its declaration (`kvplan.plan.deployment.SETTINGS`:
+key, help, bound, default), as the CLI's flags do.
 """
 
 import difflib
@@ -11,6 +13,7 @@ from typing import Callable
 from ..dtypes import KV_DTYPE_ALIASES, KV_FORMATS, WEIGHT_DTYPE_ALIASES, WEIGHT_FORMATS, kv_format, weight_format
 from ..errors import InputError
 from ..hardware import GPU, find_gpu
+from ..plan.deployment import SETTINGS, Setting
 from ..units import parse_count, parse_size
 
 FORMAT_VERSION = 1
@@ -22,19 +25,21 @@ class FieldError(Exception):
 
 # --- field parsers: value -> parsed, or FieldError ---------------------------------------------------
 
-def int_value(value, minimum: int = 1) -> int:
+def int_value(value, minimum: int = 1, maximum: int = 1 << 40) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise FieldError(f"expected an integer, got {shown_value(value)}")
     if value < minimum:
         raise FieldError(f"must be at least {minimum}, got {value}")
+    if value > maximum:
+        raise FieldError(f"{value:,} is implausibly large (at most {maximum:,})")
     return value
 
 
-def tokens_value(value) -> int:
+def tokens_value(value, maximum: int = 1 << 40) -> int:
     if isinstance(value, (bool, float)) or not isinstance(value, (int, str)):
         raise FieldError(f"expected a token count (an integer or like 32k), got {shown_value(value)}")
     try:
-        return parse_count(value, "value")
+        return parse_count(value, "value", maximum=maximum)
     except InputError as exc:
         raise FieldError(str(exc).removeprefix("value: ")) from None
 
@@ -178,35 +183,40 @@ def _enum(names) -> dict:
     return {"type": "string", "enum": sorted(names)}
 
 
+def _bounded(parse: Callable, maximum: int | None) -> Callable:
+    return parse if maximum is None else lambda value: parse(value, maximum=maximum)
+
+
+def _setting_field(s: Setting) -> _Field:
+    """The file key of one Deployment setting: its parser and schema by kind, its help and default as docs."""
+    parse, schema = _BY_KEY.get(s.key) or _BY_KIND[s.kind]
+    if s.maximum is not None:
+        parse = _bounded(parse, s.maximum)
+        schema = ({"oneOf": [dict(schema["oneOf"][0], maximum=s.maximum), schema["oneOf"][1]]} if "oneOf" in schema
+                  else dict(schema, maximum=s.maximum))
+    if s.engine_default:
+        return _Field(parse, schema, f"{s.help} (default: the engine's own)", s.name)
+    if s.default is not None:
+        return _Field(parse, dict(schema, default=s.default), f"{s.help} (default: {s.default})", s.name)
+    return _Field(parse, schema, s.help, s.name)
+
+
+_BY_KIND = {"count": (int_value, _POSINT), "tokens": (tokens_value, _TOKENS), "fraction": (_unit_fraction, _FRACTION),
+            "size": (_size, _SIZE), "gpu": (_gpu, _STRING)}
+_BY_KEY = {  # text settings, each with its own vocabulary
+    "dtype": (_weight_dtype, _enum(set(WEIGHT_FORMATS) | {k for k, v in WEIGHT_DTYPE_ALIASES.items() if v})),
+    "kv_dtype": (_kv_dtype, _enum(set(KV_FORMATS) | set(KV_DTYPE_ALIASES) | {"auto"})),
+    "engine": (_engine, _STRING),
+}
+_SETTING_FIELDS = {s.key: _setting_field(s) for s in SETTINGS.values() if s.in_file}
+
 DEPLOYMENT_FIELDS: dict[str, _Field] = {
     "name": _Field(_text, _STRING, "Unique name within the file (default: the model)"),
     "model": _Field(_text, _STRING, "Bundled spec (`kvplan models`), HF id in the local cache, config.json or "
                                     "model directory (relative to this file)"),
-    "gpu": _Field(_gpu, _STRING, "GPU from the catalog: H100, A100-80GB, L40S, L4, ...", "gpu"),
+    "gpu": _SETTING_FIELDS.pop("gpu"),
     "gpu_memory": _Field(_gpu_memory, _SIZE, "GPU memory instead of `gpu`: 80GiB, 24GB", "gpu"),
-    "tp": _Field(int_value, _POSINT, "Tensor-parallel size", "tp"),
-    "pp": _Field(int_value, _POSINT, "Pipeline-parallel size", "pp"),
-    "dtype": _Field(_weight_dtype, _enum(set(WEIGHT_FORMATS) | {k for k, v in WEIGHT_DTYPE_ALIASES.items() if v}),
-                    "Weight storage format (default: the checkpoint's)", "weight_dtype"),
-    "kv_dtype": _Field(_kv_dtype, _enum(set(KV_FORMATS) | set(KV_DTYPE_ALIASES) | {"auto"}),
-                       "KV cache format (auto: the weights' compute dtype)", "kv_dtype"),
-    "max_model_len": _Field(tokens_value, _TOKENS, "Longest request the engine accepts (default: the model's max)",
-                            "max_model_len"),
-    "gpu_memory_utilization": _Field(_unit_fraction, _FRACTION, "Fraction of GPU memory the engine may use",
-                                     "gpu_memory_utilization"),
-    "block_size": _Field(int_value, _POSINT, "Tokens per KV block", "block_size"),
-    "max_num_batched_tokens": _Field(tokens_value, _TOKENS, "Tokens per scheduler step (sizes the activation peak)",
-                                     "max_num_batched_tokens"),
-    "max_num_seqs": _Field(int_value, _POSINT, "Most requests in one step", "max_num_seqs"),
-    "engine": _Field(_engine, _STRING, "Budget semantics (`kvplan estimate --help`: generic, vllm, ...)", "engine"),
-    "weights": _Field(_size, _SIZE, "Weight size of the whole model, overriding the parameter count",
-                      "weights_bytes"),
-    "overhead": _Field(_size, _SIZE, "Replace the overhead model (per GPU)", "overhead_bytes"),
-    "activation_memory": _Field(_size, _SIZE, "Activation peak per GPU", "activation_bytes"),
-    "non_torch_memory": _Field(_size, _SIZE, "CUDA context / NCCL memory per GPU", "non_torch_bytes"),
-    "cuda_graph_memory": _Field(_size, _SIZE, "CUDA graph memory per GPU", "cuda_graph_bytes"),
-    "kv_cache_memory": _Field(_size, _SIZE, "KV budget per GPU given directly (vLLM --kv-cache-memory-bytes)",
-                              "kv_cache_memory_bytes"),
+    **_SETTING_FIELDS,
     "vllm_args": _Field(_command, _ARGS, "The `vllm serve` command line this deployment is launched with"),
     "manifest": _Field(_text, _STRING, "Kubernetes manifest or docker-compose file (relative to this file) "
                                        "whose `vllm serve` container this entry checks"),

@@ -279,20 +279,21 @@ def deployment_for_log(log: StartupLog, spec, flags: dict, version: str | None, 
     if max_model_len is None:
         raise InputError("the log gives no max_model_len and the model has none: pass --max-model-len")
     max_model_len = parse_count(max_model_len, "--max-model-len")
-    block_size = flags.get("block_size") or log.forced_block_size or st.get("block_size") or 16
+    block_size = flags.get("block_size") or log.forced_block_size or st.get("block_size")  # None: the engine's
     kv_dtype = str(pick("kv_dtype", "kv_cache_dtype", default="auto")).lower()
     engine = "sglang" if sglang else "vllm" + (f"@{version}" if version else "")
     kv_cache_memory = flags.get("kv_cache_memory")
     # V0 without chunked prefill (its default up to 32K) profiles a whole max_model_len prefill.
-    v0_batch = max(max_model_len, 2048) if log.generation == "v0" and max_model_len <= 32768 else 8192
+    v0_batch = max(max_model_len, 2048) if log.generation == "v0" and max_model_len <= 32768 else None
+    utilization = pick("gpu_memory_utilization", "mem_fraction_static" if sglang else "gpu_memory_utilization")
+    batched_tokens = pick("max_num_batched_tokens", "max_num_batched_tokens", default=v0_batch)
     dep = Deployment(
         gpu=gpu, tp=int(pick("tp", "tp_size" if sglang else "tensor_parallel_size", default=1)),
         pp=int(pick("pp", "pp_size" if sglang else "pipeline_parallel_size", default=1)),
         weight_dtype=flags.get("dtype"), kv_dtype=_KV_NAMES.get(kv_dtype, kv_dtype),
-        max_model_len=max_model_len, block_size=int(block_size),
-        max_num_batched_tokens=int(pick("max_num_batched_tokens", "max_num_batched_tokens", default=v0_batch)),
-        gpu_memory_utilization=float(pick("gpu_memory_utilization",
-                                          "mem_fraction_static" if sglang else "gpu_memory_utilization", default=0.9)),
+        max_model_len=max_model_len, block_size=None if block_size is None else int(block_size),
+        max_num_batched_tokens=None if batched_tokens is None else int(batched_tokens),
+        **({} if utilization is None else {"gpu_memory_utilization": float(utilization)}),
         weights_bytes=parse_size(flags["weights"], "--weights") if flags.get("weights") else None,
         kv_cache_memory_bytes=parse_size(kv_cache_memory, "--kv-cache-memory") if kv_cache_memory else None,
         engine=engine)

@@ -88,6 +88,10 @@ def estimate(model: LoadedModel, dep: Deployment) -> Estimate:
     terms = policy.overhead(spec, dep, dtypes.act_elem_bytes)
 
     budget = _budget(policy, gpu_memory, weights_per_gpu, terms, dep, notes)
+    fraction, of_what = policy.memory_fraction
+    if budget is not None and dep.kv_cache_memory_bytes is None and fraction != "gpu_memory_utilization":
+        notes.append(f"{policy.name} reads --gpu-memory-utilization {dep.gpu_memory_utilization:g} as its {fraction}, "
+                     f"a fraction of {of_what}")
     pool = policy.pool(bottleneck, budget, kv, dep) if budget is not None else None
     users = mcc = max_ctx = longest_single = None
     if pool is not None:

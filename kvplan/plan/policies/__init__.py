@@ -1,5 +1,7 @@
 """Engine budget policies: how each serving engine turns GPU memory into a KV pool."""
 
+import functools
+
 from ...errors import InputError
 from .base import EnginePolicy, EngineReport, Pool
 from .generic import GenericPolicy
@@ -26,6 +28,7 @@ def engine_names() -> list[str]:
     return sorted(_POLICIES)
 
 
+@functools.cache  # once: listing the package on every get_policy costs more than the lookup
 def _load_builtin() -> None:
     import importlib
     import pkgutil

@@ -8,9 +8,6 @@ from ...model import ModelSpec
 from ..deployment import Deployment
 from ..overhead import Term
 
-# kvplan's own --block-size default; engines whose default page differs read it as "the engine's default".
-KVPLAN_DEFAULT_BLOCK_SIZE = 16
-
 
 @dataclass(frozen=True)
 class Pool:
@@ -43,7 +40,9 @@ class EnginePolicy:
     name = "abstract"
     version = ""
     description = ""
-    default_block_size = KVPLAN_DEFAULT_BLOCK_SIZE  # tokens per block when --block-size is not given
+    # What the engine calls kvplan's --gpu-memory-utilization (vLLM's word), and what it is a fraction of.
+    memory_fraction = ("gpu_memory_utilization", "total GPU memory")
+    default_block_size = 16  # tokens per block when --block-size is not given
 
     def __init__(self, version: str | None = None):
         self.model: ModelSpec | None = None  # the whole model, for layouts that depend on all stages (bind)
@@ -63,6 +62,10 @@ class EnginePolicy:
 
         raise InputError(f"--engine {self.name} has one set of semantics; drop '@{version}'")
 
+    def defaults(self, dep: Deployment) -> dict:
+        """The engine's own values for the engine-dependent settings (deployment.ENGINE_DEFAULTS)."""
+        return {"block_size": self.default_block_size, "max_num_batched_tokens": 8192, "max_num_seqs": 256}
+
     def overhead(self, spec: ModelSpec, dep: Deployment, act_elem_bytes: int) -> list[Term]:
         raise NotImplementedError
 
@@ -75,7 +78,7 @@ class EnginePolicy:
         raise NotImplementedError
 
     def block_size(self, spec: ModelSpec, dep: Deployment) -> int:
-        return engine_block_size(dep, self.default_block_size)
+        return dep.block_size
 
     def request_bytes(self, stage: ModelSpec, context_tokens: int, kv: KVFormat, dep: Deployment) -> int:
         """Bytes one request of `context_tokens` holds on one GPU of this stage, at its peak."""
@@ -97,12 +100,6 @@ class EnginePolicy:
                max_model_len: int) -> EngineReport | None:
         """The engine's own start-up figures and lines (None: the policy models no engine log)."""
         return None
-
-
-def engine_block_size(dep: Deployment, engine_default: int) -> int:
-    """--block-size as given, or the engine's own default when not given (None, or kvplan's default)."""
-    given = dep.block_size
-    return engine_default if given is None or given == KVPLAN_DEFAULT_BLOCK_SIZE else given
 
 
 def require_kinds(spec: ModelSpec, engine: str) -> None:

@@ -9,7 +9,7 @@
 - `cell_size` per token on one rank = `kv_heads_per_rank x (head_dim + v_head_dim) x layers x bytes`
   (MLA: `(kv_lora_rank + qk_rope_head_dim) x layers x bytes`, every rank holds all of it).
 - `max_total_num_tokens = rest // cell_size`, rounded down to the page size (`--page-size`, default
-  1; kvplan's --block-size, whose default 16 stands for SGLang's 1).
+  1; kvplan's --block-size).
 - Sliding-window hybrids: the full-attention pool keeps `total / (ratio x swa_layers + full_layers)`
   tokens and the SWA pool `ratio` times that (`--swa-full-tokens-ratio`, default 0.8), where `total`
   is the all-layers token count; `max_total_num_tokens` is the full pool.
@@ -39,6 +39,7 @@ class SglangPolicy(EnginePolicy):
     version = "0.5"
     description = ("SGLang v0.5: mem_fraction_static x free memory before load - weights; "
                    "max_total_num_tokens = rest // cell_size, page-aligned")
+    memory_fraction = ("mem_fraction_static", "the memory free before the weights load")
     default_block_size = SGLANG_PAGE_SIZE
 
     def resolve_version(self, version: str) -> str:

@@ -4,8 +4,8 @@
   loaded, i.e. free memory x 0.9 on CUDA without logit processors (0.8 with them). kvplan models free
   memory as total - weights - CUDA context and reads `--gpu-memory-utilization` as max_memory_percent.
 - Layers are grouped by attention type (one allocator for full layers, one for sliding layers). An
-  allocator's block is one page of `page_size` tokens (default 256; kvplan's --block-size default
-  16 stands for it) for each of its layers; a *sector* is the least common multiple of every
+  allocator's block is one page of `page_size` tokens (default 256; kvplan's --block-size) for each
+  of its layers; a *sector* is the least common multiple of every
   allocator's block bytes and 128 bytes, and sectors are what the pool hands out.
 - max_batch_tokens M (default 8192) is fixed first; the IO tensors and the larger of the attention
   and LM-head activation peaks scale with M and are paid first, with two trash sectors and (models
@@ -28,7 +28,7 @@ from ...model import LayerGroup, ModelSpec, cdiv, ceil_bytes
 from ..deployment import Deployment
 from ..overhead import Term, overhead_terms
 from . import register
-from .base import EnginePolicy, EngineReport, Pool, engine_block_size, require_kinds
+from .base import EnginePolicy, EngineReport, Pool, require_kinds
 
 PAGE_SIZE = 256
 FULL, SLIDING = "full_attention", "sliding_attention"  # transformers' layer types (`LayerGroup.transformers_layer_type`)
@@ -145,6 +145,7 @@ class TransformersPolicy(EnginePolicy):
     version = "5.23"
     description = ("transformers 5.23 continuous batching: free memory x max_memory_percent, batch buffers for "
                    "max_batch_tokens first, the rest in sectors of lcm(group block bytes, 128)")
+    memory_fraction = ("max_memory_percent", "the memory free after the model loads")
     default_block_size = PAGE_SIZE
 
     def __init__(self, version: str | None = None, settings: CBSettings | None = None):
@@ -159,7 +160,7 @@ class TransformersPolicy(EnginePolicy):
     def _settings(self, dep: Deployment) -> CBSettings:
         from dataclasses import replace
 
-        return replace(self.settings, page_size=engine_block_size(dep, self.default_block_size))
+        return replace(self.settings, page_size=dep.block_size)
 
     def overhead(self, spec: ModelSpec, dep: Deployment, act_elem_bytes: int) -> list[Term]:
         # Activations are planned inside the cache budget (max_batch_tokens); only the context is gone.

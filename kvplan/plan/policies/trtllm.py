@@ -37,6 +37,11 @@ class TrtllmPolicy(EnginePolicy):
     version = "0.13"
     description = ("TensorRT-LLM 0.13 C++ runtime: free_gpu_memory_fraction x free memory after engine load; "
                    "blocks = cdiv(tokens, 64)")
+    memory_fraction = ("free_gpu_memory_fraction", "the memory free after the engine loads")
+
+    @property
+    def default_block_size(self) -> int:
+        return TOKENS_PER_BLOCK[self.version]
 
     def resolve_version(self, version: str) -> str:
         text = version.strip().lower().lstrip("v")
@@ -57,10 +62,6 @@ class TrtllmPolicy(EnginePolicy):
             return dep.kv_cache_memory_bytes
         free = gpu_memory_bytes - weights_per_gpu - sum(t.bytes or 0 for t in terms)
         return kv_budget_from_free(free, dep.gpu_memory_utilization)
-
-    @property
-    def default_block_size(self) -> int:
-        return TOKENS_PER_BLOCK[self.version]
 
     def token_bytes(self, stage: ModelSpec, kv: KVFormat, dep: Deployment) -> int:
         """Every KV layer as a full layer (no window), on one rank."""
