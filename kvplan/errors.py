@@ -27,3 +27,7 @@ class FindingError(KvplanError):
     """A run that could not complete on the device (e.g. out of memory): a finding, exit 1."""
 
     exit_code = 1
+
+
+class HubError(KvplanError):
+    """The Hub did not give us what sizing needs: network, auth, missing repo or file, rate limit, a bad answer."""

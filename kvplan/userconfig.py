@@ -10,9 +10,9 @@ do not consult it. Known settings (docs/online.md):
 import os
 from pathlib import Path
 
-import yaml
-
 from .errors import InputError
+from .inputs import USER_CONFIG_YAML
+from .yamlnodes import load_yaml
 
 _SETTINGS = {"online": bool}
 
@@ -28,18 +28,14 @@ def config_path() -> Path:
 def load_user_config() -> dict:
     """The settings as a dict; {} when the default file does not exist."""
     path = config_path()
-    if not path.is_file():
+    if not path.exists():
         if os.environ.get("KVPLAN_CONFIG"):
             raise InputError(f"KVPLAN_CONFIG={path}: no such file")
         return {}
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise InputError(f"{path}: malformed YAML{where}") from None
+    docs = load_yaml(path, USER_CONFIG_YAML)
+    if len(docs) > 1:
+        raise InputError(f"{path}: expected one YAML document of settings, got {len(docs)}")
+    data = docs[0] if docs else None
     if data is None:
         return {}
     if not isinstance(data, dict):

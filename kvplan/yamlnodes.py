@@ -1,9 +1,15 @@
-"""YAML with line numbers: compose nodes with the safe loader and keep each value's line.
+"""The one way kvplan reads YAML: deployment files, manifests, the user config, bundled specs.
 
-Only plain scalars are ever constructed (the safe constructor's str/int/float/bool/null/...),
-so a tag like `!!python/object` is refused, exactly as `yaml.safe_load` would refuse it.
-Merge keys (`<<: *anchor`, common in docker-compose files) are honoured; a key written twice
-in one mapping is an error rather than silently the last one.
+Nodes are composed with the safe loader and each value keeps its line. Only plain scalars are
+ever constructed (the safe constructor's str/int/float/bool/null/...), so a tag like
+`!!python/object` is refused, exactly as `yaml.safe_load` would refuse it. Merge keys
+(`<<: *anchor`, common in docker-compose files) are honoured; a key written twice in one mapping
+is an error rather than silently the last one.
+
+Aliases: a value used through an alias counts its whole size again each time, so the count of
+nodes is what `Y.plain()` or `str()` would materialise ("billion laughs" through lists *or*
+mappings), and it is refused past MAX_NODES before anything is expanded. Nesting stops at
+MAX_DEPTH, and the file is read through kvplan.inputs (regular file, size limit, UTF-8).
 """
 
 from dataclasses import dataclass
@@ -13,6 +19,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 
 from .errors import InputError
+from .inputs import DEPLOYMENT_YAML, Limit, read_text
 
 try:  # libyaml when present
     _Loader = yaml.CSafeLoader
@@ -20,7 +27,8 @@ except AttributeError:  # pragma: no cover
     _Loader = yaml.SafeLoader
 
 _PLAIN_COLLECTIONS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
-MAX_NODES = 200_000  # aliases can expand a small file exponentially ("billion laughs")
+MAX_NODES = 200_000  # expanded: aliases can make a small file exponentially large
+MAX_DEPTH = 100  # real files nest under 20 levels; the walk recurses once per level
 
 
 @dataclass(frozen=True)
@@ -50,15 +58,13 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
-def read_yaml(path: Path) -> list[Y]:
+def read_yaml(path: Path, limit: Limit = DEPLOYMENT_YAML) -> list[Y]:
     """Every document of a YAML file, with lines. Raises InputError naming file:line."""
     shown = display_path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"{shown}: cannot read ({exc.strerror or exc})") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{shown}: not UTF-8 text") from None
+        text = read_text(path, limit)
+    except InputError as exc:
+        raise InputError(str(exc).replace(str(path), shown, 1)) from None
     try:
         nodes = list(yaml.compose_all(text, Loader=_Loader))
     except yaml.MarkedYAMLError as exc:
@@ -71,38 +77,51 @@ def read_yaml(path: Path) -> list[Y]:
     return [walker.walk(n) for n in nodes if n is not None]
 
 
+def load_yaml(path: Path, limit: Limit) -> list:
+    """Every document of a YAML file as plain values (what yaml.safe_load_all gives), within the same bounds."""
+    return [doc.plain() for doc in read_yaml(path, limit)]
+
+
 class _Walker:
     def __init__(self, shown: str):
         self.shown = shown
         self.constructor = SafeConstructor()
-        self.count = 0
+        self.count = 0  # nodes as expanded: a mapping reached again through an alias counts its size again
         self.open: set[int] = set()  # nodes on the current path: a recursive alias would never end
-        self.mappings: dict[int, dict] = {}  # an aliased mapping is walked once (flattening mutates it)
+        self.mappings: dict[int, tuple[dict, int]] = {}  # walked once (flattening mutates it): value, size
 
     def fail(self, node, message: str) -> InputError:
         return InputError(f"{self.shown}:{node.start_mark.line + 1}: {message}")
 
-    def walk(self, node, line: int | None = None) -> Y:
-        self.count += 1
+    def _counted(self, node, nodes: int) -> None:
+        self.count += nodes
         if self.count > MAX_NODES:
-            raise self.fail(node, f"more than {MAX_NODES:,} YAML nodes (alias expansion?): refusing")
+            raise self.fail(node, f"more than {MAX_NODES:,} YAML nodes once aliases are expanded "
+                                  "(each use of an alias counts its whole value): refusing")
+
+    def walk(self, node, line: int | None = None) -> Y:
+        self._counted(node, 1)
         line = line if line is not None else node.start_mark.line + 1
         if id(node) in self.open:
             raise self.fail(node, "recursive YAML alias")
+        if len(self.open) >= MAX_DEPTH:
+            raise self.fail(node, f"YAML nested deeper than {MAX_DEPTH} levels")
         self.open.add(id(node))
         try:
             if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and node.tag not in _PLAIN_COLLECTIONS:
                 raise self.fail(node, f"unsupported YAML value (tag {node.tag!r})")
             if isinstance(node, yaml.MappingNode):
-                if id(node) not in self.mappings:
-                    self.mappings[id(node)] = self._mapping(node)
-                return Y(self.mappings[id(node)], line)
+                if id(node) in self.mappings:
+                    value, size = self.mappings[id(node)]
+                    self._counted(node, size)
+                else:
+                    before = self.count
+                    value = self._mapping(node)
+                    self.mappings[id(node)] = (value, self.count - before)
+                return Y(value, line)
             if isinstance(node, yaml.SequenceNode):
                 return Y([self.walk(item) for item in node.value], line)
-            try:
-                return Y(self.constructor.construct_object(node), line)
-            except yaml.YAMLError as exc:
-                raise self.fail(node, f"unsupported YAML value ({getattr(exc, 'problem', None) or exc})") from None
+            return Y(self._scalar(node), line)
         finally:
             self.open.discard(id(node))
 
@@ -127,5 +146,12 @@ class _Walker:
     def _key(self, node) -> str:
         if not isinstance(node, yaml.ScalarNode):
             raise self.fail(node, "a mapping key must be a plain scalar")
-        value = self.constructor.construct_object(node)
+        value = self._scalar(node)
         return value if isinstance(value, str) else str(value)
+
+    def _scalar(self, node):
+        # ValueError: scalars that match a tag's pattern but not its range (2001-13-45, 5,000-digit ints, 0x)
+        try:
+            return self.constructor.construct_object(node)
+        except (yaml.YAMLError, ValueError, OverflowError) as exc:
+            raise self.fail(node, f"unsupported YAML value ({getattr(exc, 'problem', None) or exc})") from None

@@ -75,7 +75,7 @@ def test_malformed_config_file(tmp_path, capsys):
     bad = tmp_path / "config.json"
     bad.write_text('{"model_type": "llama", "num_hidden_layers": ')
     code, _, err = run(["estimate", str(bad)], capsys)
-    assert code == 2 and "malformed JSON" in err
+    assert code == 2 and "not valid JSON" in err
 
 
 def test_help_shows_examples(capsys):

@@ -156,17 +156,20 @@ def test_config_file_and_directory_loading(tmp_path):
 def test_malformed_json_is_one_line_error(tmp_path):
     bad = tmp_path / "config.json"
     bad.write_text("{not json")
-    with pytest.raises(InputError, match="malformed JSON"):
+    with pytest.raises(InputError, match="not valid JSON"):
         load_model(str(bad))
 
 
+COMMIT = "0123456789abcdef0123456789abcdef01234567"  # refs hold a 40-hex commit
+
+
 def test_local_hf_cache_is_found_offline(tmp_path, monkeypatch):
-    snap = tmp_path / "hub" / "models--acme--tiny" / "snapshots" / "abc123"
+    snap = tmp_path / "hub" / "models--acme--tiny" / "snapshots" / COMMIT
     snap.mkdir(parents=True)
     (snap / "config.json").write_text(json.dumps({"model_type": "llama", "num_hidden_layers": 3,
                                                   "num_attention_heads": 4, "hidden_size": 64}))
     (tmp_path / "hub" / "models--acme--tiny" / "refs").mkdir()
-    (tmp_path / "hub" / "models--acme--tiny" / "refs" / "main").write_text("abc123")
+    (tmp_path / "hub" / "models--acme--tiny" / "refs" / "main").write_text(COMMIT)
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     loaded = load_model("acme/tiny")

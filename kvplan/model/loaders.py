@@ -6,16 +6,14 @@ imports or runs code from a model repo.
 """
 
 import difflib
-import json
-import os
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-import yaml
-
 from ..errors import InputError, UnknownModelError
+from ..inputs import BUNDLED_SPEC_YAML, CONFIG_JSON, read_json
+from ..yamlnodes import load_yaml
 from . import hub
 from .kinds import FullAttention
 from .spec import ModelSpec
@@ -23,11 +21,6 @@ from .normalize import spec_from_config
 from .safetensors import CheckpointBytes, checkpoint_bytes
 
 DEFAULT_MODEL = "llama-3.1-8b"
-
-try:  # libyaml when present: bundled specs load in a few ms
-    _YamlLoader = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover
-    _YamlLoader = yaml.SafeLoader
 
 
 @dataclass(frozen=True)
@@ -61,10 +54,10 @@ def load_model(ref: str | None = None, *, allow_unknown: bool = False, overrides
             return _with_overrides(_load_bundled(bundled, allow_unknown, overrides), overrides)
     elif not hub.is_repo_id(ref):
         raise InputError(f"--revision applies to Hugging Face ids (org/name), not {ref!r}")
-    cached = _hf_cache_snapshot(ref, revision)
+    cached = hub.cached_snapshot(ref, revision)
     has_headers = cached is not None and (any(cached.glob("*.safetensors")) or hub.has_sidecar(cached))
     if not has_headers and hub.is_repo_id(ref) and hub.online_enabled(online):
-        fetched = hub.fetch_snapshot(ref, cached.name if cached else revision, hf_cache_dir())
+        fetched = hub.fetch_snapshot(ref, cached.name if cached else revision, hub.cache_dir())
         loaded = _load_path(fetched.path, allow_unknown, overrides, source=f"hub:{ref}@{fetched.commit}", hf_id=ref)
         return _with_overrides(loaded, overrides)
     if cached is not None:
@@ -130,14 +123,7 @@ def apply_overrides(config: dict, overrides: dict | None) -> dict:
 
 
 def read_config_file(path: Path) -> dict:
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise InputError(f"{path}: malformed JSON ({exc})") from None
+    data = read_json(path, CONFIG_JSON)
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a JSON object, got {type(data).__name__}")
     return data
@@ -192,8 +178,8 @@ def _bundled_file(ref: str) -> Path | None:
 
 @lru_cache(maxsize=None)
 def _read_yaml(path: Path) -> dict:
-    with open(path) as f:
-        data = yaml.load(f, Loader=_YamlLoader)
+    docs = load_yaml(path, BUNDLED_SPEC_YAML)
+    data = docs[0] if len(docs) == 1 else None
     if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
         raise InputError(f"bundled spec {path.name} is malformed")
     return data
@@ -215,35 +201,3 @@ def _load_bundled(path: Path, allow_unknown: bool, overrides: dict | None) -> Lo
                             allow_unknown=allow_unknown, hf_id=hf_id,
                             params_official=str(entry.get("params_official") or "") or None)
     return LoadedModel(spec, None, config, None)
-
-
-def hf_cache_dir() -> Path:
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
-    return Path(home) / "hub"
-
-
-def _hf_cache_snapshot(model_id: str, revision: str | None = None) -> Path | None:
-    """`org/name` -> the snapshot directory for `revision` (a commit, or a ref; default main).
-
-    Without an explicit revision or any refs, falls back to the newest snapshot that has a config.json.
-    """
-    if model_id.count("/") != 1:
-        return None
-    repo = hf_cache_dir() / ("models--" + model_id.replace("/", "--"))
-    snapshots = repo / "snapshots"
-    if not snapshots.is_dir():
-        return None
-    if revision and hub.is_commit(revision) and (snapshots / revision / "config.json").is_file():
-        return snapshots / revision
-    ref = repo / "refs" / (revision or "main")
-    if ref.is_file():
-        candidate = snapshots / ref.read_text().strip()
-        if (candidate / "config.json").is_file():
-            return candidate
-    if revision or (ref.parent.is_dir() and any(ref.parent.iterdir())):
-        return None  # the refs say what each name points to; do not guess past them
-    with_config = sorted((p for p in snapshots.iterdir() if (p / "config.json").is_file()),
-                         key=lambda p: p.stat().st_mtime)
-    return with_config[-1] if with_config else None

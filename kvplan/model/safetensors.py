@@ -11,16 +11,14 @@ Counting rules (docs/online.md):
   * tensors are split into text / vision / audio / projector components by name prefix.
 """
 
-import json
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
+from ..inputs import SAFETENSORS_FILE, SAFETENSORS_HEADER, SAFETENSORS_INDEX, open_regular, parse_json, read_json
 from ..units import fmt_gib
-
-_MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 # Module names (a dotted segment near the front of a tensor name) that belong to a non-text part
 # of a multimodal checkpoint. A generic projector feeds whichever tower exists, so it gets its own bucket.
@@ -52,56 +50,66 @@ def header_length(prefix: bytes, where: str) -> int:
     if len(prefix) != 8:
         raise InputError(f"{where}: not a safetensors file (shorter than its 8-byte header length)")
     (length,) = struct.unpack("<Q", prefix)
-    if length <= 0 or length > _MAX_HEADER_BYTES:
-        raise InputError(f"{where}: safetensors header length {length} is not plausible")
+    if length <= 1 or length > SAFETENSORS_HEADER.max_bytes:
+        raise InputError(f"{where}: safetensors header length {length} is not plausible "
+                         f"(kvplan reads headers of up to {SAFETENSORS_HEADER.max_bytes:,} bytes)")
     return length
 
 
 def parse_header(raw: bytes, length: int, where: str) -> dict:
     if len(raw) != length:
         raise InputError(f"{where}: safetensors header is truncated")
-    try:
-        header = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise InputError(f"{where}: safetensors header is not valid JSON") from None
+    header = parse_json(raw, f"{where}: safetensors header")
     if not isinstance(header, dict):
         raise InputError(f"{where}: safetensors header is not a JSON object")
     return header
 
 
 def read_header(path: Path) -> dict:
-    try:
-        with open(path, "rb") as f:
+    with open_regular(path, SAFETENSORS_FILE) as f:
+        try:
             length = header_length(f.read(8), str(path))
             raw = f.read(length)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read ({exc.strerror})") from None
     return parse_header(raw, length, str(path))
+
+
+def _offset(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 64
+
+
+def _entry(name: str, info, where: str) -> tuple[str, int, int, tuple[int, ...]]:
+    """(dtype, begin, end, shape) of one tensor; offsets and dimensions must be integers >= 0 (no
+    Infinity, NaN, floats or strings), as the format writes them."""
+    try:
+        begin, end = info["data_offsets"]
+        dtype = info["dtype"]
+        shape = info.get("shape", [])
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise InputError(f"{where}: tensor {name!r} has no valid data_offsets/dtype") from None
+    if not isinstance(dtype, str) or not _offset(begin) or not _offset(end):
+        raise InputError(f"{where}: tensor {name!r} has no valid data_offsets/dtype")
+    if end < begin:
+        raise InputError(f"{where}: tensor {name!r} has negative size")
+    if not isinstance(shape, list) or not all(_offset(d) for d in shape):
+        raise InputError(f"{where}: tensor {name!r} has a shape that is not a list of integers >= 0")
+    return dtype, begin, end, tuple(shape)
 
 
 def tensor_sizes(header: dict, where: str) -> dict[str, tuple[str, int, tuple[int, ...]]]:
     """name -> (dtype, bytes, shape) for every tensor in one header."""
     sizes = {}
     for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            begin, end = info["data_offsets"]
-            dtype = str(info["dtype"])
-            size = int(end) - int(begin)
-            shape = tuple(int(d) for d in info.get("shape", ()))
-        except (KeyError, TypeError, ValueError, AttributeError):
-            raise InputError(f"{where}: tensor {name!r} has no valid data_offsets/dtype") from None
-        if size < 0:
-            raise InputError(f"{where}: tensor {name!r} has negative size")
-        sizes[name] = (dtype, size, shape)
+        if name != "__metadata__":
+            dtype, begin, end, shape = _entry(name, info, where)
+            sizes[name] = (dtype, end - begin, shape)
     return sizes
 
 
-def data_bytes(header: dict) -> int:
+def data_bytes(header: dict, where: str) -> int:
     """Length of the data buffer a header describes (its largest end offset)."""
-    ends = [int(info["data_offsets"][1]) for name, info in header.items() if name != "__metadata__"]
-    return max(ends, default=0)
+    return max((_entry(name, info, where)[2] for name, info in header.items() if name != "__metadata__"), default=0)
 
 
 def component_of(tensor_name: str) -> str:
@@ -176,10 +184,7 @@ def checkpoint_bytes(model_dir: Path, tied_embeddings: bool = False) -> Checkpoi
 
 
 def _read_index(index: Path) -> dict:
-    try:
-        data = json.loads(index.read_text())
-    except (OSError, ValueError):
-        raise InputError(f"{index}: unreadable or malformed JSON") from None
+    data = read_json(index, SAFETENSORS_INDEX)
     if not isinstance(data, dict):
         raise InputError(f"{index}: expected a JSON object")
     return data
@@ -191,10 +196,14 @@ def _index_shards(index: Path) -> set[str]:
 
 
 def _from_index(index: Path) -> CheckpointBytes:
+    data = _read_index(index)
     try:
-        total = int(_read_index(index)["metadata"]["total_size"])
-    except (KeyError, TypeError, ValueError, InputError):
-        raise InputError(f"{index}: no readable metadata.total_size") from None
-    if total <= 0:
-        raise InputError(f"{index}: metadata.total_size must be positive")
+        total = data["metadata"]["total_size"]
+        total = int(total) if not isinstance(total, bool) else None
+    except (KeyError, TypeError, ValueError, OverflowError):  # OverflowError: Infinity
+        total = None
+    if total is None:
+        raise InputError(f"{index}: no readable metadata.total_size")
+    if not 0 < total < 1 << 64:
+        raise InputError(f"{index}: metadata.total_size must be a positive number of bytes below 2**64")
     return CheckpointBytes(total, {}, 0, (index.name,), source="model.safetensors.index.json metadata.total_size")

@@ -1,0 +1,178 @@
+"""Bounded reads of input files, and the plausibility bounds on what they may say.
+
+Every file kvplan reads (a config.json, a deployment YAML, a start-up log, a `--from` script, a
+trace, a safetensors header, what an earlier Hub fetch left in the HF cache) is read here:
+
+  * only from a regular file: a FIFO would block, /dev/zero never ends, a directory is no file;
+    the type is checked before the file is opened and again on the open descriptor;
+  * at most the bytes its kind allows (the table below), checked against the size before reading
+    and again while reading, so a file that grows cannot get past it;
+  * text as strict UTF-8, JSON no deeper than MAX_JSON_DEPTH (real configs nest 3 or 4 levels;
+    deep nesting otherwise ends in a RecursionError far from the input);
+  * logs and traces line by line, each line at most `max_line_bytes`.
+
+A refusal is one InputError line (exit 2) that names the file and the limit. docs/reliability.md
+lists each limit with its reason and its test.
+"""
+
+import itertools
+import json
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from .errors import InputError
+
+KiB = 1 << 10
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Limit:
+    what: str  # the kind of input, as the error names it
+    max_bytes: int | None  # None: streamed, any length
+    max_line_bytes: int | None = None  # for inputs read line by line
+
+
+# Each is a multiple of the largest real input of its kind; JSON and YAML parse to objects that can
+# take ~25x their text in memory (a list of empty dicts), so these keep any one read well under 1 GiB.
+CONFIG_JSON = Limit("config.json", 4 * MiB)  # real ones: 1-60 KiB
+SAFETENSORS_INDEX = Limit("safetensors index", 32 * MiB)  # a 140,000-tensor index is ~14 MiB
+SAFETENSORS_HEADER = Limit("safetensors header", 32 * MiB)  # the format allows 100 MB; real shards: KiB to a few MiB
+SAFETENSORS_FILE = Limit("safetensors file", None)  # only its header is read
+HEADERS_SIDECAR = Limit("kvplan header sidecar", 64 * MiB)  # every header of one Hub fetch (HUB_HEADERS_MAX_BYTES)
+DEPLOYMENT_YAML = Limit("deployment or manifest YAML", 4 * MiB)
+USER_CONFIG_YAML = Limit("kvplan user config", 1 * MiB)
+BUNDLED_SPEC_YAML = Limit("bundled model spec", 1 * MiB)
+SERVE_SCRIPT = Limit("`vllm serve` script", 1 * MiB)
+STARTUP_LOG = Limit("start-up log", 64 * MiB, max_line_bytes=1 * MiB)  # the start-up part is a few hundred KiB
+TRACE = Limit("trace", None, max_line_bytes=16 * MiB)  # a 1M-token prompt as token ids is ~8 MiB
+HF_CACHE_REF = Limit("HF cache ref", 1 * KiB)  # refs/{revision} holds one 40-hex commit
+
+MAX_JSON_DEPTH = 64
+
+# Plausibility bounds on values, checked before any work is sized by them.
+MAX_LAYERS = 4096  # the deepest published LLMs have under 200 layers
+MAX_TOKENS = 1 << 40  # any length or count of tokens (parse_count's bound)
+
+
+def _size_text(n: int) -> str:
+    if n >= MiB and n % MiB == 0:
+        return f"{n // MiB} MiB"
+    if n >= KiB and n % KiB == 0:
+        return f"{n // KiB} KiB"
+    return f"{n:,} bytes"
+
+
+def too_large(where: str, limit: Limit, size: int | None = None) -> InputError:
+    has = f" is {size:,} bytes," if size is not None else " is"
+    return InputError(f"{where}{has} over kvplan's {_size_text(limit.max_bytes)} limit for a {limit.what}")
+
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _not_regular(path, mode: int, limit: Limit) -> InputError:
+    kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+    return InputError(f"{path}: is {kind}; kvplan reads a {limit.what} only from a regular file")
+
+
+def open_regular(path: str | os.PathLike, limit: Limit) -> BinaryIO:
+    """The file opened for binary reading, if it is a regular file within `limit.max_bytes`."""
+    try:
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):  # before open(): opening a FIFO waits for a writer
+            raise _not_regular(path, mode, limit)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        info = os.fstat(fd)  # the file opened may not be the one stat() saw
+        if not stat.S_ISREG(info.st_mode):
+            raise _not_regular(path, info.st_mode, limit)
+        if limit.max_bytes is not None and info.st_size > limit.max_bytes:
+            raise too_large(str(path), limit, info.st_size)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_bytes(path: str | os.PathLike, limit: Limit) -> bytes:
+    with open_regular(path, limit) as f:
+        try:
+            data = f.read(limit.max_bytes + 1)
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if len(data) > limit.max_bytes:  # it grew after fstat, or reports no size (/proc)
+        raise too_large(str(path), limit)
+    return data
+
+
+def decode_utf8(data: bytes, where: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{where}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start:,})") from None
+
+
+def read_text(path: str | os.PathLike, limit: Limit) -> str:
+    return decode_utf8(read_bytes(path, limit), str(path))
+
+
+def parse_json(data: str | bytes, where: str):
+    """JSON text -> value; malformed, non-UTF-8 or too deeply nested input is one InputError naming `where`."""
+    if isinstance(data, bytes):
+        data = decode_utf8(data, where)
+    try:
+        value = json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{where}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except RecursionError:  # json's own guard against deep nesting
+        raise InputError(f"{where}: JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+    if data.count("[") + data.count("{") >= MAX_JSON_DEPTH:  # fewer brackets cannot nest that deep
+        _check_depth(value, where)
+    return value
+
+
+def _check_depth(value, where: str) -> None:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        for child in children:
+            if isinstance(child, (dict, list)):
+                if depth >= MAX_JSON_DEPTH:
+                    raise InputError(f"{where}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+                stack.append((child, depth + 1))
+
+
+def read_json(path: str | os.PathLike, limit: Limit):
+    return parse_json(read_bytes(path, limit), str(path))
+
+
+def read_lines(path: str | os.PathLike, limit: Limit, errors: str = "strict") -> Iterator[tuple[int, str]]:
+    """(line number, text) for each line, streamed; `errors="replace"` for logs, where a stray byte is noise."""
+    with open_regular(path, limit) as f:
+        total = 0
+        for lineno in itertools.count(1):
+            try:
+                raw = f.readline(limit.max_line_bytes + 1)
+            except OSError as exc:
+                raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+            if not raw:
+                return
+            total += len(raw)
+            if len(raw) > limit.max_line_bytes:
+                raise InputError(f"{path}:{lineno}: line longer than kvplan's {_size_text(limit.max_line_bytes)} "
+                                 f"limit for a line of a {limit.what}")
+            if limit.max_bytes is not None and total > limit.max_bytes:
+                raise too_large(str(path), limit)
+            if errors == "strict":
+                yield lineno, decode_utf8(raw, f"{path}:{lineno}")
+            else:
+                yield lineno, raw.decode("utf-8", errors)
