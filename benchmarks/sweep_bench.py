@@ -71,13 +71,16 @@ def main(argv=None) -> int:
                          grid.kv_dtypes[k], grid.contexts[c]) for m, g, t, p, d, k, c in picks]
     loop_seconds = time.perf_counter() - start
 
+    import pandas
+
     shape = [len(getattr(grid, a)) for a in ("models", "gpus", "tp", "pp", "dtypes", "kv_dtypes", "contexts")]
     for index, row in zip(picks, rows):  # no row is skipped in this grid, so position = C-order index
         position = 0
         for i, n in zip(index, shape):
             position = position * n + i
         got = frame.iloc[position]
-        assert all(got[c] == row[c] for c in COLUMNS), (index, row, got.to_dict())
+        got = {c: None if got[c] is pandas.NA else got[c] for c in COLUMNS}  # a null budget is NA in the frame
+        assert all(got[c] == row[c] for c in COLUMNS), (index, row, got)
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "grid.csv"

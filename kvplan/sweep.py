@@ -1,18 +1,21 @@
 """`sweep`: `estimate` over a grid of deployments, as one pandas DataFrame (one row per configuration).
 
 Row = `estimate(model, grid.deployment(gpu, tp, pp, dtype, kv_dtype, context))` (max_model_len =
-context, batch 1) reduced to COLUMNS. For the generic engine the rows are computed vectorized,
-model by model:
-  - per (GPU, tp, pp, weight dtype): weights, KV budget and whether the weights fit, from one
-    `estimate` probe of a 1-token deployment (the budget depends on neither context nor KV dtype);
+context, batch 1) reduced to COLUMNS; `kv_budget_bytes` is null where weights and overhead leave no
+memory for KV (the estimate's budget is negative there). For the generic engine the rows are
+computed vectorized, model by model, from the estimate's own pieces:
+  - per (tp, pp, weight dtype): weights, overhead terms and the parallelism checks from one
+    `estimate` probe of a 1-token deployment; per GPU the policy's `kv_budget` and
+    `weights_limit_bytes`; stages from `pipeline_stages`, KV formats from `dtype_plan`;
   - per (stage, KV dtype, context): KV bytes per request from the spec's own per-group constants
-    (`bytes_per_token_per_layer`, `peak_blocks`, `state_bytes`), summed exactly in integers;
-  - per (stage, GPU, dtype, KV dtype): the pool, from `policy.pool`;
+    (`bytes_per_token_per_layer`, `peak_blocks`, `state_bytes`), summed exactly in integers: the
+    one vectorized formula, `ModelSpec.bytes_per_request` over an array of contexts;
+  - per (stage, GPU, dtype, KV dtype): the pool, from `paged_pool` (the generic policy's, on arrays);
   - per row, with numpy: users = min over stages of pool bytes // request bytes, the bottleneck
-    stage's blocks and tokens, fits.
+    stage's blocks and tokens, fits (the estimate's verdict for batch 1 at max_model_len).
 Other engines' figures depend on the context in their own ways (vLLM's start-up refusal, its
 block groups), so their rows come from `estimate` itself, one by one.
-tests/test_sweep*.py check the vectorized rows against `estimate` on random samples.
+tests/test_sweep.py checks the vectorized rows against `estimate` on random samples.
 """
 
 import itertools
@@ -25,9 +28,9 @@ from .plan.dtype_plan import dtype_plan
 from .errors import InputError, KvplanError
 from .extras import require_extra
 from .hardware import GPU
-from .plan import Deployment, Estimate, estimate, pp_partition
+from .plan import Deployment, Estimate, estimate
 from .plan.deployment import SETTINGS
-from .plan.estimate import TABLE_CONTEXTS
+from .plan.estimate import TABLE_CONTEXTS, pipeline_stages, within_model_max
 from .model import LoadedModel, ModelSpec, load_model
 from .units import GiB, fmt_gib
 
@@ -87,6 +90,7 @@ class SweepResult:
     skipped: tuple[str, ...]  # combinations estimate() refuses, with the reason (one line each)
     vectorized: bool
     grid: SweepGrid
+    model_max_tokens: dict  # each model's max_position_embeddings (None: unknown), by the frame's model name
 
 
 def check_memory(grid: SweepGrid, max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES) -> None:
@@ -128,24 +132,32 @@ def run_sweep(grid: SweepGrid, max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES,
             progress(i + 1, len(models))
     columns = {}
     for c in COLUMNS:
-        data = np.concatenate([p[c] for p in parts]) if parts else np.empty(0)
+        data = np.concatenate([p[c] for p in parts]) if parts else np.empty(0, dtype=np.int64)
         if c in _TEXT:
             names = list(categories[c])
             columns[c] = pd.Categorical.from_codes(data.astype(np.int32), categories=names) if names else \
                 pd.Categorical([])
+        elif c == "kv_budget_bytes":
+            columns[c] = pd.array(data, dtype="Int64")
+            columns[c][_no_budget(data)] = pd.NA
         else:
             columns[c] = data
     frame = pd.DataFrame(columns)
-    return SweepResult(frame, tuple(skipped), vectorized, grid)
+    model_max = {m.spec.name: m.spec.max_position_embeddings for m in models}
+    return SweepResult(frame, tuple(skipped), vectorized, grid, model_max)
 
 
 def estimate_row(model: LoadedModel, grid: SweepGrid, gpu: GPU, tp: int, pp: int, dtype: str | None,
                  kv_dtype: str, context: int) -> dict:
     """One row the plain way: `estimate` on the row's deployment (the reference the vectorized rows equal)."""
-    return row_from_estimate(estimate(model, grid.deployment(gpu, tp, pp, dtype, kv_dtype, context)), model.spec)
+    row = _raw_row(estimate(model, grid.deployment(gpu, tp, pp, dtype, kv_dtype, context)), model.spec)
+    if row["kv_budget_bytes"] is not None and _no_budget(row["kv_budget_bytes"]):
+        row["kv_budget_bytes"] = None
+    return row
 
 
-def row_from_estimate(est: Estimate, spec: ModelSpec) -> dict:
+def _raw_row(est: Estimate, spec: ModelSpec) -> dict:
+    """The estimate reduced to COLUMNS, its budget as computed (negative when nothing is left for KV)."""
     return {
         "model": est.model, "gpu": est.gpu, "tp": est.deployment["tp"], "pp": est.deployment["pp"],
         "weights_dtype": est.weights_dtype, "kv_dtype": est.kv_dtype, "context_tokens": est.context_tokens,
@@ -153,12 +165,13 @@ def row_from_estimate(est: Estimate, spec: ModelSpec) -> dict:
         "kv_bytes_per_request": est.kv_bytes_per_request,
         "kv_bytes_per_request_per_gpu": est.kv_bytes_per_request_per_gpu, "num_blocks": est.num_blocks,
         "kv_cache_tokens": est.kv_cache_tokens, "max_concurrent_users": est.max_concurrent_users,
-        "fits": bool(est.fits), "within_model_max": _within(spec, est.context_tokens),
+        "fits": bool(est.fits), "within_model_max": within_model_max(spec, est.context_tokens),
     }
 
 
-def _within(spec: ModelSpec, context: int) -> bool:
-    return not spec.max_position_embeddings or context <= spec.max_position_embeddings
+def _no_budget(budget_bytes):
+    """Where the budget is null: weights and overhead exceed the engine's memory share (int or array)."""
+    return budget_bytes < 0
 
 
 def _code(categories: dict[str, dict[str, int]], column: str, value: str) -> int:
@@ -188,15 +201,15 @@ def _estimate_rows(model: LoadedModel, grid: SweepGrid, categories, skipped) -> 
     for index in itertools.product(*(range(n) for n in block.shape)):
         g, t, p, d, k, c = index
         try:
-            row = estimate_row(model, grid, grid.gpus[g], grid.tp[t], grid.pp[p], grid.dtypes[d],
-                               grid.kv_dtypes[k], grid.contexts[c])
+            est = estimate(model, grid.deployment(grid.gpus[g], grid.tp[t], grid.pp[p], grid.dtypes[d],
+                                                  grid.kv_dtypes[k], grid.contexts[c]))
         except KvplanError as exc:
             skipped.setdefault(f"{model.spec.name} tp={grid.tp[t]} pp={grid.pp[p]}: {exc}")
             continue
-        if row["kv_budget_bytes"] is None:
+        if est.kv_budget_bytes is None:
             skipped.setdefault(f"{model.spec.name}: no KV budget (weights unknown)")
             continue
-        for col, value in row.items():
+        for col, value in _raw_row(est, model.spec).items():
             block.cols[col][index] = _code(categories, col, value) if col in _TEXT else value
         block.valid[index] = True
     return block.finish()
@@ -205,19 +218,19 @@ def _estimate_rows(model: LoadedModel, grid: SweepGrid, categories, skipped) -> 
 def _vector_rows(model: LoadedModel, grid: SweepGrid, categories, skipped) -> dict:
     import numpy as np
 
-    from .plan.policies import get_policy
     from .plan.overhead import Term
+    from .plan.policies import get_policy
+    from .plan.policies.generic import paged_pool
 
     spec = model.spec
     block = _Block(grid)
     cols = block.cols
     contexts = np.asarray(grid.contexts, dtype=np.int64)
-    cols["within_model_max"][...] = np.asarray([_within(spec, int(c)) for c in contexts])
+    cols["within_model_max"][...] = np.asarray([within_model_max(spec, int(c)) for c in contexts])
     cols["context_tokens"][...] = contexts
     cols["model"][...] = _code(categories, "model", spec.name)
     for g, gpu in enumerate(grid.gpus):
         cols["gpu"][g] = _code(categories, "gpu", gpu.name)
-    memory = np.asarray([gpu.memory_bytes for gpu in grid.gpus], dtype=np.int64)
     policy = get_policy(grid.engine).bind(spec)
     peak_cache: dict = {}
     for (p, pp), (t, tp), (d, dtype) in _product(grid.pp, grid.tp, grid.dtypes):
@@ -231,19 +244,20 @@ def _vector_rows(model: LoadedModel, grid: SweepGrid, categories, skipped) -> di
             continue
         terms = [Term(**x) for x in probe.overhead]
         weights = probe.weights_bytes_per_gpu
-        budgets = np.asarray([policy.kv_budget(gpu.memory_bytes, weights, terms,
-                                               grid.deployment(gpu, tp, pp, dtype, grid.kv_dtypes[0], 1))
-                              for gpu in grid.gpus], dtype=np.int64)
-        # estimate's verdict: weights must stay under total x utilization (truncated like int())
-        weights_fit = weights < (memory * grid.gpu_memory_utilization).astype(np.int64)
-        stages = [spec.restricted_to(set(r)) for r in pp_partition(spec.num_layers, pp)]
-        compute_dtype = dtype_plan(spec, dtype).compute
+        deployments = [grid.deployment(gpu, tp, pp, dtype, grid.kv_dtypes[0], 1) for gpu in grid.gpus]
+        budgets = np.asarray([policy.kv_budget(gpu.memory_bytes, weights, terms, dep)
+                              for gpu, dep in zip(grid.gpus, deployments)], dtype=np.int64)
+        # the estimate's first verdict: the weights must stay under what the engine can load
+        weights_fit = np.asarray([weights < policy.weights_limit_bytes(gpu.memory_bytes, dep)
+                                  for gpu, dep in zip(grid.gpus, deployments)])
+        stages = pipeline_stages(spec, pp)
+        dtypes = dtype_plan(spec, dtype)
         block_size = probe.block_size
-        chunk = grid.deployment(grid.gpus[0], tp, pp, dtype, grid.kv_dtypes[0], 1).max_num_batched_tokens
+        chunk = deployments[0].max_num_batched_tokens
         for k, kv_name in enumerate(grid.kv_dtypes):
-            kv = kv_format(kv_name, compute_dtype)
+            kv = dtypes.kv(kv_name)
             try:
-                pools = [_generic_pools(s, kv, tp, block_size, budgets) for s in stages]
+                pools = [paged_pool(s, kv, tp, block_size, budgets)[1:] for s in stages]
             except KvplanError as exc:
                 skipped.setdefault(f"{spec.name} tp={tp} pp={pp} kv={kv.name}: {exc}")
                 continue
@@ -262,21 +276,13 @@ def _vector_rows(model: LoadedModel, grid: SweepGrid, categories, skipped) -> di
             cols["num_blocks"][at] = np.stack([pl[1] for pl in pools])[neck].T
             cols["kv_cache_tokens"][at] = np.stack([pl[2] for pl in pools])[neck].T
             cols["max_concurrent_users"][at] = users
-            cols["fits"][at] = weights_fit[:, None] & (users >= 1)
+            cols["fits"][at] = (weights_fit & ~_no_budget(budgets))[:, None] & (users >= 1)
             block.valid[at] = True
     return block.finish()
 
 
 def _product(*axes):
     return itertools.product(*(list(enumerate(a)) for a in axes))
-
-
-def _generic_pools(stage: ModelSpec, kv, tp: int, block_size: int, budgets):
-    """The generic policy's pool over an array of budgets: (usable bytes, blocks, tokens)."""
-    from .plan.policies.generic import paged_pool
-
-    _, usable, blocks, tokens = paged_pool(stage, kv, tp, block_size, budgets)
-    return usable, blocks, tokens
 
 
 def _users(usable, per_stage):

@@ -108,3 +108,16 @@ def test_contiguous_that_cannot_hold_one_request(capsys):
     assert code == 0 and d["completed_requests"] == 20
     assert d["num_blocks"] * 16 < 4096 and d["contiguous"]["peak_concurrency"] == 0
     assert any(n.startswith("contiguous:") for n in d["notes"])
+
+
+def test_peak_at_the_max_num_seqs_cap_is_said(capsys):
+    """Issue 19.4: a peak equal to --max-num-seqs is the scheduler's cap, and the output says so."""
+    args = BASE + ["--requests", "100", "--prompt-len", "50", "--output-len", "20"]
+    d = json.loads(run(args + ["--max-num-seqs", "16", "--format", "json"], capsys)[1])
+    assert d["peak_concurrency"] == d["max_num_seqs"] == 16
+    for fmt in ("table", "markdown"):
+        out = run(args + ["--max-num-seqs", "16", "--format", fmt], capsys)[1]
+        assert "peak 16 = --max-num-seqs cap" in out
+    d = json.loads(run(args + ["--max-num-seqs", "512", "--format", "json"], capsys)[1])
+    assert d["peak_concurrency"] < 512
+    assert "--max-num-seqs cap" not in run(args + ["--max-num-seqs", "512"], capsys)[1]

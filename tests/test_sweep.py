@@ -1,5 +1,6 @@
 """`kvplan sweep`: the vectorized rows equal `estimate` exactly; grid limits; every output format; the plot."""
 
+import csv
 import io
 import json
 import random
@@ -54,8 +55,10 @@ def test_vectorized_rows_equal_estimate_on_random_sample(sweep):
         row = by_key.loc[tuple(expected[c] for c in KEY)]
         for col in COLUMNS:
             if col not in KEY:
-                assert row[col] == expected[col], (col, expected)
-                assert type(expected[col]) in (int, bool)  # exact integers, no floats
+                value = None if pd.isna(row[col]) else row[col]
+                assert value == expected[col], (col, expected)
+                # exact integers, no floats; only a budget that weights and overhead exceed is null
+                assert type(expected[col]) in (int, bool) or (col == "kv_budget_bytes" and expected[col] is None)
         checked += 1
 
 
@@ -222,3 +225,38 @@ def test_sweep_figures_by_hand():
         assert row.max_concurrent_users == pool // (blocks * page)
         assert row.num_blocks == budget // page and row.kv_cache_tokens == budget // page * 16
     assert Fraction(int(frame["kv_bytes_per_request"][0]), page) == 63  # 1000 tokens fill 63 blocks
+
+
+def test_no_budget_is_null_and_does_not_fit(tmp_path, capsys):
+    """qwen3-32b's bf16 weights (~65.5 GB) exceed 0.9 x an L4's 24 GB: no KV budget, written as null."""
+    args = ["sweep", "-m", "qwen3-32b", "--gpu", "L4,H100", "--context", "4k"]
+    assert main(args + ["-f", "csv"]) == 0
+    rows = {r["gpu"]: r for r in csv.DictReader(io.StringIO(capsys.readouterr().out))}
+    l4, h100 = rows["L4"], rows["H100-SXM"]
+    weights = int(l4["weights_bytes_per_gpu"])
+    assert weights > 0.9 * find_gpu("L4").memory_bytes  # the weights alone do not fit
+    assert l4["kv_budget_bytes"] == "" and l4["fits"] == "False"
+    assert (l4["num_blocks"], l4["kv_cache_tokens"], l4["max_concurrent_users"]) == ("0", "0", "0")
+    assert int(h100["kv_budget_bytes"]) > 0 and h100["fits"] == "True"
+    pytest.importorskip("pyarrow")
+    parquet = tmp_path / "grid.parquet"
+    assert main(args + ["-o", str(parquet)]) == 0
+    back = pd.read_parquet(parquet)
+    assert str(back["kv_budget_bytes"].dtype) == "Int64" and back["kv_budget_bytes"].isna().tolist() == [True, False]
+
+
+def test_frame_fast_path_writes_what_the_rows_say():
+    """CSV and JSON of a sweep are written by pandas from the frame: the same text and objects as row by row."""
+    from dataclasses import replace
+
+    from kvplan.report.formats import csv_rows, json_doc
+    from kvplan.report.sweep import sweep_report
+
+    frame = run_sweep(SweepGrid(models=("qwen3-32b", "gemma-2-9b"), gpus=(find_gpu("L4"), find_gpu("H200")),
+                                kv_dtypes=("auto", "fp8"), contexts=(1000, 8192, 200_000))).frame
+    fast = sweep_report(frame)
+    slow = replace(fast, records=replace(fast.records, frame=None))
+    slow.data = slow.records
+    assert csv_rows.render(fast) == csv_rows.render(slow)
+    assert json.loads(json_doc.render(fast)) == json.loads(json_doc.render(slow))
+    assert frame["kv_budget_bytes"].isna().any()  # nulls included

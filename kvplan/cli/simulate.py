@@ -62,7 +62,8 @@ def simulate_command(
     fmt: FormatOpt = "table",
 ) -> None:
     from ..extras import require_extra
-    from ..report.simulate import plot_simulation, render_simulation
+    from ..report.simulate import render_simulation
+    from ..report.simulate_plot import plot_simulation
     from ..simulation.run import simulate
 
     fmt = check_format(fmt, FORMATS)

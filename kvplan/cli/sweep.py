@@ -60,7 +60,8 @@ def sweep_command(
     flags: dict, fits_only: FitsOnlyOpt = False, min_users: MinUsersOpt = None, fmt: SweepFormatOpt = None,
     output: OutputOpt = None, plot: PlotOpt = None, limit: LimitOpt = 40, max_memory: MaxMemoryOpt = "2GiB",
 ) -> None:
-    from ..report.sweep import format_for, plot_users_vs_context, render_sweep
+    from ..report.sweep import format_for, render_sweep
+    from ..report.sweep_plot import plot_users_vs_context
     from ..sweep import SweepGrid, run_sweep, select
 
     require_extra("report", "pandas", "numpy", what="kvplan sweep")
@@ -82,7 +83,7 @@ def sweep_command(
     if fmt != "table" and output is not None:
         print(f"kvplan: wrote {len(frame):,} rows to {output}", file=sys.stderr)
     if plot is not None:
-        lines = plot_users_vs_context(frame, plot)
+        lines = plot_users_vs_context(frame, plot, result.model_max_tokens)
         print(f"kvplan: plotted {lines} configuration(s) to {plot}", file=sys.stderr)
 
 

@@ -76,7 +76,7 @@ def estimate(model: LoadedModel, dep: Deployment) -> Estimate:
     _check_parallelism(spec, dep)
 
     block_size = policy.block_size(spec, dep)
-    stages = [spec.restricted_to(set(r)) for r in pp_partition(spec.num_layers, dep.pp)]
+    stages = pipeline_stages(spec, dep.pp)
     whole_per_token = spec.bytes_per_token(kv)
     per_gpu_per_token = max(s.bytes_per_token(kv, dep.tp) for s in stages)
     bottleneck = max(stages, key=lambda s: policy.request_bytes(s, context, kv, dep))
@@ -134,10 +134,20 @@ def estimate(model: LoadedModel, dep: Deployment) -> Estimate:
     )
 
 
+def pipeline_stages(spec: ModelSpec, pp: int) -> list[ModelSpec]:
+    """Each pipeline stage's layers as a model of their own (vLLM's split, `pp_partition`)."""
+    return [spec.restricted_to(set(r)) for r in pp_partition(spec.num_layers, pp)]
+
+
+def within_model_max(spec: ModelSpec, tokens: int) -> bool:
+    """Whether `tokens` is within the model's max_position_embeddings (yes when it is unknown)."""
+    return not spec.max_position_embeddings or tokens <= spec.max_position_embeddings
+
+
 def _max_model_len(spec: ModelSpec, dep: Deployment, notes: list[str]) -> int:
     model_max = spec.max_position_embeddings
     if dep.max_model_len is not None:
-        if model_max and dep.max_model_len > model_max:
+        if not within_model_max(spec, dep.max_model_len):
             notes.append(f"max_model_len {dep.max_model_len:,} exceeds the model's max_position_embeddings "
                          f"{model_max:,} (vLLM refuses this unless VLLM_ALLOW_LONG_MAX_MODEL_LEN=1)")
         return dep.max_model_len

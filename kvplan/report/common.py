@@ -1,4 +1,4 @@
-"""Helpers every renderer shares: format checking, JSON on stdout, a rich console."""
+"""Format checking, and the helpers report/profile.py still uses until it builds a Report."""
 
 import json
 import sys
@@ -23,12 +23,12 @@ def print_json(data) -> None:
 
 
 def console():
-    from rich.console import Console
+    from .formats.terminal import make_console
 
-    return Console(highlight=False, soft_wrap=False)
+    return make_console()
 
 
 def md_table(headers: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
+    from .formats.markdown import pipe_table
+
+    return pipe_table(headers, [[str(c) for c in row] for row in rows])

@@ -1,59 +1,37 @@
-"""Render a LogExplanation: logged and predicted figures side by side (rich table, JSON or markdown)."""
+"""A LogExplanation as a Report: logged and predicted figures side by side. JSON is the explanation's
+own document (docs/engines.md lists its keys)."""
 
-import sys
+from dataclasses import dataclass
 
 from ..logs.explain import LogExplanation
-from .common import check_format, console, md_table, print_json
+from .document import ID, NUM, TEXT, Line, Report, Table, col
+from .formats import emit
 
+EXPLAIN_FORMATS = ("table", "json", "markdown")
 _MARK = {True: "agrees", False: "DIFFERS", None: "-"}
 
 
+@dataclass(frozen=True)
+class FigureRow:
+    figure: str = col("figure", kind=TEXT)
+    logged: str = col("logged", kind=NUM, show=str)
+    predicted: str = col("kvplan predicts", kind=NUM, show=str)
+    difference: str = col("difference", kind=NUM, show=str, drop=1)
+    agrees: bool | None = col("result", kind=ID, show=_MARK.get, style=lambda a: "fail" if a is False else None)
+    basis: str = col("basis", kind=TEXT, drop=2)
+
+
 def render_explanation(ex: LogExplanation, fmt: str = "table") -> None:
-    fmt = check_format(fmt, ("table", "json", "markdown"))
-    if fmt == "json":
-        print_json(ex.to_dict())
-    elif fmt == "markdown":
-        sys.stdout.write(markdown(ex) + "\n")
-    else:
-        _rich(ex)
+    emit(explanation_report(ex), fmt)
 
 
-def _settings_line(ex: LogExplanation) -> str:
-    return ", ".join(f"{k}={v}" for k, v in ex.settings.items() if v is not None)
-
-
-def _rows(ex: LogExplanation) -> list[list[str]]:
-    return [[r.figure, r.logged, r.predicted, r.difference, _MARK[r.agrees], r.basis] for r in ex.rows]
-
-
-def _rich(ex: LogExplanation) -> None:
-    from rich.table import Table
-
-    out = console()
-    out.print(f"[bold]kvplan explain-log: {ex.model} under {ex.engine} {ex.engine_version} semantics[/bold]")
-    out.print(f"[dim]settings: {_settings_line(ex)}[/dim]")
-    t = Table(show_lines=False)
-    for name, justify in (("figure", "left"), ("logged", "right"), ("kvplan predicts", "right"),
-                          ("difference", "right"), ("", "left"), ("basis", "left")):
-        t.add_column(name, justify=justify)
-    for row in _rows(ex):
-        style = "red" if row[4] == "DIFFERS" else None
-        t.add_row(*row, style=style)
-    out.print(t)
-    for line in ex.predicted_lines:
-        out.print(f"[dim]kvplan predicts the engine logs: {line}[/dim]")
-    for name in ex.missing:
-        out.print(f"[yellow]not found in the log:[/yellow] {name}")
-    for note in ex.notes:
-        out.print(f"[dim]note: {note}[/dim]")
-    out.print("[dim]GiB = 2^30 bytes (vLLM and SGLang print GiB; SGLang labels them GB)[/dim]")
-
-
-def markdown(ex: LogExplanation) -> str:
-    parts = [f"## kvplan explain-log: {ex.model} ({ex.engine} {ex.engine_version})", "",
-             f"settings: {_settings_line(ex)}", "",
-             md_table(["figure", "logged", "kvplan predicts", "difference", "", "basis"], _rows(ex))]
-    parts += [f"- predicted log line: `{line}`" for line in ex.predicted_lines]
-    parts += [f"- not found in the log: {name}" for name in ex.missing]
-    parts += [f"> note: {note}" for note in ex.notes]
-    return "\n".join(parts)
+def explanation_report(ex: LogExplanation) -> Report:
+    settings = ", ".join(f"{k}={v}" for k, v in ex.settings.items() if v is not None)
+    rows = [FigureRow(r.figure, r.logged, r.predicted, r.difference, r.agrees, r.basis) for r in ex.rows]
+    blocks = [Line(f"kvplan explain-log: {ex.model} under {ex.engine} {ex.engine_version} semantics", "title"),
+              Line(f"settings: {settings}", "dim"), Table(FigureRow, rows)]
+    blocks += [Line(f"kvplan predicts the engine logs: {line}", "item") for line in ex.predicted_lines]
+    blocks += [Line(name, "warn", label="not found in the log:") for name in ex.missing]
+    blocks += [Line(n, "note") for n in ex.notes]
+    blocks.append(Line("GiB = 2^30 bytes (vLLM and SGLang print GiB; SGLang labels them GB)", "dim"))
+    return Report("kvplan explain-log", EXPLAIN_FORMATS, blocks, data=ex.to_dict())

@@ -1,50 +1,54 @@
-"""The bundled-spec listing."""
+"""The bundled-spec listing: one ModelRow per spec (table, JSON, CSV and markdown all show these rows)."""
 
-import csv
-import sys
+from dataclasses import dataclass
 
 from ..dtypes import kv_format
 from ..model import bundled_names, load_model
-from .common import check_format, console, md_table, print_json
+from .document import ID, TEXT, Line, Records, Report, Table, col, data
+from .common import FORMATS
+from .formats import emit
 
 
-def model_rows() -> list[dict]:
+def _billions(n: int | None) -> str:
+    return "-" if not n else f"{n / 1e9:,.2f}B"
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    name: str = col("name", kind=ID, code=True)
+    hf_id: str | None = data()
+    model_type: str = data()
+    layout: str = col("attention layout", kind=TEXT, drop=1)
+    kv_bytes_per_token_bf16: int = col("KV B/token (bf16)")
+    params: int | None = col("params", show=_billions)
+    params_active: int | None = data()
+    params_official: str | None = data()
+    max_position_embeddings: int | None = col("max ctx")
+    checkpoint_dtype: str | None = data()
+
+
+def model_rows() -> list[ModelRow]:
     rows = []
     for path in sorted(set(bundled_names().values())):
         spec = load_model(path.stem).spec
-        rows.append({
-            "name": spec.name, "hf_id": spec.hf_id, "model_type": spec.model_type, "layout": spec.layout(),
-            "kv_bytes_per_token_bf16": int(spec.bytes_per_token(kv_format("bf16"))),
-            "params": spec.params.total if spec.params else None,
-            "params_active": spec.params.active if spec.params else None,
-            "params_official": spec.params_official, "max_position_embeddings": spec.max_position_embeddings,
-            "checkpoint_dtype": spec.weight_dtype,
-        })
+        rows.append(ModelRow(
+            name=spec.name, hf_id=spec.hf_id, model_type=spec.model_type, layout=spec.layout(),
+            kv_bytes_per_token_bf16=int(spec.bytes_per_token(kv_format("bf16"))),
+            params=spec.params.total if spec.params else None,
+            params_active=spec.params.active if spec.params else None,
+            params_official=spec.params_official, max_position_embeddings=spec.max_position_embeddings,
+            checkpoint_dtype=spec.weight_dtype,
+        ))
     return rows
 
 
-def render_models(fmt: str = "table") -> None:
-    fmt = check_format(fmt)
-    rows = model_rows()
-    if fmt == "json":
-        print_json(rows)
-        return
-    if fmt == "csv":
-        w = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]), lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
-        return
-    headers = ["name", "attention layout", "KV B/token (bf16)", "params", "max ctx"]
-    table = [[r["name"], r["layout"], f"{r['kv_bytes_per_token_bf16']:,}",
-              f"{r['params'] / 1e9:,.2f}B" if r["params"] else "-", f"{r['max_position_embeddings']:,}"] for r in rows]
-    if fmt == "markdown":
-        sys.stdout.write(md_table(headers, table) + "\n")
-        return
-    from rich.table import Table
+def models_report() -> Report:
+    table = Table(ModelRow, model_rows())
+    records = Records.of(table)
+    blocks = [Line(f"{len(table.rows)} bundled model specs", "title"), table,
+              Line("params in billions (10^9); KV B/token: bytes per token over every layer in bf16", "dim")]
+    return Report("kvplan models", FORMATS, blocks, data=records, records=records)
 
-    t = Table(title=f"{len(rows)} bundled model specs (params = 10^9)")
-    for h in headers:
-        t.add_column(h, justify="right" if h != "name" and h != "attention layout" else "left")
-    for row in table:
-        t.add_row(*row)
-    console().print(t)
+
+def render_models(fmt: str = "table") -> None:
+    emit(models_report(), fmt)

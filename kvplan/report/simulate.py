@@ -1,10 +1,12 @@
-"""Render a simulation: rich table, JSON, CSV (metric, paged, contiguous), markdown; the PNG plot."""
+"""A simulation as a Report: one row per metric, paged beside contiguous. JSON is the simulation's own
+document (docs/simulate.md lists its keys); CSV has the raw figures under their JSON keys."""
 
-import csv
-import sys
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Any
 
-from .common import check_format, console, md_table, print_json
+from .document import NUM, TEXT, Line, Records, Report, Table, col, data
+from .common import FORMATS
+from .formats import emit
 
 
 def _pct(x) -> str:
@@ -17,12 +19,50 @@ def _num(x, digits: int = 1) -> str:
     return f"{x:,}" if isinstance(x, int) else f"{x:,.{digits}f}"
 
 
-def metric_rows(d: dict) -> list[tuple[str, str, str]]:
-    """(label, paged, contiguous) in display form."""
+@dataclass(frozen=True)
+class MetricRow:
+    label: str = col("metric", kind=TEXT)
+    paged: str = col("paged", kind=NUM, show=str)
+    contiguous: str = col("contiguous", kind=NUM, show=str)
+
+
+@dataclass(frozen=True)
+class MetricRecord:
+    """The CSV rows: a metric under its JSON key, raw figures."""
+
+    metric: str = data()
+    paged: Any = data()
+    contiguous: Any = data()
+
+
+CSV_METRICS = ("peak_concurrency", "mean_concurrency", "effective_batch", "memory_utilization",
+               "internal_fragmentation", "prefix_hit_rate", "prefill_tokens_saved", "preemptions",
+               "completed_requests", "simulated_time", "steps")
+
+
+def render_simulation(report, fmt: str = "table") -> None:
+    emit(simulation_report(report.to_dict()), fmt)
+
+
+def simulation_report(d: dict) -> Report:
+    c = d.get("contiguous") or {}
+    blocks = [Line(f"kvplan simulate: {headline(d)}", "title"), Table(MetricRow, metric_rows(d))]
+    if c:
+        blocks.append(Line(f"contiguous reservation: {c['reservation_slots']:,} slots per request, at most "
+                           f"{c['max_concurrency']:,} requests fit"))
+    if d["peak_concurrency"] == d["max_num_seqs"]:
+        blocks.append(Line(f"peak {d['peak_concurrency']:,} = --max-num-seqs cap: concurrency was held at the "
+                           "scheduler's limit; raise --max-num-seqs to see what KV memory allows", "note"))
+    blocks += [Line(n, "note") for n in d["notes"]]
+    return Report("kvplan simulate", FORMATS, blocks, data=d, records=Records.of(Table(MetricRecord, metric_records(d))))
+
+
+def metric_rows(d: dict) -> list[MetricRow]:
+    """Display forms, paged beside contiguous."""
     c = d.get("contiguous") or {}
     unit = d["time_unit"]
     qd, cqd = d["queueing_delay"], c.get("queueing_delay") or {}
-    return [
+    rows = [
         ("peak concurrent requests", _num(d["peak_concurrency"]), _num(c.get("peak_concurrency"))),
         ("mean concurrent requests", _num(d["mean_concurrency"]), _num(c.get("mean_concurrency"))),
         ("effective batch (mean / max-num-seqs)", _pct(d["effective_batch"]), "-"),
@@ -37,33 +77,18 @@ def metric_rows(d: dict) -> list[tuple[str, str, str]]:
         (f"simulated time ({unit})", _num(d["simulated_time"], 2), _num(c.get("simulated_time"), 2)),
         ("scheduler steps", _num(d["steps"]), _num(c.get("steps"))),
     ]
+    return [MetricRow(*r) for r in rows]
 
 
-def render_simulation(report, fmt: str = "table") -> None:
-    fmt = check_format(fmt)
-    d = report.to_dict()
-    if fmt == "json":
-        print_json(d)
-    elif fmt == "csv":
-        w = csv.writer(sys.stdout, lineterminator="\n")
-        w.writerow(["metric", "paged", "contiguous"])
-        c = d.get("contiguous") or {}
-        for key in ("peak_concurrency", "mean_concurrency", "effective_batch", "memory_utilization",
-                    "internal_fragmentation", "prefix_hit_rate", "prefill_tokens_saved", "preemptions",
-                    "completed_requests", "simulated_time", "steps"):
-            w.writerow([key, d[key], c.get(key, "")])
-        for q in ("p50", "p90", "p99"):
-            w.writerow([f"queueing_delay_{q}", d["queueing_delay"][q], (c.get("queueing_delay") or {}).get(q, "")])
-    elif fmt == "markdown":
-        lines = [f"**kvplan simulate**: {_headline(d)}", "",
-                 md_table(["metric", "paged", "contiguous"], [list(r) for r in metric_rows(d)])]
-        lines += [""] + [f"- {n}" for n in d["notes"]] if d["notes"] else []
-        sys.stdout.write("\n".join(lines) + "\n")
-    else:
-        _rich(d)
+def metric_records(d: dict) -> list[MetricRecord]:
+    c = d.get("contiguous") or {}
+    rows = [MetricRecord(key, d[key], c.get(key, "")) for key in CSV_METRICS]
+    cqd = c.get("queueing_delay") or {}
+    rows += [MetricRecord(f"queueing_delay_{q}", d["queueing_delay"][q], cqd.get(q, "")) for q in ("p50", "p90", "p99")]
+    return rows
 
 
-def _headline(d: dict) -> str:
+def headline(d: dict) -> str:
     w = d["workload"]
     if w["kind"] == "synthetic":
         what = f"{w['requests']:,} requests, prompt {w['prompt_len']}, output {w['output_len']}"
@@ -77,60 +102,3 @@ def _headline(d: dict) -> str:
     return (f"{d['model']} on {d['gpu'] or 'no GPU'} (tp={d['tp']}, pp={d['pp']}): {d['num_blocks']:,} blocks x "
             f"{d['block_size']} tokens ({d['layers_per_block']} layers/block), max_model_len {d['max_model_len']:,}; "
             f"{what}")
-
-
-def _rich(d: dict) -> None:
-    from rich.table import Table
-
-    out = console()
-    out.print(f"[bold]kvplan simulate[/bold]: {_headline(d)}")
-    t = Table(show_header=True, header_style="bold")
-    t.add_column("metric", style="cyan")
-    t.add_column("paged", justify="right")
-    t.add_column("contiguous (max_model_len reserved)", justify="right")
-    for row in metric_rows(d):
-        t.add_row(*row)
-    out.print(t)
-    c = d.get("contiguous")
-    if c:
-        out.print(f"contiguous reservation: {c['reservation_slots']:,} slots per request, at most "
-                  f"{c['max_concurrency']:,} requests fit")
-    for note in d["notes"]:
-        out.print(f"[yellow]note:[/yellow] {note}")
-
-
-def plot_simulation(report, path: Path) -> None:
-    """Blocks in use and memory utilization over time, paged vs contiguous; written atomically."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from ..atomic import atomic_output
-
-    d = report.to_dict()
-    bs, unit = d["block_size"], d["time_unit"]
-    fig = Figure(figsize=(10, 7), dpi=110)
-    FigureCanvasAgg(fig)
-    top = fig.add_subplot(2, 1, 1)
-    bottom = fig.add_subplot(2, 1, 2, sharex=top)
-    runs = (("paged", report.timeline, "tab:blue"), ("contiguous", report.contiguous_timeline, "tab:orange"))
-    for label, timeline, color in runs:
-        if not timeline:
-            continue
-        times = [p[1] for p in timeline]
-        top.plot(times, [p[3] / bs for p in timeline], color=color, linewidth=1.2, label=f"{label}: allocated")
-        top.plot(times, [p[4] / bs for p in timeline], "--", color=color, linewidth=0.9,
-                 label=f"{label}: holding tokens")
-        bottom.plot(times, [p[4] / p[3] if p[3] else 0.0 for p in timeline], color=color, linewidth=1, label=label)
-    top.axhline(d["num_blocks"], color="grey", linewidth=0.8, label="pool")
-    top.set_ylabel(f"blocks ({bs} tokens)")
-    top.set_title(f"kvplan simulate: {d['model']}, {d['num_blocks']:,} blocks")
-    bottom.set_ylabel("memory utilization")
-    bottom.set_ylim(0, 1.05)
-    bottom.set_xlabel(f"time ({unit})")
-    for ax in (top, bottom):
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    suffix = path.suffix or ".png"
-    with atomic_output(path, suffix=suffix) as tmp:
-        fig.savefig(tmp, format=suffix.lstrip(".") or "png")

@@ -1,17 +1,45 @@
-"""Render a sweep: rich table, CSV, Parquet, JSON records, markdown; the users-vs-context plot (PNG)."""
+"""A sweep as a Report: one SweepRow per configuration (the frame's columns, docs/ci.md); CSV, Parquet
+and JSON records come straight from the frame, the table and markdown from SweepRows."""
 
-import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 
-from ..errors import InputError
 from ..units import fmt_gib, fmt_tokens
-from .common import check_format, console, md_table
+from .document import ID, Line, Records, Report, Table, col, data
+from .formats import check_destination, emit
+from .common import check_format
 
 SWEEP_FORMATS = ("table", "csv", "parquet", "json", "markdown")
 _SUFFIX_FORMATS = {".csv": "csv", ".parquet": "parquet", ".json": "json", ".md": "markdown", ".markdown": "markdown"}
-CONFIG_COLUMNS = ["model", "gpu", "tp", "pp", "weights_dtype", "kv_dtype"]
-_HUMAN_HEADERS = ["model", "GPU", "tp", "pp", "weights", "KV", "context", "weights / GPU", "KV budget / GPU",
-                  "KV / request / GPU", "max users", "fits"]
+_ROWS_PER_CHUNK = 65_536  # frame rows converted to Python values at a time
+
+
+def _yes_no(ok: bool) -> str:
+    return "yes" if ok else "no"
+
+
+@dataclass(frozen=True)
+class SweepRow:
+    model: str = col("model", kind=ID, code=True)
+    gpu: str = col("GPU", kind=ID)
+    tp: int = col("tp")
+    pp: int = col("pp")
+    weights_dtype: str = col("weights", kind=ID)
+    kv_dtype: str = col("KV", kind=ID)
+    context_tokens: int = col("context", show=fmt_tokens)
+    weights_bytes_per_gpu: int = col("weights / GPU", show=fmt_gib, drop=3)
+    kv_budget_bytes: int | None = col("KV budget / GPU", show=fmt_gib, drop=1)
+    kv_bytes_per_request: int = data()
+    kv_bytes_per_request_per_gpu: int = col("KV / request / GPU", show=fmt_gib, drop=2)
+    num_blocks: int = data()
+    kv_cache_tokens: int = data()
+    max_concurrent_users: int = col("max users")
+    fits: bool = col("fits", kind=ID, show=_yes_no, style=lambda ok: "ok" if ok else "fail")
+    within_model_max: bool = col("ctx <= model max", kind=ID, show=_yes_no, style=lambda ok: None if ok else "warn")
+
+
+KEYS = tuple(f.name for f in fields(SweepRow))
 
 
 def format_for(fmt: str | None, output: Path | None) -> str:
@@ -19,114 +47,52 @@ def format_for(fmt: str | None, output: Path | None) -> str:
     if fmt is None:
         fmt = _SUFFIX_FORMATS.get(output.suffix.lower(), "table") if output is not None else "table"
     fmt = check_format(fmt, SWEEP_FORMATS)
-    if fmt == "parquet" and output is None:
-        raise InputError("--format parquet writes a binary file: give --output FILE.parquet")
-    if fmt == "table" and output is not None:
-        raise InputError("--output needs a file format: --format csv, parquet, json or markdown")
+    check_destination(fmt, output, SWEEP_FORMATS)
     return fmt
 
 
 def render_sweep(frame, fmt: str, output: Path | None = None, limit: int = 40, notes: list[str] = ()) -> None:
-    if fmt == "table":
-        _rich(frame, limit, notes)
-        return
-    if fmt == "parquet":
-        _parquet(frame, output)
-        return
-    if fmt == "csv":
-        text = frame.to_csv(index=False, lineterminator="\n")
-    elif fmt == "json":
-        text = frame.to_json(orient="records", indent=1) + "\n"
-    else:
-        text = markdown(frame, notes) + "\n"
-    if output is None:
-        sys.stdout.write(text)
-    else:
-        from ..atomic import write_text_atomic
-
-        write_text_atomic(output, text)
+    emit(sweep_report(frame, limit if fmt == "table" else 0, notes), fmt, output)
 
 
-def _parquet(frame, output: Path) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("pyarrow") is None:  # pandas' Parquet engine
-        raise InputError("--format parquet needs pyarrow: pip install pyarrow (or use --format csv)")
-    from ..atomic import atomic_output
-
-    with atomic_output(output) as tmp:
-        frame.to_parquet(tmp, index=False)
-
-
-def human_rows(frame) -> list[list[str]]:
-    rows = []
-    for r in frame.itertuples(index=False):
-        rows.append([r.model, r.gpu, str(r.tp), str(r.pp), r.weights_dtype, r.kv_dtype, fmt_tokens(r.context_tokens),
-                     fmt_gib(r.weights_bytes_per_gpu), fmt_gib(r.kv_budget_bytes),
-                     fmt_gib(r.kv_bytes_per_request_per_gpu), f"{r.max_concurrent_users:,}",
-                     ("yes" if r.fits else "no") + ("" if r.within_model_max else " (> model max)")])
-    return rows
-
-
-def markdown(frame, notes: list[str] = ()) -> str:
-    parts = [f"## kvplan sweep: {len(frame):,} configurations", "", md_table(_HUMAN_HEADERS, human_rows(frame))]
-    parts += [f"\n> {n}" for n in notes]
-    parts.append("\nGiB = 2^30 bytes.")
-    return "\n".join(parts)
-
-
-def _rich(frame, limit: int, notes: list[str]) -> None:
-    from rich.table import Table
-
-    out = console()
+def sweep_report(frame, limit: int = 0, notes: list[str] = ()) -> Report:
+    """`limit`: rows the table shows (0: all); the records always hold every row."""
     shown = frame.head(limit) if limit else frame
-    t = Table(title=f"kvplan sweep: {len(frame):,} configurations", title_justify="left")
-    for h in _HUMAN_HEADERS:
-        t.add_column(h, justify="right" if h not in ("model", "GPU", "weights", "KV", "fits") else "left")
-    for row in human_rows(shown):
-        t.add_row(*row)
-    out.print(t)
+    records = Records(KEYS, lambda: frame_rows(frame), frame)
+    blocks = [Line(f"kvplan sweep: {len(frame):,} configurations", "title"), Table(SweepRow, _SweepRows(shown))]
     if len(shown) < len(frame):
-        out.print(f"[dim]showing {len(shown):,} of {len(frame):,} rows: --limit 0 for all, --format csv/parquet "
-                  "--output FILE for the data, --fits-only / --min-users to filter[/dim]")
-    for n in notes:
-        out.print(f"[dim]note: {n}[/dim]")
-    out.print("[dim]GiB = 2^30 bytes[/dim]")
+        blocks.append(Line(f"showing {len(shown):,} of {len(frame):,} rows: --limit 0 for all, --format csv/parquet "
+                           "--output FILE for the data, --fits-only / --min-users to filter", "dim"))
+    blocks += [Line(n, "note") for n in notes]
+    blocks.append(Line("GiB = 2^30 bytes. KV budget -: weights and overhead leave no memory for KV "
+                       "(kv_budget_bytes null in CSV, JSON and Parquet).", "dim"))
+    return Report("kvplan sweep", SWEEP_FORMATS, blocks, data=records, records=records)
 
 
-def plot_users_vs_context(frame, path: Path, max_legend: int = 20) -> int:
-    """Max concurrent users against context, one line per configuration; written atomically (PNG).
-    Returns the number of lines drawn."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter
+class _SweepRows(Sequence):
+    """The frame's rows as SweepRows, built only when a table or markdown reads them (CSV, JSON and
+    Parquet read the frame itself)."""
 
-    from ..atomic import atomic_output
+    def __init__(self, frame):
+        self.frame = frame
 
-    if frame.empty:
-        raise InputError("--plot: no rows to plot (filters removed everything)")
-    fig = Figure(figsize=(10, 6), dpi=110)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    groups = frame.groupby(CONFIG_COLUMNS, observed=True, sort=False)
-    for i, (key, g) in enumerate(groups):
-        g = g.sort_values("context_tokens")
-        label = f"{key[0]} {key[1]} tp{key[2]} pp{key[3]} {key[4]}/{key[5]}"
-        # 10 colours, then the next line style, so no two of the first 40 lines look alike
-        ax.plot(g["context_tokens"], g["max_concurrent_users"], marker="o", markersize=3, linewidth=1, label=label,
-                color=f"C{i % 10}", linestyle=("-", "--", ":", "-.")[i // 10 % 4])
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("symlog", linthresh=1)  # users span orders of magnitude, and 0 must stay visible
-    ax.set_ylim(bottom=0)
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: fmt_tokens(int(x)) if x >= 1 else ""))
-    ax.set_xlabel("context (tokens per request)")
-    ax.set_ylabel("max concurrent users")
-    ax.set_title(f"kvplan sweep: max users vs context ({groups.ngroups} configurations)")
-    ax.grid(True, which="both", alpha=0.3)
-    if groups.ngroups <= max_legend:
-        ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    suffix = path.suffix or ".png"
-    with atomic_output(path, suffix=suffix) as tmp:
-        fig.savefig(tmp, format=suffix.lstrip(".") or "png")
-    return groups.ngroups
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def __getitem__(self, i: int) -> SweepRow:
+        return SweepRow(*next(frame_rows(self.frame.iloc[i:i + 1])))
+
+    def __iter__(self):
+        return (SweepRow(*row) for row in frame_rows(self.frame))
+
+
+def frame_rows(frame):
+    """The frame's rows as tuples of Python values (None where a figure is missing), in KEYS order."""
+    for start in range(0, len(frame), _ROWS_PER_CHUNK):
+        part = frame.iloc[start:start + _ROWS_PER_CHUNK]
+        columns = []
+        for key in KEYS:
+            column = part[key]
+            values = column.astype(object).where(column.notna(), None) if column.hasnans else column
+            columns.append(values.tolist())
+        yield from zip(*columns)
