@@ -20,7 +20,10 @@ GroupsOpt = Annotated[int, typer.Option("--prefix-groups", help="Synthetic: dist
 RateOpt = Annotated[Optional[float], typer.Option("--arrival-rate", help="Synthetic: Poisson arrivals per second (per step with --clock steps); default: all at once", rich_help_panel=WORKLOAD_PANEL)]
 NOpt = Annotated[int, typer.Option("--n", help="Samples per request (forked after the prompt, copy-on-write)", rich_help_panel=WORKLOAD_PANEL)]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Synthetic: random seed (same seed, same workload)", rich_help_panel=WORKLOAD_PANEL)]
-TraceOpt = Annotated[Optional[Path], typer.Option("--trace", help="JSONL trace, one request per line (docs/simulate.md); replaces the synthetic flags", rich_help_panel=WORKLOAD_PANEL)]
+TraceOpt = Annotated[Optional[Path], typer.Option("--trace", help="Trace file, format detected: kvplan or Mooncake JSONL, Azure or BurstGPT CSV (docs/simulate.md); replaces the synthetic flags", rich_help_panel=WORKLOAD_PANEL)]
+TraceSpeedOpt = Annotated[float, typer.Option("--trace-speed", help="Trace: divide arrival times by X (2: twice the request rate)", rich_help_panel=WORKLOAD_PANEL)]
+TraceLimitOpt = Annotated[Optional[int], typer.Option("--trace-limit", help="Trace: replay only the first N requests", rich_help_panel=WORKLOAD_PANEL)]
+TraceBlockOpt = Annotated[Optional[int], typer.Option("--trace-block-size", help="Mooncake trace: prompt tokens per hash id (default 512)", rich_help_panel=WORKLOAD_PANEL)]
 ModeOpt = Annotated[str, typer.Option("--mode", help="event (skip steps where nothing changes) or step (every step, slow reference)", rich_help_panel=SIM_PANEL)]
 ClockOpt = Annotated[str, typer.Option("--clock", help="auto, cost (roofline step time from the GPU) or steps", rich_help_panel=SIM_PANEL)]
 PrefixOpt = Annotated[bool, typer.Option("--prefix-caching/--no-prefix-caching", help="Share cached full blocks between requests", rich_help_panel=SIM_PANEL)]
@@ -31,6 +34,7 @@ PlotOpt = Annotated[Optional[Path], typer.Option("--plot", help="PNG of blocks i
 FormatOpt = o.format_option(FORMATS)
 
 _SYNTHETIC = ("requests", "prompt_len", "output_len", "shared_prefix", "prefix_groups", "arrival_rate", "seed")
+_TRACE = ("trace_speed", "trace_limit", "trace_block_size")
 
 
 def register(app: typer.Typer) -> None:
@@ -56,7 +60,8 @@ def simulate_command(
     flags: dict,
     requests: RequestsOpt = 100, prompt_len: PromptOpt = "1000", output_len: OutputOpt = "500",
     shared_prefix: SharedOpt = "0", prefix_groups: GroupsOpt = 1, arrival_rate: RateOpt = None, n: NOpt = 1,
-    seed: SeedOpt = 0, trace: TraceOpt = None,
+    seed: SeedOpt = 0, trace: TraceOpt = None, trace_speed: TraceSpeedOpt = 1.0, trace_limit: TraceLimitOpt = None,
+    trace_block_size: TraceBlockOpt = None,
     mode: ModeOpt = "event", clock: ClockOpt = "auto", prefix_caching: PrefixOpt = True,
     chunked_prefill: ChunkedOpt = True, contiguous: ContiguousOpt = True, plot: PlotOpt = None,
     fmt: FormatOpt = "table",
@@ -70,7 +75,7 @@ def simulate_command(
     if plot is not None:
         require_extra("report", "matplotlib", what="--plot")
     workload, total = _workload(ctx, trace, requests, prompt_len, output_len, shared_prefix, prefix_groups,
-                                arrival_rate, n, seed)
+                                arrival_rate, n, seed, trace_speed, trace_limit, trace_block_size)
     loaded = o.load_model_from_flags(model, layers, kv_heads, head_dim, heads, hidden_size, allow_unknown_arch,
                                      online=online, revision=revision)
     assumed_gpu = not {"gpu", "gpu_memory", "kv_cache_memory"} & flags.keys()
@@ -92,22 +97,26 @@ def simulate_command(
         print(f"kvplan: plotted blocks in use and utilization to {plot}", file=sys.stderr)
 
 
-def _workload(ctx, trace, requests, prompt_len, output_len, shared_prefix, prefix_groups, arrival_rate, n, seed):
+def _workload(ctx, trace, requests, prompt_len, output_len, shared_prefix, prefix_groups, arrival_rate, n, seed,
+              trace_speed=1.0, trace_limit=None, trace_block_size=None):
     """The workload and its request count; a trace is read through once first, so errors come before any work."""
     from ..errors import InputError
     from ..simulation.trace import TraceWorkload
     from ..simulation.workload import Distribution, SyntheticWorkload
     from ..units import parse_count
 
+    # Typer may vendor its own click: compare the source by name, not by enum identity.
+    given = [k for k in (_SYNTHETIC if trace is not None else _TRACE)
+             if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"]
     if trace is not None:
-        # Typer may vendor its own click: compare the source by name, not by enum identity.
-        given = [k for k in _SYNTHETIC if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"]
         if given:
             raise InputError(f"--trace replaces the synthetic workload: drop --{given[0].replace('_', '-')}")
         if n != 1:
             raise InputError("--n goes with the synthetic workload; give \"n\" per line in a trace")
-        workload = TraceWorkload(trace)
+        workload = TraceWorkload(trace, trace_speed, trace_limit, trace_block_size)
         return workload, workload.validate()
+    if given:
+        raise InputError(f"--{given[0].replace('_', '-')} goes with --trace")
     shared = parse_count(shared_prefix, "--shared-prefix", minimum=0)
     workload = SyntheticWorkload(
         requests, Distribution.parse(prompt_len, "--prompt-len", minimum=0 if shared else 1),

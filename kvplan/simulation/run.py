@@ -114,4 +114,5 @@ def simulate(model: LoadedModel, dep: Deployment, workload, *, mode: str = "even
     }
     if prefix_caching and not sim.kv.enable_prefix_caching:
         notes.append("prefix caching off: it needs every layer to keep every token (no sliding/chunked windows)")
+    notes += workload.notes() if hasattr(workload, "notes") else []
     return SimulationReport(inputs, paged, contiguous, metrics.timeline, cont_timeline, notes)

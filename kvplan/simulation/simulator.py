@@ -19,6 +19,7 @@ from ..paging.contiguous import ContiguousKVManager
 from .events import EventScheduler
 from ..paging.kv_cache_manager import KVCacheManager
 from .metrics import Metrics
+from .tokens import SegmentedPrompt
 from ..paging.request import Request
 from ..paging.scheduler import Scheduler, SchedulerConfig
 from .workload import WorkItem, output_token, output_tokens
@@ -62,6 +63,8 @@ class Simulator:
         else:
             self.kv = KVCacheManager(layout, num_blocks, block_size, prefix_caching)
             capacity = num_blocks * block_size
+        self._block_size = block_size
+        self._hashes = getattr(self.kv, "enable_prefix_caching", False)
         self.mode = mode
         self.sched = (EventScheduler(self.kv, self.config, _token, _tokens) if mode == "event"
                       else Scheduler(self.kv, self.config))
@@ -74,20 +77,22 @@ class Simulator:
 
     def _make_request(self, item: WorkItem) -> SimRequest:
         limit = self.max_model_len
-        prompt = item.prompt_ids(limit)  # one more than fits is enough to know it must be cut
-        output_len = item.output_len
-        if len(prompt) >= limit or len(prompt) + output_len > limit:
-            prompt = prompt[:limit - 1]
-            output_len = min(output_len, limit - len(prompt))
+        prompt_len, output_len = item.num_prompt_tokens, item.output_len
+        if prompt_len >= limit or prompt_len + output_len > limit:
+            prompt_len = min(prompt_len, limit - 1)
+            output_len = min(output_len, limit - prompt_len)
             self.metrics.truncated_requests += 1
-        if not self.config.enable_chunked_prefill and len(prompt) + output_len > self.config.max_num_batched_tokens:
-            raise InputError(f"request {item.index}: {len(prompt) + output_len} tokens exceed --max-num-batched-tokens "
+        if not self.config.enable_chunked_prefill and prompt_len + output_len > self.config.max_num_batched_tokens:
+            raise InputError(f"request {item.index}: {prompt_len + output_len} tokens exceed --max-num-batched-tokens "
                              f"{self.config.max_num_batched_tokens} and chunked prefill is off")
+        prompt = item.prompt(prompt_len)
+        # Keys of the prompt's full blocks from its segments (tokens.py), so the allocator hashes no prompt ids.
+        keys = prompt.block_keys(self._block_size) if self._hashes and isinstance(prompt, SegmentedPrompt) else []
         uid = self._next_uid
         self._next_uid += 1
         self._families[uid] = item.num_samples
         return SimRequest(str(uid), prompt, output_len, arrival_time=item.arrival_time, num_samples=item.num_samples,
-                          uid=uid, root=uid)
+                          block_hashes=keys, uid=uid, root=uid)
 
     def _after_update(self, out, finished) -> list[SimRequest]:
         m = self.metrics
