@@ -184,7 +184,7 @@ def test_lru_oracle_sees_eviction():
 # ---- segmented prompts: ids on demand, keys exact ------------------------------------------------
 
 def test_segmented_prompt_is_a_sequence_of_ids():
-    p = SegmentedPrompt([(3, 100, b"x"), (2, 7, b"y"), (4, 50, b"z")])
+    p = SegmentedPrompt([0, 3, 5], [100, 7, 50], [b"x", b"y", b"z"], 9)
     ids = [100, 101, 102, 7, 8, 50, 51, 52, 53]
     assert len(p) == 9 and list(p) == ids and p[2:7] == ids[2:7] and p[-1] == 53 and p[4] == 8
     assert p[7:] == ids[7:] and p[5:2] == [] and p[::2] == ids[::2] and p + [-1] == ids + [-1]
@@ -202,8 +202,9 @@ def test_keys_equal_exactly_when_prefixes_equal(a, b, block_size):
     (segment identity, offset): identities with different ids stand for different contents."""
     def build(segs):
         firsts = {b"a": 1000, b"b": 2000, b"c": 3000}
-        return (SegmentedPrompt([(n, firsts[i], i) for n, i in segs]),
-                [(i, o) for n, i in segs for o in range(n)])
+        starts = [sum(n for n, _ in segs[:m]) for m in range(len(segs))]
+        prompt = SegmentedPrompt(starts, [firsts[i] for _, i in segs], [i for _, i in segs], sum(n for n, _ in segs))
+        return prompt, [(i, o) for n, i in segs for o in range(n)]
     (pa, ta), (pb, tb) = build(a), build(b)
     for i, (ka, kb) in enumerate(zip(pa.block_keys(block_size), pb.block_keys(block_size))):
         end = (i + 1) * block_size

@@ -73,6 +73,37 @@ class Metrics:
                 self._stride *= 2
                 self.timeline = [p for p in self.timeline if p[0] % self._stride == 0]
 
+    def record_quiet_steps(self, now: float, t: int, end: int, until: float, step_time, batch: int, context: int,
+                           running: int, allocated: int, filled: int, rate: int) -> tuple[float, int]:
+        """record_step for steps t, t + 1, ... before `end` while now < until, in which `batch` tokens
+        are computed over context + batch * (t + 1) tokens with filled + rate * (t + 1) slots filled
+        (EventScheduler.quiet_steps); the same sums in the same order as step by step. Returns (now, t)."""
+        if running > self.peak_concurrency:
+            self.peak_concurrency = running
+        if allocated > self.peak_allocated_slots:
+            self.peak_allocated_slots = allocated
+        step, busy, running_time, allocated_time, filled_time = (
+            self.steps, self.busy_time, self.running_time, self.allocated_time, self.filled_time)
+        stride, timeline = self._stride, self.timeline
+        while t < end and now < until:
+            t += 1
+            dt = step_time(batch, context + batch * t)
+            busy += dt
+            running_time += running * dt
+            allocated_time += allocated * dt
+            filled_time += (filled + rate * t) * dt
+            if step % stride == 0:
+                timeline.append((step, now, running, allocated, filled + rate * t))
+                if len(timeline) > self.max_points:
+                    stride *= 2
+                    timeline = [p for p in timeline if p[0] % stride == 0]
+            step += 1
+            now += dt
+        self.steps, self.busy_time, self.running_time, self.allocated_time, self.filled_time = (
+            step, busy, running_time, allocated_time, filled_time)
+        self._stride, self.timeline = stride, timeline
+        return now, t
+
     def summary(self, max_num_seqs: int) -> dict:
         delays = sorted(self.delays)
         busy = self.busy_time or 1.0

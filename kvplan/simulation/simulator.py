@@ -177,12 +177,10 @@ class Simulator:
             m.record_step(now, dt, running, allocated, filled)
             now += dt
             if step and sched.last_step_quiet:  # nothing but lazy decodes until the next event or arrival
-                end = sched.next_event_step()
-                while sched.step_index < end and (sched.waiting or pending is None or pending.arrival_time > now):
-                    batch_tokens, context, running, allocated, filled = sched.quiet_step()
-                    dt = clock.step_time(batch_tokens, context)
-                    m.record_step(now, dt, running, allocated, filled)
-                    now += dt
+                # A waiting request that cannot be admitted now will not be while nothing changes.
+                until = pending.arrival_time if pending is not None and not sched.waiting else float("inf")
+                now, sched.step_index = m.record_quiet_steps(now, sched.step_index, sched.next_event_step(), until,
+                                                             clock.step_time, *sched.quiet_steps())
             if self.check:
                 self.kv.check_integrity()
             if finished and self.progress:

@@ -26,26 +26,29 @@ from collections.abc import Sequence
 from hashlib import blake2b
 
 MAX_SEGMENT_TOKENS = (1 << 32) - 1  # offsets are 4 bytes in a key
+_OFFSETS: list[bytes] = []  # offset -> its 4 bytes, for offsets up to _OFFSETS_CAP (keys are made by the million)
+_OFFSETS_CAP = 1 << 16
+
+
+def _offsets(n: int) -> list[bytes]:
+    """The 4-byte forms of offsets 0..n, from the table when n is within it."""
+    if n < len(_OFFSETS):
+        return _OFFSETS
+    if n < _OFFSETS_CAP:
+        _OFFSETS.extend(i.to_bytes(4, "little") for i in range(len(_OFFSETS), n + 1))
+        return _OFFSETS
+    return [i.to_bytes(4, "little") for i in range(n + 1)]
 
 
 class SegmentedPrompt(Sequence):
-    __slots__ = ("_starts", "_firsts", "_links", "_len")
+    __slots__ = ("_starts", "_firsts", "_identities", "_len")
 
-    def __init__(self, segments: list[tuple[int, int, bytes]]):
-        """`segments`: (length, first_id, identity) in order; lengths >= 1."""
-        starts, firsts, links = [], [], []
-        position, link = 0, b""
-        for length, first_id, identity in segments:
-            if not 1 <= length <= MAX_SEGMENT_TOKENS:
-                raise ValueError(f"segment of {length} tokens")
-            link = blake2b(link + identity + position.to_bytes(8, "little"), digest_size=12).digest()
-            starts.append(position)
-            firsts.append(first_id)
-            links.append(link)
-            position += length
-        if not position:
-            raise ValueError("an empty prompt")
-        self._starts, self._firsts, self._links, self._len = starts, firsts, links, position
+    def __init__(self, starts: list[int], firsts: list[int], identities: list[bytes], length: int):
+        """Segment m covers [starts[m], starts[m + 1]) (the last one up to `length`) with ids firsts[m] + offset;
+        starts begin at 0 and increase; a segment holds at most MAX_SEGMENT_TOKENS."""
+        if not starts or starts[0] != 0 or length <= starts[-1]:
+            raise ValueError("segments must start at 0 and end before the prompt's length")
+        self._starts, self._firsts, self._identities, self._len = starts, firsts, identities, length
 
     def __len__(self) -> int:
         return self._len
@@ -83,11 +86,11 @@ class SegmentedPrompt(Sequence):
 
     def block_keys(self, block_size: int) -> list[bytes]:
         """Keys of the full blocks, [0, len // block_size)."""
-        starts, links = self._starts, self._links
-        keys = []
-        m, last = 0, len(starts) - 1
-        for end in range(block_size, self._len + 1, block_size):
-            while m < last and starts[m + 1] < end:  # token end - 1 lies in segment m
-                m += 1
-            keys.append(links[m] + (end - starts[m]).to_bytes(4, "little"))
+        starts, keys, link = self._starts, [], b""
+        end = block_size  # the end of the next full block
+        for start, stop, identity in zip(starts, starts[1:] + [self._len], self._identities):
+            link = blake2b(link + identity + start.to_bytes(8, "little"), digest_size=12).digest()
+            if end <= stop:  # blocks whose last token lies in this segment end at end, end + b, ... <= stop
+                keys += map(link.__add__, _offsets(stop - start)[end - start:stop - start + 1:block_size])
+                end += (stop - end) // block_size * block_size + block_size
         return keys

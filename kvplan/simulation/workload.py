@@ -110,31 +110,29 @@ class WorkItem:
         limit = self.num_prompt_tokens if limit is None else min(limit, self.num_prompt_tokens)
         if self.prompt_token_ids is not None:
             return list(self.prompt_token_ids[:limit])
-        segments = []  # (length, first id, identity), cut at `limit`
+        starts, firsts, identities = [], [], []  # the segments, cut at `limit` (tokens.py)
         position = 0
-
-        def add(length: int, first_id: int, identity: bytes) -> None:
-            nonlocal position
-            length = min(length, limit - position)
-            if length > 0:
-                segments.append((length, first_id, identity))
-                position += length
-
         if self.prefix_len:
             g = self.prefix_group
-            add(self.prefix_len, _PREFIX_BASE + g * _SPAN, b"group" + g.to_bytes(8, "little"))
-        size = self.hash_block_tokens
-        for j, h in enumerate(self.hash_ids):
+            starts.append(0)
+            firsts.append(_PREFIX_BASE + g * _SPAN)
+            identities.append(b"group %d" % g)
+            position = self.prefix_len
+        size, total = self.hash_block_tokens, self.num_prompt_tokens
+        for h in self.hash_ids:
             if position >= limit:
                 break
-            tokens = min(size, self.num_prompt_tokens - j * size)  # as the trace has it, before any cut
-            if tokens <= 0:
-                break
-            identity = b"hash" + tokens.to_bytes(4, "little") + str(h).encode()
+            identity = b"hash %d %d" % (min(size, total - position), h)  # the block's length as the trace has it
             fold = int.from_bytes(blake2b(identity, digest_size=5).digest(), "little") >> 1
-            add(tokens, _HASHED_BASE + (fold << _HASHED_OFFSET_BITS), identity)
-        add(self.num_prompt_tokens - position, _OWN_BASE + self.index * _SPAN, b"own" + self.index.to_bytes(8, "little"))
-        return SegmentedPrompt(segments)
+            starts.append(position)
+            firsts.append(_HASHED_BASE + (fold << _HASHED_OFFSET_BITS))
+            identities.append(identity)
+            position += size
+        if position < limit:
+            starts.append(position)
+            firsts.append(_OWN_BASE + self.index * _SPAN)
+            identities.append(b"own %d" % self.index)
+        return SegmentedPrompt(starts, firsts, identities, limit)
 
     def prompt_ids(self, limit: int | None = None) -> list[int]:
         """The prompt's token ids as a list, at most `limit` of them."""
