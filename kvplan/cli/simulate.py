@@ -29,6 +29,8 @@ ClockOpt = Annotated[str, typer.Option("--clock", help="auto, cost (roofline ste
 PrefixOpt = Annotated[bool, typer.Option("--prefix-caching/--no-prefix-caching", help="Share cached full blocks between requests", rich_help_panel=SIM_PANEL)]
 ChunkedOpt = Annotated[bool, typer.Option("--chunked-prefill/--no-chunked-prefill", help="Split prompts that exceed the step's token budget", rich_help_panel=SIM_PANEL)]
 ContiguousOpt = Annotated[bool, typer.Option("--contiguous/--no-contiguous", help="Also run the workload under max_model_len reservations", rich_help_panel=SIM_PANEL)]
+SloTtftOpt = Annotated[Optional[float], typer.Option("--slo-ttft", help="Report the share of requests whose time to first token is at most this many seconds (modelled)", rich_help_panel=SIM_PANEL)]
+SloTpotOpt = Annotated[Optional[float], typer.Option("--slo-tpot", help="Report the share of requests whose time per output token after the first is at most this many seconds (modelled)", rich_help_panel=SIM_PANEL)]
 PlotOpt = Annotated[Optional[Path], typer.Option("--plot", help="PNG of blocks in use and memory utilization over time", rich_help_panel=SIM_PANEL)]
 
 FormatOpt = o.format_option(FORMATS)
@@ -63,8 +65,8 @@ def simulate_command(
     seed: SeedOpt = 0, trace: TraceOpt = None, trace_speed: TraceSpeedOpt = 1.0, trace_limit: TraceLimitOpt = None,
     trace_block_size: TraceBlockOpt = None,
     mode: ModeOpt = "event", clock: ClockOpt = "auto", prefix_caching: PrefixOpt = True,
-    chunked_prefill: ChunkedOpt = True, contiguous: ContiguousOpt = True, plot: PlotOpt = None,
-    fmt: FormatOpt = "table",
+    chunked_prefill: ChunkedOpt = True, contiguous: ContiguousOpt = True, slo_ttft: SloTtftOpt = None,
+    slo_tpot: SloTpotOpt = None, plot: PlotOpt = None, fmt: FormatOpt = "table",
 ) -> None:
     from ..extras import require_extra
     from ..report.simulate import render_simulation
@@ -83,8 +85,8 @@ def simulate_command(
     bar = _progress_bar(total, 2 if contiguous else 1)
     try:
         report = simulate(loaded, dep, workload, mode=mode, clock=clock, prefix_caching=prefix_caching,
-                          chunked_prefill=chunked_prefill, compare_contiguous=contiguous,
-                          progress=bar.update if bar else None)
+                          chunked_prefill=chunked_prefill, compare_contiguous=contiguous, slo_ttft=slo_ttft,
+                          slo_tpot=slo_tpot, progress=bar.update if bar else None)
     finally:
         if bar:
             bar.stop()

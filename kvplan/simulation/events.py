@@ -98,7 +98,8 @@ class EventScheduler(Scheduler):
 
     def _classify(self, req: Request, t_next: int) -> None:
         rid = req.request_id
-        if req.num_tokens - req.num_computed_tokens != 1 or req.eos_token_id is not None or req.num_samples > 1:
+        if (req.num_tokens - req.num_computed_tokens != 1 or req.eos_token_id is not None or req.num_samples > 1
+                or not req.output_token_ids):  # its first token is sampled in view, for its time to first token
             self._active[rid] = req
             return
         to_finish = req.max_tokens - req.num_output_tokens - 1
