@@ -74,9 +74,9 @@ def best(runs: list[dict]) -> dict:
     return min(runs, key=lambda r: r["cpu_s"])
 
 
-def tree_of(rev: str, into: str) -> str:
+def tree_of(repo: Path, rev: str, into: str) -> str:
     """Revision REV's files (git archive) under `into`, for PYTHONPATH."""
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", rev], check=True,
+    archive = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", rev], check=True,
                              capture_output=True).stdout
     with tempfile.NamedTemporaryFile(suffix=".tar") as f:
         f.write(archive)
@@ -149,6 +149,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="whole-process runs per figure (the best is reported)")
     parser.add_argument("--before", metavar="REV", help="also run the synthetic command on this git revision")
+    parser.add_argument("--repo", type=Path, default=ROOT, help="git repository holding --before (default: this one)")
     parser.add_argument("--step-requests", type=int, default=2000, help="requests for the event-vs-step check")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks" / "simulate.md")
     parser.add_argument("--write", action="store_true", help="write the markdown report to --output")
@@ -164,7 +165,7 @@ def main(argv=None) -> int:
 
     # ---- synthetic: the issue's 10,000 requests, whole process --------------------------------------
     with tempfile.TemporaryDirectory() as tmp:
-        before = tree_of(args.before, tmp) if args.before else None
+        before = tree_of(args.repo, args.before, tmp) if args.before else None
         runs, old = [], []
         for _ in range(args.repeat):
             runs.append(child(SYNTHETIC))
