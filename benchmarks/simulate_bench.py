@@ -86,8 +86,12 @@ def tree_of(repo: Path, rev: str, into: str) -> str:
     return into
 
 
-def profile(argv: list[str]) -> tuple[float, dict, list]:
-    """cProfile of the command in this process: total seconds, seconds by owner, top functions by own time."""
+WATCHED = {"paging/scheduler.py": "_schedule_waiting", "paging/kv_cache_manager.py": "_hit_blocks"}
+
+
+def profile(argv: list[str]) -> tuple[float, dict, list, dict]:
+    """cProfile of the command in this process: total seconds, seconds by owner, top functions by own
+    time, and the cumulative seconds of the WATCHED functions."""
     import contextlib
     import io
 
@@ -98,7 +102,7 @@ def profile(argv: list[str]) -> tuple[float, dict, list]:
         prof.runcall(kvplan_main, argv + ["--format", "json"])
     stats = pstats.Stats(prof).stats
     owners: collections.Counter = collections.Counter()
-    funcs = []
+    funcs, watched = [], {}
     for (path, line, name), (_, calls, own, cumulative, _) in stats.items():
         where = path.split("kvplan/", 1)[1] if "/kvplan/" in path else None
         owner = ("paging (allocator, scheduler)" if where and where.startswith("paging/") else
@@ -107,8 +111,10 @@ def profile(argv: list[str]) -> tuple[float, dict, list]:
         owners[owner] += own
         if where:
             funcs.append((own, cumulative, calls, f"{where}:{line}({name})"))
+            if WATCHED.get(where) == name:
+                watched[name] = cumulative
     total = sum(owners.values())
-    return total, dict(owners), sorted(funcs, reverse=True)[:12]
+    return total, dict(owners), sorted(funcs, reverse=True)[:12], watched
 
 
 def event_vs_step(requests: int) -> dict:
@@ -199,7 +205,7 @@ def main(argv=None) -> int:
             argv = MOONCAKE + [str(path)] + ([] if n == 12000 else ["--trace-limit", str(n)])
             sizes[n] = best([child(argv) for _ in range(args.repeat if n == 12000 else 1)])
         prof_argv = MOONCAKE + [str(path)]
-        mc_total, mc_owners, mc_funcs = profile(prof_argv)
+        mc_total, mc_owners, mc_funcs, mc_watched = profile(prof_argv)
     m = sizes[12000]["report"]
     lines += ["", "## A 12,000-request Mooncake-format trace", "",
               f"`kvplan {' '.join(MOONCAKE)} mooncake_12000.jsonl`, the trace from `benchmarks/mooncake_trace.py` "
@@ -213,7 +219,7 @@ def main(argv=None) -> int:
     lines += ["", "Goal: under 10 s, memory flat in trace length."]
 
     # ---- where the time goes ------------------------------------------------------------------------
-    sy_total, sy_owners, sy_funcs = profile(SYNTHETIC)
+    sy_total, sy_owners, sy_funcs, sy_watched = profile(SYNTHETIC)
     lines += ["", "## Where the time goes", "",
               "cProfile of each command in one process (profiling slows Python code ~2x; shares are what to read). "
               "Own time by owner:", ""]
@@ -221,6 +227,14 @@ def main(argv=None) -> int:
     lines += table([(o, f"{sy_owners.get(o, 0):.2f} ({100 * sy_owners.get(o, 0) / sy_total:.0f}%)",
                      f"{mc_owners.get(o, 0):.2f} ({100 * mc_owners.get(o, 0) / mc_total:.0f}%)") for o in owners],
                    ("owner", "10,000 synthetic, s", "Mooncake 12,000, s"))
+    share = lambda w, total, name: f"{100 * w.get(name, 0) / total:.0f}%"
+    lines += ["", f"Admitting the head of the waiting queue (`Scheduler._schedule_waiting`, cumulative): "
+              f"{share(sy_watched, sy_total, '_schedule_waiting')} of the synthetic run, "
+              f"{share(mc_watched, mc_total, '_schedule_waiting')} of the Mooncake replay. Walking a request's "
+              f"cached prefix (`KVCacheManager._hit_blocks`, one dict lookup per block, twice per admission "
+              f"attempt: `get_computed_tokens`, then `allocate_slots`): {share(sy_watched, sy_total, '_hit_blocks')} "
+              f"and {share(mc_watched, mc_total, '_hit_blocks')}. With the pool full, the head is tried again every "
+              "step and walks the same prefix each time."]
     for title, funcs in (("10,000 synthetic", sy_funcs), ("Mooncake 12,000", mc_funcs)):
         lines += ["", f"Top functions by own time, {title}:", ""]
         lines += table([(f"`{name}`", f"{own:.2f}", f"{cum:.2f}", f"{calls:,}") for own, cum, calls, name in funcs],

@@ -251,6 +251,12 @@ def test_reordered_rows_replay_at_the_previous_arrival(tmp_path):
     assert any("not sorted" in n for n in workload.notes())
 
 
+def test_byte_order_mark_before_json(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text('\ufeff{"timestamp": 0, "input_length": 10, "output_length": 2, "hash_ids": [4]}\n')
+    assert [i.hash_ids for i in TraceWorkload(path)] == [(4,)]
+
+
 def test_only_skipped_rows_is_no_trace(tmp_path):
     path = tmp_path / "t.csv"
     path.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2024-05-10 00:00:00+00:00,0,5\n")

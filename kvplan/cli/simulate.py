@@ -48,6 +48,8 @@ def register(app: typer.Typer) -> None:
               "  kvplan simulate llama-3.1-8b --gpu H100 --max-model-len 8192 --shared-prefix 1000 --prompt-len 0 "
               "--output-len uniform:50:4000 --requests 1000\n\n"
               "  kvplan simulate qwen3-8b --gpu L40S --trace examples/trace.jsonl --format json\n\n"
+              "  kvplan simulate llama-3.1-8b --gpu H100 --trace conversation_trace.jsonl --trace-speed 2 "
+              "--slo-ttft 2 --slo-tpot 0.05\n\n"
               "  kvplan simulate llama-3.1-8b --gpu H100 --requests 5000 --arrival-rate 20 --plot blocks.png"),
     )(simulate_command)
 

@@ -62,7 +62,8 @@ class TraceWorkload:
                 continue
             where = f"{self.path}:{lineno}"
             if reader is None:
-                reader = self._rows(text.lstrip("\ufeff"), where)
+                text = text.lstrip("\ufeff")  # a byte-order mark some tools write
+                reader = self._rows(text, where)
                 if reader.has_header:
                     continue
             item = reader.parse(text, index, where)
@@ -78,13 +79,13 @@ class TraceWorkload:
                 reordered += 1
             if arrival != item.arrival_time:
                 item = replace(item, arrival_time=arrival)
+            if index == MAX_TRACE_REQUESTS:
+                raise InputError(f"{where}: more than 2**30 requests (use --trace-limit)")
             last = arrival
             index += 1
             yield item
             if index == self.limit:
                 break
-            if index == MAX_TRACE_REQUESTS:
-                raise InputError(f"{where}: more than 2**30 requests (use --trace-limit)")
         if index == 0:
             raise InputError(f"trace {self.path}: no requests" + (f" ({self._skips(skipped)})" if skipped else ""))
         self.format, self.skipped, self.reordered = reader.name, skipped, reordered
