@@ -44,9 +44,13 @@ def brute_force_hit(kv, layout, req: Request, bs: int) -> int:
     num_tokens whose every position a later query reads is cached, in every page group."""
     if not kv.enable_prefix_caching:
         return 0
-    tokens, keys, parent = req.token_ids(0, req.num_tokens), [], 0
-    for i in range((req.num_tokens - 1) // bs):
-        block_tokens = tokens[i * bs:(i + 1) * bs]
+    # Keys a caller gave (2**128 and up: kvplan.simulation.tokens derives a traced prompt's) are their own
+    # check values; past them, keys and checks chain on the token ids.
+    given = [k for k in req.block_hashes[:(req.num_tokens - 1) // bs] if k >= 1 << 128]
+    keys = [(k, k) for k in given]
+    parent = given[-1] if given else 0
+    for i in range(len(given), (req.num_tokens - 1) // bs):
+        block_tokens = req.token_ids(i * bs, (i + 1) * bs)
         check = hash((~parent, *block_tokens))
         parent = hash((parent, *block_tokens))
         keys.append((parent, check))

@@ -20,17 +20,23 @@ GroupsOpt = Annotated[int, typer.Option("--prefix-groups", help="Synthetic: dist
 RateOpt = Annotated[Optional[float], typer.Option("--arrival-rate", help="Synthetic: Poisson arrivals per second (per step with --clock steps); default: all at once", rich_help_panel=WORKLOAD_PANEL)]
 NOpt = Annotated[int, typer.Option("--n", help="Samples per request (forked after the prompt, copy-on-write)", rich_help_panel=WORKLOAD_PANEL)]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Synthetic: random seed (same seed, same workload)", rich_help_panel=WORKLOAD_PANEL)]
-TraceOpt = Annotated[Optional[Path], typer.Option("--trace", help="JSONL trace, one request per line (docs/simulate.md); replaces the synthetic flags", rich_help_panel=WORKLOAD_PANEL)]
+TraceOpt = Annotated[Optional[Path], typer.Option("--trace", help="Trace file, format detected: kvplan or Mooncake JSONL, Azure or BurstGPT CSV (docs/simulate.md); replaces the synthetic flags", rich_help_panel=WORKLOAD_PANEL)]
+TraceSpeedOpt = Annotated[float, typer.Option("--trace-speed", help="Trace: divide arrival times by X (2: twice the request rate)", rich_help_panel=WORKLOAD_PANEL)]
+TraceLimitOpt = Annotated[Optional[int], typer.Option("--trace-limit", help="Trace: replay only the first N requests", rich_help_panel=WORKLOAD_PANEL)]
+TraceBlockOpt = Annotated[Optional[int], typer.Option("--trace-block-size", help="Mooncake trace: prompt tokens per hash id (default 512)", rich_help_panel=WORKLOAD_PANEL)]
 ModeOpt = Annotated[str, typer.Option("--mode", help="event (skip steps where nothing changes) or step (every step, slow reference)", rich_help_panel=SIM_PANEL)]
 ClockOpt = Annotated[str, typer.Option("--clock", help="auto, cost (roofline step time from the GPU) or steps", rich_help_panel=SIM_PANEL)]
 PrefixOpt = Annotated[bool, typer.Option("--prefix-caching/--no-prefix-caching", help="Share cached full blocks between requests", rich_help_panel=SIM_PANEL)]
 ChunkedOpt = Annotated[bool, typer.Option("--chunked-prefill/--no-chunked-prefill", help="Split prompts that exceed the step's token budget", rich_help_panel=SIM_PANEL)]
 ContiguousOpt = Annotated[bool, typer.Option("--contiguous/--no-contiguous", help="Also run the workload under max_model_len reservations", rich_help_panel=SIM_PANEL)]
+SloTtftOpt = Annotated[Optional[float], typer.Option("--slo-ttft", help="Report the share of requests whose time to first token is at most this many seconds (modelled)", rich_help_panel=SIM_PANEL)]
+SloTpotOpt = Annotated[Optional[float], typer.Option("--slo-tpot", help="Report the share of requests whose time per output token after the first is at most this many seconds (modelled)", rich_help_panel=SIM_PANEL)]
 PlotOpt = Annotated[Optional[Path], typer.Option("--plot", help="PNG of blocks in use and memory utilization over time", rich_help_panel=SIM_PANEL)]
 
 FormatOpt = o.format_option(FORMATS)
 
 _SYNTHETIC = ("requests", "prompt_len", "output_len", "shared_prefix", "prefix_groups", "arrival_rate", "seed")
+_TRACE = ("trace_speed", "trace_limit", "trace_block_size")
 
 
 def register(app: typer.Typer) -> None:
@@ -42,6 +48,8 @@ def register(app: typer.Typer) -> None:
               "  kvplan simulate llama-3.1-8b --gpu H100 --max-model-len 8192 --shared-prefix 1000 --prompt-len 0 "
               "--output-len uniform:50:4000 --requests 1000\n\n"
               "  kvplan simulate qwen3-8b --gpu L40S --trace examples/trace.jsonl --format json\n\n"
+              "  kvplan simulate llama-3.1-8b --gpu H100 --trace examples/mooncake_trace.jsonl --trace-speed 2 "
+              "--slo-ttft 2 --slo-tpot 0.05\n\n"
               "  kvplan simulate llama-3.1-8b --gpu H100 --requests 5000 --arrival-rate 20 --plot blocks.png"),
     )(simulate_command)
 
@@ -56,10 +64,11 @@ def simulate_command(
     flags: dict,
     requests: RequestsOpt = 100, prompt_len: PromptOpt = "1000", output_len: OutputOpt = "500",
     shared_prefix: SharedOpt = "0", prefix_groups: GroupsOpt = 1, arrival_rate: RateOpt = None, n: NOpt = 1,
-    seed: SeedOpt = 0, trace: TraceOpt = None,
+    seed: SeedOpt = 0, trace: TraceOpt = None, trace_speed: TraceSpeedOpt = 1.0, trace_limit: TraceLimitOpt = None,
+    trace_block_size: TraceBlockOpt = None,
     mode: ModeOpt = "event", clock: ClockOpt = "auto", prefix_caching: PrefixOpt = True,
-    chunked_prefill: ChunkedOpt = True, contiguous: ContiguousOpt = True, plot: PlotOpt = None,
-    fmt: FormatOpt = "table",
+    chunked_prefill: ChunkedOpt = True, contiguous: ContiguousOpt = True, slo_ttft: SloTtftOpt = None,
+    slo_tpot: SloTpotOpt = None, plot: PlotOpt = None, fmt: FormatOpt = "table",
 ) -> None:
     from ..extras import require_extra
     from ..report.simulate import render_simulation
@@ -70,7 +79,7 @@ def simulate_command(
     if plot is not None:
         require_extra("report", "matplotlib", what="--plot")
     workload, total = _workload(ctx, trace, requests, prompt_len, output_len, shared_prefix, prefix_groups,
-                                arrival_rate, n, seed)
+                                arrival_rate, n, seed, trace_speed, trace_limit, trace_block_size)
     loaded = o.load_model_from_flags(model, layers, kv_heads, head_dim, heads, hidden_size, allow_unknown_arch,
                                      online=online, revision=revision)
     assumed_gpu = not {"gpu", "gpu_memory", "kv_cache_memory"} & flags.keys()
@@ -78,8 +87,8 @@ def simulate_command(
     bar = _progress_bar(total, 2 if contiguous else 1)
     try:
         report = simulate(loaded, dep, workload, mode=mode, clock=clock, prefix_caching=prefix_caching,
-                          chunked_prefill=chunked_prefill, compare_contiguous=contiguous,
-                          progress=bar.update if bar else None)
+                          chunked_prefill=chunked_prefill, compare_contiguous=contiguous, slo_ttft=slo_ttft,
+                          slo_tpot=slo_tpot, progress=bar.update if bar else None)
     finally:
         if bar:
             bar.stop()
@@ -92,22 +101,26 @@ def simulate_command(
         print(f"kvplan: plotted blocks in use and utilization to {plot}", file=sys.stderr)
 
 
-def _workload(ctx, trace, requests, prompt_len, output_len, shared_prefix, prefix_groups, arrival_rate, n, seed):
+def _workload(ctx, trace, requests, prompt_len, output_len, shared_prefix, prefix_groups, arrival_rate, n, seed,
+              trace_speed=1.0, trace_limit=None, trace_block_size=None):
     """The workload and its request count; a trace is read through once first, so errors come before any work."""
     from ..errors import InputError
     from ..simulation.trace import TraceWorkload
     from ..simulation.workload import Distribution, SyntheticWorkload
     from ..units import parse_count
 
+    # Typer may vendor its own click: compare the source by name, not by enum identity.
+    given = [k for k in (_SYNTHETIC if trace is not None else _TRACE)
+             if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"]
     if trace is not None:
-        # Typer may vendor its own click: compare the source by name, not by enum identity.
-        given = [k for k in _SYNTHETIC if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"]
         if given:
             raise InputError(f"--trace replaces the synthetic workload: drop --{given[0].replace('_', '-')}")
         if n != 1:
             raise InputError("--n goes with the synthetic workload; give \"n\" per line in a trace")
-        workload = TraceWorkload(trace)
+        workload = TraceWorkload(trace, trace_speed, trace_limit, trace_block_size)
         return workload, workload.validate()
+    if given:
+        raise InputError(f"--{given[0].replace('_', '-')} goes with --trace")
     shared = parse_count(shared_prefix, "--shared-prefix", minimum=0)
     workload = SyntheticWorkload(
         requests, Distribution.parse(prompt_len, "--prompt-len", minimum=0 if shared else 1),

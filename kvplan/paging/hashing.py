@@ -7,11 +7,19 @@ which would keep every cached block's tokens alive). Python's hash of a tuple of
 salted per process (only str/bytes hashes are), so keys are the same in every process and run;
 they live in memory only. Two tuples and their hashes per block cost far less than a
 cryptographic digest, which keeps the per-token path cheap (docs/benchmarks/allocator.md).
+
+A caller may fill a request's first block_hashes itself with keys of GIVEN_KEYS or more, derived
+from what its tokens are rather than from their ids (kvplan.simulation.tokens: a traced prompt's
+ids are never built); they are chained to as to any key. Such a key is its own check value: it is
+at least 128 bits, all compared by the pool's map, where a key hashed here has 64.
 """
+
+from bisect import bisect_left
 
 from .request import Request
 
 ROOT = 0  # key before the first block
+GIVEN_KEYS = 1 << 128  # keys from this value up were given by the caller (Python's hash() stays below 2**63)
 
 
 def block_checks(req: Request, block_size: int, first: int, stop: int) -> list[int]:
@@ -19,9 +27,14 @@ def block_checks(req: Request, block_size: int, first: int, stop: int) -> list[i
     cached on the request) as it goes. Needs the key of block first - 1 (first <= len)."""
     hashes = req.block_hashes
     known = len(hashes)
+    checks = []
+    if first < known and hashes[first] >= GIVEN_KEYS:  # given keys lead the list: no token ids for them
+        given_end = bisect_left(hashes, True, first, min(stop, known), key=lambda k: k < GIVEN_KEYS)
+        checks, first = hashes[first:given_end], given_end
+        if first == stop:
+            return checks
     tokens = req.token_ids(first * block_size, stop * block_size)
     parent = hashes[first - 1] if first else ROOT
-    checks = []
     for i, offset in enumerate(range(0, len(tokens), block_size), first):
         block = tokens[offset:offset + block_size]
         checks.append(hash((~parent, *block)))

@@ -53,6 +53,7 @@ def simulation_report(d: dict) -> Report:
     if d["peak_concurrency"] == d["max_num_seqs"]:
         blocks.append(Line(f"peak {d['peak_concurrency']:,} = --max-num-seqs cap: concurrency was held at the "
                            "scheduler's limit; raise --max-num-seqs to see what KV memory allows", "note"))
+    blocks.append(Line(f"latency and throughput: {d['latency']['basis']}", "note"))
     blocks += [Line(n, "note") for n in d["notes"]]
     return Report("kvplan simulate", FORMATS, blocks, data=d, records=Records.of(Table(MetricRecord, metric_records(d))))
 
@@ -77,7 +78,34 @@ def metric_rows(d: dict) -> list[MetricRow]:
         (f"simulated time ({unit})", _num(d["simulated_time"], 2), _num(c.get("simulated_time"), 2)),
         ("scheduler steps", _num(d["steps"]), _num(c.get("steps"))),
     ]
+    lat, clat = d["latency"], c.get("latency") or {}
+    for key, label in (("ttft", "TTFT"), ("tpot", "TPOT"), ("e2e", "end-to-end")):
+        scale, shown = _time_unit(unit, key, lat[key], clat.get(key))
+        rows.append((f"{label} p50 / p90 / p99 ({shown})", _quantiles(lat[key], scale), _quantiles(clat.get(key), scale)))
+    rows += [(f"output / total tokens per {unit}{' (modelled)' if unit == 's' else ''}",
+              f"{lat['output_tokens_per_s']:,.0f} / {lat['total_tokens_per_s']:,.0f}",
+              f"{clat['output_tokens_per_s']:,.0f} / {clat['total_tokens_per_s']:,.0f}" if clat else "-"),
+             ("prompt tokens from the prefix cache", _pct(lat["prompt_hit_rate"]), "-")]
+    slo, cslo = lat["slo"], clat.get("slo") or {}
+    if slo:
+        shown = [("meeting_ttft", f"TTFT <= {slo['ttft']:g} s")] if slo["ttft"] is not None else []
+        shown += [("meeting_tpot", f"TPOT <= {slo['tpot']:g} s")] if slo["tpot"] is not None else []
+        shown += [("meeting_both", "both")] if len(shown) == 2 else []
+        rows += [(f"requests meeting {label}", _pct(slo[key]), _pct(cslo.get(key))) for key, label in shown]
     return [MetricRow(*r) for r in rows]
+
+
+def _time_unit(unit: str, key: str, *runs: dict | None) -> tuple[float, str]:
+    """Modelled seconds shown in ms when every figure of the row is under a second (TPOT always is)."""
+    if unit != "s":
+        return 1.0, unit
+    if key == "tpot" or max(r["max"] for r in runs if r) < 1:
+        return 1000.0, "ms, modelled"
+    return 1.0, "s, modelled"
+
+
+def _quantiles(q: dict | None, scale: float) -> str:
+    return " / ".join(f"{scale * q[p]:.3g}" for p in ("p50", "p90", "p99")) if q else "-"
 
 
 def metric_records(d: dict) -> list[MetricRecord]:
@@ -85,6 +113,14 @@ def metric_records(d: dict) -> list[MetricRecord]:
     rows = [MetricRecord(key, d[key], c.get(key, "")) for key in CSV_METRICS]
     cqd = c.get("queueing_delay") or {}
     rows += [MetricRecord(f"queueing_delay_{q}", d["queueing_delay"][q], cqd.get(q, "")) for q in ("p50", "p90", "p99")]
+    lat, clat = d["latency"], c.get("latency") or {}
+    rows += [MetricRecord(f"{key}_{q}", lat[key][q], clat[key][q] if clat else "")
+             for key in ("ttft", "tpot", "e2e") for q in ("p50", "p90", "p99")]
+    rows += [MetricRecord(key, lat[key], clat.get(key, "")) for key in ("output_tokens_per_s", "total_tokens_per_s")]
+    rows.append(MetricRecord("prompt_hit_rate", lat["prompt_hit_rate"], ""))
+    slo, cslo = lat["slo"] or {}, clat.get("slo") or {}
+    rows += [MetricRecord(f"slo_{key}", slo[key], cslo.get(key, "")) for key in ("meeting_ttft", "meeting_tpot",
+                                                                                "meeting_both") if slo]
     return rows
 
 

@@ -74,13 +74,13 @@ class EventScheduler(Scheduler):
             heappop(steps)
         return steps[0] if steps else 1 << 62
 
-    def quiet_step(self) -> tuple[int, int, int, int, int]:
-        """Take a step in which only lazy requests advance (the caller knows it is one); returns its
-        (batch tokens, context tokens, running, allocated slots, filled slots), computed as step() does."""
-        t, n_lazy = self.step_index, len(self._lazy)
-        self.step_index = t + 1
-        return (n_lazy, self._ctx_base + n_lazy * (t + 1), len(self.running), self.kv.num_allocated_slots,
-                self.kv.num_filled_slots + self._rate_sum * (t + 1) - self._rate_t0_sum)
+    def quiet_steps(self) -> tuple[int, int, int, int, int, int]:
+        """Steps from now to the next event in which only lazy requests advance (the caller knows they
+        do), as step() would count them: (batch tokens n, context base c, running, allocated slots,
+        filled base f, filled rate r); step t attends to c + n * (t + 1) tokens and fills f + r * (t + 1)
+        slots. The caller takes them by moving step_index."""
+        return (len(self._lazy), self._ctx_base, len(self.running), self.kv.num_allocated_slots,
+                self.kv.num_filled_slots - self._rate_t0_sum, self._rate_sum)
 
     def _wake(self, rid: str, t: int) -> None:
         req, t0, c0, rate, _, _ = self._lazy.pop(rid)
@@ -97,7 +97,8 @@ class EventScheduler(Scheduler):
 
     def _classify(self, req: Request, t_next: int) -> None:
         rid = req.request_id
-        if req.num_tokens - req.num_computed_tokens != 1 or req.eos_token_id is not None or req.num_samples > 1:
+        if (req.num_tokens - req.num_computed_tokens != 1 or req.eos_token_id is not None or req.num_samples > 1
+                or not req.output_token_ids):  # its first token is sampled in view, for its time to first token
             self._active[rid] = req
             return
         to_finish = req.max_tokens - req.num_output_tokens - 1

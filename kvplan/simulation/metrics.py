@@ -12,6 +12,18 @@ no request is in the system, do not count), each step weighted by its duration d
 | prefix_hit_rate         | prefix-cache tokens / tokens to prefill, over all admissions          |
 | queueing_delay          | first admission time - arrival time, per request (not per sample)     |
 
+Per request (latency_summary, over RequestTimes; the runtime's `profile` measures the same columns):
+
+| key                     | definition                                                            |
+|-------------------------|-----------------------------------------------------------------------|
+| ttft                    | first token time - arrival time (the end of the step that sampled it) |
+| tpot                    | (finish - first token time) / (output tokens - 1), requests with >= 2 |
+| e2e                     | finish time (its last sample's last token) - arrival time             |
+| output_tokens_per_s     | output tokens of all samples / (last finish - first arrival)          |
+| total_tokens_per_s      | (prompt + output tokens) / (last finish - first arrival)              |
+| prompt_hit_rate         | prompt tokens from the prefix cache at first admission / prompt tokens |
+| slo                     | share of requests with ttft <= --slo-ttft, tpot <= --slo-tpot, both   |
+
 A *slot* is one token position of one block (a block of block_size tokens has block_size slots,
 each spanning the G layers of its page group). *Allocated* slots belong to blocks with a
 refcount > 0 (paged) or to reservations (contiguous). *Filled* slots hold a computed token; a
@@ -22,6 +34,8 @@ internal_fragmentation = 1: the two keys state the same split from both sides.
 from array import array
 from dataclasses import dataclass, field
 
+QUANTILES = (50, 90, 99)
+
 
 def percentile(sorted_values: list[float], q: float) -> float:
     """Linear interpolation between closest ranks (numpy's default), q in [0, 100]."""
@@ -31,6 +45,70 @@ def percentile(sorted_values: list[float], q: float) -> float:
     lo = int(pos)
     hi = min(lo + 1, len(sorted_values) - 1)
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def distribution(values) -> dict:
+    """mean, p50, p90, p99, max of `values` (0 for each when there are none)."""
+    ordered = sorted(values)
+    return {"mean": sum(ordered) / len(ordered) if ordered else 0.0,
+            **{f"p{q}": percentile(ordered, q) for q in QUANTILES}, "max": ordered[-1] if ordered else 0.0}
+
+
+@dataclass
+class RequestTimes:
+    """One row per completed request (a request with n samples is one row): what latency_summary reads.
+    Columns in arrays, 8 bytes per value; times in the clock's unit."""
+
+    arrival: array = field(default_factory=lambda: array("d"))
+    first_token: array = field(default_factory=lambda: array("d"))  # when its first output token exists
+    finish: array = field(default_factory=lambda: array("d"))  # when its last sample's last token exists
+    prompt_tokens: array = field(default_factory=lambda: array("q"))
+    output_tokens: array = field(default_factory=lambda: array("q"))  # per sample
+    samples: array = field(default_factory=lambda: array("q"))
+    cached_prompt_tokens: array = field(default_factory=lambda: array("q"))  # prefix-cache hit at first admission
+
+    def add(self, arrival: float, first_token: float, finish: float, prompt_tokens: int, output_tokens: int,
+            samples: int = 1, cached_prompt_tokens: int = 0) -> None:
+        if not arrival <= first_token <= finish or output_tokens < 1 or prompt_tokens < cached_prompt_tokens:
+            raise ValueError(f"inconsistent request times: {arrival}, {first_token}, {finish}")
+        self.arrival.append(arrival)
+        self.first_token.append(first_token)
+        self.finish.append(finish)
+        self.prompt_tokens.append(prompt_tokens)
+        self.output_tokens.append(output_tokens)
+        self.samples.append(samples)
+        self.cached_prompt_tokens.append(cached_prompt_tokens)
+
+    def __len__(self) -> int:
+        return len(self.arrival)
+
+
+def latency_summary(times: RequestTimes, slo_ttft: float | None = None, slo_tpot: float | None = None) -> dict:
+    """TTFT, TPOT and end-to-end latency distributions, token throughput, the prompt tokens served from
+    the prefix cache, and the share of requests meeting the SLOs (None when none is given); the module
+    docstring defines each. A request with one output token has no TPOT and meets any TPOT SLO."""
+    ttft = [f - a for a, f in zip(times.arrival, times.first_token)]
+    tpot_of = [(e - f) / (o - 1) if o > 1 else None for f, e, o in zip(times.first_token, times.finish,
+                                                                       times.output_tokens)]
+    tpot = [x for x in tpot_of if x is not None]
+    duration = max(times.finish) - min(times.arrival) if len(times) else 0.0
+    outputs = sum(o * n for o, n in zip(times.output_tokens, times.samples))
+    prompts = sum(times.prompt_tokens)
+    out = {
+        "ttft": distribution(ttft), "tpot": distribution(tpot),
+        "e2e": distribution(e - a for a, e in zip(times.arrival, times.finish)),
+        "output_tokens_per_s": outputs / duration if duration else 0.0,
+        "total_tokens_per_s": (outputs + prompts) / duration if duration else 0.0,
+        "prompt_hit_rate": sum(times.cached_prompt_tokens) / prompts if prompts else 0.0,
+        "slo": None,
+    }
+    if slo_ttft is not None or slo_tpot is not None:
+        n = len(times) or 1
+        ok_ttft = [slo_ttft is None or x <= slo_ttft for x in ttft]
+        ok_tpot = [slo_tpot is None or x is None or x <= slo_tpot for x in tpot_of]
+        out["slo"] = {"ttft": slo_ttft, "tpot": slo_tpot, "meeting_ttft": sum(ok_ttft) / n,
+                      "meeting_tpot": sum(ok_tpot) / n, "meeting_both": sum(a and b for a, b in zip(ok_ttft, ok_tpot)) / n}
+    return out
 
 
 @dataclass
@@ -53,6 +131,7 @@ class Metrics:
     output_tokens: int = 0
     truncated_requests: int = 0
     delays: array = field(default_factory=lambda: array("d"))  # 8 bytes per request, for the percentiles
+    requests: RequestTimes = field(default_factory=RequestTimes)  # 56 bytes per completed request
     timeline: list[tuple] = field(default_factory=list)  # (step, time, running, allocated slots, filled slots)
     _stride: int = 1
 
@@ -73,8 +152,38 @@ class Metrics:
                 self._stride *= 2
                 self.timeline = [p for p in self.timeline if p[0] % self._stride == 0]
 
-    def summary(self, max_num_seqs: int) -> dict:
-        delays = sorted(self.delays)
+    def record_quiet_steps(self, now: float, t: int, end: int, until: float, step_time, batch: int, context: int,
+                           running: int, allocated: int, filled: int, rate: int) -> tuple[float, int]:
+        """record_step for steps t, t + 1, ... before `end` while now < until, in which `batch` tokens
+        are computed over context + batch * (t + 1) tokens with filled + rate * (t + 1) slots filled
+        (EventScheduler.quiet_steps); the same sums in the same order as step by step. Returns (now, t)."""
+        if running > self.peak_concurrency:
+            self.peak_concurrency = running
+        if allocated > self.peak_allocated_slots:
+            self.peak_allocated_slots = allocated
+        step, busy, running_time, allocated_time, filled_time = (
+            self.steps, self.busy_time, self.running_time, self.allocated_time, self.filled_time)
+        stride, timeline = self._stride, self.timeline
+        while t < end and now < until:
+            t += 1
+            dt = step_time(batch, context + batch * t)
+            busy += dt
+            running_time += running * dt
+            allocated_time += allocated * dt
+            filled_time += (filled + rate * t) * dt
+            if step % stride == 0:
+                timeline.append((step, now, running, allocated, filled + rate * t))
+                if len(timeline) > self.max_points:
+                    stride *= 2
+                    timeline = [p for p in timeline if p[0] % stride == 0]
+            step += 1
+            now += dt
+        self.steps, self.busy_time, self.running_time, self.allocated_time, self.filled_time = (
+            step, busy, running_time, allocated_time, filled_time)
+        self._stride, self.timeline = stride, timeline
+        return now, t
+
+    def summary(self, max_num_seqs: int, slo_ttft: float | None = None, slo_tpot: float | None = None) -> dict:
         busy = self.busy_time or 1.0
         allocated = self.allocated_time
         utilization = self.filled_time / allocated if allocated else 0.0
@@ -95,11 +204,8 @@ class Metrics:
             "completed_sequences": self.completed_sequences,
             "output_tokens": self.output_tokens,
             "truncated_requests": self.truncated_requests,
-            "queueing_delay": {
-                "mean": sum(delays) / len(delays) if delays else 0.0,
-                "p50": percentile(delays, 50), "p90": percentile(delays, 90), "p99": percentile(delays, 99),
-                "max": delays[-1] if delays else 0.0,
-            },
+            "queueing_delay": distribution(self.delays),
             "steps": self.steps,
             "busy_time": self.busy_time,
+            "latency": latency_summary(self.requests, slo_ttft, slo_tpot),
         }

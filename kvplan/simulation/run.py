@@ -6,6 +6,7 @@ constrained pipeline stage. The same workload then runs under contiguous reserva
 (`paging.contiguous`, the baseline `profile --compare contiguous` runs too) over the same memory.
 """
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -21,7 +22,7 @@ from ..model import LoadedModel
 from ..model.grouping import page_layout
 
 CONTIGUOUS_KEYS = ("memory_utilization", "internal_fragmentation", "peak_concurrency", "mean_concurrency",
-                   "preemptions", "completed_requests", "queueing_delay", "steps", "simulated_time")
+                   "preemptions", "completed_requests", "queueing_delay", "steps", "simulated_time", "latency")
 
 
 @dataclass
@@ -68,8 +69,10 @@ def _clock(choice: str, model: LoadedModel, dep: Deployment, est, notes: list[st
 
 def simulate(model: LoadedModel, dep: Deployment, workload, *, mode: str = "event", clock: str = "auto",
              prefix_caching: bool = True, chunked_prefill: bool = True, compare_contiguous: bool = True,
+             slo_ttft: float | None = None, slo_tpot: float | None = None,
              progress: Callable[[str, int], None] | None = None) -> SimulationReport:
-    """Run `workload` (an iterable of WorkItems, re-iterable for the contiguous run) on the estimate's pool."""
+    """Run `workload` (an iterable of WorkItems, re-iterable for the contiguous run) on the estimate's pool;
+    `slo_ttft`/`slo_tpot` in seconds (they need the cost clock)."""
     est = estimate(model, dep)
     if est.num_blocks is None:
         raise InputError("simulate needs a KV budget: give --gpu (with known weights) or --kv-cache-memory SIZE")
@@ -82,13 +85,23 @@ def simulate(model: LoadedModel, dep: Deployment, workload, *, mode: str = "even
     dep = settings_used(dep, est)
     config = SchedulerConfig(dep.max_num_seqs, dep.max_num_batched_tokens, chunked_prefill)
     step_clock = _clock(clock, model, dep, est, notes)
+    for flag, value in (("--slo-ttft", slo_ttft), ("--slo-tpot", slo_tpot)):
+        if value is not None and not (value > 0 and math.isfinite(value)):
+            raise InputError(f"{flag} must be a positive number of seconds, got {value}")
+        if value is not None and step_clock.unit != "s":
+            raise InputError(f"{flag} is in seconds: it needs the cost clock (--gpu with known weights, not "
+                             "--clock steps)")
+
+    basis = (f"modelled from roofline step times of one {dep.gpu.name} per pipeline stage (clock.py), not measured"
+             if step_clock.unit == "s" else "in scheduler steps (no cost model)")
 
     def run(contiguous: bool):
         report = (lambda done: progress("contiguous" if contiguous else "paged", done)) if progress else None
         sim = Simulator(layout, est.num_blocks, est.block_size, est.max_model_len, config, step_clock,
                         prefix_caching=prefix_caching, contiguous=contiguous, mode=mode, progress=report)
         metrics = sim.run(workload)
-        summary = metrics.summary(config.max_num_seqs)
+        summary = metrics.summary(config.max_num_seqs, slo_ttft, slo_tpot)
+        summary["latency"]["basis"] = basis
         summary["simulated_time"] = sim.now
         return sim, metrics, summary
 
@@ -114,4 +127,5 @@ def simulate(model: LoadedModel, dep: Deployment, workload, *, mode: str = "even
         "chunked_prefill": chunked_prefill, "prefix_caching": sim.kv.enable_prefix_caching, "mode": mode,
         "time_unit": step_clock.unit, "clock": step_clock.describe(), "workload": workload.describe(),
     }
+    notes += workload.notes() if hasattr(workload, "notes") else []
     return SimulationReport(inputs, paged, contiguous, metrics.timeline, cont_timeline, notes)

@@ -19,6 +19,7 @@ from ..paging.contiguous import ReservingKVCacheManager
 from .events import EventScheduler
 from ..paging.kv_cache_manager import KVCacheManager
 from .metrics import Metrics
+from .tokens import SegmentedPrompt
 from ..paging.request import Request
 from ..paging.scheduler import Scheduler, SchedulerConfig
 from .workload import WorkItem, output_token, output_tokens
@@ -28,10 +29,22 @@ class PoolTooSmall(KvplanError):
     """A request cannot run even alone in the pool: the simulation would never end."""
 
 
+class _Family:
+    """A workload request and its samples, from arrival until the last sample finishes."""
+
+    __slots__ = ("samples", "left", "arrival", "prompt_tokens", "first_token", "cached")
+
+    def __init__(self, samples: int, arrival: float, prompt_tokens: int):
+        self.samples = self.left = samples  # sequences; not finished yet
+        self.arrival, self.prompt_tokens = arrival, prompt_tokens
+        self.first_token: float | None = None
+        self.cached = 0  # prompt tokens from the prefix cache at its first admission
+
+
 @dataclass(eq=False)
 class SimRequest(Request):
     uid: int = 0  # sequence number: keys its synthetic output tokens
-    root: int = 0  # uid of the workload request this sequence belongs to (itself unless forked)
+    family: _Family | None = None  # the workload request this sequence belongs to (shared by forked samples)
 
 
 def _token(req: SimRequest, index: int) -> int:
@@ -62,6 +75,8 @@ class Simulator:
         else:
             self.kv = KVCacheManager(layout, num_blocks, block_size, prefix_caching)
         capacity = num_blocks * block_size
+        self._block_size = block_size
+        self._hashes = getattr(self.kv, "enable_prefix_caching", False)
         self.mode = mode
         self.sched = (EventScheduler(self.kv, self.config, _token, _tokens) if mode == "event"
                       else Scheduler(self.kv, self.config))
@@ -69,56 +84,74 @@ class Simulator:
         self.check = check
         self.progress = progress
         self._next_uid = 0
-        self._families: dict[int, int] = {}  # root uid -> sequences not finished yet
+        self._first_tokens: list[_Family] = []  # sampled their first token in this step
+        self._done: list[tuple[_Family, int]] = []  # finished in this step, with output tokens per sample
         self.now = 0.0
 
     def _make_request(self, item: WorkItem) -> SimRequest:
         limit = self.max_model_len
-        prompt = item.prompt_ids(limit)  # one more than fits is enough to know it must be cut
-        output_len = item.output_len
-        if len(prompt) >= limit or len(prompt) + output_len > limit:
-            prompt = prompt[:limit - 1]
-            output_len = min(output_len, limit - len(prompt))
+        prompt_len, output_len = item.num_prompt_tokens, item.output_len
+        if prompt_len >= limit or prompt_len + output_len > limit:
+            prompt_len = min(prompt_len, limit - 1)
+            output_len = min(output_len, limit - prompt_len)
             self.metrics.truncated_requests += 1
-        if not self.config.enable_chunked_prefill and len(prompt) + output_len > self.config.max_num_batched_tokens:
-            raise InputError(f"request {item.index}: {len(prompt) + output_len} tokens exceed --max-num-batched-tokens "
+        if not self.config.enable_chunked_prefill and prompt_len + output_len > self.config.max_num_batched_tokens:
+            raise InputError(f"request {item.index}: {prompt_len + output_len} tokens exceed --max-num-batched-tokens "
                              f"{self.config.max_num_batched_tokens} and chunked prefill is off")
+        prompt = item.prompt(prompt_len)
+        # Keys of the prompt's full blocks from its segments (tokens.py), so the allocator hashes no prompt ids.
+        keys = prompt.block_keys(self._block_size) if self._hashes and isinstance(prompt, SegmentedPrompt) else []
         uid = self._next_uid
         self._next_uid += 1
-        self._families[uid] = item.num_samples
+        family = _Family(item.num_samples, item.arrival_time, prompt_len)
         return SimRequest(str(uid), prompt, output_len, arrival_time=item.arrival_time, num_samples=item.num_samples,
-                          uid=uid, root=uid)
+                          block_hashes=keys, uid=uid, family=family)
 
     def _after_update(self, out, finished) -> list[SimRequest]:
         m = self.metrics
         children = []
         for s in out.scheduled:
+            if not s.needs_logits:
+                continue
             parent = s.request
-            if not (s.needs_logits and parent.num_samples > 1):
+            family = parent.family
+            if family.first_token is None:
+                self._first_tokens.append(family)
+                family.first_token = -1.0  # stamped with the end of this step by run()
+            if parent.num_samples == 1:
                 continue
             extra, parent.num_samples = parent.num_samples - 1, 1
             if parent.is_finished:  # one token per sample: the other samples end at once as well
                 m.completed_sequences += extra
                 m.output_tokens += extra
-                self._families[parent.root] -= extra
+                family.left -= extra
                 continue
             for _ in range(extra):
                 uid = self._next_uid
                 self._next_uid += 1
                 child = SimRequest(str(uid), parent.prompt_token_ids, parent.max_tokens, [output_token(uid, 0)],
-                                   arrival_time=parent.arrival_time, uid=uid, root=parent.root)
+                                   arrival_time=parent.arrival_time, uid=uid, family=family)
                 self.sched.fork(parent, child)
                 children.append(child)
         for req in finished:
             m.completed_sequences += 1
             m.output_tokens += req.num_output_tokens
-            left = self._families[req.root] - 1
-            if left:
-                self._families[req.root] = left
-            else:
-                del self._families[req.root]
+            family = req.family
+            family.left -= 1
+            if not family.left:
                 m.completed_requests += 1
+                self._done.append((family, req.num_output_tokens))
         return children
+
+    def _stamp(self, end: float) -> None:
+        """Tokens sampled in a step exist at its end: the first tokens and the requests done in it."""
+        for family in self._first_tokens:
+            family.first_token = end
+        self._first_tokens.clear()
+        for family, outputs in self._done:
+            self.metrics.requests.add(family.arrival, family.first_token, end, family.prompt_tokens, outputs,
+                                      family.samples, family.cached)
+        self._done.clear()
 
     def _plain_step(self):
         sched, kv = self.sched, self.kv
@@ -168,16 +201,16 @@ class Simulator:
                     m.cached_tokens += req.num_cached_tokens
                     if req.num_preemptions == 0:
                         m.delays.append(now - req.arrival_time)
+                        req.family.cached = req.num_cached_tokens
             dt = clock.step_time(batch_tokens, context)
             m.record_step(now, dt, running, allocated, filled)
             now += dt
+            self._stamp(now)
             if step and sched.last_step_quiet:  # nothing but lazy decodes until the next event or arrival
-                end = sched.next_event_step()
-                while sched.step_index < end and (sched.waiting or pending is None or pending.arrival_time > now):
-                    batch_tokens, context, running, allocated, filled = sched.quiet_step()
-                    dt = clock.step_time(batch_tokens, context)
-                    m.record_step(now, dt, running, allocated, filled)
-                    now += dt
+                # A waiting request that cannot be admitted now will not be while nothing changes.
+                until = pending.arrival_time if pending is not None and not sched.waiting else float("inf")
+                now, sched.step_index = m.record_quiet_steps(now, sched.step_index, sched.next_event_step(), until,
+                                                             clock.step_time, *sched.quiet_steps())
             if self.check:
                 self.kv.check_integrity()
             if finished and self.progress:

@@ -1,110 +1,115 @@
-"""JSONL traces: one request per line, read as a stream with line numbers in every error.
+"""A trace file replayed as a workload: its format detected from the first line, read as a stream
+(kvplan.inputs.read_lines: regular files only, bounded lines) with the line number in every error.
+
+Formats and their columns: trace_formats.py. kvplan's own JSONL, one request per line:
 
     {"prompt_len": 1200, "output_len": 300, "arrival": 0.5, "prefix_group": "sys-a", "prefix_len": 1000}
     {"prompt": [1, 2, 3, 4], "output_len": 16, "arrival": 0.75, "n": 2}
 
-| key          | meaning                                                                        |
-|--------------|--------------------------------------------------------------------------------|
-| prompt       | token ids (0 <= id < 2**40); or                                                |
-| prompt_len   | prompt tokens in all (>= 1), including a prefix_len-token group prefix         |
-| output_len   | tokens to generate (>= 1), required                                            |
-| arrival      | arrival time in seconds (>= 0, non-decreasing over the file), default 0        |
-| prefix_group | name of a group of requests whose prompts start with the same prefix_len tokens|
-| prefix_len   | length of that shared prefix (<= prompt_len), needs prefix_group              |
-| n            | samples per request (>= 1), default 1                                          |
-| id           | free-form label, ignored                                                        |
-
-Blank lines are skipped. Any other key is an error (it is usually a typo).
+Blank lines are skipped. Arrivals must not go back in kvplan's format (an error: sort the file); in
+the other formats a request stamped earlier than the one before it is replayed at that one's
+arrival and counted (`reordered_requests`), as its arrival must come after the requests already sent.
+`speed` divides every arrival time (2: twice the request rate); `limit` replays the first N requests.
 """
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import InputError
-from ..inputs import MAX_TOKENS, TRACE, parse_json, read_lines
-from .workload import MAX_SAMPLES, MAX_TRACE_TOKEN_ID, WorkItem
+from ..inputs import TRACE, read_lines
+from .trace_formats import MOONCAKE_BLOCK_TOKENS, MooncakeRows, detect
+from .workload import MAX_TRACE_BLOCK_TOKENS
 
-_MAX_ARRIVAL_S = 1e12  # 30,000 years; float seconds still resolve 0.1 ms there
-_KEYS = {"prompt", "prompt_len", "output_len", "arrival", "prefix_group", "prefix_len", "n", "id"}
-
-
-def _int(obj: dict, key: str, minimum: int, where: str, default: int | None = None, maximum: int = MAX_TOKENS) -> int:
-    value = obj.get(key, default)
-    if value is None:
-        raise InputError(f"{where}: missing {key!r}")
-    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
-        raise InputError(f"{where}: {key!r} must be an integer >= {minimum} and <= {maximum:,}, got {value!r:.40}")
-    return value
+MAX_TRACE_REQUESTS = 1 << 30  # request k's own token ids are 2**53 + k * 2**32 + j (workload.py)
 
 
-def parse_line(text: str, index: int, where: str, groups: dict[str, int]) -> WorkItem:
-    obj = parse_json(text, where)
-    if not isinstance(obj, dict):
-        raise InputError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-    unknown = sorted(set(obj) - _KEYS)
-    if unknown:
-        raise InputError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(_KEYS))})")
-    output_len = _int(obj, "output_len", 1, where)
-    n = _int(obj, "n", 1, where, 1, MAX_SAMPLES)
-    arrival = obj.get("arrival", 0)
-    # compared before any float(): a 400-digit integer is no float (NaN fails the comparison too)
-    if isinstance(arrival, bool) or not isinstance(arrival, (int, float)) or not 0 <= arrival <= _MAX_ARRIVAL_S:
-        raise InputError(f"{where}: 'arrival' must be a non-negative number of seconds up to {_MAX_ARRIVAL_S:.0e}, "
-                         f"got {arrival!r:.40}")
-    group_name = obj.get("prefix_group")
-    if group_name is not None and not isinstance(group_name, str):
-        raise InputError(f"{where}: 'prefix_group' must be a string, got {group_name!r}")
-    if ("prompt" in obj) == ("prompt_len" in obj):
-        raise InputError(f"{where}: give exactly one of 'prompt' (token ids) or 'prompt_len'")
-    if "prompt" in obj:
-        tokens = obj["prompt"]
-        if not isinstance(tokens, list) or not tokens or not all(
-                isinstance(t, int) and not isinstance(t, bool) and 0 <= t < MAX_TRACE_TOKEN_ID for t in tokens):
-            raise InputError(f"{where}: 'prompt' must be a non-empty list of token ids in [0, 2**40)")
-        if "prefix_len" in obj:
-            raise InputError(f"{where}: 'prefix_len' goes with 'prompt_len'; explicit tokens share by content")
-        return WorkItem(index, float(arrival), output_len, 0, None, 0, tuple(tokens), n, group_name)
-    prompt_len = _int(obj, "prompt_len", 1, where)
-    prefix_len = 0
-    group = None
-    if "prefix_len" in obj:
-        if group_name is None:
-            raise InputError(f"{where}: 'prefix_len' needs a 'prefix_group'")
-        prefix_len = _int(obj, "prefix_len", 0, where)
-        if prefix_len > prompt_len:
-            raise InputError(f"{where}: 'prefix_len' {prefix_len} exceeds 'prompt_len' {prompt_len}")
-    if group_name is not None:
-        group = groups.setdefault(group_name, len(groups))
-        if group >= 1 << 20:
-            raise InputError(f"{where}: more than 2**20 prefix groups")
-    return WorkItem(index, float(arrival), output_len, prompt_len - prefix_len, group, prefix_len, None, n, group_name)
-
-
-@dataclass(frozen=True)
+@dataclass
 class TraceWorkload:
     path: Path
+    speed: float = 1.0  # --trace-speed
+    limit: int | None = None  # --trace-limit
+    block_tokens: int | None = None  # --trace-block-size: tokens per Mooncake hash id (default 512)
+    # Counted by the last complete pass over the file:
+    format: str | None = field(default=None, init=False)
+    skipped: dict[str, int] = field(default_factory=dict, init=False)  # reason -> rows not replayed
+    reordered: int = field(default=0, init=False)
+
+    def __post_init__(self):
+        if not (isinstance(self.speed, (int, float)) and math.isfinite(self.speed) and self.speed > 0):
+            raise InputError(f"--trace-speed must be a positive number, got {self.speed}")
+        if self.limit is not None and not 1 <= self.limit <= MAX_TRACE_REQUESTS:
+            raise InputError(f"--trace-limit must be between 1 and 2**30, got {self.limit}")
+        if self.block_tokens is not None and not 1 <= self.block_tokens <= MAX_TRACE_BLOCK_TOKENS:
+            raise InputError(f"--trace-block-size must be between 1 and {MAX_TRACE_BLOCK_TOKENS:,}, "
+                             f"got {self.block_tokens}")
+
+    def _rows(self, first: str, where: str):
+        rows = detect(first, where)
+        if self.block_tokens is not None and rows is not MooncakeRows:
+            raise InputError(f"--trace-block-size goes with a Mooncake trace (hash_ids); {self.path} is a "
+                             f"{rows.name} trace")
+        return rows(first, self.block_tokens or MOONCAKE_BLOCK_TOKENS)
 
     def __iter__(self):
-        groups: dict[str, int] = {}
-        last_arrival = 0.0
+        reader = None
+        skipped: dict[str, int] = {}
+        reordered = 0
+        last = 0.0
         index = 0
-        for lineno, line in read_lines(self.path, TRACE):  # decoded per line: a bad byte is reported on its line
-            where = f"{self.path}:{lineno}"
-            if not line.strip():
+        for lineno, text in read_lines(self.path, TRACE):
+            if not text.strip():
                 continue
-            item = parse_line(line, index, where, groups)
-            if item.arrival_time < last_arrival:
-                raise InputError(f"{where}: arrival {item.arrival_time:g} is earlier than the previous "
-                                 f"line's {last_arrival:g} (sort the trace by arrival)")
-            last_arrival = item.arrival_time
+            where = f"{self.path}:{lineno}"
+            if reader is None:
+                text = text.lstrip("\ufeff")  # a byte-order mark some tools write
+                reader = self._rows(text, where)
+                if reader.has_header:
+                    continue
+            item = reader.parse(text, index, where)
+            if isinstance(item, str):
+                skipped[item] = skipped.get(item, 0) + 1
+                continue
+            arrival = item.arrival_time / self.speed
+            if arrival < last:
+                if reader.keeps_order:
+                    raise InputError(f"{where}: arrival {item.arrival_time:g} is earlier than the previous "
+                                     f"line's {last * self.speed:g} (sort the trace by arrival)")
+                arrival = last
+                reordered += 1
+            if arrival != item.arrival_time:
+                item = replace(item, arrival_time=arrival)
+            if index == MAX_TRACE_REQUESTS:
+                raise InputError(f"{where}: more than 2**30 requests (use --trace-limit)")
+            last = arrival
             index += 1
             yield item
+            if index == self.limit:
+                break
         if index == 0:
-            raise InputError(f"trace {self.path}: no requests")
+            raise InputError(f"trace {self.path}: no requests" + (f" ({self._skips(skipped)})" if skipped else ""))
+        self.format, self.skipped, self.reordered = reader.name, skipped, reordered
 
     def validate(self) -> int:
         """Read the whole trace once (bounded memory); return its number of requests."""
         return sum(1 for _ in self)
 
+    @staticmethod
+    def _skips(skipped: dict[str, int]) -> str:
+        return "; ".join(f"{n:,} rows with {reason} skipped" for reason, n in skipped.items())
+
+    def notes(self) -> list[str]:
+        notes = []
+        if self.skipped:
+            notes.append(f"trace: {self._skips(self.skipped)}")
+        if self.reordered:
+            notes.append(f"trace: {self.reordered:,} requests stamped earlier than the one before them replayed "
+                         "at its arrival (the file is not sorted by time)")
+        return notes
+
     def describe(self) -> dict:
-        return {"kind": "trace", "path": str(self.path)}
+        d = {"kind": "trace", "path": str(self.path), "format": self.format, "speed": self.speed, "limit": self.limit,
+             "skipped_requests": sum(self.skipped.values()), "reordered_requests": self.reordered}
+        if self.format == MooncakeRows.name:
+            d["trace_block_size"] = self.block_tokens or MOONCAKE_BLOCK_TOKENS
+        return d

@@ -1,28 +1,38 @@
-"""Workloads: seeded synthetic request streams and JSONL traces, yielded in arrival order.
+"""Workloads: seeded synthetic request streams and traces, yielded in arrival order.
 
 A workload yields `WorkItem`s lazily (a trace is read line by line), so memory stays bounded by
 the requests in flight, not by the length of the workload.
 
-Synthetic token ids (the simulator only compares them, for prefix caching):
+Synthetic token ids (the simulator only compares them, for prefix caching; all fit an int64):
 
-| tokens                                | ids                          |
-|---------------------------------------|------------------------------|
-| trace tokens given explicitly         | 0 <= id < 2**40              |
-| shared prefix of group g, position j  | 2**40 + g * 2**32 + j        |
-| own prompt of request k, position j   | 2**53 + k * 2**32 + j        |
-| output i of sequence k                | -(k * 2**32 + i + 1)         |
+| tokens                                              | ids                                         |
+|-----------------------------------------------------|---------------------------------------------|
+| trace tokens given explicitly                       | 0 <= id < 2**40                             |
+| shared prefix of group g, position j                | 2**40 + g * 2**32 + j                       |
+| own prompt of request k, position j                 | 2**53 + k * 2**32 + j                       |
+| Mooncake trace block (hash id h, L tokens), token j | 3 * 2**61 + fold39(h, L) * 2**22 + j        |
+| output i of sequence k                              | -(k * 2**32 + i + 1)                        |
+
+fold39 is 39 bits of blake2b over (h, L). Prompts are `SegmentedPrompt`s (tokens.py): the ids are
+made only for the slices asked for, and the prefix-cache keys of full blocks come from the segments'
+identities (group g; request k; Mooncake h and L, exact, not folded), not from the ids.
 """
 
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
+from hashlib import blake2b
 
 from ..errors import InputError
 from ..inputs import MAX_TOKENS
+from .tokens import SegmentedPrompt
 
 MAX_TRACE_TOKEN_ID = 1 << 40
 MAX_SAMPLES = 1024  # n per request
 _PREFIX_BASE, _OWN_BASE, _SPAN = 1 << 40, 1 << 53, 1 << 32
+_HASHED_BASE, _HASHED_OFFSET_BITS = 3 << 61, 22
+MAX_TRACE_BLOCK_TOKENS = 1 << _HASHED_OFFSET_BITS  # tokens per hash id of a Mooncake trace
 
 
 @dataclass(frozen=True)
@@ -78,7 +88,7 @@ class Distribution:
 
 @dataclass(frozen=True)
 class WorkItem:
-    index: int  # 0-based position in the workload (its line number - 1 for a dense trace)
+    index: int  # 0-based position in the workload (among the requests a trace replays)
     arrival_time: float
     output_len: int
     prompt_len: int  # own tokens after the shared prefix (ignored when prompt_token_ids is given)
@@ -87,23 +97,48 @@ class WorkItem:
     prompt_token_ids: tuple[int, ...] | None = None
     num_samples: int = 1
     label: str | None = None  # prefix group name from a trace
+    # Mooncake traces: one id per `hash_block_tokens` prompt tokens (the last block may be partial);
+    # prompts with the same first k ids share their first k blocks. Tokens past the ids are the request's own.
+    hash_ids: tuple[int, ...] = ()
+    hash_block_tokens: int = 0
 
     @property
     def num_prompt_tokens(self) -> int:
         return len(self.prompt_token_ids) if self.prompt_token_ids is not None else self.prefix_len + self.prompt_len
 
-    def prompt_ids(self, limit: int | None = None) -> list[int]:
-        """The prompt's token ids, at most `limit` of them (a 3-billion-token trace line is not built)."""
+    def prompt(self, limit: int | None = None) -> Sequence[int]:
+        """The prompt's token ids, at most `limit` of them: a list when the trace gave them, else a
+        SegmentedPrompt (a 3-billion-token trace line is never built)."""
         limit = self.num_prompt_tokens if limit is None else min(limit, self.num_prompt_tokens)
         if self.prompt_token_ids is not None:
             return list(self.prompt_token_ids[:limit])
-        ids = []
+        starts, firsts, identities = [], [], []  # the segments, cut at `limit` (tokens.py)
+        position = 0
         if self.prefix_len:
-            base = _PREFIX_BASE + self.prefix_group * _SPAN
-            ids.extend(range(base, base + min(self.prefix_len, limit)))
-        base = _OWN_BASE + self.index * _SPAN
-        ids.extend(range(base, base + min(self.prompt_len, limit - len(ids))))
-        return ids
+            g = self.prefix_group
+            starts.append(0)
+            firsts.append(_PREFIX_BASE + g * _SPAN)
+            identities.append(b"group %d" % g)
+            position = self.prefix_len
+        size, total = self.hash_block_tokens, self.num_prompt_tokens
+        for h in self.hash_ids:
+            if position >= limit:
+                break
+            identity = b"hash %d %d" % (min(size, total - position), h)  # the block's length as the trace has it
+            fold = int.from_bytes(blake2b(identity, digest_size=5).digest(), "little") >> 1
+            starts.append(position)
+            firsts.append(_HASHED_BASE + (fold << _HASHED_OFFSET_BITS))
+            identities.append(identity)
+            position += size
+        if position < limit:
+            starts.append(position)
+            firsts.append(_OWN_BASE + self.index * _SPAN)
+            identities.append(b"own %d" % self.index)
+        return SegmentedPrompt(starts, firsts, identities, limit)
+
+    def prompt_ids(self, limit: int | None = None) -> list[int]:
+        """The prompt's token ids as a list, at most `limit` of them."""
+        return list(self.prompt(limit))
 
 
 def output_token(seq_uid: int, index: int) -> int:
@@ -153,6 +188,9 @@ class SyntheticWorkload:
             output = self.output_len.sample(rng)
             group = i % self.prefix_groups if self.shared_prefix else None
             yield WorkItem(i, now, output, prompt, group, self.shared_prefix, None, self.num_samples)
+
+    def notes(self) -> list[str]:
+        return []
 
     def describe(self) -> dict:
         return {"kind": "synthetic", "requests": self.num_requests, "prompt_len": self.prompt_len.describe(),

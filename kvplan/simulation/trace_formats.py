@@ -1,0 +1,269 @@
+"""The trace formats `kvplan simulate --trace` reads, one reader per format, one line at a time.
+
+| format   | detected by (first non-blank line)                                 | time            | lengths                                  |
+|----------|--------------------------------------------------------------------|-----------------|------------------------------------------|
+| kvplan   | a JSON object without `input_length`/`hash_ids`                     | `arrival` (s)   | `prompt`/`prompt_len`, `output_len`      |
+| mooncake | a JSON object with `input_length` or `hash_ids` (FAST'25 release)   | `timestamp` (ms)| `input_length`, `output_length`, `hash_ids` |
+| azure    | CSV header with TIMESTAMP, ContextTokens, GeneratedTokens (2023/2024) | TIMESTAMP (date-time, from the first row) | ContextTokens, GeneratedTokens |
+| burstgpt | CSV header with Timestamp, Request tokens, Response tokens         | Timestamp (s)   | Request tokens, Response tokens          |
+
+A reader is made from the file's first non-blank line (a CSV header, or the first request) and turns
+one line into a WorkItem (arrival in seconds, as the file has it), or into None with
+a reason when the row is a request kvplan does not replay: a third-party row with 0 prompt or 0
+output tokens (BurstGPT logs failed requests with 0 response tokens). Other columns and keys
+(BurstGPT's Model, Total tokens, Log Type; a Mooncake line's session fields) are not used.
+"""
+
+import csv
+import math
+import re
+from datetime import date, time
+
+from ..errors import InputError
+from ..inputs import MAX_TOKENS, parse_json
+from .workload import MAX_SAMPLES, MAX_TRACE_TOKEN_ID, WorkItem
+
+MOONCAKE_BLOCK_TOKENS = 512  # tokens per hash id in the Mooncake release
+_MAX_ARRIVAL_S = 1e12  # 30,000 years; float seconds still resolve 0.1 ms there
+
+
+def _count(value, key: str, minimum: int, where: str, maximum: int = MAX_TOKENS) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise InputError(f"{where}: {key!r} must be an integer >= {minimum} and <= {maximum:,}, got {value!r:.40}")
+    return value
+
+
+def _seconds(value, key: str, per_second: int, where: str) -> float:
+    """A time stamp in 1/per_second seconds, as seconds; compared before any float(): a 400-digit
+    integer is no float (NaN fails the comparison too)."""
+    limit = _MAX_ARRIVAL_S * per_second
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= limit:
+        unit = "seconds" if per_second == 1 else "milliseconds"
+        raise InputError(f"{where}: {key!r} must be a non-negative number of {unit} up to {limit:.0e}, "
+                         f"got {value!r:.40}")
+    return value / per_second
+
+
+def _json_object(text: str, where: str) -> dict:
+    obj = parse_json(text, where)
+    if not isinstance(obj, dict):
+        raise InputError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+class KvplanRows:
+    """kvplan's own JSONL (docs/simulate.md): unknown keys are errors, since they are usually typos."""
+
+    name = "kvplan"
+    has_header = False
+    keeps_order = True  # an arrival earlier than the line before is an error, not a reordering
+    KEYS = {"prompt", "prompt_len", "output_len", "arrival", "prefix_group", "prefix_len", "n", "id"}
+
+    def __init__(self, first: str, block_tokens: int):
+        self.groups: dict[str, int] = {}
+
+    @staticmethod
+    def detect(first: str) -> bool:
+        return first.lstrip().startswith("{")
+
+    def parse(self, text: str, index: int, where: str) -> WorkItem:
+        obj = _json_object(text, where)
+        unknown = sorted(set(obj) - self.KEYS)
+        if unknown:
+            raise InputError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(self.KEYS))})")
+        if "output_len" not in obj:
+            raise InputError(f"{where}: missing 'output_len'")
+        output_len = _count(obj["output_len"], "output_len", 1, where)
+        n = _count(obj.get("n", 1), "n", 1, where, MAX_SAMPLES)
+        arrival = _seconds(obj.get("arrival", 0), "arrival", 1, where)
+        group_name = obj.get("prefix_group")
+        if group_name is not None and not isinstance(group_name, str):
+            raise InputError(f"{where}: 'prefix_group' must be a string, got {group_name!r:.40}")
+        if ("prompt" in obj) == ("prompt_len" in obj):
+            raise InputError(f"{where}: give exactly one of 'prompt' (token ids) or 'prompt_len'")
+        if "prompt" in obj:
+            tokens = obj["prompt"]
+            if not isinstance(tokens, list) or not tokens or not all(
+                    isinstance(t, int) and not isinstance(t, bool) and 0 <= t < MAX_TRACE_TOKEN_ID for t in tokens):
+                raise InputError(f"{where}: 'prompt' must be a non-empty list of token ids in [0, 2**40)")
+            if "prefix_len" in obj:
+                raise InputError(f"{where}: 'prefix_len' goes with 'prompt_len'; explicit tokens share by content")
+            return WorkItem(index, arrival, output_len, 0, None, 0, tuple(tokens), n, group_name)
+        prompt_len = _count(obj["prompt_len"], "prompt_len", 1, where)
+        prefix_len = 0
+        group = None
+        if "prefix_len" in obj:
+            if group_name is None:
+                raise InputError(f"{where}: 'prefix_len' needs a 'prefix_group'")
+            prefix_len = _count(obj["prefix_len"], "prefix_len", 0, where)
+            if prefix_len > prompt_len:
+                raise InputError(f"{where}: 'prefix_len' {prefix_len} exceeds 'prompt_len' {prompt_len}")
+        if group_name is not None:
+            group = self.groups.setdefault(group_name, len(self.groups))
+            if group >= 1 << 20:
+                raise InputError(f"{where}: more than 2**20 prefix groups")
+        return WorkItem(index, arrival, output_len, prompt_len - prefix_len, group, prefix_len, None, n,
+                        group_name)
+
+
+class MooncakeRows:
+    """Mooncake's JSONL: `timestamp` in ms, `input_length`, `output_length`, and `hash_ids`, one id per
+    block of `block_tokens` prompt tokens (the last block may be partial): requests with the same first
+    k ids share their first k blocks. Fewer ids than blocks leave the rest of the prompt unshared; more
+    ids than blocks means the trace was cut with another block size (--trace-block-size)."""
+
+    name = "mooncake"
+    has_header = False
+    keeps_order = False
+
+    def __init__(self, first: str, block_tokens: int):
+        self.block_tokens = block_tokens
+
+    @staticmethod
+    def detect(first: str) -> bool:
+        if not first.lstrip().startswith("{"):
+            return False
+        try:
+            obj = parse_json(first, "")
+        except InputError:  # not JSON at all: another format's (parse() reports a bad first line)
+            return False
+        return isinstance(obj, dict) and ("input_length" in obj or "hash_ids" in obj)
+
+    def parse(self, text: str, index: int, where: str) -> WorkItem | str:
+        obj = _json_object(text, where)
+        for key in ("timestamp", "input_length", "output_length"):
+            if key not in obj:
+                raise InputError(f"{where}: missing {key!r} (a Mooncake trace line has timestamp, input_length, "
+                                 "output_length, hash_ids)")
+        arrival = _seconds(obj["timestamp"], "timestamp", 1000, where)
+        prompt = _count(obj["input_length"], "input_length", 0, where)
+        output = _count(obj["output_length"], "output_length", 0, where)
+        ids = obj.get("hash_ids", [])
+        if not isinstance(ids, list) or not all(isinstance(h, int) and not isinstance(h, bool) for h in ids):
+            raise InputError(f"{where}: 'hash_ids' must be a list of integers")
+        blocks = -(-prompt // self.block_tokens)
+        if len(ids) > blocks:
+            raise InputError(f"{where}: {len(ids)} hash_ids for {prompt} input tokens, more than the {blocks} "
+                             f"blocks of {self.block_tokens} tokens (set --trace-block-size to the trace's)")
+        if not prompt or not output:
+            return "0 input or output tokens"
+        return WorkItem(index, arrival, output, prompt, hash_ids=tuple(ids), hash_block_tokens=self.block_tokens)
+
+
+def _csv_fields(text: str) -> list[str]:
+    line = text.rstrip("\r\n")
+    return line.split(",") if '"' not in line else next(csv.reader([line]))
+
+
+class _CsvRows:
+    """A CSV trace: a header naming the columns, then one request per row."""
+
+    has_header = True
+    keeps_order = False
+    COLUMNS: tuple[str, str, str] = ("", "", "")  # time, prompt tokens, output tokens
+
+    def __init__(self, header: str, block_tokens: int):
+        names = [h.strip() for h in _csv_fields(header)]
+        self.width = len(names)
+        self.cols = [names.index(c) for c in self.COLUMNS]
+
+    @classmethod
+    def detect(cls, first: str) -> bool:
+        return set(cls.COLUMNS) <= {h.strip() for h in _csv_fields(first)}
+
+    def _tokens(self, field: str, column: str, where: str) -> int:
+        try:
+            value = int(field)
+        except ValueError:
+            raise InputError(f"{where}: {column} must be a whole number of tokens, got {field!r}") from None
+        if not 0 <= value <= MAX_TOKENS:
+            raise InputError(f"{where}: {column} must be >= 0 and <= {MAX_TOKENS:,}, got {field[:40]}")
+        return value
+
+    def parse(self, text: str, index: int, where: str) -> WorkItem | str:
+        fields = _csv_fields(text)
+        if len(fields) != self.width:
+            raise InputError(f"{where}: {len(fields)} columns, the header has {self.width}")
+        t, p, o = (fields[c].strip() for c in self.cols)
+        prompt = self._tokens(p, self.COLUMNS[1], where)
+        output = self._tokens(o, self.COLUMNS[2], where)
+        arrival = self.arrival(t, where)
+        if not prompt or not output:
+            return self.EMPTY
+        return WorkItem(index, arrival, output, prompt)
+
+
+_DATE_TIME = re.compile(r"(\d{4})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?\s*(Z|[+-]\d\d:?\d\d)?")
+
+
+def _nanoseconds(text: str) -> int | None:
+    """An ISO 8601 date-time as integer ns since 0001-01-01 UTC (naive: UTC); None if it is not one."""
+    m = _DATE_TIME.fullmatch(text)
+    if not m:
+        return None
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    try:
+        days = date(year, month, day).toordinal()
+        time(hour, minute, second)
+    except ValueError:
+        return None
+    seconds = days * 86400 + hour * 3600 + minute * 60 + second
+    zone = m.group(8)
+    if zone and zone != "Z":
+        sign = -1 if zone[0] == "-" else 1
+        seconds -= sign * (int(zone[1:3]) * 3600 + int(zone[-2:]) * 60)
+    return seconds * 10**9 + int((m.group(7) or "0").ljust(9, "0"))
+
+
+class AzureRows(_CsvRows):
+    """Azure LLM inference traces (2023 Splitwise, 2024 DynamoLLM): TIMESTAMP is a date-time, naive
+    (2023: `2023-11-16 18:15:46.6805900`, read as UTC) or with an offset (2024: `...+00:00`); arrivals
+    count from the first row's."""
+
+    name = "azure"
+    COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
+    EMPTY = "0 ContextTokens or GeneratedTokens"
+
+    def __init__(self, header: str, block_tokens: int):
+        super().__init__(header, block_tokens)
+        self.start_ns: int | None = None
+
+    def arrival(self, field: str, where: str) -> float:
+        ns = _nanoseconds(field)
+        if ns is None:
+            raise InputError(f"{where}: TIMESTAMP {field!r} is not a date-time like 2023-11-16 18:15:46.6805900")
+        if self.start_ns is None:
+            self.start_ns = ns
+        return (ns - self.start_ns) / 1e9
+
+
+class BurstGPTRows(_CsvRows):
+    """BurstGPT (v1.1+): Timestamp in seconds; failed requests are logged with 0 Response tokens and
+    are skipped (they generated nothing; kvplan simulates requests that run)."""
+
+    name = "burstgpt"
+    COLUMNS = ("Timestamp", "Request tokens", "Response tokens")
+    EMPTY = "0 Request or Response tokens (failed)"
+
+    def arrival(self, field: str, where: str) -> float:
+        try:
+            value = float(field)
+        except ValueError:
+            value = math.nan
+        if not 0 <= value <= _MAX_ARRIVAL_S:  # NaN fails the comparison too
+            raise InputError(f"{where}: Timestamp must be a non-negative number of seconds up to "
+                             f"{_MAX_ARRIVAL_S:.0e}, got {field[:40]!r}")
+        return value
+
+
+FORMATS = {rows.name: rows for rows in (MooncakeRows, KvplanRows, AzureRows, BurstGPTRows)}  # detection order
+
+
+def detect(first: str, where: str):
+    """The reader class for a trace whose first non-blank line is `first`."""
+    for rows in FORMATS.values():
+        if rows.detect(first):
+            return rows
+    raise InputError(f"{where}: not a trace kvplan reads: expected JSON lines (kvplan's or Mooncake's) or a CSV "
+                     f"header with {', '.join(AzureRows.COLUMNS)} (Azure) or {', '.join(BurstGPTRows.COLUMNS)} "
+                     "(BurstGPT)")
