@@ -28,9 +28,11 @@ def block_checks(req: Request, block_size: int, first: int, stop: int) -> list[i
     hashes = req.block_hashes
     known = len(hashes)
     checks = []
-    if first < known and hashes[first] >= GIVEN_KEYS:  # given keys lead the list: no token ids for them
-        given_end = bisect_left(hashes, True, first, min(stop, known), key=lambda k: k < GIVEN_KEYS)
-        checks, first = hashes[first:given_end], given_end
+    end = min(stop, known)
+    if first < end and hashes[first] >= GIVEN_KEYS:  # given keys lead the list: no token ids for them
+        if hashes[end - 1] < GIVEN_KEYS:  # the range runs past them
+            end = bisect_left(hashes, True, first, end, key=lambda k: k < GIVEN_KEYS)
+        checks, first = hashes[first:end], end
         if first == stop:
             return checks
     tokens = req.token_ids(first * block_size, stop * block_size)
