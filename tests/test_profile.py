@@ -270,7 +270,7 @@ def test_missing_nvml_reading_budgets_the_modelled_non_torch_term_not_zero():
 
 
 def test_cpu_memory_chart_draws_only_measured_terms_and_names_the_rest(tiny):
-    from kvplan.report.profile import memory_chart_terms
+    from kvplan.report.profile_plot import memory_chart_terms
 
     d = profile_tiny(tiny, requests=4).to_dict()
     shown, left_out = memory_chart_terms(d)
