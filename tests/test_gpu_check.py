@@ -5,7 +5,9 @@ profile runs, the verdict); the archive and summary land in $OUT. On a GPU machi
 script runs the full-size steps (docs/profile.md lists them and what each must show).
 """
 
+import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -40,3 +42,20 @@ def test_dry_run_runs_every_cpu_step_and_leaves_one_archive(tmp_path):
                  "./profile-llama/profile.json", "./profile-gemma/memory.png", "./profile-oom/profile.json"):
         assert name in names, name
     assert not list(tmp_path.glob("gpu_check.*")), "the work directory is removed"
+
+
+def test_a_package_that_cannot_be_imported_stops_the_run_with_a_clear_message(tmp_path):
+    """Every install method fails (a Python that cannot import kvplan.kernels): nothing else runs, and the
+    summary and the archive still land in $OUT."""
+    python = tmp_path / "python"
+    python.write_text(f'#!/bin/sh\ncase "$*" in *"import kvplan.kernels"*) exit 1;; esac\nexec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    env = {**os.environ, "PYTHON": str(python), "OUT": str(tmp_path / "out"), "TMPDIR": str(tmp_path)}
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--dry-run"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    summary = (tmp_path / "out" / "summary.txt").read_text()
+    assert "STOP: kvplan cannot be imported" in summary and re.search(r"FAIL +step install", summary)
+    with tarfile.open(tmp_path / "out" / "gpu_check.tar.gz") as archive:
+        steps = json.load(archive.extractfile("./steps.json"))
+    assert list(steps) == ["install"] and steps["install"]["status"] == "failed"
