@@ -181,7 +181,8 @@ def verdict(workdir: Path, dry_run: bool) -> list[tuple[str, str, str]]:
             status = "PASS" if abs(rel) <= TOTAL_GOAL else ("GOAL-MISSED" if abs(rel) <= TOTAL_TOL else "FAIL")
             add(status, f"{name}: total memory",
                 f"measured {m['total_memory_bytes'] / 2**30:.2f} GiB vs predicted {p['total_memory_bytes'] / 2**30:.2f} "
-                f"GiB ({100 * rel:+.2f}%; bar 3%, goal 2%)")
+                f"GiB ({100 * rel:+.2f}%; bar 3%, goal 2%); measured as "
+                f"{doc['measured_basis']['total_memory_bytes']['how']}")
         run, wl = doc["run"] or {}, doc["workload"]
         asked = min(wl.get("requests", 0) * wl.get("n", 1), doc["deployment"]["max_num_seqs"])
         binds = run.get("max_concurrent_users") is not None and run["max_concurrent_users"] < asked

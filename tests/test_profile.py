@@ -263,7 +263,7 @@ def test_missing_nvml_reading_budgets_the_modelled_non_torch_term_not_zero():
     terms = budget_terms(result, modelled, cuda=True, dep=Deployment())
     assert [(t.name, t.bytes) for t in terms] == [("activation peak", 3 << 30), ("non-torch", 256 << 20),
                                                   ("CUDA graphs", 0)]
-    assert "modelled" in terms[1].basis and any("no NVML reading" in n for n in result.notes)
+    assert "modelled" in terms[1].basis and any("no driver memory reading" in n for n in result.notes)
     result.record("non_torch_bytes", 700 << 20, "measured", "NVML")
     assert budget_terms(result, modelled, cuda=True, dep=Deployment())[1].bytes == 700 << 20
     assert budget_terms(result, modelled, cuda=False, dep=Deployment()) == modelled

@@ -6,11 +6,14 @@ Each figure is recorded with how it was obtained (`ProfileResult.record`):
 |------------------|-------------------------------------------------|---------------------------------------|
 | weights          | allocator delta around the load                 | bytes of the parameters' storages     |
 | activation peak  | peak allocated in the warm-up - allocated before | not measured                          |
-| non-torch        | NVML used - torch reserved after the warm-up     | not measured                          |
+| non-torch        | driver used - torch reserved after the warm-up   | not measured                          |
 | KV pool          | allocator delta around the pool's allocation    | bytes of the pool tensors' storages   |
 | blocks, budget   | computed from the measured terms (policy formula)| computed (the budget is given)        |
 | dynamics         | the engine's allocator during the run           | the same                              |
-| total memory     | NVML: this process's most used, over all phases  | not measured                          |
+| total memory     | driver used: the most over all phases and steps  | not measured                          |
+
+"Driver used" is DeviceMemory.nvml_used: NVML's figure for this process, else for the whole
+device (NVML, then cudaMemGetInfo); each basis names the source its readings came from.
 
 A CUDA OOM in any phase propagates to `run_profile`, which turns it into a finding; `what`
 names what was being allocated.
@@ -40,11 +43,11 @@ def budget_terms(result: ProfileResult, modelled: list[Term], cuda: bool, dep: D
     non_torch = measured.get("non_torch_bytes")
     if non_torch is None:
         non_torch = term_bytes(modelled, "non-torch")
-        non_torch_term = Term("non-torch", non_torch, "modelled (no NVML reading)")
-        result.notes.append(f"no NVML reading: the KV budget subtracts the modelled non-torch term "
+        non_torch_term = Term("non-torch", non_torch, "modelled (no driver reading)")
+        result.notes.append(f"no driver memory reading: the KV budget subtracts the modelled non-torch term "
                             f"({_gib(non_torch)}) instead of a measurement")
     else:
-        non_torch_term = Term("non-torch", non_torch, "measured (NVML)")
+        non_torch_term = Term("non-torch", non_torch, "measured (driver used - torch reserved)")
     return [Term("activation peak", measured["activation_peak_bytes"], "measured"), non_torch_term,
             *[t for t in modelled if t.name.startswith("CUDA graphs")]]
 
@@ -79,7 +82,7 @@ class DevicePhases:
             self._nvml(start)
             if start.nvml_used_bytes is not None:
                 result.record("non_torch_baseline_bytes", start.nvml_used_bytes - start.reserved_bytes, "measured",
-                              "NVML used - torch reserved right after CUDA start-up")
+                              f"driver used ({memory.used_basis()}) - torch reserved right after CUDA start-up")
         memory.reset_peak()
         before = memory.sample().allocated_bytes
         self.model = load_engine_model(self.loaded, device=self.dev, dtype=self.dtype, random_weights=self.random,
@@ -121,13 +124,13 @@ class DevicePhases:
                           "torch.cuda.max_memory_allocated")
             if after.nvml_used_bytes is not None:
                 result.record("non_torch_bytes", after.nvml_used_bytes - after.reserved_bytes, "measured",
-                              "NVML used - torch reserved after the warm-up")
+                              f"driver used ({memory.used_basis()}) - torch reserved after the warm-up")
                 baseline = result.measured.get("non_torch_baseline_bytes")
                 if baseline is not None:  # vLLM budgets only this growth after start-up
                     result.record("non_torch_increase_bytes", result.measured["non_torch_bytes"] - baseline,
                                   "computed", "non-torch after the warm-up - non-torch right after start-up")
             else:
-                result.unmeasured("non_torch_bytes", "no NVML reading (nvidia-ml-py missing, or no permission)")
+                result.unmeasured("non_torch_bytes", f"no driver memory reading: {memory.unavailable}")
         else:
             for key in ("activation_peak_bytes", "non_torch_bytes", "peak_allocated_bytes"):
                 result.unmeasured(key, CPU_UNMEASURED)
@@ -257,9 +260,9 @@ class DevicePhases:
             self._free()
             if self.nvml_peak_bytes is not None:
                 result.record("total_memory_bytes", self.nvml_peak_bytes, "measured",
-                              "NVML: this process's most used memory, sampled after each phase and step")
+                              f"driver used ({self.memory.used_basis()}): the most over every phase and step")
             else:
-                result.unmeasured("total_memory_bytes", "no NVML reading (nvidia-ml-py missing, or no permission)")
+                result.unmeasured("total_memory_bytes", f"no driver memory reading: {self.memory.unavailable}")
         else:
             result.unmeasured("total_memory_bytes", CPU_UNMEASURED)
 

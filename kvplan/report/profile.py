@@ -37,10 +37,10 @@ RUN_ROWS = (("steps", "steps", "count"), ("requests", "requests", "count"),
             ("total_time_s", "wall time (s)", "rate"), ("blocks_leaked", "blocks not returned", "count"))
 BASIS_MARK = {"measured": "", "computed": " (c)", "not measured": ""}
 ERROR_NOTE = ("static: the estimate; simulated: the paging simulator over the same workload on the estimate's pool; "
-              "measured: read on the device, (c) computed from measured figures; error: measured "
-              "minus simulated, or minus static where nothing was simulated. Non-torch = NVML used - torch reserved; "
-              "total memory = NVML used by this process; allocator fragmentation = torch reserved - allocated; "
-              "utilization = filled / allocated block slots")
+              "measured: read on the device, (c) computed from measured figures; error: measured minus simulated, "
+              "or minus static where nothing was simulated. Non-torch = driver used - torch reserved; total memory = "
+              "driver used (NVML for this process, else the whole device: the basis says which); allocator "
+              "fragmentation = torch reserved - allocated; utilization = filled / allocated block slots")
 
 
 @dataclass(frozen=True)
