@@ -6,11 +6,13 @@ Each figure is recorded with how it was obtained (`ProfileResult.record`):
 |------------------|-------------------------------------------------|---------------------------------------|
 | weights          | allocator delta around the load                 | bytes of the parameters' storages     |
 | activation peak  | peak allocated in the warm-up - allocated before | not measured                          |
-| non-torch        | driver used - torch reserved after the warm-up   | not measured                          |
+| non-torch        | its growth since CUDA start-up (driver used -    | not measured                          |
+|                  | torch reserved, after the warm-up - at start-up) |                                       |
 | KV pool          | allocator delta around the pool's allocation    | bytes of the pool tensors' storages   |
 | blocks, budget   | computed from the measured terms (policy formula)| computed (the budget is given)        |
 | dynamics         | the engine's allocator during the run           | the same                              |
-| total memory     | driver used: the most over all phases and steps  | not measured                          |
+| total memory     | the most driver used over all phases and steps - | not measured                          |
+|                  | the baseline at start-up (the CUDA context)      |                                       |
 
 "Driver used" is DeviceMemory.nvml_used: NVML's figure for this process, else for the whole
 device (NVML, then cudaMemGetInfo); each basis names the source its readings came from.
@@ -40,14 +42,15 @@ def budget_terms(result: ProfileResult, modelled: list[Term], cuda: bool, dep: D
     if not cuda or dep.kv_cache_memory_bytes is not None or dep.overhead_bytes is not None:
         return modelled
     measured = result.measured
-    non_torch = measured.get("non_torch_bytes")
-    if non_torch is None:
+    growth, baseline = measured.get("non_torch_bytes"), measured.get("non_torch_baseline_bytes")
+    if growth is None or baseline is None:
         non_torch = term_bytes(modelled, "non-torch")
         non_torch_term = Term("non-torch", non_torch, "modelled (no driver reading)")
         result.notes.append(f"no driver memory reading: the KV budget subtracts the modelled non-torch term "
                             f"({_gib(non_torch)}) instead of a measurement")
-    else:
-        non_torch_term = Term("non-torch", non_torch, "measured (driver used - torch reserved)")
+    else:  # all of it, the CUDA context included: the pool never takes what the context holds
+        non_torch_term = Term("non-torch", baseline + growth, "measured: driver used - torch reserved after the "
+                                                              "warm-up (CUDA context included)")
     return [Term("activation peak", measured["activation_peak_bytes"], "measured"), non_torch_term,
             *[t for t in modelled if t.name.startswith("CUDA graphs")]]
 
@@ -74,7 +77,7 @@ class DevicePhases:
 
         result, memory = self.result, self.memory
         result.phase, self.what = "load", f"the weights ({_gib(result.predicted['weights_bytes'])} predicted)"
-        if self.cuda:  # the CUDA context exists from here on: what NVML sees beyond torch is its baseline
+        if self.cuda:  # the CUDA context exists from here on: what the driver sees beyond torch is the baseline
             import torch
 
             torch.zeros(1, device=self.dev)
@@ -82,7 +85,8 @@ class DevicePhases:
             self._nvml(start)
             if start.nvml_used_bytes is not None:
                 result.record("non_torch_baseline_bytes", start.nvml_used_bytes - start.reserved_bytes, "measured",
-                              f"driver used ({memory.used_basis()}) - torch reserved right after CUDA start-up")
+                              f"driver used ({memory.used_basis()}) - torch reserved right after CUDA start-up: "
+                              "the CUDA context (no budget term covers it)")
         memory.reset_peak()
         before = memory.sample().allocated_bytes
         self.model = load_engine_model(self.loaded, device=self.dev, dtype=self.dtype, random_weights=self.random,
@@ -122,15 +126,13 @@ class DevicePhases:
                           "peak allocated during the warm-up forward and sampling - allocated before")
             result.record("peak_allocated_bytes", after.peak_allocated_bytes, "measured",
                           "torch.cuda.max_memory_allocated")
-            if after.nvml_used_bytes is not None:
-                result.record("non_torch_bytes", after.nvml_used_bytes - after.reserved_bytes, "measured",
-                              f"driver used ({memory.used_basis()}) - torch reserved after the warm-up")
-                baseline = result.measured.get("non_torch_baseline_bytes")
-                if baseline is not None:  # vLLM budgets only this growth after start-up
-                    result.record("non_torch_increase_bytes", result.measured["non_torch_bytes"] - baseline,
-                                  "computed", "non-torch after the warm-up - non-torch right after start-up")
+            baseline = result.measured.get("non_torch_baseline_bytes")
+            if after.nvml_used_bytes is not None and baseline is not None:  # the growth, as the policies model it
+                result.record("non_torch_bytes", after.nvml_used_bytes - after.reserved_bytes - baseline, "computed",
+                              f"driver used ({memory.used_basis()}) - torch reserved after the warm-up, less the "
+                              "same right after CUDA start-up (the context): the growth since")
             else:
-                result.unmeasured("non_torch_bytes", f"no driver memory reading: {memory.unavailable}")
+                result.unmeasured("non_torch_bytes", _no_reading(memory))
         else:
             for key in ("activation_peak_bytes", "non_torch_bytes", "peak_allocated_bytes"):
                 result.unmeasured(key, CPU_UNMEASURED)
@@ -258,11 +260,16 @@ class DevicePhases:
             result.record("peak_allocated_bytes", max(peak, result.measured.get("peak_allocated_bytes") or 0),
                           "measured", "torch.cuda.max_memory_allocated over every phase")
             self._free()
+            baseline = result.measured.get("non_torch_baseline_bytes")
             if self.nvml_peak_bytes is not None:
-                result.record("total_memory_bytes", self.nvml_peak_bytes, "measured",
+                result.record("driver_used_peak_bytes", self.nvml_peak_bytes, "measured",
                               f"driver used ({self.memory.used_basis()}): the most over every phase and step")
+            if self.nvml_peak_bytes is not None and baseline is not None:
+                result.record("total_memory_bytes", self.nvml_peak_bytes - baseline, "computed",
+                              f"the most driver used ({self.memory.used_basis()}) over every phase and step - the "
+                              "baseline right after CUDA start-up: the CUDA context is left out on both sides")
             else:
-                result.unmeasured("total_memory_bytes", f"no driver memory reading: {self.memory.unavailable}")
+                result.unmeasured("total_memory_bytes", _no_reading(self.memory))
         else:
             result.unmeasured("total_memory_bytes", CPU_UNMEASURED)
 
@@ -276,6 +283,10 @@ class DevicePhases:
 
 def _bind(progress, phase: str):
     return None if progress is None else (lambda tokens: progress(phase, tokens))
+
+
+def _no_reading(memory) -> str:
+    return f"no driver memory reading ({memory.unavailable or 'none right after CUDA start-up'})"
 
 
 def _gib(num_bytes) -> str:

@@ -19,6 +19,7 @@ METRIC_ROWS = (
     ("weights_bytes", "weights", "bytes"),
     ("activation_peak_bytes", "activation peak", "bytes"),
     ("non_torch_bytes", "non-torch", "bytes"),
+    ("non_torch_baseline_bytes", "CUDA context (no term)", "bytes"),
     ("kv_pool_bytes", "KV pool", "bytes"),
     ("total_memory_bytes", "total memory", "bytes"),
     ("num_blocks", "KV blocks", "count"),
@@ -38,9 +39,11 @@ RUN_ROWS = (("steps", "steps", "count"), ("requests", "requests", "count"),
 BASIS_MARK = {"measured": "", "computed": " (c)", "not measured": ""}
 ERROR_NOTE = ("static: the estimate; simulated: the paging simulator over the same workload on the estimate's pool; "
               "measured: read on the device, (c) computed from measured figures; error: measured minus simulated, "
-              "or minus static where nothing was simulated. Non-torch = driver used - torch reserved; total memory = "
-              "driver used (NVML for this process, else the whole device: the basis says which); allocator "
-              "fragmentation = torch reserved - allocated; utilization = filled / allocated block slots")
+              "or minus static where nothing was simulated. CUDA context = driver used - torch reserved right after "
+              "CUDA start-up; non-torch = the same after the warm-up - the CUDA context (the growth the policy's term "
+              "models); total memory = the most driver used over the run - the CUDA context (NVML for this process, "
+              "else the whole device: the basis says which); allocator fragmentation = torch reserved - allocated; "
+              "utilization = filled / allocated block slots")
 
 
 @dataclass(frozen=True)
