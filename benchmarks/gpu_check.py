@@ -173,6 +173,12 @@ def verdict(workdir: Path, dry_run: bool) -> list[tuple[str, str, str]]:
         add("PASS" if exact else "FAIL", f"{name}: KV pool exact",
             f"measured {m.get('kv_pool_bytes')} B ({doc['measured_basis']['kv_pool_bytes']['how']}), predicted "
             f"{p['kv_pool_bytes']} B, layout {m.get('kv_pool_layout_bytes')} B")
+        over = m.get("kv_pool_allocator_overhead_bytes")
+        if over is not None:  # CUDA: rounding is the allocator's, apart from the pool's own bytes
+            add("PASS" if over >= 0 else "FAIL", f"{name}: KV pool allocator overhead",
+                f"{over:,} B ({100 * over / max(m['kv_pool_bytes'], 1):.3f}% of the pool) handed out beyond the pool's "
+                f"storages ({m['kv_pool_allocator_bytes']:,} B allocator delta, the engine's buffers included); "
+                "never negative (the storages are new allocations); not part of the exact check")
         if m.get("total_memory_bytes") is None:
             add("SKIP" if dry_run else "FAIL", f"{name}: total memory",
                 doc["measured_basis"]["total_memory_bytes"]["how"])

@@ -8,7 +8,8 @@ Each figure is recorded with how it was obtained (`ProfileResult.record`):
 | activation peak  | peak allocated in the warm-up - allocated before | not measured                          |
 | non-torch        | its growth since CUDA start-up (driver used -    | not measured                          |
 |                  | torch reserved, after the warm-up - at start-up) |                                       |
-| KV pool          | allocator delta around the pool's allocation    | bytes of the pool tensors' storages   |
+| KV pool          | bytes of the pool tensors' storages (and, apart, | bytes of the pool tensors' storages   |
+|                  | the allocator delta and its overhead over them)  |                                       |
 | blocks, budget   | computed from the measured terms (policy formula)| computed (the budget is given)        |
 | dynamics         | the engine's allocator during the run           | the same                              |
 | total memory     | the most driver used over all phases and steps - | not measured                          |
@@ -168,14 +169,17 @@ class DevicePhases:
                                    max_model_len=result.estimate["max_model_len"], max_num_seqs=dep.max_num_seqs,
                                    max_num_batched_tokens=dep.max_num_batched_tokens)
         self.engine = LLMEngine(self.model, spec, self.config)
-        if self.cuda:
+        tensors = self.engine.pool.k_caches + self.engine.pool.v_caches
+        result.record("kv_pool_bytes", storage_bytes(tensors), "measured",
+                      f"bytes of the storages allocated for the pool's {len(tensors)} tensors")
+        if self.cuda:  # what the caching allocator handed out for it: its rounding shows here, not in the pool
             after = memory.sample()
             self._nvml(after)
-            result.record("kv_pool_bytes", after.allocated_bytes - before, "measured",
-                          "torch.cuda.memory_allocated delta around the pool's allocation")
-        else:
-            result.record("kv_pool_bytes", storage_bytes(self.engine.pool.k_caches + self.engine.pool.v_caches),
-                          "measured", "bytes of the storages allocated for the pool's tensors")
+            result.record("kv_pool_allocator_bytes", after.allocated_bytes - before, "measured",
+                          "torch.cuda.memory_allocated delta around the engine's construction (pool and buffers)")
+            result.record("kv_pool_allocator_overhead_bytes", after.allocated_bytes - before - result.measured[
+                "kv_pool_bytes"], "computed", "allocator delta - pool storage bytes: the caching allocator's "
+                                              "rounding of each pool tensor and the engine's own buffers")
         self.what = "the kernel warm-up"
         self.engine.warm_up()  # compile every decode/store kernel variant before the timed run
 

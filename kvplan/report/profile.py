@@ -21,6 +21,7 @@ METRIC_ROWS = (
     ("non_torch_bytes", "non-torch", "bytes"),
     ("non_torch_baseline_bytes", "CUDA context (no term)", "bytes"),
     ("kv_pool_bytes", "KV pool", "bytes"),
+    ("kv_pool_allocator_overhead_bytes", "allocator excess over the pool", "bytes"),
     ("total_memory_bytes", "total memory", "bytes"),
     ("num_blocks", "KV blocks", "count"),
     ("max_concurrent_users", "max users reached", "count"),
