@@ -2,19 +2,23 @@
 # The GPU proof in one prepared run: bash benchmarks/gpu_check.sh [--dry-run]
 #
 # For one H100/H200 with Python 3.12, torch 2.11, triton 3.6, transformers 5.17 and numpy 2.5
-# preinstalled and no package registry. Run from the repository root. Steps, each under its own
-# timeout and all under TOTAL_S (default 400 s, well inside 7 minutes):
-#   install       pip install -e . (no index, no build isolation, no deps), verified by importing
+# preinstalled and no package registry. Runs at the repository root (it cd's there). Steps in this
+# order, cheap and central first, each with its own time limit; the limits add up to 400 s and all
+# run under TOTAL_S (default 410 s), so the whole run stays under 7 minutes:
+#   install       (35 s) pip install -e . (no index, no build isolation, no deps), verified by importing
 #                 kvplan.kernels, kvplan.model_specs and kvplan.cli; else with --break-system-packages;
 #                 else a copy laid out as the package on PYTHONPATH. If none imports, the run stops.
-#   environment   GPU, driver, versions
-#   pytest-gpu    pytest -m gpu on the test files that have GPU tests
-#   decode-bench  the Triton decode kernel vs measured copy bandwidth and SDPA on a contiguous cache
-#   parity        engine vs transformers greedy tokens on CUDA, fp32 and bf16: dense, sliding, MoE
-#   profile-llama kvplan profile, Llama-3.1-8B shape, random weights, a 2 GiB pool that fills, contiguous rerun
-#   profile-gemma kvplan profile, Gemma-2-9B shape (window + softcap), random weights, a 2 GiB pool
-#   profile-oom   kvplan profile with a 1 TiB pool: the out-of-memory finding (exit 1)
+#   environment   (15 s) GPU, driver, versions
+#   profile-oom   (45 s) kvplan profile with a 1 TiB pool: the out-of-memory finding (exit 1)
+#   parity        (50 s) engine vs transformers greedy tokens on CUDA, fp32 and bf16: dense, sliding, MoE
+#   profile-llama (110 s) kvplan profile, Llama-3.1-8B shape, random weights, a 2 GiB pool that fills,
+#                 then the contiguous rerun (the paged report is written before it starts)
+#   profile-gemma (70 s) kvplan profile, Gemma-2-9B shape (window + softcap), random weights, a 2 GiB pool
+#   pytest-gpu    (40 s) pytest -m gpu on the test files that have GPU tests
+#   decode-bench  (35 s) the Triton decode kernel vs measured copy bandwidth and SDPA on a contiguous cache
 #   verdict       benchmarks/gpu_check.py verdict: PASS/FAIL per check (docs/profile.md lists them)
+# A step may run past its own limit into time earlier steps left unused, never into the time the
+# later steps' limits reserve.
 # Everything (logs, JSON, reports, commands.txt with the exact commands, summary.txt) goes into
 # one archive, $OUT/gpu_check.tar.gz, with summary.txt beside it.
 #
@@ -28,7 +32,7 @@ DRY_RUN=${KVPLAN_GPU_CHECK_DRY_RUN:-0}
 PYTHON=${PYTHON:-python3}
 mkdir -p "${OUT:-out}" && OUT=$(cd "${OUT:-out}" && pwd) || { echo "gpu_check: cannot create OUT=${OUT:-out}" >&2; exit 2; }
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2  # the repository root, wherever it was started from
-TOTAL_S=${TOTAL_S:-400}
+TOTAL_S=${TOTAL_S:-410}
 TIMEOUT_SCALE=${TIMEOUT_SCALE:-1}  # a slow or shared machine (the CI dry run) stretches every step's timeout
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")
 mkdir -p "$WORK/logs"
@@ -37,10 +41,22 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 COLUMNS=140 PYTHONUNBUFFERED=1
 unset TRITON_INTERPRET
 echo "{}" > "$WORK/steps.json"
 
-# step NAME TIMEOUT_S CMD...: run CMD under min(TIMEOUT_S, what is left of TOTAL_S), log it, record it.
+# Each step's own limit in seconds (times TIMEOUT_SCALE); RESERVED_S holds those of the steps still to run.
+declare -A LIMIT_S=([install]=35 [environment]=15 [profile-oom]=45 [parity]=50 [profile-llama]=110
+                    [profile-gemma]=70 [pytest-gpu]=40 [decode-bench]=35)
+FINISH_S=10  # the verdict and the archive
+RESERVED_S=0
+for name in "${!LIMIT_S[@]}"; do RESERVED_S=$((RESERVED_S + LIMIT_S[$name] * TIMEOUT_SCALE)); done
+
+# step NAME CMD...: run CMD under its own limit plus what earlier steps left unused (never into the
+# limits of the steps after it, never past TOTAL_S), log it, record it.
 step() {
-  local name=$1 limit=$(($2 * TIMEOUT_SCALE)); shift 2
-  local left=$((TOTAL_S - (SECONDS - START) - 10))
+  local name=$1; shift
+  local own=$((LIMIT_S[$name] * TIMEOUT_SCALE))
+  RESERVED_S=$((RESERVED_S - own))
+  local left=$((TOTAL_S - (SECONDS - START) - FINISH_S))
+  local limit=$((left - RESERVED_S))
+  (( limit < own )) && limit=$own
   (( limit > left )) && limit=$left
   printf '%s\n' "[$name] timeout ${limit}s: $*" >> "$WORK/commands.txt"
   local t0=$SECONDS rc
@@ -66,6 +82,7 @@ json.dump(steps, open(path, "w"), indent=1)
 EOF
 }
 skip() {
+  RESERVED_S=$((RESERVED_S - LIMIT_S[$1] * TIMEOUT_SCALE))
   printf '%s\n' "[$1] skipped: $2" >> "$WORK/commands.txt"
   echo "$2" > "$WORK/logs/$1.log"
   echo "[$1] skipped: $2"
@@ -128,46 +145,45 @@ else
   DEVICE=cuda:0
   LLAMA=llama-3.1-8b; GEMMA=gemma-2-9b
   PROFILE_DTYPE=(--dtype bf16)
-  # 2 GiB holds 16,384 Llama tokens (1,024 blocks): 192 requests of 512 + 128 tokens fill it and
-  # preempt; the contiguous rerun reserves max_model_len = 1,024 tokens per request.
-  LLAMA_RUN=(--max-model-len 1024 --kv-cache-memory 2GiB --requests 192 --prompt-len 512 --output-len 128)
-  # Gemma 2: 344,064 B per token (42 layers, window and full groups): about 6,200 tokens in 2 GiB.
-  GEMMA_RUN=(--max-model-len 1024 --kv-cache-memory 2GiB --requests 96 --prompt-len 512 --output-len 64)
+  # 2 GiB holds 16,384 Llama tokens (1,024 blocks): 96 requests of 512 + 128 tokens fill it (32 are
+  # admitted, then grow past the pool and preempt); the contiguous rerun reserves max_model_len =
+  # 1,024 tokens (64 blocks) per request: 16 at a time.
+  LLAMA_RUN=(--max-model-len 1024 --kv-cache-memory 2GiB --requests 96 --prompt-len 512 --output-len 128)
+  # Gemma 2: 344,064 B per token (42 layers, window and full groups): about 6,200 tokens in 2 GiB,
+  # some 10 requests of 512 + 64 at a time.
+  GEMMA_RUN=(--max-model-len 1024 --kv-cache-memory 2GiB --requests 48 --prompt-len 512 --output-len 64)
   OOM_POOL=1024GiB
   PARITY=(--device cuda --max-tokens 24)
 fi
-step install 60 bash -c 'install_package "$0"' "$WORK/py"
+step install bash -c 'install_package "$0"' "$WORK/py"
 if [ "$LAST_RC" != 0 ]; then
   echo "STOP: kvplan cannot be imported ($IMPORTS failed after pip -e, pip -e --break-system-packages and a copied layout; see logs/install.log): nothing else can run" | tee "$WORK/stopped.txt"
   finish
 fi
 [ -e "$WORK/py/.ok" ] && export PYTHONPATH="$WORK/py" PYTHONSAFEPATH=1
 
-step environment 30 bash -c "date -u +%FT%TZ; uname -a; nproc; (nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv || echo 'no nvidia-smi'); \
+step environment bash -c "date -u +%FT%TZ; uname -a; nproc; (nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv || echo 'no nvidia-smi'); \
   '$PYTHON' -c 'import sys, torch, transformers, triton, numpy; print(sys.version); print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"available\", torch.cuda.is_available()); print(\"transformers\", transformers.__version__, \"triton\", triton.__version__, \"numpy\", numpy.__version__); print(\"device\", torch.cuda.get_device_name() if torch.cuda.is_available() else \"cpu\")'; \
   git rev-parse HEAD 2>/dev/null; git status --short 2>/dev/null | head -20"
+
+PROFILE=("$PYTHON" -m kvplan profile --random-weights "${PROFILE_DTYPE[@]}" --device "$DEVICE")
+step profile-oom "${PROFILE[@]}" "$LLAMA" --max-model-len 128 --kv-cache-memory "$OOM_POOL" --requests 2 \
+  --prompt-len 16 --output-len 4 --report "$WORK/profile-oom"
+step parity "$PYTHON" benchmarks/gpu_check.py parity "${PARITY[@]}" --json "$WORK/parity.json"
+step profile-llama "${PROFILE[@]}" "$LLAMA" "${LLAMA_RUN[@]}" --compare contiguous --report "$WORK/profile-llama"
+step profile-gemma "${PROFILE[@]}" "$GEMMA" "${GEMMA_RUN[@]}" --report "$WORK/profile-gemma"
 
 GPU_TESTS=$(grep -l "mark.gpu" tests/test_*.py | tr '\n' ' ')
 if [ "$DRY_RUN" = 1 ]; then
   skip pytest-gpu "needs CUDA: every GPU test skips on a CPU (the CPU suite collects them): $GPU_TESTS"
   skip decode-bench "needs CUDA (benchmarks/decode_attention.py)"
-elif ! "$PYTHON" -c "import pytest, hypothesis" 2> /dev/null; then
-  skip pytest-gpu "pytest or hypothesis is not installed here (and there is no registry)"
 else
-  step pytest-gpu 90 "$PYTHON" -m pytest -p no:cacheprovider -q -m gpu -rs $GPU_TESTS
-fi
-if [ "$DRY_RUN" != 1 ]; then
-  step decode-bench 75 "$PYTHON" benchmarks/decode_attention.py --batch 1 16 64 --context 4096 16384 --kv-heads 8 \
+  if "$PYTHON" -c "import pytest, hypothesis" 2> /dev/null; then
+    step pytest-gpu "$PYTHON" -m pytest -p no:cacheprovider -q -m gpu -rs $GPU_TESTS
+  else
+    skip pytest-gpu "pytest or hypothesis is not installed here (and there is no registry)"
+  fi
+  step decode-bench "$PYTHON" benchmarks/decode_attention.py --batch 1 16 64 --context 4096 16384 --kv-heads 8 \
     --iters 20 --warmup 5 --json "$WORK/decode_bench.json"
 fi
-
-step parity 90 "$PYTHON" benchmarks/gpu_check.py parity "${PARITY[@]}" --json "$WORK/parity.json"
-step profile-llama 150 "$PYTHON" -m kvplan profile "$LLAMA" --random-weights "${PROFILE_DTYPE[@]}" --device "$DEVICE" \
-  "${LLAMA_RUN[@]}" --compare contiguous --report "$WORK/profile-llama"
-step profile-gemma 100 "$PYTHON" -m kvplan profile "$GEMMA" --random-weights "${PROFILE_DTYPE[@]}" --device "$DEVICE" \
-  "${GEMMA_RUN[@]}" --report "$WORK/profile-gemma"
-step profile-oom 60 "$PYTHON" -m kvplan profile "$LLAMA" --random-weights "${PROFILE_DTYPE[@]}" --device "$DEVICE" \
-  --max-model-len 128 --kv-cache-memory "$OOM_POOL" --requests 2 --prompt-len 16 --output-len 4 \
-  --report "$WORK/profile-oom"
-
 finish

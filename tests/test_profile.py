@@ -305,3 +305,21 @@ def test_cuda_total_memory_leaves_the_cuda_context_out_as_the_prediction_does(mo
     assert m["total_memory_bytes"] == 10 << 30 and basis["total_memory_bytes"]["kind"] == "computed"
     assert "CUDA context" in basis["total_memory_bytes"]["how"] and "whole device" in basis["total_memory_bytes"]["how"]
     assert m["peak_allocated_bytes"] == 9 << 30
+
+
+def test_the_paged_report_is_written_before_the_contiguous_rerun(tiny, tmp_path):
+    """A rerun that never ends (a step timeout on the GPU check) must leave the paged run's report."""
+    from kvplan.report.profile import write_report_dir
+
+    seen = []
+
+    def checkpoint(result):
+        write_report_dir(result, tmp_path / "report")
+        seen.append(json.loads((tmp_path / "report" / "profile.json").read_text()))
+
+    result = profile_tiny(tiny, requests=8, compare="contiguous", checkpoint=checkpoint)
+    (early,) = seen
+    assert early["phase"] == "contiguous" and early["contiguous"] is None and early["run"]["requests"] == 8
+    assert early["error"]["num_blocks"] == 0  # compared already
+    assert "**PARTIAL:** written before the contiguous phase finished" in (tmp_path / "report" / "profile.md").read_text()
+    assert result.phase == "done" and result.contiguous["requests"] == 8

@@ -254,28 +254,32 @@ class DevicePhases:
             raise FindingError(f"out of memory during the contiguous run at {run.out_of_memory}")
 
     def finish(self) -> None:
-        """Release the engine and the model; on CUDA record the peaks an OOM may have reached."""
-        result = self.result
+        """Release the engine and the model, and record the peaks (an OOM's included)."""
         self.engine = self.model = None
-        if self.cuda:
-            import torch
+        self.record_peaks()
+        self._free()
 
-            peak = torch.cuda.max_memory_allocated(self.dev)  # since the last reset: what an OOM reached
-            result.record("peak_allocated_bytes", max(peak, result.measured.get("peak_allocated_bytes") or 0),
-                          "measured", "torch.cuda.max_memory_allocated over every phase")
-            self._free()
-            baseline = result.measured.get("non_torch_baseline_bytes")
-            if self.nvml_peak_bytes is not None:
-                result.record("driver_used_peak_bytes", self.nvml_peak_bytes, "measured",
-                              f"driver used ({self.memory.used_basis()}): the most over every phase and step")
-            if self.nvml_peak_bytes is not None and baseline is not None:
-                result.record("total_memory_bytes", self.nvml_peak_bytes - baseline, "computed",
-                              f"the most driver used ({self.memory.used_basis()}) over every phase and step - the "
-                              "baseline right after CUDA start-up: the CUDA context is left out on both sides")
-            else:
-                result.unmeasured("total_memory_bytes", _no_reading(self.memory))
-        else:
+    def record_peaks(self) -> None:
+        """On CUDA: the peak allocated, the most driver used and the total memory, so far."""
+        result = self.result
+        if not self.cuda:
             result.unmeasured("total_memory_bytes", CPU_UNMEASURED)
+            return
+        import torch
+
+        peak = torch.cuda.max_memory_allocated(self.dev)  # since the last reset: what an OOM reached
+        result.record("peak_allocated_bytes", max(peak, result.measured.get("peak_allocated_bytes") or 0),
+                      "measured", "torch.cuda.max_memory_allocated over every phase")
+        baseline = result.measured.get("non_torch_baseline_bytes")
+        if self.nvml_peak_bytes is not None:
+            result.record("driver_used_peak_bytes", self.nvml_peak_bytes, "measured",
+                          f"driver used ({self.memory.used_basis()}): the most over every phase and step")
+        if self.nvml_peak_bytes is not None and baseline is not None:
+            result.record("total_memory_bytes", self.nvml_peak_bytes - baseline, "computed",
+                          f"the most driver used ({self.memory.used_basis()}) over every phase and step - the "
+                          "baseline right after CUDA start-up: the CUDA context is left out on both sides")
+        else:
+            result.unmeasured("total_memory_bytes", _no_reading(self.memory))
 
     def _free(self) -> None:
         gc.collect()

@@ -144,6 +144,8 @@ def status_line(d: dict) -> Line:
         return Line(d["finding"], "fail", label="FINDING:")
     if d["interrupted"]:
         return Line(f"during {d['phase']}: partial report", "warn", label="INTERRUPTED")
+    if d["phase"] != "done":
+        return Line(f"written before the {d['phase']} phase finished: partial report", "warn", label="PARTIAL:")
     return Line("complete", "ok", label="Status:")
 
 
