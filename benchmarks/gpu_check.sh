@@ -20,7 +20,10 @@
 # A step may run past its own limit into time earlier steps left unused, never into the time the
 # later steps' limits reserve.
 # Everything (logs, JSON, reports, commands.txt with the exact commands, summary.txt) goes into
-# one archive, $OUT/gpu_check.tar.gz, with summary.txt beside it.
+# one archive, $OUT/gpu_check.tar.gz, with summary.txt and steps.json beside it; all three are
+# refreshed after every step, so a run killed outright still returns what it measured. TERM or
+# INT stops the running step and finishes as usual. A caller's own time limit must leave room:
+# at least TOTAL_S + 50 s (460 s with the defaults).
 #
 # --dry-run (or KVPLAN_GPU_CHECK_DRY_RUN=1) runs every step it can without CUDA, on the CPU with
 # tiny stand-in models (install takes the copy fallback; pytest -m gpu and the kernel benchmark are
@@ -59,18 +62,24 @@ step() {
   (( limit < own )) && limit=$own
   (( limit > left )) && limit=$left
   printf '%s\n' "[$name] timeout ${limit}s: $*" >> "$WORK/commands.txt"
-  local t0=$SECONDS rc
+  local rc
+  STEP=$name STEP_T0=$SECONDS
   if (( limit < 5 )); then
     rc=124; echo "no time left" > "$WORK/logs/$name.log"
-  else
-    timeout --kill-after=5 "$limit" "$@" > "$WORK/logs/$name.log" 2>&1; rc=$?
+  else  # in the background, so that a TERM to this script is handled at once (see on_signal)
+    timeout --kill-after=5 "$limit" "$@" > "$WORK/logs/$name.log" 2>&1 &
+    STEP_PID=$!
+    wait "$STEP_PID"; rc=$?
+    STEP_PID=
   fi
   local status=ok
   case $rc in 0) ;; 124|137) status=timeout ;; *) status=failed ;; esac
   [ "$name" = profile-oom ] && [ $rc -eq 1 ] && status=finding  # the expected outcome
-  echo "[$name] $status (exit $rc, $((SECONDS - t0)) s)"
-  record "$name" "$status" "$rc" "$((SECONDS - t0))"
+  echo "[$name] $status (exit $rc, $((SECONDS - STEP_T0)) s)"
+  record "$name" "$status" "$rc" "$((SECONDS - STEP_T0))"
+  STEP=
   LAST_RC=$rc
+  snapshot
 }
 record() {
   "$PYTHON" - "$WORK/steps.json" "$@" <<'EOF'
@@ -89,22 +98,56 @@ skip() {
   record "$1" skipped 0 0
 }
 
-# The verdict over whatever ran, the summary and the archive in $OUT; the exit code is the verdict's.
+# After every step $OUT holds steps.json, a provisional summary and the archive so far: a run killed
+# outright (SIGKILL, the machine taken back) still returns what it measured.
+snapshot() {
+  verdict > "$WORK/summary.txt" 2>&1
+  printf '%s\n' "PARTIAL: written after the last step above, $((SECONDS - START)) s in; the run had not finished" \
+    >> "$WORK/summary.txt"
+  publish
+}
+verdict() {
+  local args=(benchmarks/gpu_check.py verdict "$WORK")
+  [ "$DRY_RUN" = 1 ] && args+=(--dry-run)
+  "$PYTHON" "${args[@]}"
+}
+publish() {
+  cp "$WORK/summary.txt" "$WORK/steps.json" "$OUT/"
+  tar -czf "$OUT/gpu_check.tar.gz.part" -C "$WORK" . && mv -f "$OUT/gpu_check.tar.gz.part" "$OUT/gpu_check.tar.gz"
+}
+
+# TERM or INT (a caller's timeout): stop the running step, then the verdict and the archive as usual.
+on_signal() {
+  trap - TERM INT
+  echo "STOPPED by a signal during ${STEP:-no step}, $((SECONDS - START)) s in" | tee -a "$WORK/stopped.txt"
+  if [ -n "${STEP_PID:-}" ]; then
+    kill -TERM "$STEP_PID" 2> /dev/null
+    wait "$STEP_PID" 2> /dev/null
+    record "$STEP" killed 143 "$((SECONDS - STEP_T0))"
+  fi
+  finish 143
+}
+
+# The verdict over whatever ran, the summary and the archive in $OUT, once; the exit code is the
+# verdict's (or $1).
 finish() {
-  local verdict=(benchmarks/gpu_check.py verdict "$WORK") rc
-  [ "$DRY_RUN" = 1 ] && verdict+=(--dry-run)
-  printf '%s\n' "[verdict] $PYTHON ${verdict[*]}" >> "$WORK/commands.txt"
-  "$PYTHON" "${verdict[@]}" > "$WORK/summary.txt" 2>&1
-  rc=$?
+  [ -n "${FINISHED:-}" ] && return
+  FINISHED=1
+  local rc
+  printf '%s\n' "[verdict] $PYTHON benchmarks/gpu_check.py verdict WORKDIR$([ "$DRY_RUN" = 1 ] && echo ' --dry-run')" \
+    >> "$WORK/commands.txt"
+  verdict > "$WORK/summary.txt" 2>&1
+  rc=${1:-$?}
   [ -e "$WORK/stopped.txt" ] && cat "$WORK/stopped.txt" >> "$WORK/summary.txt"
   echo "total $((SECONDS - START)) s (budget $TOTAL_S s)$([ "$DRY_RUN" = 1 ] && echo ', dry run')" >> "$WORK/summary.txt"
   cat "$WORK/summary.txt"
-  cp "$WORK/summary.txt" "$OUT/summary.txt"
-  tar -czf "$OUT/gpu_check.tar.gz" -C "$WORK" .
+  publish
   echo "archive: $OUT/gpu_check.tar.gz"
   rm -rf "$WORK"
-  exit $rc
+  exit "$rc"
 }
+trap on_signal TERM INT
+trap finish EXIT
 
 # kvplan.kernels and kvplan.model_specs exist only through pyproject's package-dir mapping, so the
 # package must be installed (or laid out as installed) before anything imports it. In order: an

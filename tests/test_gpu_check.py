@@ -8,9 +8,11 @@ script runs the full-size steps (docs/profile.md lists them and what each must s
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -35,7 +37,7 @@ def test_dry_run_runs_every_cpu_step_and_leaves_one_archive(tmp_path):
                   "profile-llama: the pool binds"):
         assert f"PASS        {check}" in summary, check
     assert "SKIP        decode kernel bandwidth" in summary
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["gpu_check.tar.gz", "summary.txt"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["gpu_check.tar.gz", "steps.json", "summary.txt"]
     with tarfile.open(tmp_path / "out" / "gpu_check.tar.gz") as archive:
         names = set(archive.getnames())
     for name in ("./commands.txt", "./steps.json", "./parity.json", "./logs/profile-llama.log",
@@ -59,3 +61,30 @@ def test_a_package_that_cannot_be_imported_stops_the_run_with_a_clear_message(tm
     with tarfile.open(tmp_path / "out" / "gpu_check.tar.gz") as archive:
         steps = json.load(archive.extractfile("./steps.json"))
     assert list(steps) == ["install"] and steps["install"]["status"] == "failed"
+
+
+def test_a_terminated_run_still_leaves_its_summary_and_archive(tmp_path):
+    """A caller's timeout sends TERM: the running step is stopped, recorded as killed, and the verdict,
+    steps.json and the archive land in $OUT at once."""
+    python = tmp_path / "python"
+    python.write_text(f'#!/bin/sh\ncase "$*" in *"import kvplan.kernels"*) exec sleep 120;; esac\n'
+                      f'exec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    env = {**os.environ, "PYTHON": str(python), "OUT": str(tmp_path / "out"), "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--dry-run"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob("gpu_check.*/py/kvplan")):  # the install step is under way
+        assert time.monotonic() < deadline and proc.poll() is None, "the install step never started"
+        time.sleep(0.2)
+    time.sleep(1)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 143, out
+    summary = (tmp_path / "out" / "summary.txt").read_text()
+    assert "STOPPED by a signal during install" in summary and re.search(r"FAIL +step install: killed", summary)
+    steps = json.loads((tmp_path / "out" / "steps.json").read_text())
+    assert steps["install"]["status"] == "killed"
+    with tarfile.open(tmp_path / "out" / "gpu_check.tar.gz") as archive:
+        assert "./logs/install.log" in archive.getnames()
+    assert not list(tmp_path.glob("gpu_check.*")), "the work directory is removed"
