@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The GPU proof in one prepared run: bash benchmarks/gpu_check.sh [--dry-run]
 #
+# On a copy of the working tree without .git, say which commit it is:
+#   KVPLAN_COMMIT=<git rev-parse HEAD, run where the tree was copied from> bash benchmarks/gpu_check.sh
+#
 # For one H100/H200 with Python 3.12, torch 2.11, triton 3.6, transformers 5.17 and numpy 2.5
 # preinstalled and no package registry. Runs at the repository root (it cd's there). Steps in this
 # order, cheap and central first, each with its own time limit; the limits add up to 400 s and all
@@ -43,6 +46,20 @@ START=$SECONDS
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 COLUMNS=140 PYTHONUNBUFFERED=1
 unset TRITON_INTERPRET
 echo "{}" > "$WORK/steps.json"
+
+# The commit that runs: the caller's KVPLAN_COMMIT, else the first line of benchmarks/.gpu_check_commit
+# (written before the tree is copied: an untracked file travels with a copy, an ignored one does
+# not), else git (a copy usually has no .git), else unknown.
+if [ -n "${KVPLAN_COMMIT:-}" ]; then
+  COMMIT="$(printf '%s' "$KVPLAN_COMMIT" | tr -cd '[:alnum:]._+-' | head -c 80) (KVPLAN_COMMIT)"
+elif [ -s benchmarks/.gpu_check_commit ]; then
+  COMMIT="$(head -n 1 benchmarks/.gpu_check_commit | tr -cd '[:alnum:]._+-' | head -c 80) (benchmarks/.gpu_check_commit)"
+elif hash=$(git rev-parse HEAD 2> /dev/null); then
+  COMMIT="$hash (git$(git status --porcelain 2> /dev/null | grep -q . && echo ', with uncommitted changes'))"
+else
+  COMMIT="unknown (no KVPLAN_COMMIT, no benchmarks/.gpu_check_commit, no .git)"
+fi
+echo "commit: $COMMIT" > "$WORK/commands.txt"
 
 # Each step's own limit in seconds (times TIMEOUT_SCALE); RESERVED_S holds those of the steps still to run.
 declare -A LIMIT_S=([install]=35 [environment]=15 [profile-oom]=45 [parity]=50 [profile-llama]=110
@@ -102,6 +119,7 @@ skip() {
 # outright (SIGKILL, the machine taken back) still returns what it measured.
 snapshot() {
   verdict > "$WORK/summary.txt" 2>&1
+  echo "commit: $COMMIT" >> "$WORK/summary.txt"
   printf '%s\n' "PARTIAL: written after the last step above, $((SECONDS - START)) s in; the run had not finished" \
     >> "$WORK/summary.txt"
   publish
@@ -139,6 +157,7 @@ finish() {
   verdict > "$WORK/summary.txt" 2>&1
   rc=${1:-$?}
   [ -e "$WORK/stopped.txt" ] && cat "$WORK/stopped.txt" >> "$WORK/summary.txt"
+  echo "commit: $COMMIT" >> "$WORK/summary.txt"
   echo "total $((SECONDS - START)) s (budget $TOTAL_S s)$([ "$DRY_RUN" = 1 ] && echo ', dry run')" >> "$WORK/summary.txt"
   cat "$WORK/summary.txt"
   publish

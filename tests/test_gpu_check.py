@@ -27,11 +27,13 @@ def test_dry_run_runs_every_cpu_step_and_leaves_one_archive(tmp_path):
     env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "out"), "TMPDIR": str(tmp_path),
            "TOTAL_S": "1200", "TIMEOUT_SCALE": "6"}  # the suite shares 2 cores
     env.pop("TRITON_INTERPRET", None)
+    env.pop("KVPLAN_COMMIT", None)
     proc = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--dry-run"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=1300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     summary = (tmp_path / "out" / "summary.txt").read_text()
     assert "0 failed" in summary and "dry run" in summary
+    assert re.search(r"^commit: [0-9a-f]{40} \(git", summary, re.M), summary  # no KVPLAN_COMMIT: git says
     for check in ("engine vs transformers: qwen3_moe (MoE) bf16", "profile-llama: KV pool exact",
                   "profile-gemma: simulated dynamics = run", "profile-llama: contiguous users", "out-of-memory path",
                   "profile-llama: the pool binds"):
@@ -52,12 +54,14 @@ def test_a_package_that_cannot_be_imported_stops_the_run_with_a_clear_message(tm
     python = tmp_path / "python"
     python.write_text(f'#!/bin/sh\ncase "$*" in *"import kvplan.kernels"*) exit 1;; esac\nexec {sys.executable} "$@"\n')
     python.chmod(0o755)
-    env = {**os.environ, "PYTHON": str(python), "OUT": str(tmp_path / "out"), "TMPDIR": str(tmp_path)}
+    env = {**os.environ, "PYTHON": str(python), "OUT": str(tmp_path / "out"), "TMPDIR": str(tmp_path),
+           "KVPLAN_COMMIT": "0123abc; rm -rf /"}
     proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--dry-run"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     summary = (tmp_path / "out" / "summary.txt").read_text()
     assert "STOP: kvplan cannot be imported" in summary and re.search(r"FAIL +step install", summary)
+    assert "commit: 0123abcrm-rf (KVPLAN_COMMIT)" in summary  # recorded, and only as a name
     with tarfile.open(tmp_path / "out" / "gpu_check.tar.gz") as archive:
         steps = json.load(archive.extractfile("./steps.json"))
     assert list(steps) == ["install"] and steps["install"]["status"] == "failed"
