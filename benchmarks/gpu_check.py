@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 
 BF16_ERROR_RATIO = 1.5
-POOL_EXACT = 0  # bytes: the pool's allocation equals blocks x page bytes
 TOTAL_TOL, TOTAL_GOAL = 0.03, 0.02  # total memory, predicted vs measured (NVML)
 BANDWIDTH_BAR, BANDWIDTH_GOAL = 0.70, 0.90  # decode kernel, fraction of measured copy bandwidth
 
@@ -138,9 +137,17 @@ def verdict(workdir: Path, dry_run: bool) -> list[tuple[str, str, str]]:
             add("FAIL", f"step {name}", f"{step['status']} (exit {step['rc']}, {step['seconds']:.0f} s): see logs/{name}.log")
 
     bench = _load(workdir / "decode_bench.json")
+    correct = (bench or {}).get("correctness") or {}
     if bench is None:
-        add("SKIP" if dry_run else "FAIL", "decode kernel bandwidth", "no decode_bench.json (needs CUDA)")
+        add("SKIP" if dry_run else "FAIL", "decode kernel bandwidth",
+            "needs CUDA" if dry_run else "no decode_bench.json: see logs/decode-bench.log")
+    elif not correct.get("ok"):
+        add("FAIL", "decode kernel bf16 correctness", correct.get("detail") or "not checked")
     else:
+        add("PASS", "decode kernel bf16 correctness", correct["detail"])
+    if bench is not None and correct.get("ok") and not bench["rows"]:
+        add("FAIL", "decode kernel bandwidth", "no point measured: see logs/decode-bench.log")
+    elif bench is not None and correct.get("ok"):
         copy = bench["meta"]["copy_gbs"]
         best = max(bench["rows"], key=lambda r: r["kv_mb"])  # the most bandwidth-bound point
         frac = best["paged_gbs"] / copy
@@ -148,7 +155,8 @@ def verdict(workdir: Path, dry_run: bool) -> list[tuple[str, str, str]]:
         add(status, "decode kernel bandwidth",
             f"{100 * frac:.0f}% of copy bandwidth ({best['paged_gbs']:,.0f} of {copy:,.0f} GB/s) at batch "
             f"{best['batch']} x {best['context']} tokens; SDPA on a contiguous cache {best['sdpa_gbs']:,.0f} GB/s; "
-            f"goal >= {100 * BANDWIDTH_GOAL:.0f}%, bar {100 * BANDWIDTH_BAR:.0f}%")
+            f"goal >= {100 * BANDWIDTH_GOAL:.0f}%, bar {100 * BANDWIDTH_BAR:.0f}%; "
+            f"{len(bench['rows'])} of {bench['meta'].get('points_planned', '?')} points measured")
 
     rows = _load(workdir / "parity.json")
     if rows is None:

@@ -203,8 +203,7 @@ class DevicePhases:
                           "tokens sampled in decode-only steps / their wall time")
         roofline(result, run, self.dep)
         for sample in run.samples:
-            if sample.nvml_used_bytes is not None:
-                self.nvml_peak_bytes = max(self.nvml_peak_bytes or 0, sample.nvml_used_bytes)
+            self._nvml(sample)
         if self.cuda:
             import torch
 
@@ -244,6 +243,8 @@ class DevicePhases:
         self.engine = LLMEngine(self.model, spec, replace(self.config, contiguous=True))
         run = replay(self.engine, self.items, self.memory, vocab_size=self.model.hf_config.vocab_size,
                      mode="contiguous", on_progress=_bind(self.progress, "contiguous"))
+        for sample in run.samples:  # the total's peak is over every phase, this one included
+            self._nvml(sample)
         result.contiguous = run.summary()
         result.contiguous["predicted_max_concurrent_users"] = result.predicted_static["contiguous_max_concurrent_users"]
         result.contiguous["simulated_max_concurrent_users"] = result.predicted_simulated.get(
