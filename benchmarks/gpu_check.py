@@ -1,5 +1,6 @@
 """Helpers of benchmarks/gpu_check.sh: small model configs, engine-vs-transformers parity, the verdict.
 
+    python benchmarks/gpu_check.py environment             Python, package versions, the kvplan imported, CUDA
     python benchmarks/gpu_check.py configs DIR             tiny config.json files for the dry run
     python benchmarks/gpu_check.py parity --device cuda --json OUT.json
     python benchmarks/gpu_check.py verdict WORKDIR          reads the steps' outputs, prints PASS/FAIL lines
@@ -41,6 +42,31 @@ DRY_RUN_CONFIGS = {
                         "sliding_window": 32, "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0,
                         "query_pre_attn_scalar": 32},
 }
+
+
+def environment() -> None:
+    """Versions from the installed metadata (no import of transformers or triton: seconds saved), the
+    kvplan this Python imports, and what torch sees of CUDA."""
+    import importlib.metadata
+    import importlib.util
+    import platform
+
+    print("python", sys.version.replace("\n", " "), platform.platform())
+    for package in ("torch", "transformers", "triton", "numpy", "nvidia-ml-py", "pytest", "hypothesis", "matplotlib"):
+        try:
+            print(package, importlib.metadata.version(package))
+        except importlib.metadata.PackageNotFoundError:
+            print(package, "not installed")
+    for module in ("kvplan", "kvplan.kernels", "kvplan.model_specs"):
+        spec = importlib.util.find_spec(module)
+        print(module, "from", spec.origin if spec else "nowhere: not importable")
+    import torch
+
+    print("torch cuda", torch.version.cuda, "available", torch.cuda.is_available(), "threads", torch.get_num_threads())
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        print("device", props.name, f"{props.total_memory / 2**30:.2f} GiB", f"capability {props.major}.{props.minor}",
+              f"{props.multi_processor_count} SMs")
 
 
 def write_configs(directory: Path) -> None:
@@ -226,6 +252,7 @@ def verdict(workdir: Path, dry_run: bool) -> list[tuple[str, str, str]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
+    sub.add_parser("environment")
     c = sub.add_parser("configs")
     c.add_argument("directory", type=Path)
     pa = sub.add_parser("parity")
@@ -237,7 +264,9 @@ def main() -> None:
     v.add_argument("workdir", type=Path)
     v.add_argument("--dry-run", action="store_true")
     args = ap.parse_args()
-    if args.command == "configs":
+    if args.command == "environment":
+        environment()
+    elif args.command == "configs":
         write_configs(args.directory)
     elif args.command == "parity":
         rows = parity(args.device, args.max_tokens, args.small)

@@ -204,6 +204,7 @@ if [ "$DRY_RUN" = 1 ]; then
   GEMMA_RUN=(--max-model-len 128 --kv-cache-memory 1MiB --requests 16 --prompt-len 40 --output-len 8)
   OOM_POOL=32TiB  # fails in torch's CPU allocator at once
   PARITY=(--device cpu --small --max-tokens 4)
+  export OMP_NUM_THREADS=1  # tiny models: extra intra-op threads only contend (3x slower on a busy 2-core CI)
   export KVPLAN_GPU_CHECK_INSTALL=${KVPLAN_GPU_CHECK_INSTALL:-copy}  # the fallback, without touching this Python
 else
   DEVICE=cuda:0
@@ -226,9 +227,9 @@ if [ "$LAST_RC" != 0 ]; then
 fi
 [ -e "$WORK/py/.ok" ] && export PYTHONPATH="$WORK/py" PYTHONSAFEPATH=1
 
-step environment bash -c "date -u +%FT%TZ; uname -a; nproc; (nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv || echo 'no nvidia-smi'); \
-  '$PYTHON' -c 'import sys, torch, transformers, triton, numpy; print(sys.version); print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"available\", torch.cuda.is_available()); print(\"transformers\", transformers.__version__, \"triton\", triton.__version__, \"numpy\", numpy.__version__); print(\"device\", torch.cuda.get_device_name() if torch.cuda.is_available() else \"cpu\")'; \
-  git rev-parse HEAD 2>/dev/null; git status --short 2>/dev/null | head -20"
+step environment bash -c "date -u +%FT%TZ; uname -a; echo cores \$(nproc); \
+  nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv || echo 'no nvidia-smi'; \
+  '$PYTHON' benchmarks/gpu_check.py environment"
 
 PROFILE=("$PYTHON" -m kvplan profile --random-weights "${PROFILE_DTYPE[@]}" --device "$DEVICE")
 step profile-oom "${PROFILE[@]}" "$LLAMA" --max-model-len 128 --kv-cache-memory "$OOM_POOL" --requests 2 \
