@@ -10,7 +10,8 @@ L2 flushed before each timed call, after warm-up). Two references from the same
 process: the device copy bandwidth (read + write bytes of a 1 GiB tensor copy),
 and torch SDPA over a contiguous `[B, Hkv, L, D]` cache of the same shape
 (`enable_gqa=True`; its bandwidth uses the same logical K/V bytes). A bf16
-correctness check against the torch reference runs first.
+correctness check against the torch reference runs first; its outcome is in the JSON
+(`correctness`), which a failed check writes too, without rows, before exiting with 1.
 """
 
 import argparse
@@ -78,18 +79,24 @@ def make_paged(batch, context, kv_heads, head_dim, block_size, dtype, gen):
     return k_cache, v_cache, block_tables, seq_lens
 
 
-def check_bf16(gen) -> None:
-    """The compiled kernel against the fp32 torch reference, all features on."""
+def check_bf16(gen) -> dict:
+    """The compiled kernel against the fp32 torch reference, plain and with every feature on:
+    {"ok", "detail"}."""
     k_cache, v_cache, tables, _ = make_paged(3, 700, 8, 128, 16, torch.bfloat16, gen)
     seq_lens = torch.tensor([1, 33, 700], device="cuda", dtype=torch.int32)
     q = torch.randn(3, 32, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
     sinks = torch.randn(32, device="cuda", generator=gen)
+    worst = 0.0
     for features in (dict(), dict(window=64, softcap=30.0, sinks=sinks)):
         args = (q, k_cache, v_cache, tables, seq_lens, 128 ** -0.5)
         err = (paged_decode(*args, **features).float() - paged_decode_reference(*args, **features).float()).abs().max()
         if not err <= 2e-2:
-            sys.exit(f"bf16 correctness check failed ({features or 'plain'}): max abs error {err:.3g}")
-    print("bf16 correctness check vs the torch reference: ok (max abs error <= 2e-2)\n")
+            return {"ok": False, "detail": f"bf16 paged decode vs the torch reference failed "
+                                           f"({'window, softcap, sinks' if features else 'plain'}): max abs error "
+                                           f"{err:.3g} > 2e-2"}
+        worst = max(worst, err.item())
+    return {"ok": True, "detail": f"bf16 paged decode vs the torch reference, plain and with window, softcap and "
+                                  f"sinks: max abs error {worst:.3g} <= 2e-2"}
 
 
 def bench_point(batch, context, kv_heads, args, dtype, gen, flush, copy_gbs) -> dict:
@@ -138,29 +145,37 @@ def main() -> None:
         sys.exit("decode_attention.py needs a CUDA GPU (torch.cuda.is_available() is False).")
     if kernel_backend("cuda") != "triton":
         sys.exit(f"paged_decode would run as {kernel_backend('cuda')!r}; unset TRITON_INTERPRET and install triton.")
+    import triton
+
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     gen = torch.Generator(device="cuda").manual_seed(0)
-    check_bf16(gen)
+    device = torch.cuda.get_device_name()
+    meta = dict(device=device, torch=torch.__version__, triton=triton.__version__, dtype=args.dtype,
+                block_size=args.block_size, iters=args.iters)
+    correctness = check_bf16(gen)
+    print(correctness["detail"] + "\n")
+    if not correctness["ok"]:  # the JSON says so: no bandwidth of a wrong kernel
+        write_json(args.json, dict(meta=meta, correctness=correctness, rows=[]))
+        sys.exit(1)
 
     flush = torch.empty(L2_FLUSH_BYTES, dtype=torch.uint8, device="cuda")
-    copy_gbs = copy_bandwidth_gbs(args.iters, args.warmup, flush)
+    meta["copy_gbs"] = copy_gbs = copy_bandwidth_gbs(args.iters, args.warmup, flush)
+    meta["points_planned"] = len(args.batch) * len(args.context) * len(args.kv_heads)
     rows = []
     for batch in args.batch:
         for context in args.context:
             for kv_heads in args.kv_heads:
                 rows.append(bench_point(batch, context, kv_heads, args, dtype, gen, flush, copy_gbs))
                 torch.cuda.empty_cache()
-    table = markdown(rows, copy_gbs)
-    device = torch.cuda.get_device_name()
+                write_json(args.json, dict(meta=meta, correctness=correctness, rows=rows))  # a timeout keeps these
     print(f"{device}, {args.dtype}, head_dim {args.head_dim}, group {args.group}, block size {args.block_size}\n")
-    print(table)
-    if args.json:
-        import triton
+    print(markdown(rows, copy_gbs))
 
-        meta = dict(device=device, torch=torch.__version__, triton=triton.__version__, dtype=args.dtype,
-                    block_size=args.block_size, iters=args.iters, copy_gbs=copy_gbs)
-        with open(args.json, "w") as f:
-            json.dump(dict(meta=meta, rows=rows), f, indent=2)
+
+def write_json(path, doc: dict) -> None:
+    if path:
+        with open(path, "w") as f:
+            json.dump(doc, f, indent=2)
 
 
 if __name__ == "__main__":

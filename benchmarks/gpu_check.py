@@ -1,5 +1,6 @@
 """Helpers of benchmarks/gpu_check.sh: small model configs, engine-vs-transformers parity, the verdict.
 
+    python benchmarks/gpu_check.py environment             Python, package versions, the kvplan imported, CUDA
     python benchmarks/gpu_check.py configs DIR             tiny config.json files for the dry run
     python benchmarks/gpu_check.py parity --device cuda --json OUT.json
     python benchmarks/gpu_check.py verdict WORKDIR          reads the steps' outputs, prints PASS/FAIL lines
@@ -20,7 +21,6 @@ import sys
 from pathlib import Path
 
 BF16_ERROR_RATIO = 1.5
-POOL_EXACT = 0  # bytes: the pool's allocation equals blocks x page bytes
 TOTAL_TOL, TOTAL_GOAL = 0.03, 0.02  # total memory, predicted vs measured (NVML)
 BANDWIDTH_BAR, BANDWIDTH_GOAL = 0.70, 0.90  # decode kernel, fraction of measured copy bandwidth
 
@@ -42,6 +42,31 @@ DRY_RUN_CONFIGS = {
                         "sliding_window": 32, "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0,
                         "query_pre_attn_scalar": 32},
 }
+
+
+def environment() -> None:
+    """Versions from the installed metadata (no import of transformers or triton: seconds saved), the
+    kvplan this Python imports, and what torch sees of CUDA."""
+    import importlib.metadata
+    import importlib.util
+    import platform
+
+    print("python", sys.version.replace("\n", " "), platform.platform())
+    for package in ("torch", "transformers", "triton", "numpy", "nvidia-ml-py", "pytest", "hypothesis", "matplotlib"):
+        try:
+            print(package, importlib.metadata.version(package))
+        except importlib.metadata.PackageNotFoundError:
+            print(package, "not installed")
+    for module in ("kvplan", "kvplan.kernels", "kvplan.model_specs"):
+        spec = importlib.util.find_spec(module)
+        print(module, "from", spec.origin if spec else "nowhere: not importable")
+    import torch
+
+    print("torch cuda", torch.version.cuda, "available", torch.cuda.is_available(), "threads", torch.get_num_threads())
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        print("device", props.name, f"{props.total_memory / 2**30:.2f} GiB", f"capability {props.major}.{props.minor}",
+              f"{props.multi_processor_count} SMs")
 
 
 def write_configs(directory: Path) -> None:
@@ -138,9 +163,17 @@ def verdict(workdir: Path, dry_run: bool) -> list[tuple[str, str, str]]:
             add("FAIL", f"step {name}", f"{step['status']} (exit {step['rc']}, {step['seconds']:.0f} s): see logs/{name}.log")
 
     bench = _load(workdir / "decode_bench.json")
+    correct = (bench or {}).get("correctness") or {}
     if bench is None:
-        add("SKIP" if dry_run else "FAIL", "decode kernel bandwidth", "no decode_bench.json (needs CUDA)")
+        add("SKIP" if dry_run else "FAIL", "decode kernel bandwidth",
+            "needs CUDA" if dry_run else "no decode_bench.json: see logs/decode-bench.log")
+    elif not correct.get("ok"):
+        add("FAIL", "decode kernel bf16 correctness", correct.get("detail") or "not checked")
     else:
+        add("PASS", "decode kernel bf16 correctness", correct["detail"])
+    if bench is not None and correct.get("ok") and not bench["rows"]:
+        add("FAIL", "decode kernel bandwidth", "no point measured: see logs/decode-bench.log")
+    elif bench is not None and correct.get("ok"):
         copy = bench["meta"]["copy_gbs"]
         best = max(bench["rows"], key=lambda r: r["kv_mb"])  # the most bandwidth-bound point
         frac = best["paged_gbs"] / copy
@@ -148,7 +181,8 @@ def verdict(workdir: Path, dry_run: bool) -> list[tuple[str, str, str]]:
         add(status, "decode kernel bandwidth",
             f"{100 * frac:.0f}% of copy bandwidth ({best['paged_gbs']:,.0f} of {copy:,.0f} GB/s) at batch "
             f"{best['batch']} x {best['context']} tokens; SDPA on a contiguous cache {best['sdpa_gbs']:,.0f} GB/s; "
-            f"goal >= {100 * BANDWIDTH_GOAL:.0f}%, bar {100 * BANDWIDTH_BAR:.0f}%")
+            f"goal >= {100 * BANDWIDTH_GOAL:.0f}%, bar {100 * BANDWIDTH_BAR:.0f}%; "
+            f"{len(bench['rows'])} of {bench['meta'].get('points_planned', '?')} points measured")
 
     rows = _load(workdir / "parity.json")
     if rows is None:
@@ -173,6 +207,12 @@ def verdict(workdir: Path, dry_run: bool) -> list[tuple[str, str, str]]:
         add("PASS" if exact else "FAIL", f"{name}: KV pool exact",
             f"measured {m.get('kv_pool_bytes')} B ({doc['measured_basis']['kv_pool_bytes']['how']}), predicted "
             f"{p['kv_pool_bytes']} B, layout {m.get('kv_pool_layout_bytes')} B")
+        over = m.get("kv_pool_allocator_overhead_bytes")
+        if over is not None:  # CUDA: rounding is the allocator's, apart from the pool's own bytes
+            add("PASS" if over >= 0 else "FAIL", f"{name}: KV pool allocator overhead",
+                f"{over:,} B ({100 * over / max(m['kv_pool_bytes'], 1):.3f}% of the pool) handed out beyond the pool's "
+                f"storages ({m['kv_pool_allocator_bytes']:,} B allocator delta, the engine's buffers included); "
+                "never negative (the storages are new allocations); not part of the exact check")
         if m.get("total_memory_bytes") is None:
             add("SKIP" if dry_run else "FAIL", f"{name}: total memory",
                 doc["measured_basis"]["total_memory_bytes"]["how"])
@@ -181,7 +221,8 @@ def verdict(workdir: Path, dry_run: bool) -> list[tuple[str, str, str]]:
             status = "PASS" if abs(rel) <= TOTAL_GOAL else ("GOAL-MISSED" if abs(rel) <= TOTAL_TOL else "FAIL")
             add(status, f"{name}: total memory",
                 f"measured {m['total_memory_bytes'] / 2**30:.2f} GiB vs predicted {p['total_memory_bytes'] / 2**30:.2f} "
-                f"GiB ({100 * rel:+.2f}%; bar 3%, goal 2%)")
+                f"GiB ({100 * rel:+.2f}%; bar 3%, goal 2%); measured as "
+                f"{doc['measured_basis']['total_memory_bytes']['how']}")
         run, wl = doc["run"] or {}, doc["workload"]
         asked = min(wl.get("requests", 0) * wl.get("n", 1), doc["deployment"]["max_num_seqs"])
         binds = run.get("max_concurrent_users") is not None and run["max_concurrent_users"] < asked
@@ -211,6 +252,7 @@ def verdict(workdir: Path, dry_run: bool) -> list[tuple[str, str, str]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
+    sub.add_parser("environment")
     c = sub.add_parser("configs")
     c.add_argument("directory", type=Path)
     pa = sub.add_parser("parity")
@@ -222,7 +264,9 @@ def main() -> None:
     v.add_argument("workdir", type=Path)
     v.add_argument("--dry-run", action="store_true")
     args = ap.parse_args()
-    if args.command == "configs":
+    if args.command == "environment":
+        environment()
+    elif args.command == "configs":
         write_configs(args.directory)
     elif args.command == "parity":
         rows = parity(args.device, args.max_tokens, args.small)

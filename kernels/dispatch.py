@@ -73,16 +73,14 @@ def fix_interpreter_scalars() -> bool:
     `array.squeeze()` instead; older releases (3.6 with numpy 2.5 on the GPU machine) fail every
     kernel with a data-dependent loop. No kernel-side cast helps, since no scalar is 0-d there,
     and a while loop would lose software pipelining on the GPU, so the interpreter gets 3.8's
-    conversion. Compiled kernels are untouched. Returns whether the conversion was installed.
+    conversion. Numpy 1.25 to 2.3 only warn (DeprecationWarning), which fails the same way where
+    warnings are errors, so the conversion goes in there too. Compiled kernels are untouched.
+    Returns whether the conversion was installed.
     """
-    import numpy as np
     from triton.runtime import interpreter
 
-    try:
-        int(np.zeros(1, dtype=np.int32))
-        return False  # this numpy still converts size-1 arrays
-    except TypeError:
-        pass
+    if numpy_converts_size1_arrays():
+        return False
     original = getattr(interpreter, "_patch_lang_tensor", None)
     if original is None or getattr(original, "kvplan_scalar_fix", False):
         return False
@@ -94,4 +92,19 @@ def fix_interpreter_scalars() -> bool:
     patch_lang_tensor.kvplan_scalar_fix = True
     patch_lang_tensor.original = original
     interpreter._patch_lang_tensor = patch_lang_tensor
+    return True
+
+
+def numpy_converts_size1_arrays() -> bool:
+    """Whether `int(array of shape (1,))` works without a DeprecationWarning (numpy < 1.25)."""
+    import warnings
+
+    import numpy as np
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        try:
+            int(np.zeros(1, dtype=np.int32))
+        except (TypeError, DeprecationWarning):  # numpy >= 2.4 refuses; 1.25 - 2.3 deprecate
+            return False
     return True

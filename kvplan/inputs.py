@@ -61,6 +61,7 @@ TRACE = Limit("trace", None, max_line_bytes=16 * MiB)  # a 1M-token prompt as to
 HF_CACHE_REF = Limit("HF cache ref", 1 * KiB)  # refs/{revision} holds one 40-hex commit
 INTROSPECTION_RECORD = Limit("introspection record", 16 * MiB)  # kvplan's own cache; real ones: KiBs
 CGROUP_CPU_FILE = Limit("cgroup CPU quota file", 1 * KiB)  # one line: "max 100000" or a number
+PROC_CGROUP_FILE = Limit("process cgroup list", 64 * KiB)  # a line per v1 hierarchy, paths included
 
 MAX_JSON_DEPTH = 64
 # Memory: a parsed `{}` or `[]` costs ~70 bytes, so `[{},{},...]` grows 25-fold; real JSON has at most one

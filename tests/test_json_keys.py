@@ -109,3 +109,26 @@ def test_explain_log_keys(capsys):
 def test_models_keys(capsys):
     rows = run_json(["models"], capsys)
     assert len(rows) >= 25 and all(set(r) == documented("models") for r in rows)
+
+
+def test_profile_keys(tmp_path, capsys):
+    """A CPU profile with the contiguous rerun: the document, its run summaries and the measured keys a CPU has."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matmuls only lose from intra-op threads
+    try:
+        d = run_json(["profile", str(ROOT / "examples" / "tiny-llama"), "--device", "cpu", "--kv-cache-memory", "64KiB",
+                      "--max-num-batched-tokens", "64", "--max-num-seqs", "8", "--max-model-len", "32", "--requests", "4",
+                      "--prompt-len", "8", "--output-len", "4", "--compare", "contiguous"], capsys)
+    finally:
+        torch.set_num_threads(threads)
+    assert set(d) == documented("profile")
+    contiguous_only = {"predicted_max_concurrent_users", "simulated_max_concurrent_users"}
+    assert set(d["run"]) == documented("profile.run") - contiguous_only
+    assert set(d["contiguous"]) == documented("profile.run")
+    cuda_only = set().union(*(_names(row[0]) for row in doc_rows("profile.measured") if "CUDA only" in row[1]))
+    assert cuda_only and set(d["measured"]) == documented("profile.measured") - cuda_only
+    assert set(d["measured_basis"]) == set(d["measured"])

@@ -16,6 +16,7 @@ import os
 os.environ["TRITON_INTERPRET"] = "1"  # before kvplan.kernels can decorate anything
 
 import secrets
+import warnings
 from dataclasses import dataclass
 
 import pytest
@@ -301,16 +302,16 @@ def test_interpreter_loop_bounds_loaded_from_memory(gen, monkeypatch):
     """Triton 3.6's interpreter turned loop bounds into ints with int(array of shape (1,)), which
     numpy >= 2.4 refuses: every decode with a loaded seq_len failed. The dispatch installs 3.8's
     conversion; here 3.6's is put back first, so the repair is tested on any triton."""
-    import numpy as np
     from triton.runtime import interpreter
 
     from kvplan.kernels import dispatch
 
-    try:
-        int(np.zeros(1))
+    if dispatch.numpy_converts_size1_arrays():
         pytest.skip("this numpy still converts size-1 arrays: the interpreter bug cannot occur")
-    except TypeError:
-        pass
+    paged = build_paged(gen, [5, 70], 1, 16, 4, torch.float32)
+    q = random_q(gen, 2, 2, 16, torch.float32)
+    args = (q, paged.k_cache, paged.v_cache, paged.block_tables, paged.seq_lens, 0.25)
+    paged_decode(*args, num_splits=2)  # decorated (and the conversion installed) whatever ran before
     base = getattr(interpreter._patch_lang_tensor, "original", interpreter._patch_lang_tensor)
 
     def triton_3_6(tensor, scope):
@@ -318,14 +319,33 @@ def test_interpreter_loop_bounds_loaded_from_memory(gen, monkeypatch):
         scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data))
 
     monkeypatch.setattr(interpreter, "_patch_lang_tensor", triton_3_6)
-    paged = build_paged(gen, [5, 70], 1, 16, 4, torch.float32)
-    q = random_q(gen, 2, 2, 16, torch.float32)
-    args = (q, paged.k_cache, paged.v_cache, paged.block_tables, paged.seq_lens, 0.25)
-    with pytest.raises(Exception, match="0-dimensional"):
-        paged_decode(*args, num_splits=2)
+    with warnings.catch_warnings():  # numpy 1.25 - 2.3 only warn: as errors, the same failure
+        warnings.simplefilter("error", DeprecationWarning)
+        with pytest.raises(Exception, match="0-dimensional|ndim > 0"):
+            paged_decode(*args, num_splits=2)
     assert dispatch.fix_interpreter_scalars()
     assert not dispatch.fix_interpreter_scalars()  # once
     torch.testing.assert_close(paged_decode(*args, num_splits=2), paged_decode_reference(*args), **TOL[torch.float32])
+
+
+def test_numpy_that_only_warns_counts_as_not_converting(monkeypatch):
+    """numpy 1.25 - 2.3 convert size-1 arrays with a DeprecationWarning: under warnings-as-errors the
+    interpreter's int(array) fails as with numpy 2.4, so the conversion must be installed there too."""
+    import numpy as np
+
+    from kvplan.kernels import dispatch
+
+    class Size1:
+        def __int__(self):
+            warnings.warn("Conversion of an array with ndim > 0 to a scalar is deprecated", DeprecationWarning)
+            return 0
+
+    monkeypatch.setattr(np, "zeros", lambda *args, **kwargs: Size1())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not dispatch.numpy_converts_size1_arrays()
+    monkeypatch.setattr(np, "zeros", lambda *args, **kwargs: 0)  # an old numpy: converts silently
+    assert dispatch.numpy_converts_size1_arrays()
 
 
 def test_rejects_mismatched_head_dims():

@@ -263,16 +263,63 @@ def test_missing_nvml_reading_budgets_the_modelled_non_torch_term_not_zero():
     terms = budget_terms(result, modelled, cuda=True, dep=Deployment())
     assert [(t.name, t.bytes) for t in terms] == [("activation peak", 3 << 30), ("non-torch", 256 << 20),
                                                   ("CUDA graphs", 0)]
-    assert "modelled" in terms[1].basis and any("no NVML reading" in n for n in result.notes)
-    result.record("non_torch_bytes", 700 << 20, "measured", "NVML")
-    assert budget_terms(result, modelled, cuda=True, dep=Deployment())[1].bytes == 700 << 20
+    assert "modelled" in terms[1].basis and any("no driver memory reading" in n for n in result.notes)
+    result.record("non_torch_baseline_bytes", 500 << 20, "measured", "NVML")
+    result.record("non_torch_bytes", 200 << 20, "computed", "NVML")  # the growth since start-up
+    assert budget_terms(result, modelled, cuda=True, dep=Deployment())[1].bytes == 700 << 20  # context included
     assert budget_terms(result, modelled, cuda=False, dep=Deployment()) == modelled
 
 
 def test_cpu_memory_chart_draws_only_measured_terms_and_names_the_rest(tiny):
-    from kvplan.report.profile import memory_chart_terms
+    from kvplan.report.profile_plot import memory_chart_terms
 
     d = profile_tiny(tiny, requests=4).to_dict()
     shown, left_out = memory_chart_terms(d)
     assert [label for _, label in shown] == ["weights", "KV pool"]
     assert [label for _, label in left_out] == ["activations", "non-torch"]
+
+
+def test_cuda_total_memory_leaves_the_cuda_context_out_as_the_prediction_does(monkeypatch):
+    """The predicted total has no CUDA context term, so the measured total is the most the driver
+    reported less the baseline right after CUDA start-up (the context), and the basis says so."""
+    from kvplan.profiling.measurement import DevicePhases
+    from kvplan.profiling.result import ProfileResult
+    from kvplan.runtime import memory as memory_module
+
+    class Memory:
+        used_sources, unavailable = [memory_module.NVML_DEVICE], None
+
+        def used_basis(self):
+            return self.used_sources[0]
+
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device: 9 << 30)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    result = ProfileResult("m", "test", "cuda:0", "GPU", False, "bf16", "auto", True, {}, {})
+    result.record("non_torch_baseline_bytes", 600 << 20, "measured", "driver used - torch reserved at start-up")
+    phases = DevicePhases(result, None, Deployment(), torch.device("cuda", 0), Memory(), torch.bfloat16,
+                          random=True, seed=0, terms=[], items=[])
+    phases.nvml_peak_bytes = (10 << 30) + (600 << 20)
+    phases.finish()
+    m, basis = result.measured, result.measured_basis
+    assert m["driver_used_peak_bytes"] == (10 << 30) + (600 << 20) and basis["driver_used_peak_bytes"]["kind"] == "measured"
+    assert m["total_memory_bytes"] == 10 << 30 and basis["total_memory_bytes"]["kind"] == "computed"
+    assert "CUDA context" in basis["total_memory_bytes"]["how"] and "whole device" in basis["total_memory_bytes"]["how"]
+    assert m["peak_allocated_bytes"] == 9 << 30
+
+
+def test_the_paged_report_is_written_before_the_contiguous_rerun(tiny, tmp_path):
+    """A rerun that never ends (a step timeout on the GPU check) must leave the paged run's report."""
+    from kvplan.report.profile import write_report_dir
+
+    seen = []
+
+    def checkpoint(result):
+        write_report_dir(result, tmp_path / "report")
+        seen.append(json.loads((tmp_path / "report" / "profile.json").read_text()))
+
+    result = profile_tiny(tiny, requests=8, compare="contiguous", checkpoint=checkpoint)
+    (early,) = seen
+    assert early["phase"] == "contiguous" and early["contiguous"] is None and early["run"]["requests"] == 8
+    assert early["error"]["num_blocks"] == 0  # compared already
+    assert "**PARTIAL:** written before the contiguous phase finished" in (tmp_path / "report" / "profile.md").read_text()
+    assert result.phase == "done" and result.contiguous["requests"] == 8

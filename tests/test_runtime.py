@@ -405,15 +405,28 @@ def test_kernel_warm_up_launches_every_split_variant_and_leaves_the_pool_alone(m
 def test_cpu_threads_follow_the_cores_this_process_may_use(monkeypatch, tmp_path):
     from kvplan.runtime import threads
 
-    v2 = tmp_path / "cpu.max"
-    v2.write_text("max 100000\n")
-    assert threads.cgroup_cpu_limit(v2, (tmp_path / "none", tmp_path / "none")) is None
-    v2.write_text("150000 100000\n")
-    assert threads.cgroup_cpu_limit(v2) == 1.5
-    quota, period = tmp_path / "quota", tmp_path / "period"
-    quota.write_text("300000\n")
-    period.write_text("100000\n")
-    assert threads.cgroup_cpu_limit(tmp_path / "absent", (quota, period)) == 3.0
+    proc, root = tmp_path / "cgroup", tmp_path / "fs"
+    # v2: the process sits in /a/b; the quota is set on its parent, not on the hierarchy's root
+    proc.write_text("0::/a/b\n")
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "cpu.max").write_text("max 100000\n")
+    (root / "a" / "b" / "cpu.max").write_text("max 100000\n")
+    assert threads.cgroup_cpu_limit(proc, root) is None
+    (root / "a" / "cpu.max").write_text("150000 100000\n")
+    assert threads.cgroup_cpu_limit(proc, root) == 1.5
+    (root / "a" / "b" / "cpu.max").write_text("350000 100000\n")
+    assert threads.cgroup_cpu_limit(proc, root) == 1.5  # the tightest on the path binds
+    # v1: the cpu controller's own hierarchy
+    proc.write_text("5:memory:/x\n4:cpu,cpuacct:/docker/c1\n0::/\n")
+    job = root / "cpu,cpuacct" / "docker" / "c1"
+    job.mkdir(parents=True)
+    (job / "cpu.cfs_quota_us").write_text("300000\n")
+    (job / "cpu.cfs_period_us").write_text("100000\n")
+    (root / "cpu.max").unlink()
+    assert threads.cgroup_cpu_limit(proc, root) == 3.0
+    (job / "cpu.cfs_quota_us").write_text("-1\n")
+    assert threads.cgroup_cpu_limit(proc, root) is None
+    assert threads.cgroup_cpu_limit(tmp_path / "absent", root) is None
 
     monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
     monkeypatch.setattr(threads, "cgroup_cpu_limit", lambda: 1.5)

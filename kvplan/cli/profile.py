@@ -62,18 +62,23 @@ def profile_command(
     dep = o.deployment_from_flags(flags)
     total = sum(item.output_len * item.num_samples for item in workload)
     bar = _Bar(total, 2 if compare else 1) if sys.stderr.isatty() else None
-    try:
-        result = run_profile(loaded, dep, workload, device=device, random_weights=random_weights, compare=compare,
-                             seed=seed, warn=_warn, progress=bar.update if bar else None)
-    finally:
-        if bar:
-            bar.stop()
-    if report is not None:
+
+    def write_report(result) -> None:
         try:
             paths = write_report_dir(result, report)
         except OSError as exc:
             raise KvplanError(f"--report {report}: cannot write ({exc.strerror})") from None
         print(f"kvplan: wrote {', '.join(p.name for p in paths)} to {report}", file=sys.stderr)
+
+    try:  # with --report, the paged run's report is written before a contiguous rerun too
+        result = run_profile(loaded, dep, workload, device=device, random_weights=random_weights, compare=compare,
+                             seed=seed, warn=_warn, progress=bar.update if bar else None,
+                             checkpoint=write_report if report is not None else None)
+    finally:
+        if bar:
+            bar.stop()
+    if report is not None:
+        write_report(result)
     render_profile(result, fmt)
     raise_for_finding(result)
     if result.interrupted:

@@ -6,11 +6,17 @@ Each figure is recorded with how it was obtained (`ProfileResult.record`):
 |------------------|-------------------------------------------------|---------------------------------------|
 | weights          | allocator delta around the load                 | bytes of the parameters' storages     |
 | activation peak  | peak allocated in the warm-up - allocated before | not measured                          |
-| non-torch        | NVML used - torch reserved after the warm-up     | not measured                          |
-| KV pool          | allocator delta around the pool's allocation    | bytes of the pool tensors' storages   |
+| non-torch        | its growth since CUDA start-up (driver used -    | not measured                          |
+|                  | torch reserved, after the warm-up - at start-up) |                                       |
+| KV pool          | bytes of the pool tensors' storages (and, apart, | bytes of the pool tensors' storages   |
+|                  | the allocator delta and its overhead over them)  |                                       |
 | blocks, budget   | computed from the measured terms (policy formula)| computed (the budget is given)        |
 | dynamics         | the engine's allocator during the run           | the same                              |
-| total memory     | NVML: this process's most used, over all phases  | not measured                          |
+| total memory     | the most driver used over all phases and steps - | not measured                          |
+|                  | the baseline at start-up (the CUDA context)      |                                       |
+
+"Driver used" is DeviceMemory.nvml_used: NVML's figure for this process, else for the whole
+device (NVML, then cudaMemGetInfo); each basis names the source its readings came from.
 
 A CUDA OOM in any phase propagates to `run_profile`, which turns it into a finding; `what`
 names what was being allocated.
@@ -37,14 +43,15 @@ def budget_terms(result: ProfileResult, modelled: list[Term], cuda: bool, dep: D
     if not cuda or dep.kv_cache_memory_bytes is not None or dep.overhead_bytes is not None:
         return modelled
     measured = result.measured
-    non_torch = measured.get("non_torch_bytes")
-    if non_torch is None:
+    growth, baseline = measured.get("non_torch_bytes"), measured.get("non_torch_baseline_bytes")
+    if growth is None or baseline is None:
         non_torch = term_bytes(modelled, "non-torch")
-        non_torch_term = Term("non-torch", non_torch, "modelled (no NVML reading)")
-        result.notes.append(f"no NVML reading: the KV budget subtracts the modelled non-torch term "
+        non_torch_term = Term("non-torch", non_torch, "modelled (no driver reading)")
+        result.notes.append(f"no driver memory reading: the KV budget subtracts the modelled non-torch term "
                             f"({_gib(non_torch)}) instead of a measurement")
-    else:
-        non_torch_term = Term("non-torch", non_torch, "measured (NVML)")
+    else:  # all of it, the CUDA context included: the pool never takes what the context holds
+        non_torch_term = Term("non-torch", baseline + growth, "measured: driver used - torch reserved after the "
+                                                              "warm-up (CUDA context included)")
     return [Term("activation peak", measured["activation_peak_bytes"], "measured"), non_torch_term,
             *[t for t in modelled if t.name.startswith("CUDA graphs")]]
 
@@ -71,7 +78,7 @@ class DevicePhases:
 
         result, memory = self.result, self.memory
         result.phase, self.what = "load", f"the weights ({_gib(result.predicted['weights_bytes'])} predicted)"
-        if self.cuda:  # the CUDA context exists from here on: what NVML sees beyond torch is its baseline
+        if self.cuda:  # the CUDA context exists from here on: what the driver sees beyond torch is the baseline
             import torch
 
             torch.zeros(1, device=self.dev)
@@ -79,7 +86,8 @@ class DevicePhases:
             self._nvml(start)
             if start.nvml_used_bytes is not None:
                 result.record("non_torch_baseline_bytes", start.nvml_used_bytes - start.reserved_bytes, "measured",
-                              "NVML used - torch reserved right after CUDA start-up")
+                              f"driver used ({memory.used_basis()}) - torch reserved right after CUDA start-up: "
+                              "the CUDA context (no budget term covers it)")
         memory.reset_peak()
         before = memory.sample().allocated_bytes
         self.model = load_engine_model(self.loaded, device=self.dev, dtype=self.dtype, random_weights=self.random,
@@ -119,15 +127,13 @@ class DevicePhases:
                           "peak allocated during the warm-up forward and sampling - allocated before")
             result.record("peak_allocated_bytes", after.peak_allocated_bytes, "measured",
                           "torch.cuda.max_memory_allocated")
-            if after.nvml_used_bytes is not None:
-                result.record("non_torch_bytes", after.nvml_used_bytes - after.reserved_bytes, "measured",
-                              "NVML used - torch reserved after the warm-up")
-                baseline = result.measured.get("non_torch_baseline_bytes")
-                if baseline is not None:  # vLLM budgets only this growth after start-up
-                    result.record("non_torch_increase_bytes", result.measured["non_torch_bytes"] - baseline,
-                                  "computed", "non-torch after the warm-up - non-torch right after start-up")
+            baseline = result.measured.get("non_torch_baseline_bytes")
+            if after.nvml_used_bytes is not None and baseline is not None:  # the growth, as the policies model it
+                result.record("non_torch_bytes", after.nvml_used_bytes - after.reserved_bytes - baseline, "computed",
+                              f"driver used ({memory.used_basis()}) - torch reserved after the warm-up, less the "
+                              "same right after CUDA start-up (the context): the growth since")
             else:
-                result.unmeasured("non_torch_bytes", "no NVML reading (nvidia-ml-py missing, or no permission)")
+                result.unmeasured("non_torch_bytes", _no_reading(memory))
         else:
             for key in ("activation_peak_bytes", "non_torch_bytes", "peak_allocated_bytes"):
                 result.unmeasured(key, CPU_UNMEASURED)
@@ -163,14 +169,17 @@ class DevicePhases:
                                    max_model_len=result.estimate["max_model_len"], max_num_seqs=dep.max_num_seqs,
                                    max_num_batched_tokens=dep.max_num_batched_tokens)
         self.engine = LLMEngine(self.model, spec, self.config)
-        if self.cuda:
+        tensors = self.engine.pool.k_caches + self.engine.pool.v_caches
+        result.record("kv_pool_bytes", storage_bytes(tensors), "measured",
+                      f"bytes of the storages allocated for the pool's {len(tensors)} tensors")
+        if self.cuda:  # what the caching allocator handed out for it: its rounding shows here, not in the pool
             after = memory.sample()
             self._nvml(after)
-            result.record("kv_pool_bytes", after.allocated_bytes - before, "measured",
-                          "torch.cuda.memory_allocated delta around the pool's allocation")
-        else:
-            result.record("kv_pool_bytes", storage_bytes(self.engine.pool.k_caches + self.engine.pool.v_caches),
-                          "measured", "bytes of the storages allocated for the pool's tensors")
+            result.record("kv_pool_allocator_bytes", after.allocated_bytes - before, "measured",
+                          "torch.cuda.memory_allocated delta around the engine's construction (pool and buffers)")
+            result.record("kv_pool_allocator_overhead_bytes", after.allocated_bytes - before - result.measured[
+                "kv_pool_bytes"], "computed", "allocator delta - pool storage bytes: the caching allocator's "
+                                              "rounding of each pool tensor and the engine's own buffers")
         self.what = "the kernel warm-up"
         self.engine.warm_up()  # compile every decode/store kernel variant before the timed run
 
@@ -194,8 +203,7 @@ class DevicePhases:
                           "tokens sampled in decode-only steps / their wall time")
         roofline(result, run, self.dep)
         for sample in run.samples:
-            if sample.nvml_used_bytes is not None:
-                self.nvml_peak_bytes = max(self.nvml_peak_bytes or 0, sample.nvml_used_bytes)
+            self._nvml(sample)
         if self.cuda:
             import torch
 
@@ -236,6 +244,8 @@ class DevicePhases:
         self.engine = LLMEngine(self.model, spec, replace(self.config, contiguous=True))
         run = replay(self.engine, self.items, self.memory, vocab_size=self.model.hf_config.vocab_size,
                      mode="contiguous", on_progress=_bind(self.progress, "contiguous"))
+        for sample in run.samples:  # the total's peak is over every phase, this one included
+            self._nvml(sample)
         result.contiguous = run.summary()
         result.contiguous["predicted_max_concurrent_users"] = result.predicted_static["contiguous_max_concurrent_users"]
         result.contiguous["simulated_max_concurrent_users"] = result.predicted_simulated.get(
@@ -246,23 +256,32 @@ class DevicePhases:
             raise FindingError(f"out of memory during the contiguous run at {run.out_of_memory}")
 
     def finish(self) -> None:
-        """Release the engine and the model; on CUDA record the peaks an OOM may have reached."""
-        result = self.result
+        """Release the engine and the model, and record the peaks (an OOM's included)."""
         self.engine = self.model = None
-        if self.cuda:
-            import torch
+        self.record_peaks()
+        self._free()
 
-            peak = torch.cuda.max_memory_allocated(self.dev)  # since the last reset: what an OOM reached
-            result.record("peak_allocated_bytes", max(peak, result.measured.get("peak_allocated_bytes") or 0),
-                          "measured", "torch.cuda.max_memory_allocated over every phase")
-            self._free()
-            if self.nvml_peak_bytes is not None:
-                result.record("total_memory_bytes", self.nvml_peak_bytes, "measured",
-                              "NVML: this process's most used memory, sampled after each phase and step")
-            else:
-                result.unmeasured("total_memory_bytes", "no NVML reading (nvidia-ml-py missing, or no permission)")
-        else:
+    def record_peaks(self) -> None:
+        """On CUDA: the peak allocated, the most driver used and the total memory, so far."""
+        result = self.result
+        if not self.cuda:
             result.unmeasured("total_memory_bytes", CPU_UNMEASURED)
+            return
+        import torch
+
+        peak = torch.cuda.max_memory_allocated(self.dev)  # since the last reset: what an OOM reached
+        result.record("peak_allocated_bytes", max(peak, result.measured.get("peak_allocated_bytes") or 0),
+                      "measured", "torch.cuda.max_memory_allocated over every phase")
+        baseline = result.measured.get("non_torch_baseline_bytes")
+        if self.nvml_peak_bytes is not None:
+            result.record("driver_used_peak_bytes", self.nvml_peak_bytes, "measured",
+                          f"driver used ({self.memory.used_basis()}): the most over every phase and step")
+        if self.nvml_peak_bytes is not None and baseline is not None:
+            result.record("total_memory_bytes", self.nvml_peak_bytes - baseline, "computed",
+                          f"the most driver used ({self.memory.used_basis()}) over every phase and step - the "
+                          "baseline right after CUDA start-up: the CUDA context is left out on both sides")
+        else:
+            result.unmeasured("total_memory_bytes", _no_reading(self.memory))
 
     def _free(self) -> None:
         gc.collect()
@@ -274,6 +293,10 @@ class DevicePhases:
 
 def _bind(progress, phase: str):
     return None if progress is None else (lambda tokens: progress(phase, tokens))
+
+
+def _no_reading(memory) -> str:
+    return f"no driver memory reading ({memory.unavailable or 'none right after CUDA start-up'})"
 
 
 def _gib(num_bytes) -> str:

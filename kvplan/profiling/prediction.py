@@ -58,6 +58,7 @@ def static_prediction(est, spec, dep: Deployment, terms: list[Term], sequences: 
         "activation_peak_bytes": activation,
         "non_torch_bytes": non_torch,
         "kv_pool_bytes": pool,
+        # What the budget covers; the CUDA context is in no term, and the measured total leaves it out too.
         "total_memory_bytes": sum(parts) + pool + graphs if None not in parts else None,
         "num_blocks": est.num_blocks,
         "max_concurrent_users": min(est.max_concurrent_users, sequences, dep.max_num_seqs),

@@ -13,11 +13,13 @@ from .result import ProfileResult, compare_figures
 
 def run_profile(loaded: LoadedModel, dep: Deployment, workload, *, device: str | None = None,
                 random_weights: bool | None = None, compare: str | None = None, seed: int = 0,
-                warn=print, progress=None) -> ProfileResult:
+                warn=print, progress=None, checkpoint=None) -> ProfileResult:
     """Profile `loaded` on `device` with `workload` (WorkItems; `describe()` when it has one). Never
     raises on OOM: the result carries the finding (the CLI turns it into exit code 1). `warn(text)`
     gets what must be said before the work starts; `progress(phase, tokens)` sampled tokens per step.
-    `compare="contiguous"` reruns the workload reserving max_model_len per request."""
+    `compare="contiguous"` reruns the workload reserving max_model_len per request; `checkpoint(result)`,
+    when given, gets the result of the paged run before that rerun starts (a report written then
+    survives a rerun that never ends)."""
     import torch
 
     from ..plan.dtype_plan import dtype_plan
@@ -76,6 +78,11 @@ def run_profile(loaded: LoadedModel, dep: Deployment, workload, *, device: str |
         phases.pool()
         phases.run()
         if compare == "contiguous":
+            if checkpoint is not None:
+                result.phase = "contiguous"
+                phases.record_peaks()
+                compare_figures(result)
+                checkpoint(result)
             phases.contiguous()
         result.phase = "done"
     except FindingError as exc:

@@ -1,4 +1,4 @@
-"""Format checking, and the helpers report/profile.py still uses until it builds a Report."""
+"""Format checking, and the helpers report/gpus.py still uses until it builds a Report."""
 
 import json
 import sys

@@ -1,9 +1,13 @@
 """Device memory as torch's caching allocator and NVML see it.
 
-On CUDA every figure is read without a device sync (allocator counters are host-side);
-NVML is optional (nvidia-ml-py) and reports what the driver sees, CUDA context included.
-On CPU there is no allocator to ask: figures are None and callers say so (total_bytes is the
-host's physical memory).
+On CUDA every figure is read without a device sync (allocator counters are host-side). The
+driver's "used" figure (CUDA context included) comes from one of three sources, and every reading
+records which in `used_sources`: NVML's figure for this process; NVML's figure for the whole device
+when NVML does not list this process (in a container NVML reports host PIDs, which never match
+ours); cudaMemGetInfo's total - free for the whole device when NVML is unavailable (nvidia-ml-py
+missing, or no access to the driver library). A whole-device figure includes the driver's own
+reservation and any other process on the GPU. On CPU there is no allocator to ask: figures are
+None and callers say so (total_bytes is the host's physical memory).
 """
 
 import os
@@ -17,7 +21,12 @@ class MemorySample:
     allocated_bytes: int | None  # torch tensors alive
     reserved_bytes: int | None  # held by torch's caching allocator
     peak_allocated_bytes: int | None  # since the last reset
-    nvml_used_bytes: int | None  # this process on the device (driver view), else the whole device
+    nvml_used_bytes: int | None  # the driver's used figure: DeviceMemory.used_sources says whose
+
+
+NVML_PROCESS = "NVML, this process"
+NVML_DEVICE = "NVML, whole device (this process is not in NVML's list, e.g. a container's own PIDs)"
+CUDA_DEVICE = "cudaMemGetInfo, whole device (no NVML: nvidia-ml-py missing or no driver access)"
 
 
 @dataclass(frozen=True)
@@ -42,6 +51,8 @@ class DeviceMemory:
     def __init__(self, device: torch.device | str):
         self.device = torch.device(device)
         self._nvml = None
+        self.used_sources: list[str] = []  # every source a used figure came from, in first-seen order
+        self.unavailable: str | None = None  # why the last used figure is None
         if self.device.type == "cuda":
             self._nvml = _nvml_handle(self.device)
 
@@ -73,22 +84,32 @@ class DeviceMemory:
                             torch.cuda.max_memory_allocated(self.device), self.nvml_used())
 
     def nvml_used(self) -> int | None:
-        """This process's device memory as NVML sees it (else the whole device's); without
-        nvidia-ml-py, the driver's device-wide figure (cudaMemGetInfo: total - free)."""
+        """The driver's used memory: this process's (NVML), else the whole device's (NVML, then
+        cudaMemGetInfo); the source goes into `used_sources`. None when an NVML query fails."""
+        if not self.is_cuda:
+            return None
         if self._nvml is None:
-            if not self.is_cuda:
-                return None
             free, total = torch.cuda.mem_get_info(self.device)
-            return total - free
+            return self._used(total - free, CUDA_DEVICE)
         import pynvml
 
         try:
             for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(self._nvml):
                 if proc.pid == os.getpid() and proc.usedGpuMemory is not None:
-                    return int(proc.usedGpuMemory)
-            return int(pynvml.nvmlDeviceGetMemoryInfo(self._nvml).used)
-        except pynvml.NVMLError:
+                    return self._used(int(proc.usedGpuMemory), NVML_PROCESS)
+            return self._used(int(pynvml.nvmlDeviceGetMemoryInfo(self._nvml).used), NVML_DEVICE)
+        except pynvml.NVMLError as exc:
+            self.unavailable = f"the NVML query failed ({exc})"
             return None
+
+    def _used(self, num_bytes: int, source: str) -> int:
+        if source not in self.used_sources:
+            self.used_sources.append(source)
+        return num_bytes
+
+    def used_basis(self) -> str:
+        """Where the used figures came from, e.g. 'NVML, this process'."""
+        return "; ".join(self.used_sources) or "no reading"
 
     def other_processes(self) -> list[OtherProcess]:
         """Processes other than this one holding memory on the device (NVML), before we start."""
