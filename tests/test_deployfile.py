@@ -300,7 +300,7 @@ def test_alias_bomb_refused(tmp_path):
 
 
 def test_gpu_from_product_labels():
-    from kvplan.deploy.manifests import gpu_from_product
+    from kvplan.deploy.kubernetes import gpu_from_product
 
     assert gpu_from_product("NVIDIA-H100-80GB-HBM3") == find_gpu("H100-SXM")
     assert gpu_from_product("NVIDIA-A100-SXM4-40GB") == find_gpu("A100-40GB")
@@ -310,7 +310,7 @@ def test_gpu_from_product_labels():
 
 
 def test_shell_scripts_in_manifests_are_split_like_a_shell():
-    from kvplan.deploy.manifests import serve_args
+    from kvplan.deploy.serve_command import serve_args
 
     script = "vllm serve $MODEL_ID \\\n  --max-model-len 4096 # was --max-model-len 40960\n; sleep infinity"
     assert serve_args(["bash", "-lc", script], {"MODEL_ID": "Qwen/Qwen3-8B"}) == ["Qwen/Qwen3-8B", "--max-model-len", "4096"]
@@ -323,6 +323,6 @@ def test_shell_scripts_in_manifests_are_split_like_a_shell():
     ("ghcr.io/vllm-project/production-stack/router:latest", False), ("lmcache/vllm-router", False),
 ])
 def test_only_the_server_image_counts_as_vllm_serve(image, server):
-    from kvplan.deploy.manifests import is_vllm_server_image
+    from kvplan.deploy.serve_command import is_vllm_server_image
 
     assert is_vllm_server_image(image) is server

@@ -206,13 +206,13 @@ def _entry(path: Path, item: Y, defaults: dict[str, Y], index: int | None) -> De
 def _command_settings(path: Path, parsed: dict, own: dict[str, Y], fail):
     """(model, Deployment kwargs, ignored flags, GPU count, kwarg -> line) from `vllm_args` or `manifest`."""
     from . import manifests
+    from .serve_command import settings_from_argv, settings_from_command
 
     if "vllm_args" in parsed:
         y = own["vllm_args"]
         try:
             command = parsed["vllm_args"]
-            settings = manifests.settings_from_command(command) if isinstance(command, str) else \
-                manifests.settings_from_argv(command)
+            settings = settings_from_command(command) if isinstance(command, str) else settings_from_argv(command)
         except InputError as exc:
             raise fail(y, "vllm_args", str(exc)) from None
         return settings.model, settings.kwargs, settings.ignored, None, {k: y.line for k in settings.kwargs}

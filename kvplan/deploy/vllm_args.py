@@ -61,6 +61,8 @@ _KV_DTYPES = {"auto": "auto", "fp8": "fp8", "fp8_e4m3": "fp8_e4m3", "fp8_e5m2": 
               "bfloat16": "bf16", "bf16": "bf16", "float16": "fp16", "fp16": "fp16"}
 _LAUNCHERS = ("vllm.entrypoints.openai.api_server", "vllm.entrypoints.api_server")
 _ASSIGN = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
+SHELL_OPERATORS = {"&&", "||", ";", "|", "&"}
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 
 
 @dataclass(frozen=True)
@@ -122,10 +124,10 @@ def parse_vllm_command(text: str) -> VllmServeArgs:
             continue
         if m := _ASSIGN.match(line):
             if " " not in m.group(2).strip() or m.group(2).strip()[:1] in "'\"":
-                variables[m.group(1)] = _unquote(_expand(m.group(2).strip(), variables))
+                variables[m.group(1)] = _unquote(expand_variables(m.group(2).strip(), variables))
                 continue
         try:
-            tokens = shlex.split(check_command(_expand(line, variables), "vllm command"), comments=True)
+            tokens = shlex.split(check_command(expand_variables(line, variables), "vllm command"), comments=True)
         except ValueError as exc:
             raise InputError(f"vllm command: cannot split {line[:60]!r} ({exc})") from None
         for command in _commands(tokens):
@@ -219,7 +221,7 @@ def _commands(tokens: list[str]) -> list[list[str]]:
     """Split a token list on shell command separators."""
     commands, current = [], []
     for token in tokens:
-        if token in ("&&", "||", ";", "|", "&"):
+        if token in SHELL_OPERATORS:
             commands.append(current)
             current = []
         else:
@@ -251,11 +253,9 @@ def _env_prefix(tokens: list[str]) -> dict:
     return env
 
 
-_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
-
-
-def _expand(text: str, variables: dict) -> str:
-    return expand(_VARIABLE, lambda m: variables.get(m.group(1) or m.group(2), m.group(0)), text, "vllm command")
+def expand_variables(text: str, variables: dict, where: str = "vllm command") -> str:
+    """`$NAME` and `${NAME}` from `variables`, bounded like a command line; unknown names stay as written."""
+    return expand(_VARIABLE, lambda m: variables.get(m.group(1) or m.group(2), m.group(0)), text, where)
 
 
 def _unquote(text: str) -> str:
