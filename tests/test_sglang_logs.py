@@ -7,7 +7,8 @@ import pytest
 
 from kvplan.cli import main
 from kvplan.cli.options import load_model_from_flags
-from kvplan.logs.explain import deployment_for_log, explain_log
+from kvplan.logs.explain import explain_log
+from kvplan.logs.log_deployment import deployment_for_log
 from kvplan.logs.startup import parse_startup_log, read_startup_log
 
 LOGS = Path(__file__).parent / "data" / "sglang_logs"

@@ -18,7 +18,8 @@ import pytest
 from kvplan.dtypes import kv_format
 from kvplan.plan.deployment import pp_partition
 from kvplan.plan.policies import get_policy
-from kvplan.logs.explain import deployment_for_log, explain_log, vllm_version_for
+from kvplan.logs.explain import explain_log, vllm_version_for
+from kvplan.logs.log_deployment import deployment_for_log
 from kvplan.logs.startup import read_startup_log
 from kvplan.cli.options import load_model_from_flags, resolve_gpu
 from kvplan.units import GiB

@@ -14,7 +14,8 @@ import pytest
 from kvplan.cli.options import load_model_from_flags, resolve_gpu
 from kvplan.errors import InputError
 from kvplan.hardware import detect_gpu, find_gpu
-from kvplan.logs.explain import deployment_for_log, explain_log, vllm_version_for
+from kvplan.logs.explain import explain_log, vllm_version_for
+from kvplan.logs.log_deployment import deployment_for_log
 from kvplan.logs.explain_vllm import term_tolerance_gib
 from kvplan.logs.log_deployment import gpu_from_log
 from kvplan.logs.startup import parse_startup_log, read_startup_log

@@ -50,7 +50,8 @@ def explain_log_command(
     engine_version: EngineVersionOpt = None,
     fmt: FormatOpt = "table",
 ) -> None:
-    from ..logs.explain import deployment_for_log, explain_log, require_model, vllm_version_for
+    from ..logs.explain import explain_log, vllm_version_for
+    from ..logs.log_deployment import deployment_for_log, require_model
     from ..logs.startup import read_startup_log
     from ..report.explain_log import render_explanation
 

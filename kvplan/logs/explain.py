@@ -10,8 +10,7 @@ from ..model import LoadedModel
 from ..plan.deployment import Deployment
 from .explain_sglang import explain_sglang
 from .explain_vllm import explain_vllm
-from .log_deployment import deployment_for_log, require_model
-from .rows import LOG_QUANTUM_GIB, LogExplanation, Row
+from .rows import LogExplanation
 from .startup import StartupLog
 
 
@@ -32,7 +31,3 @@ def _settings(dep: Deployment, max_model_len: int | None, kv_name: str) -> dict:
     return {"tp": dep.tp, "pp": dep.pp, "max_model_len": max_model_len, "kv_dtype": kv_name,
             "block_size": dep.block_size, "max_num_batched_tokens": dep.max_num_batched_tokens,
             "gpu_memory_utilization": dep.gpu_memory_utilization, "engine": dep.engine}
-
-
-__all__ = ["LOG_QUANTUM_GIB", "LogExplanation", "Row", "deployment_for_log", "explain_log", "require_model",
-           "vllm_version_for"]

@@ -13,7 +13,7 @@ from ..plan.deployment import Deployment, pp_partition
 from ..plan.dtype_plan import dtype_plan
 from ..plan.policies import get_policy
 from ..plan.policies.sglang import kv_pool_sizes_gib, max_total_num_tokens, rest_bytes, split_swa_pool
-from ..plan.policies.vllm_overhead import load_extra_terms
+from ..plan.policies.vllm_load_extras import load_extra_terms
 from ..plan.weights import weight_bytes
 from ..units import GiB
 from .rows import LOG_QUANTUM_GIB, LogExplanation, Row, gib_row

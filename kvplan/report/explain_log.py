@@ -3,7 +3,7 @@ own document (docs/engines.md lists its keys)."""
 
 from dataclasses import dataclass
 
-from ..logs.explain import LogExplanation
+from ..logs.rows import LogExplanation
 from .document import ID, NUM, TEXT, Line, Report, Table, col
 from .formats import emit
 
