@@ -5,12 +5,19 @@ import importlib.util
 from .errors import InputError
 
 
-def require_extra(extra: str, *modules: str, what: str) -> None:
-    """InputError (exit 2) with `pip install 'kvplan[extra]'` unless every top-level module can be imported.
+def require_extra(extra: str, *modules: str, what: str, or_else: str | None = None) -> None:
+    """InputError (exit 2) with `pip install 'kvplan[extra]'` unless every top-level module can be imported;
+    `or_else` names a way to do without it.
 
     Looks the modules up without importing them, so a check costs nothing when they are there.
     """
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
+        instead = f" (or {or_else})" if or_else else ""
         raise InputError(f"{what} needs {' and '.join(missing)}, which kvplan's {extra!r} extra installs: "
-                         f"pip install 'kvplan[{extra}]'")
+                         f"{install_line(extra)}{instead}")
+
+
+def install_line(extra: str) -> str:
+    """The command that installs an extra, quoted for every shell (zsh globs an unquoted `[...]`)."""
+    return f"pip install 'kvplan[{extra}]'"

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 from .errors import InputError
+from .extras import require_extra
 from .units import GiB, MiB
 
 
@@ -94,15 +95,19 @@ def find_gpu(name: str) -> GPU:
     return gpu
 
 
+def require_nvml() -> None:
+    """`--gpu auto` reads the device through NVML; checked before any work."""
+    require_extra("nvml", "pynvml", what="--gpu auto", or_else="name the GPU with --gpu")
+
+
 def detect_gpu(index: int = 0) -> GPU:
     """The attached NVIDIA GPU via NVML (nvidia-ml-py), with its totals as measured.
 
     NVML's v2 memory info separates what the driver reserves; total minus reserved is the total
     CUDA hands out (cudaMemGetInfo), the one engines size from. Drivers without v2 leave it None."""
-    try:
-        import pynvml
-    except ImportError:
-        raise InputError("--gpu auto needs NVML: pip install nvidia-ml-py (or name the GPU with --gpu)") from None
+    require_nvml()
+    import pynvml
+
     try:
         pynvml.nvmlInit()
         try:

@@ -91,3 +91,68 @@ def test_sweep_checks_each_extra_it_needs_first(missing, args, what, tmp_path, c
     code, out, err = run(["sweep", "-m", "llama-3.1-8b", "--gpu", "H100", *args], capsys, monkeypatch)
     assert code == 2 and out == "" and what in err and "pip install 'kvplan[report]'" in err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", [["estimate"], ["simulate"], ["profile", "--device", "cpu"]])
+def test_gpu_auto_without_nvml_fails_before_the_model_is_loaded(command, capsys, monkeypatch):
+    import kvplan.cli.options as options
+
+    without(monkeypatch, "pynvml")
+    monkeypatch.setattr(options, "load_model_from_flags", no_work)
+    code, out, err = run([*command, "llama-3.1-8b", "--gpu", "auto"], capsys, monkeypatch)
+    assert code == 2 and out == ""
+    assert err == ("kvplan: error: --gpu auto needs pynvml, which kvplan's 'nvml' extra installs: "
+                   "pip install 'kvplan[nvml]' (or name the GPU with --gpu)\n")
+
+
+def test_the_nvml_extra_is_declared():
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(req.startswith("nvidia-ml-py") for req in extras["nvml"])
+
+
+def test_profile_report_without_matplotlib_fails_before_the_run(tmp_path, capsys, monkeypatch):
+    import kvplan.cli.options as options
+
+    without(monkeypatch, "matplotlib")
+    monkeypatch.setattr(options, "load_model_from_flags", no_work)
+    report = tmp_path / "report"
+    code, out, err = run(["profile", "llama-3.1-8b", "--device", "cpu", "--report", str(report)], capsys, monkeypatch)
+    assert code == 2 and out == "" and not report.exists()
+    assert err == ("kvplan: error: --report needs matplotlib, which kvplan's 'report' extra installs: "
+                   "pip install 'kvplan[report]'\n")
+
+
+def test_the_parquet_writer_names_the_extra_and_writes_nothing(tmp_path, monkeypatch):
+    from kvplan.report.formats import parquet
+
+    without(monkeypatch, "pyarrow")
+    path = tmp_path / "grid.parquet"
+    with pytest.raises(InputError) as info:
+        parquet.write(None, path)  # refused before the report is looked at
+    assert str(info.value) == ("--format parquet needs pyarrow, which kvplan's 'report' extra installs: "
+                               "pip install 'kvplan[report]'")
+    assert not path.exists()
+
+
+def test_no_other_install_line_is_written_in_the_package():
+    """Every `pip install` kvplan prints comes from kvplan.extras, so it is always the quoted extra."""
+    found = [f"{path.relative_to(ROOT)}:{n}" for path in sorted((ROOT / "kvplan").rglob("*.py"))
+             if path.name != "extras.py"
+             for n, line in enumerate(path.read_text().splitlines(), 1) if "pip install" in line]
+    assert found == []
+
+
+def test_an_unknown_architecture_names_the_introspect_extra(tmp_path, capsys, monkeypatch):
+    import json
+
+    import kvplan.model.paths as paths
+
+    monkeypatch.setattr(paths, "introspection_available", lambda: False)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"model_type": "kvplan_made_up", "num_hidden_layers": 2, "num_attention_heads": 4,
+                                  "num_key_value_heads": 2, "hidden_size": 64}))
+    code, out, err = run(["estimate", str(config)], capsys, monkeypatch)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "install transformers for exact figures (pip install 'kvplan[introspect]'), or give --layers" in err

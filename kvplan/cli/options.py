@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import InputError
-from ..hardware import GPU, detect_gpu, find_gpu
+from ..hardware import GPU, detect_gpu, find_gpu, require_nvml
 from ..model import LoadedModel, load_model
 from ..model.loaders import spec_from_numbers
 from ..plan import Deployment
@@ -85,6 +85,8 @@ def deployment_flags(only: tuple[str, ...] = (), exclude: tuple[str, ...] = (), 
             given = {k: kwargs.pop(k) for k in names if kwargs.get(k) is not None}
             for k in names:
                 kwargs.pop(k, None)
+            if str(given.get("gpu", "")).strip().lower() == "auto":
+                require_nvml()  # before the model is loaded or anything fetched
             return command(**kwargs, flags=given)
 
         run.__signature__ = signature.replace(parameters=params)

@@ -51,6 +51,8 @@ def profile_command(
     from ..extras import require_extra
 
     require_extra("profile", "torch", "transformers", what="kvplan profile")
+    if report is not None:
+        require_extra("report", "matplotlib", what="--report")
     from ..profiling import raise_for_finding, run_profile
     from ..report.common import check_format
     from ..report.profile import render_profile, write_report_dir

@@ -16,6 +16,7 @@ from dataclasses import replace
 from importlib.util import find_spec
 
 from ..errors import InputError, KvplanError, UnsupportedModelError
+from ..extras import install_line
 from .introspect_cache import config_digest, load_record, store_record
 from .kinds import KINDS, LayerGroup
 from .normalize import KNOWN_MODEL_TYPES, checkpoint_format, spec_from_config, text_model_type
@@ -23,7 +24,6 @@ from .params import COUNTED_FAMILIES
 from .spec import ModelSpec, ParamCount
 
 LIGHT = "light normalizer"
-INSTALL_HINT = "pip install 'kvplan[introspect]'"
 _KIND_ORDER = tuple(KINDS)
 
 
@@ -86,7 +86,7 @@ def spec_for_config(config: dict, *, name: str, source: str, allow_unknown: bool
 
 
 def _way_out() -> str:
-    return "" if introspection_available() else f"install transformers for exact figures ({INSTALL_HINT}), or "
+    return "" if introspection_available() else f"install transformers for exact figures ({install_line('introspect')}), or "
 
 
 def light_knows(config: dict) -> bool:

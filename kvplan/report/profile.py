@@ -181,26 +181,17 @@ def render_profile(result, fmt: str = "table") -> None:
 
 
 def write_report_dir(result, directory: Path) -> list[Path]:
-    """profile.json (with every step sample), profile.md, memory.png, timeline.png; each atomically."""
+    """profile.json (with every step sample), profile.md, memory.png, timeline.png; each atomically.
+    `kvplan profile --report` checked for matplotlib before the run."""
     from ..atomic import write_text_atomic
+    from .profile_plot import plot_memory, plot_timeline
 
-    try:
-        import matplotlib  # noqa: F401
-        plots = True
-    except ImportError:
-        plots = False
-        note = "matplotlib not installed: no PNG plots (pip install kvplan[report])"
-        if note not in result.notes:  # said in the files written below too
-            result.notes.append(note)
     directory = Path(directory)
     d = result.to_dict()
     written = [directory / "profile.json", directory / "profile.md"]
     write_text_atomic(written[0], json.dumps(finite(d), indent=2, allow_nan=False, default=str) + "\n")
     write_text_atomic(written[1], render_markdown(profile_report(d)))
-    if plots:
-        from .profile_plot import plot_memory, plot_timeline
-
-        written.append(plot_memory(d, directory / "memory.png"))
-        if d["samples"]:
-            written.append(plot_timeline(d, directory / "timeline.png"))
+    written.append(plot_memory(d, directory / "memory.png"))
+    if d["samples"]:
+        written.append(plot_timeline(d, directory / "timeline.png"))
     return written

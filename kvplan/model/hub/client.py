@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from ...errors import HubError, InputError
+from ...extras import require_extra
 from ...inputs import MiB, parse_json
 from .names import is_commit, valid_repo_file
 
@@ -46,10 +47,8 @@ class HubClient:
     """The Hub requests sizing needs for one repo, under one fetch deadline."""
 
     def __init__(self, repo_id: str, revision: str):
-        try:
-            from huggingface_hub.utils import build_hf_headers
-        except ImportError:
-            raise HubError("hub access needs huggingface_hub: pip install 'kvplan[hub]'") from None
+        require_extra("hub", "huggingface_hub", what="hub access")
+        from huggingface_hub.utils import build_hf_headers
         from ... import __version__
 
         self.repo_id, self.revision = repo_id, revision

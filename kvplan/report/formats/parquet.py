@@ -2,15 +2,12 @@
 
 from pathlib import Path
 
-from ...errors import InputError
+from ...extras import require_extra
 from ..document import Report
 
 
 def write(report: Report, path: Path) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("pyarrow") is None:  # pandas' Parquet engine
-        raise InputError("--format parquet needs pyarrow: pip install pyarrow (or use --format csv)")
+    require_extra("report", "pandas", "pyarrow", what="--format parquet")  # pyarrow: pandas' Parquet engine
     import pandas as pd
 
     from ...atomic import atomic_output
