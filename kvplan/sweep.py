@@ -47,10 +47,10 @@ DEFAULT_MAX_MEMORY_BYTES = 2 * GiB
 class SweepGrid:
     models: tuple[str, ...]
     gpus: tuple[GPU, ...]
-    tp: tuple[int, ...] = (1,)
-    pp: tuple[int, ...] = (1,)
+    tp: tuple[int, ...] = (SETTINGS["tp"].default,)
+    pp: tuple[int, ...] = (SETTINGS["pp"].default,)
     dtypes: tuple[str | None, ...] = (None,)  # None: the checkpoint's own format
-    kv_dtypes: tuple[str, ...] = ("auto",)
+    kv_dtypes: tuple[str, ...] = (SETTINGS["kv_dtype"].default,)
     contexts: tuple[int, ...] = TABLE_CONTEXTS
     gpu_memory_utilization: float = SETTINGS["gpu_memory_utilization"].default
     block_size: int | None = None  # None: the engine's default

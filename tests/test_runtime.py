@@ -312,7 +312,7 @@ def test_window_mismatch_between_spec_and_model_is_refused():
     loaded = tiny_loaded("mistral")
     model = load_engine_model(loaded, dtype=torch.float32)
     wider = tiny_loaded("mistral", sliding_window=16).spec  # the allocator would page for a 16-token window
-    engine = LLMEngine(model, wider, EngineConfig(num_blocks=16, block_size=4))
+    engine = LLMEngine(model, wider, EngineConfig(num_blocks=16, block_size=4, max_num_seqs=8, max_num_batched_tokens=32))
     engine.add_request([5, 6, 7], max_tokens=2)
     with pytest.raises(UnsupportedModelError, match="window"):
         engine.run()

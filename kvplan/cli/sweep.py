@@ -9,7 +9,9 @@ import typer
 
 from ..errors import InputError
 from ..extras import require_extra
-from ..units import parse_count, parse_size
+from ..plan.deployment import SETTINGS
+from ..plan.estimate import TABLE_CONTEXTS
+from ..units import fmt_tokens, parse_count, parse_size
 from . import options as o
 
 GRID_PANEL = "Grid (comma-separated lists)"
@@ -56,8 +58,9 @@ def register(app: typer.Typer) -> None:
 
 @o.deployment_flags(only=("gpu_memory_utilization", "block_size", "engine"))
 def sweep_command(
-    *, models: ModelsOpt = "llama-3.1-8b", gpus: GpusOpt = "all", tp: TpsOpt = "1", pp: PpsOpt = "1",
-    dtype: DtypesOpt = "checkpoint", kv_dtype: KVDtypesOpt = "auto", context: ContextsOpt = "1k,4k,8k,32k,128k",
+    *, models: ModelsOpt = "llama-3.1-8b", gpus: GpusOpt = "all", tp: TpsOpt = str(SETTINGS["tp"].default),
+    pp: PpsOpt = str(SETTINGS["pp"].default), dtype: DtypesOpt = "checkpoint",
+    kv_dtype: KVDtypesOpt = SETTINGS["kv_dtype"].default, context: ContextsOpt = ",".join(map(fmt_tokens, TABLE_CONTEXTS)),
     flags: dict, fits_only: FitsOnlyOpt = False, min_users: MinUsersOpt = None, fmt: SweepFormatOpt = None,
     output: OutputOpt = None, plot: PlotOpt = None, limit: LimitOpt = 40, max_memory: MaxMemoryOpt = "2GiB",
 ) -> None:

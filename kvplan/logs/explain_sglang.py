@@ -12,7 +12,8 @@ from ..model import LoadedModel
 from ..plan.deployment import Deployment, pp_partition
 from ..plan.dtype_plan import dtype_plan
 from ..plan.policies import get_policy
-from ..plan.policies.sglang import kv_pool_sizes_gib, max_total_num_tokens, rest_bytes, split_swa_pool
+from ..plan.policies.sglang import (SGLANG_PAGE_SIZE, kv_pool_sizes_gib, max_total_num_tokens, rest_bytes,
+                                    split_swa_pool)
 from ..plan.policies.vllm_load_extras import load_extra_terms
 from ..plan.weights import weight_bytes
 from ..units import GiB
@@ -37,7 +38,7 @@ def explain_sglang(log: StartupLog, model: LoadedModel, dep: Deployment, setting
     stage = max(stages, key=lambda s: policy.cell_bytes(s, kv, dep))
     cell = policy.cell_bytes(stage, kv, dep)
     st, sg = log.settings, log.sglang
-    page = _int_setting(st, "page_size") or 1
+    page = _int_setting(st, "page_size") or SGLANG_PAGE_SIZE
     cap = _int_setting(st, "max_total_tokens")
     out = LogExplanation("sglang", policy.version, spec.name, settings, missing=list(log.missing))
     fraction = None if "mem_fraction_static" in log.missing else dep.gpu_memory_utilization

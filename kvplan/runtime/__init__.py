@@ -4,10 +4,13 @@ through the registered "kvplan_paged" attention function.
 
 Importing this package imports torch (never done at `import kvplan`).
 
-    from kvplan import load_model
+    from kvplan import Deployment, estimate, find_gpu, load_model
     from kvplan.runtime import EngineConfig, LLMEngine, load_engine_model
     loaded = load_model("path/to/model")
-    engine = LLMEngine(load_engine_model(loaded, device="cuda"), loaded.spec, EngineConfig(num_blocks=2048))
+    est = estimate(loaded, Deployment(gpu=find_gpu("H100")))
+    config = EngineConfig(num_blocks=est.num_blocks, block_size=est.block_size, max_num_seqs=est.max_num_seqs,
+                          max_num_batched_tokens=est.max_num_batched_tokens)
+    engine = LLMEngine(load_engine_model(loaded, device="cuda"), loaded.spec, config)
     outputs = engine.generate([[1, 2, 3]], max_tokens=16)
 """
 

@@ -1,6 +1,8 @@
 """The step loop: schedule, copy-on-write, run the model, sample, feed tokens back.
 
-    engine = LLMEngine(model, spec, EngineConfig(num_blocks=est.num_blocks, block_size=16))
+    engine = LLMEngine(model, spec, EngineConfig(num_blocks=est.num_blocks, block_size=est.block_size,
+                                                 max_num_seqs=est.max_num_seqs,
+                                                 max_num_batched_tokens=est.max_num_batched_tokens))
     outputs = engine.generate([[1, 2, 3], [4, 5]], max_tokens=8)
 
 The engine owns no allocation policy: `kvplan.paging` (the same KVCacheManager and Scheduler
@@ -38,12 +40,14 @@ from .sampler import GREEDY, Sampler, SamplingParams
 
 @dataclass(frozen=True)
 class EngineConfig:
+    """The pool and scheduler limits, as an estimate resolved them (the engine policies hold the defaults)."""
+
     num_blocks: int
-    block_size: int = 16
+    block_size: int
+    max_num_seqs: int
+    max_num_batched_tokens: int
     kv_dtype: str = "auto"  # auto: the model's dtype
     max_model_len: int | None = None
-    max_num_seqs: int = 256
-    max_num_batched_tokens: int = 8192
     enable_prefix_caching: bool = True
     enable_chunked_prefill: bool = True
     contiguous: bool = False  # baseline: every sequence reserves its blocks at admission (paging.contiguous)

@@ -44,7 +44,11 @@ class EnginePolicy:
     description = ""
     # What the engine calls kvplan's --gpu-memory-utilization (vLLM's word), and what it is a fraction of.
     memory_fraction = ("gpu_memory_utilization", "total GPU memory")
+    # The values of the settings a deployment leaves to the engine, for engines without a table of their own
+    # (those override `engine_defaults`); written here only.
     default_block_size = 16  # tokens per block when --block-size is not given
+    default_max_num_batched_tokens = 8192
+    default_max_num_seqs = 256
 
     def __init__(self, version: str | None = None):
         self.model: ModelSpec | None = None  # the whole model, for layouts that depend on all stages (bind)
@@ -69,7 +73,8 @@ class EnginePolicy:
     def engine_defaults(self, dep: Deployment, max_model_len: int) -> tuple[dict, str | None]:
         """This engine's values for the settings a deployment leaves to it (None: `Setting.engine_default`),
         and the rule that gave them, in words (None: nothing worth a note)."""
-        return {"block_size": self.default_block_size, "max_num_batched_tokens": 8192, "max_num_seqs": 256}, None
+        return {"block_size": self.default_block_size, "max_num_batched_tokens": self.default_max_num_batched_tokens,
+                "max_num_seqs": self.default_max_num_seqs}, None
 
     def resolve_deployment(self, spec: ModelSpec, dep: Deployment, max_model_len: int) -> tuple[Deployment, list[str]]:
         """The deployment with every setting it left to the engine filled in (the one place engine defaults
