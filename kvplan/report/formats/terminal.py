@@ -18,6 +18,7 @@ from ..document import NUM, TEXT, Line, Pairs, Report, Table
 from .fit import fit_table
 
 UNWRAPPED_WIDTH = 100_000
+MIN_WIDTH = 20
 LINE_STYLES = {"title": "bold", "note": "dim", "dim": "dim", "item": "", "": "", "ok": "bold green",
                "fail": "bold red", "warn": "bold yellow"}
 CELL_STYLES = {"ok": "green", "fail": "bold red", "warn": "yellow", "dim": "dim", None: ""}
@@ -27,6 +28,7 @@ def make_console() -> Console:
     out = Console(highlight=False, soft_wrap=False)
     if not out.is_terminal and not os.environ.get("COLUMNS", "").strip().isdigit():
         out.width = UNWRAPPED_WIDTH
+    out.width = max(out.width, MIN_WIDTH)  # COLUMNS=0 would leave no room to wrap prose in
     return out
 
 
