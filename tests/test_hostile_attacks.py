@@ -180,3 +180,20 @@ def test_a_symlink_loop_in_the_hf_cache_refuses_the_write(tmp_path):
     (repo / "blobs").symlink_to(repo / "blobs")
     with pytest.raises(HubError, match="does not resolve"):
         commit_snapshot(tmp_path, "acme/x", "main", "a" * 40, {"config.json": (None, b"{}")}, {}, "http://h")
+
+
+# --- traces ---------------------------------------------------------------------------------------------
+
+AZURE = "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+BURSTGPT = "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+
+
+@pytest.mark.parametrize("text,needle", [
+    (AZURE + '"2023-11-16 18:15:46",' + '"' + "9" * 200_000 + '",5\n', "t.csv:2: not a CSV row kvplan can read"),
+    (BURSTGPT + '1,"' + "x" * 200_000 + '",5,5,10,Conversation log\n', "t.csv:2: not a CSV row kvplan can read"),
+    ('"' + "x" * 200_000 + '",TIMESTAMP,ContextTokens,GeneratedTokens\n1,2,3,4\n', "t.csv: not a trace kvplan reads"),
+])
+def test_a_csv_field_over_the_csv_module_limit(tmp_path, capsys, text, needle):
+    trace = tmp_path / "t.csv"
+    trace.write_text(text)
+    assert needle in fails(capsys, "simulate", "llama-3.1-8b", "--gpu", "H100", "--trace", trace)
