@@ -191,7 +191,7 @@ BURSTGPT = "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type
 @pytest.mark.parametrize("text,needle", [
     (AZURE + '"2023-11-16 18:15:46",' + '"' + "9" * 200_000 + '",5\n', "t.csv:2: not a CSV row kvplan can read"),
     (BURSTGPT + '1,"' + "x" * 200_000 + '",5,5,10,Conversation log\n', "t.csv:2: not a CSV row kvplan can read"),
-    ('"' + "x" * 200_000 + '",TIMESTAMP,ContextTokens,GeneratedTokens\n1,2,3,4\n', "t.csv: not a trace kvplan reads"),
+    ('"' + "x" * 200_000 + '",TIMESTAMP,ContextTokens,GeneratedTokens\n1,2,3,4\n', "t.csv:1: not a trace kvplan reads"),
 ])
 def test_a_csv_field_over_the_csv_module_limit(tmp_path, capsys, text, needle):
     trace = tmp_path / "t.csv"
