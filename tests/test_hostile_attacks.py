@@ -197,3 +197,20 @@ def test_a_csv_field_over_the_csv_module_limit(tmp_path, capsys, text, needle):
     trace = tmp_path / "t.csv"
     trace.write_text(text)
     assert needle in fails(capsys, "simulate", "llama-3.1-8b", "--gpu", "H100", "--trace", trace)
+
+
+@pytest.mark.parametrize("flags", ["-tp " + "9" * 5000, "--max-model-len " + "9" * 400, "--max-num-seqs 1e400"])
+def test_serve_command_integers_of_hundreds_of_digits(tmp_path, capsys, flags):
+    script = tmp_path / "serve.sh"
+    script.write_text(f"vllm serve llama-3.1-8b {flags}\n")
+    for argv in (["--from", script], ["--vllm-args", f"vllm serve llama-3.1-8b {flags}"]):
+        err = fails(capsys, "estimate", *argv, "--gpu", "H100")
+        assert "is too large for an integer setting" in err or "cannot read" in err
+
+
+def test_a_serve_script_is_read_never_run(tmp_path, capsys):
+    script = tmp_path / "serve.sh"
+    script.write_text(f"touch {tmp_path}/ran\nvllm serve $(touch {tmp_path}/ran2) `touch {tmp_path}/ran3` llama-3.1-8b\n")
+    main(["estimate", "--from", str(script), "--gpu", "H100"])
+    capsys.readouterr()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["serve.sh"]
