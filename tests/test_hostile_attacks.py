@@ -214,3 +214,20 @@ def test_a_serve_script_is_read_never_run(tmp_path, capsys):
     main(["estimate", "--from", str(script), "--gpu", "H100"])
     capsys.readouterr()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["serve.sh"]
+
+
+# --- reports on stdout ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["table", "markdown"])
+def test_reports_show_names_escaped(tmp_path, capsys, fmt):
+    deployment = tmp_path / "d.yaml"
+    deployment.write_text('name: "x\\n| forged | row |\\e[31mRED"\nmodel: llama-3.1-8b\ngpu: H100\n')
+    model = tmp_path / ("m" + ESC)
+    model.mkdir()
+    (model / "config.json").write_text((REPO / "examples" / "tiny-llama" / "config.json").read_text())
+    main(["check", str(deployment), "-f", fmt])
+    main(["estimate", str(model), "--gpu", "H100", "-f", fmt])
+    out = capsys.readouterr().out
+    assert "x\\n" in out and "\\x1b[31m" in out
+    assert not RAW_CONTROL.search(out.replace("\n", ""))
+    assert "\n| forged" not in out
