@@ -231,3 +231,13 @@ def test_reports_show_names_escaped(tmp_path, capsys, fmt):
     assert "x\\n" in out and "\\x1b[31m" in out
     assert not RAW_CONTROL.search(out.replace("\n", ""))
     assert "\n| forged" not in out
+
+
+def test_junit_stays_well_formed_xml_with_control_characters_in_names(tmp_path, capsys):
+    import xml.etree.ElementTree as ET
+
+    deployment = tmp_path / "d.yaml"
+    deployment.write_text('name: "x\\e[31m\\x00\\x0b"\nmodel: llama-3.1-8b\ngpu: H100\n')
+    assert main(["check", str(deployment), "-f", "junit", "-o", str(tmp_path / "r.xml")]) == 0, capsys.readouterr()
+    suite = ET.parse(tmp_path / "r.xml").getroot().find("testsuite")
+    assert suite.get("name").endswith("x\\x1b[31m\\x00")  # YAML strips the trailing \x0b as a space
