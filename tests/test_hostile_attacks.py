@@ -241,3 +241,13 @@ def test_junit_stays_well_formed_xml_with_control_characters_in_names(tmp_path, 
     assert main(["check", str(deployment), "-f", "junit", "-o", str(tmp_path / "r.xml")]) == 0, capsys.readouterr()
     suite = ET.parse(tmp_path / "r.xml").getroot().find("testsuite")
     assert suite.get("name").endswith("x\\x1b[31m\\x00")  # YAML strips the trailing \x0b as a space
+
+
+def test_github_annotations_carry_no_control_characters(tmp_path, capsys):
+    failing = (REPO / "examples" / "failing.yaml").read_text()
+    deployment = tmp_path / "d.yaml"
+    deployment.write_text(failing.replace("name: chat-8b", 'name: "chat\\e[31m\\n::warning::forged"'))
+    assert main(["check", str(deployment), "-f", "github"]) == 1
+    out = capsys.readouterr().out
+    assert "chat\\x1b[31m%0A%3A%3Awarning%3A%3Aforged" in out
+    assert not RAW_CONTROL.search(out.replace("\n", "")) and "\n::warning" not in out
