@@ -12,9 +12,11 @@ tests/test_bounds.py runs in CI; the nightly fuzz profile runs them all.
 
 import argparse
 import contextlib
+import gzip
 import io
 import json
 import os
+import re
 import resource
 import struct
 import subprocess
@@ -30,6 +32,9 @@ MiB = 1 << 20
 CONFIG = {"model_type": "llama", "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 2,
           "hidden_size": 256, "intermediate_size": 512, "vocab_size": 1000, "max_position_embeddings": 4096}
 LOG = ROOT / "tests" / "data" / "vllm_logs" / "llama-3.1-8b-v0-20k-vllm10517.log"
+ESC = "\x1b[31mRED\x1b]0;title\x07"  # colour, then a window-title sequence: what a terminal would act on
+# What a terminal acts on, which no message may carry raw (a name is shown escaped: `\x1b`).
+RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def _sparse(path: Path, size: int) -> str:
@@ -63,6 +68,29 @@ def _filled(prefix: bytes, unit: bytes, size: int, suffix: bytes) -> bytes:
     return prefix + unit * ((size - len(prefix) - len(suffix)) // len(unit)) + suffix
 
 
+def _symlink_loop(path: Path) -> str:
+    other = path.with_name(path.name + ".other")
+    path.symlink_to(other)
+    other.symlink_to(path)
+    return str(path)
+
+
+def _dir(path: Path) -> str:
+    path.mkdir()
+    return str(path)
+
+
+def _gzip_bomb(size: int) -> bytes:
+    """`size` bytes of JSON whitespace, gzipped to ~0.1% of that, built without holding `size` bytes."""
+    out = io.BytesIO()
+    with gzip.GzipFile(fileobj=out, mode="wb") as f:
+        f.write(b"{")
+        for _ in range(size // MiB):
+            f.write(b" " * MiB)
+        f.write(b"}")
+    return out.getvalue()
+
+
 def _mapping_bomb(levels: int = 25) -> str:
     parts = ["a0: &a0 {x: 1, y: 1}"] + [f"a{i}: &a{i} {{x: *a{i - 1}, y: *a{i - 1}}}" for i in range(1, levels)]
     return "{" + ", ".join(parts) + "}"
@@ -90,7 +118,7 @@ def _expansion_script() -> str:
 
 # name -> (quick, build(tmp) -> argv or (argv, env), or a Hub scenario); each must exit 2 with one line,
 # except those in ANSWERS, which must give their answer (exit 0).
-ANSWERS = {"start-up log 1 MiB of backtracking bait", "start-up log 16 MiB of backtracking bait"}
+ANSWERS = {"start-up log 1 MiB of backtracking bait", "start-up log 16 MiB of backtracking bait", "COLUMNS=0"}
 CASES = {
     "config.json 2 GB (sparse)": (True, lambda t: ["estimate", _sparse(t / "config.json", 2 * 10**9), "--gpu", "H100"]),
     "config.json /dev/zero": (True, lambda t: ["estimate", "/dev/zero", "--gpu", "H100"]),
@@ -144,6 +172,22 @@ CASES = {
                                                              "1:100000:x1.0000001"]),
     "simulate --output-len of 400 digits": (True, lambda t: ["simulate", "llama-3.1-8b", "--gpu", "H100",
                                                              "--output-len", "9" * 400]),
+    # the second pass (an attacker's re-check of issue 13)
+    "model directory named with escape sequences": (True, lambda t: ["estimate", _dir(t / ("m" + ESC)), "--gpu", "H100"]),
+    "trace path with escape sequences (missing)": (True, lambda t: ["simulate", "llama-3.1-8b", "--gpu", "H100",
+                                                                      "--trace", str(t / ("t" + ESC + ".jsonl"))]),
+    "deployment YAML key with escape sequences": (True, lambda t: ["check", _write(
+        t / "d.yaml", 'model: llama-3.1-8b\ngpu: H100\n"\\e[2J\\e[31mkey": 1\n')]),
+    "config.json path of 300 characters": (True, lambda t: ["estimate", str(t / ("a" * 300)), "--gpu", "H100"]),
+    "deployment YAML symlink loop": (True, lambda t: ["check", _symlink_loop(t / "d.yaml")]),
+    "-o into a parent that is a file": (True, lambda t: ["check", str(ROOT / "examples" / "passing.yaml"), "-f", "json",
+                                                        "-o", _write(t / "f", "x") + "/" + ESC + "/o.json"]),
+    "--plot with a suffix matplotlib cannot write": (True, lambda t: ["simulate", "llama-3.1-8b", "--gpu", "H100",
+                                                                      "--requests", "3", "--plot", str(t / "p.json")]),
+    "--engine-version of 5,000 digits": (True, lambda t: ["explain-log", str(LOG), "--engine-version", "0." + "9" * 5000]),
+    "COLUMNS=0": (True, lambda t: (["models"], {"COLUMNS": "0"})),
+    "hub: redirect to a file:// URL": (True, "hub:file-redirect"),
+    "hub: 200 MiB gzip bomb sent as Content-Encoding gzip": (True, "hub:gzip-bomb"),
     "hub: endless repo listing": (True, "hub:listing"),
     "hub: endless config.json": (True, "hub:config"),
     "hub: config.json dripped a byte at a time": (False, "hub:drip"),
@@ -160,8 +204,11 @@ def _hub_case(kind: str, t: Path):
     server = HubServer()
     server.add_repo("acme/tiny", {"config.json": json.dumps(CONFIG).encode()})
     pattern = "^/api/models/" if kind == "hub:listing" else "/resolve/.*/config.json"
-    server.fault(pattern, **{"hub:listing": {"endless": b'{"sha": "'}, "hub:config": {"endless": b"{"},
-                             "hub:drip": {"drip_s": 0.05}, "hub:redirect": {"redirect_loop": True}}[kind])
+    faults = {"hub:listing": lambda: {"endless": b'{"sha": "'}, "hub:config": lambda: {"endless": b"{"},
+              "hub:drip": lambda: {"drip_s": 0.05}, "hub:redirect": lambda: {"redirect_loop": True},
+              "hub:file-redirect": lambda: {"status": 302, "headers": {"Location": "file:///etc/passwd"}},
+              "hub:gzip-bomb": lambda: {"body": _gzip_bomb(200 * MiB), "headers": {"Content-Encoding": "gzip"}}}
+    server.fault(pattern, **faults[kind]())
     constants.HF_HUB_OFFLINE = False
     constants.ENDPOINT = server.url
     env = {"HF_ENDPOINT": server.url, "HF_HUB_CACHE": str(t / "hub"), "HF_HUB_OFFLINE": "0",
@@ -217,7 +264,7 @@ def run_child(names: list[str]) -> list[dict]:
 def within_bounds(result: dict) -> bool:
     answered = result["rc"] == 0 if result["case"] in ANSWERS else (
         result["rc"] == 2 and result["stderr"].count("\n") == 1 and result["stderr"].startswith("kvplan: error: "))
-    return answered and result["seconds"] < TIME_LIMIT_S and result["peak_rss_bytes"] < MEMORY_LIMIT_BYTES
+    return answered and not RAW_CONTROL.search(result["stderr"].rstrip("\n")) and result["seconds"] < TIME_LIMIT_S and result["peak_rss_bytes"] < MEMORY_LIMIT_BYTES
 
 
 def main() -> None:

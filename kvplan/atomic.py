@@ -6,7 +6,8 @@ What a target path may be (docs/reliability.md):
   * a symlink: followed; the file it points to is replaced as above and the link itself stays;
   * a character device (/dev/null, a terminal) or a FIFO: written through in place, as a shell's `>`
     would (not atomic: there is no file to replace); a FIFO with no reader is refused, not waited on;
-  * a directory, a block device or a socket: refused.
+  * a directory, a block device or a socket: refused;
+  * `-`: standard output, as most tools read it (a library writing by file name is refused it).
 Temp files are named `.{name}.{pid}.{random}.kvplan.tmp{suffix}`. SIGTERM and SIGHUP during a write
 raise SystemExit so the temp file is removed; one left by a killed process (SIGKILL, power loss)
 is swept by the next write beside it once that process is gone.
@@ -17,14 +18,17 @@ import os
 import re
 import signal
 import stat
+import sys
 import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import InputError
+from .inputs import printable
 
 _TEMP_MARK = ".kvplan.tmp"
+STDOUT = "-"
 _SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
@@ -36,7 +40,7 @@ def _umask_mode() -> int:
 
 
 def _cannot_write(path, exc: OSError) -> InputError:
-    return InputError(f"{path}: cannot write ({exc.strerror or exc})")
+    return InputError(f"{printable(path)}: cannot write ({exc.strerror or exc})")
 
 
 def _target(path: Path) -> tuple[Path, bool]:
@@ -51,7 +55,7 @@ def _target(path: Path) -> tuple[Path, bool]:
         if stat.S_ISCHR(mode) or stat.S_ISFIFO(mode):
             return path, True
         kind = "a directory" if stat.S_ISDIR(mode) else "a block device" if stat.S_ISBLK(mode) else "a socket"
-        raise InputError(f"{path}: is {kind}; kvplan writes output to a regular file, a character device "
+        raise InputError(f"{printable(path)}: is {kind}; kvplan writes output to a regular file, a character device "
                          "(like /dev/null) or a FIFO")
     return (Path(os.path.realpath(path)) if path.is_symlink() else path), False
 
@@ -62,7 +66,7 @@ def _open_through(path: Path) -> int:
         fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         if exc.errno == errno.ENXIO:
-            raise InputError(f"{path}: a FIFO with no reader; start the reader first") from None
+            raise InputError(f"{printable(path)}: a FIFO with no reader; start the reader first") from None
         raise _cannot_write(path, exc) from None
     os.set_blocking(fd, True)
     return fd
@@ -129,6 +133,11 @@ def _temp_beside(target: Path, suffix: str = "") -> tuple[int, Path]:
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    if str(path) == STDOUT:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
     target, through = _target(Path(path))
     if through:
         fd = _open_through(target)
@@ -161,10 +170,16 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 def atomic_output(path: str | os.PathLike, suffix: str | None = None):
     """A path for libraries that write by file name (matplotlib, pandas), moved into place on success:
     `with atomic_output(p) as tmp: fig.savefig(tmp)`. A device or FIFO target is handed over as it is."""
+    if str(path) == STDOUT:
+        raise InputError(f"{STDOUT}: this output is a file kvplan writes by name (a plot, a Parquet table); "
+                         "give a path, not standard output")
     target, through = _target(Path(path))
     if through:
         os.close(_open_through(target))  # refuses a FIFO without a reader before the library blocks on it
-        yield target
+        try:
+            yield target
+        except OSError as exc:  # /dev/full; a FIFO whose reader left
+            raise _cannot_write(target, exc) from None
         return
     with _signals_exit():
         fd, tmp = _temp_beside(target, target.suffix if suffix is None else suffix)

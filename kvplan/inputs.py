@@ -12,8 +12,9 @@ trace, a safetensors header, what an earlier Hub fetch left in the HF cache) is 
     and arrays than JSON_BYTES_PER_CONTAINER allows (each costs ~70 bytes once parsed);
   * logs and traces line by line, each line at most `max_line_bytes`.
 
-A refusal is one InputError line (exit 2) that names the file and the limit. docs/reliability.md
-lists each limit with its reason and its test.
+A refusal is one InputError line (exit 2) that names the file and the limit, the name passed through
+`printable` (a file name may hold an escape sequence). docs/reliability.md lists each limit with its
+reason and its test.
 """
 
 import itertools
@@ -74,6 +75,26 @@ MAX_LAYERS = 4096  # the deepest published LLMs have under 200 layers
 MAX_TOKENS = 1 << 40  # any length or count of tokens
 
 
+# What a terminal would act on rather than show: C0 and C1 controls and DEL (ESC starts ANSI sequences,
+# CR and BS overwrite, NL forges lines), line and paragraph separators, and the bidirectional
+# overrides and isolates that reorder what is shown ("Trojan Source").
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(m: re.Match) -> str:
+    char = m.group()
+    code = ord(char)
+    return _NAMED.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def printable(text) -> str:
+    """`text` with every character a terminal would act on written as its escape (`\\x1b`, `\\u202e`)."""
+    return _UNPRINTABLE.sub(_escape, str(text))
+
+
 def _size_text(n: int) -> str:
     if n >= MiB and n % MiB == 0:
         return f"{n // MiB} MiB"
@@ -85,7 +106,7 @@ def _size_text(n: int) -> str:
 def too_large(where: str, limit: Limit, size: int | None = None) -> InputError:
     has = f"{size:,} bytes, " if size is not None else ""
     hint = f"; {limit.hint}" if limit.hint else ""
-    return InputError(f"{where}: {has}over kvplan's {_size_text(limit.max_bytes)} limit for a {limit.what}{hint}")
+    return InputError(f"{printable(where)}: {has}over kvplan's {_size_text(limit.max_bytes)} limit for a {limit.what}{hint}")
 
 
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
@@ -94,7 +115,7 @@ _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCH
 
 def _not_regular(path, mode: int, limit: Limit) -> InputError:
     kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
-    return InputError(f"{path}: is {kind}; kvplan reads a {limit.what} only from a regular file")
+    return InputError(f"{printable(path)}: is {kind}; kvplan reads a {limit.what} only from a regular file")
 
 
 def open_regular(path: str | os.PathLike, limit: Limit) -> BinaryIO:
@@ -105,7 +126,7 @@ def open_regular(path: str | os.PathLike, limit: Limit) -> BinaryIO:
             raise _not_regular(path, mode, limit)
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        raise InputError(f"{printable(path)}: cannot read ({exc.strerror or exc})") from None
     try:
         info = os.fstat(fd)  # the file opened may not be the one stat() saw
         if not stat.S_ISREG(info.st_mode):
@@ -124,7 +145,7 @@ def read_bytes(path: str | os.PathLike, limit: Limit) -> bytes:
         try:
             data = f.read(limit.max_bytes + 1)
         except OSError as exc:
-            raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+            raise InputError(f"{printable(path)}: cannot read ({exc.strerror or exc})") from None
     if len(data) > limit.max_bytes:  # it grew after fstat, or reports no size (/proc)
         raise too_large(str(path), limit)
     return data
@@ -134,7 +155,7 @@ def decode_utf8(data: bytes, where: str) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InputError(f"{where}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start:,})") from None
+        raise InputError(f"{printable(where)}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start:,})") from None
 
 
 def read_text(path: str | os.PathLike, limit: Limit) -> str:
@@ -147,18 +168,18 @@ def parse_json(data: str | bytes, where: str):
         data = decode_utf8(data, where)
     containers = data.count("[") + data.count("{")  # brackets in strings count too: a bound, not a tally
     if containers > len(data) // JSON_BYTES_PER_CONTAINER + MAX_JSON_DEPTH:
-        raise InputError(f"{where}: JSON with more than one object or array per {JSON_BYTES_PER_CONTAINER} bytes "
+        raise InputError(f"{printable(where)}: JSON with more than one object or array per {JSON_BYTES_PER_CONTAINER} bytes "
                          f"({containers:,} in {len(data):,} bytes); kvplan refuses it rather than build them all")
     try:
         value = json.loads(data)
     except json.JSONDecodeError as exc:
-        raise InputError(f"{where}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+        raise InputError(f"{printable(where)}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
     except ValueError as exc:  # an integer of more than 4,300 digits
-        raise InputError(f"{where}: not valid JSON ({exc})") from None
+        raise InputError(f"{printable(where)}: not valid JSON ({exc})") from None
     except RecursionError:  # json's own guard against deep nesting
-        raise InputError(f"{where}: JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+        raise InputError(f"{printable(where)}: JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
     if containers > MAX_JSON_DEPTH and _nesting(data) > MAX_JSON_DEPTH:
-        raise InputError(f"{where}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        raise InputError(f"{printable(where)}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
     return value
 
 
@@ -190,12 +211,12 @@ def read_lines(path: str | os.PathLike, limit: Limit, errors: str = "strict") ->
             try:
                 raw = f.readline(limit.max_line_bytes + 1)
             except OSError as exc:
-                raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+                raise InputError(f"{printable(path)}: cannot read ({exc.strerror or exc})") from None
             if not raw:
                 return
             total += len(raw)
             if len(raw) > limit.max_line_bytes:
-                raise InputError(f"{path}:{lineno}: line longer than kvplan's {_size_text(limit.max_line_bytes)} "
+                raise InputError(f"{printable(path)}:{lineno}: line longer than kvplan's {_size_text(limit.max_line_bytes)} "
                                  f"limit for a line of a {limit.what}")
             if limit.max_bytes is not None and total > limit.max_bytes:
                 raise too_large(str(path), limit)
@@ -214,7 +235,7 @@ def expand(pattern: re.Pattern, value_of: Callable[[re.Match], str], text: str, 
         value = value_of(m)
         grown += len(value) - len(m.group(0))
         if grown > MAX_COMMAND_CHARS:
-            raise InputError(f"{where}: {text[:40]!r} expands past kvplan's {MAX_COMMAND_CHARS:,}-character limit "
+            raise InputError(f"{printable(where)}: {text[:40]!r} expands past kvplan's {MAX_COMMAND_CHARS:,}-character limit "
                              "for a command line")
         return value
 
@@ -223,7 +244,7 @@ def expand(pattern: re.Pattern, value_of: Callable[[re.Match], str], text: str, 
 
 def check_command(text: str, where: str, max_chars: int = MAX_COMMAND_CHARS) -> str:
     if len(text) > max_chars:
-        raise InputError(f"{where}: a command line of {len(text):,} characters is over kvplan's "
+        raise InputError(f"{printable(where)}: a command line of {len(text):,} characters is over kvplan's "
                          f"{max_chars:,}-character limit")
     return text
 

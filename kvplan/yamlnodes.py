@@ -19,7 +19,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 
 from .errors import InputError
-from .inputs import DEPLOYMENT_YAML, Limit, read_text
+from .inputs import DEPLOYMENT_YAML, Limit, printable, read_text
 
 try:  # libyaml when present
     _Loader = yaml.CSafeLoader
@@ -51,11 +51,11 @@ class Y:
 
 
 def display_path(path: Path) -> str:
-    """Relative to the working directory when under it (what CI annotations expect)."""
+    """Relative to the working directory when under it (what CI annotations expect), fit to print."""
     try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
+        return printable(path.resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError, RuntimeError):  # not under it; a cwd gone; a symlink loop (RuntimeError)
+        return printable(path)
 
 
 def read_yaml(path: Path, limit: Limit = DEPLOYMENT_YAML) -> list[Y]:
@@ -64,7 +64,7 @@ def read_yaml(path: Path, limit: Limit = DEPLOYMENT_YAML) -> list[Y]:
     try:
         text = read_text(path, limit)
     except InputError as exc:
-        raise InputError(str(exc).replace(str(path), shown, 1)) from None
+        raise InputError(str(exc).replace(printable(path), shown, 1)) from None
     try:
         nodes = list(yaml.compose_all(text, Loader=_Loader))
     except yaml.MarkedYAMLError as exc:

@@ -1,15 +1,19 @@
 """Fuzz: hostile inputs of issue 13 through the whole CLI: YAML alias graphs through mappings and
 lists, deep and dense JSON in every JSON input, non-UTF-8 bytes in every text input, NaN / Infinity
-/ huge numbers in every numeric field, and a loopback Hub that answers like an attacker.
+/ huge numbers in every numeric field, a loopback Hub that answers like an attacker, and names that
+carry control characters into messages and reports.
 
 Contract: a correct result, or one `kvplan: error:` line with exit 2 (1 for a failed check); never
-exit 70 or a traceback; nothing written outside the HF cache; no temp file left behind.
+exit 70 or a traceback; no raw control character in any message; nothing written outside the HF
+cache; no temp file left behind.
 Each property runs a share of the profile's examples (fuzzing.share) since each runs a command.
 """
 
 import contextlib
 import io
 import json
+import os
+import re
 import struct
 import tempfile
 from pathlib import Path
@@ -41,9 +45,14 @@ def run_cli(args, env: dict | None = None):
     return code, out.getvalue(), err.getvalue()
 
 
+# What a terminal acts on (kvplan.inputs.printable escapes it): C0/C1 controls, DEL, separators, bidi controls.
+RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
 def assert_contract(code: int, err: str, allowed=(0, 1, 2)) -> None:
     assert code in allowed, (code, err)
     assert "Traceback" not in err and "internal error" not in err, err
+    assert not RAW_CONTROL.search(err.replace("\n", "")), err
     if code == 2:
         assert err.startswith("kvplan: error: ") and err.count("\n") == 1, err
 
@@ -361,3 +370,45 @@ def test_a_malicious_hub(hostile_hub, repo, target, attack):
             assert isinstance(first["weights_bytes"], int) and first["weights_bytes"] >= 0
             code, out, err = run_cli(["estimate", repo, "--format", "json"], {**env, "HF_HUB_OFFLINE": "1"})
             assert code == 0 and json.loads(out)["weights_bytes"] == first["weights_bytes"], err
+
+
+# --- names that carry control characters ---------------------------------------------------------------
+
+CONTROLS = st.sampled_from(["\x1b[31m", "\x1b]0;title\x07", "\n", "\r", "\x00", "\x08", "\x7f", "\x9b2J", "\u202e",
+                            "\u2028", "\u2066", "\t", "%0A::warning::", "|"])
+NAMES = st.lists(st.one_of(CONTROLS, st.text("abcXYZ-_.", min_size=1, max_size=4)), min_size=1, max_size=6).map("".join)
+# (argv with {name} where the name goes, a file to create first: (relative path, content) or None)
+NAME_PLACES = {
+    "model directory": (["estimate", "{tmp}/{name}", "--gpu", "H100"], None),
+    "missing trace": (["simulate", "llama-3.1-8b", "--gpu", "H100", "--requests", "3", "--trace", "{tmp}/{name}"], None),
+    "--gpu value": (["estimate", "llama-3.1-8b", "--gpu", "{name}"], None),
+    "--engine value": (["estimate", "llama-3.1-8b", "--gpu", "H100", "--engine", "{name}"], None),
+    "-o under a file": (["check", str(REPO / "examples" / "passing.yaml"), "-f", "json", "-o", "{tmp}/f/{name}"], None),
+    "deployment key": (["check", "{tmp}/d.yaml"], ("d.yaml", "model: llama-3.1-8b\ngpu: H100\n{quoted}: 1\n")),
+    "deployment name, table": (["check", "{tmp}/d.yaml"], ("d.yaml", "name: {quoted}\nmodel: llama-3.1-8b\ngpu: H100\n")),
+    "deployment name, markdown": (["check", "{tmp}/d.yaml", "-f", "markdown"],
+                                  ("d.yaml", "name: {quoted}\nmodel: llama-3.1-8b\ngpu: H100\n")),
+    "trace key": (["simulate", "llama-3.1-8b", "--gpu", "H100", "--trace", "{tmp}/t.jsonl"], ("t.jsonl", "{json_key}\n")),
+}
+
+
+@share(0.1)
+@given(st.sampled_from(sorted(NAME_PLACES)), NAMES)
+def test_names_with_control_characters_are_shown_escaped(place, name):
+    count("control characters in names")
+    argv, made = NAME_PLACES[place]
+    if "\x00" in name and made is None:  # no argument or path can hold NUL
+        name = name.replace("\x00", "")
+    if "/" in argv[-1] or place == "-o under a file":
+        name = name.replace("/", "_") or "_"
+    with scratch() as tmp:
+        (tmp / "f").write_text("x")
+        if made is not None:
+            text = made[1].format(quoted=json.dumps(name), json_key=json.dumps({name: 1}))
+            (tmp / made[0]).write_text(text)
+        code, out, err = run_cli([a.format(tmp=tmp, name=name) for a in argv])
+        assert_contract(code, err)
+        if place.startswith("deployment name") and code == 0:  # the report on stdout shows it escaped too
+            assert not RAW_CONTROL.search(out.replace("\n", "")), out
+            assert not any(line.startswith(("::", "| forged")) for line in out.splitlines())
+        assert sorted(os.listdir(tmp)) == sorted({"f", *([made[0]] if made else [])}), os.listdir(tmp)

@@ -3,6 +3,7 @@
 Each command lives in its own module exposing `register(app)`; COMMANDS lists them in help order.
 """
 
+import errno
 import importlib
 import os
 import sys
@@ -10,6 +11,7 @@ import sys
 import typer
 
 from ..errors import KvplanError
+from ..inputs import printable
 
 COMMANDS = ("estimate", "simulate", "profile", "check", "sweep", "models", "gpus", "explain_log")
 
@@ -39,34 +41,48 @@ for _name in COMMANDS:
     importlib.import_module(f"{__name__}.{_name}").register(app)
 
 
+_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EPIPE, errno.EIO, errno.EFBIG, errno.EDQUOT}  # a full disk, a closed pipe
+
+
+def _one_line(message: str) -> str:
+    """One line even when a library's message (YAML, JSON) spans several; no character a terminal would
+    act on (a file name, a key or a Hub header may carry an escape sequence)."""
+    return printable(" ".join(part.strip() for part in message.split("\n") if part.strip()))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: KvplanError -> one line on stderr and its exit code."""
     try:
         rc = app(args=argv, prog_name="kvplan", standalone_mode=False)
     except KvplanError as exc:
-        # one line even when a library's message (YAML, JSON) spans several
-        message = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
-        print(f"kvplan: error: {message}", file=sys.stderr)
+        print(f"kvplan: error: {_one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("kvplan: interrupted", file=sys.stderr)
         return 130
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 0
+    except OSError as exc:  # the system refused: a path too long or unsearchable, a full disk, a closed pipe
+        if os.environ.get("KVPLAN_DEBUG"):
+            raise
+        where = (f"{exc.filename}: " if exc.filename is not None
+                 else "writing the output: " if exc.errno in _OUTPUT_ERRNOS else "")
+        print(f"kvplan: error: {_one_line(where + (exc.strerror or str(exc)))}", file=sys.stderr)
+        return 2
     except Exception as exc:  # click usage errors and genuine bugs
         # Typer may use click or its own vendored copy: recognise usage errors by shape.
         if callable(getattr(exc, "format_message", None)) and isinstance(getattr(exc, "exit_code", None), int):
             ctx = getattr(exc, "ctx", None)
             hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
-            print(f"kvplan: error: {exc.format_message()}{hint}", file=sys.stderr)
+            print(f"kvplan: error: {_one_line(exc.format_message())}{hint}", file=sys.stderr)
             return exc.exit_code
         if type(exc).__name__ == "Abort":
             print("kvplan: aborted", file=sys.stderr)
             return 130
         if os.environ.get("KVPLAN_DEBUG"):
             raise
-        print(f"kvplan: internal error: {type(exc).__name__}: {exc} (set KVPLAN_DEBUG=1 for a traceback)",
-              file=sys.stderr)
+        print(f"kvplan: internal error: {type(exc).__name__}: {_one_line(str(exc))} (set KVPLAN_DEBUG=1 for a "
+              "traceback)", file=sys.stderr)
         return 70
     return rc if isinstance(rc, int) else 0
 

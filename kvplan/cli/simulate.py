@@ -6,7 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..report.common import FORMATS, check_format
+from ..inputs import printable
+from ..report.common import FORMATS, check_format, plot_format
 from . import options as o
 
 WORKLOAD_PANEL = "Workload"
@@ -78,6 +79,7 @@ def simulate_command(
     fmt = check_format(fmt, FORMATS)
     if plot is not None:
         require_extra("report", "matplotlib", what="--plot")
+        plot_format(plot)  # a suffix matplotlib cannot write, refused before the run
     workload, total = _workload(ctx, trace, requests, prompt_len, output_len, shared_prefix, prefix_groups,
                                 arrival_rate, n, seed, trace_speed, trace_limit, trace_block_size)
     loaded = o.load_model_from_flags(model, layers, kv_heads, head_dim, heads, hidden_size, allow_unknown_arch,
@@ -98,7 +100,7 @@ def simulate_command(
         plot_simulation(report, plot)
     render_simulation(report, fmt)
     if plot is not None:
-        print(f"kvplan: plotted blocks in use and utilization to {plot}", file=sys.stderr)
+        print(f"kvplan: plotted blocks in use and utilization to {printable(plot)}", file=sys.stderr)
 
 
 def _workload(ctx, trace, requests, prompt_len, output_len, shared_prefix, prefix_groups, arrival_rate, n, seed,

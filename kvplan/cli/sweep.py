@@ -9,6 +9,7 @@ import typer
 
 from ..errors import InputError
 from ..extras import require_extra
+from ..inputs import printable
 from ..plan.deployment import SETTINGS
 from ..plan.estimate import TABLE_CONTEXTS
 from ..units import fmt_tokens, parse_count, parse_size
@@ -65,6 +66,7 @@ def sweep_command(
     output: OutputOpt = None, plot: PlotOpt = None, limit: LimitOpt = 40, max_memory: MaxMemoryOpt = "2GiB",
 ) -> None:
     from ..report.sweep import format_for, render_sweep
+    from ..report.common import plot_format
     from ..report.sweep_plot import plot_users_vs_context
     from ..sweep import SweepGrid, run_sweep, select
 
@@ -74,6 +76,7 @@ def sweep_command(
         require_extra("report", "pyarrow", what="--format parquet")
     if plot is not None:
         require_extra("report", "matplotlib", what="--plot")
+        plot_format(plot)  # a suffix matplotlib cannot write, refused before the run
     grid = SweepGrid(
         models=_models(models), gpus=_gpus(gpus), tp=_ints(tp, "--tp"), pp=_ints(pp, "--pp"),
         dtypes=tuple(None if d.lower() in ("checkpoint", "auto") else d for d in _items(dtype, "--dtype")),
@@ -85,10 +88,10 @@ def sweep_command(
         notes.append(f"engine {grid.engine}: rows computed one estimate at a time (vectorized for the generic engine)")
     render_sweep(frame, fmt, output, limit, notes)
     if fmt != "table" and output is not None:
-        print(f"kvplan: wrote {len(frame):,} rows to {output}", file=sys.stderr)
+        print(f"kvplan: wrote {len(frame):,} rows to {printable(output)}", file=sys.stderr)
     if plot is not None:
         lines = plot_users_vs_context(frame, plot, result.model_max_tokens)
-        print(f"kvplan: plotted {lines} configuration(s) to {plot}", file=sys.stderr)
+        print(f"kvplan: plotted {lines} configuration(s) to {printable(plot)}", file=sys.stderr)
 
 
 _MAX_CONTEXTS = 100_000

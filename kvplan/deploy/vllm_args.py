@@ -192,6 +192,9 @@ def vllm_number(text: str, flag: str) -> int:
     scale = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
              "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}[suffix]
     value = number * scale
+    if not value < 2**63:  # float() of hundreds of digits is inf; no vLLM integer comes near this
+        shown = f"{text[:40]!r}..." if len(str(text)) > 40 else repr(text)
+        raise InputError(f"vllm {flag}: {shown} is too large for an integer setting")
     if value != int(value):
         raise InputError(f"vllm {flag}: {text!r} is not a whole number")
     return int(value)

@@ -34,7 +34,6 @@ def run_profile(loaded: LoadedModel, dep: Deployment, workload, *, device: str |
         raise InputError("profile runs the engine on one device: --tp 1 --pp 1")
     dev = resolve_device(device)
     memory = DeviceMemory(dev)
-    notes = preflight(dev, memory, warn)
 
     dtype = engine_dtype(dtype_plan(spec, dep.weight_dtype).compute)
     dtype_name = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
@@ -47,6 +46,7 @@ def run_profile(loaded: LoadedModel, dep: Deployment, workload, *, device: str |
         raise InputError("the workload has no requests")
     longest = max(it.num_prompt_tokens + it.output_len for it in items)
     dep = device_deployment(dep, dev, memory, dtype_name, random or dtype_name != spec.weight_dtype, longest)
+    notes = preflight(dev, memory, warn)  # after every check of the input: a refusal stays one line
     if random and spec.weight_dtype not in ("bf16", "fp16", "fp32"):
         notes.append(f"random weights are built in {dtype_name}; the checkpoint's {spec.weight_dtype} storage is not "
                      f"reproduced (weights are predicted in {dtype_name} too)")

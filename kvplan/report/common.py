@@ -2,6 +2,7 @@
 
 import json
 import sys
+from pathlib import Path
 
 from ..errors import InputError
 
@@ -15,6 +16,21 @@ def check_format(fmt: str, allowed: tuple[str, ...] = FORMATS) -> str:
     if key not in allowed:
         raise InputError(f"--format {fmt!r}: choose one of {', '.join(allowed)}")
     return key
+
+
+def plot_format(path) -> str:
+    """The image format a plot path's suffix names (PNG without one); one the plotting library cannot
+    write is refused before any figure is drawn."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    from ..inputs import printable
+
+    fmt = (Path(path).suffix or ".png").lstrip(".").lower()
+    known = FigureCanvasBase.get_supported_filetypes()
+    if fmt not in known:
+        raise InputError(f"{printable(path)}: cannot draw a plot as .{printable(fmt)[:20]}; name it .png, .svg or .pdf "
+                         f"(or any of {', '.join(sorted(known))})")
+    return fmt
 
 
 def print_json(data) -> None:

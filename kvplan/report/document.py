@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from ..inputs import printable
+
 # How a cell may be laid out on a narrow terminal: identifiers and numbers are never wrapped or cut
 # (the table drops columns or switches to one block per row instead); prose wraps between words.
 ID, NUM, TEXT = "id", "num", "text"
@@ -92,11 +94,12 @@ class Table:
             yield [getattr(row, k) for k in keys]
 
     def cells(self, blank_groups: bool = False) -> list[list[str]]:
-        """Display strings of the shown columns; with `blank_groups`, a group's value on its first row only."""
+        """Display strings of the shown columns, fit for a terminal (kvplan.inputs.printable); with
+        `blank_groups`, a group's value on its first row only."""
         shown = self.shown
         out, last = [], object()
         for row in self.rows:
-            line = [c.show(getattr(row, c.key)) for c in shown]
+            line = [printable(c.show(getattr(row, c.key))) for c in shown]  # a name may carry escapes
             if blank_groups and self.group is not None:
                 value = getattr(row, self.group)
                 if value == last:

@@ -58,8 +58,9 @@ def simulation_figure(report):
 def plot_simulation(report, path: Path) -> None:
     """The figure, written atomically in the format of the path's suffix (PNG by default)."""
     from ..atomic import atomic_output
+    from .common import plot_format
 
+    fmt = plot_format(path)
     fig = simulation_figure(report)
-    suffix = path.suffix or ".png"
-    with atomic_output(path, suffix=suffix) as tmp:
-        fig.savefig(tmp, format=suffix.lstrip("."))
+    with atomic_output(path, suffix="." + fmt) as tmp:
+        fig.savefig(tmp, format=fmt)

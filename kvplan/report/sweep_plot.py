@@ -132,9 +132,10 @@ def users_vs_context_figure(frame, model_max: dict[str, int | None]):
 def plot_users_vs_context(frame, path: Path, model_max: dict[str, int | None]) -> int:
     """Write the figure atomically (format from the suffix, PNG by default); the number of configurations."""
     from ..atomic import atomic_output
+    from .common import plot_format
 
+    fmt = plot_format(path)
     fig, configurations = users_vs_context_figure(frame, model_max)
-    suffix = path.suffix or ".png"
-    with atomic_output(path, suffix=suffix) as tmp:
-        fig.savefig(tmp, format=suffix.lstrip("."))
+    with atomic_output(path, suffix="." + fmt) as tmp:
+        fig.savefig(tmp, format=fmt)
     return configurations

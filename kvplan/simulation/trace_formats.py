@@ -150,9 +150,14 @@ class MooncakeRows:
         return WorkItem(index, arrival, output, prompt, hash_ids=tuple(ids), hash_block_tokens=self.block_tokens)
 
 
-def _csv_fields(text: str) -> list[str]:
+def _csv_fields(text: str, where: str = "") -> list[str]:
     line = text.rstrip("\r\n")
-    return line.split(",") if '"' not in line else next(csv.reader([line]))
+    if '"' not in line:
+        return line.split(",")
+    try:
+        return next(csv.reader([line]))
+    except csv.Error as exc:  # a quoted field over csv's 131,072-character limit, a NUL
+        raise InputError(f"{where}: not a CSV row kvplan can read ({exc})") from None
 
 
 class _CsvRows:
@@ -169,7 +174,11 @@ class _CsvRows:
 
     @classmethod
     def detect(cls, first: str) -> bool:
-        return set(cls.COLUMNS) <= {h.strip() for h in _csv_fields(first)}
+        try:
+            fields = _csv_fields(first)
+        except InputError:  # not CSV csv can read: not this format (detect() names the file)
+            return False
+        return set(cls.COLUMNS) <= {h.strip() for h in fields}
 
     def _tokens(self, field: str, column: str, where: str) -> int:
         try:
@@ -181,7 +190,7 @@ class _CsvRows:
         return value
 
     def parse(self, text: str, index: int, where: str) -> WorkItem | str:
-        fields = _csv_fields(text)
+        fields = _csv_fields(text, where)
         if len(fields) != self.width:
             raise InputError(f"{where}: {len(fields)} columns, the header has {self.width}")
         t, p, o = (fields[c].strip() for c in self.cols)

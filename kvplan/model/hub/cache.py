@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ...atomic import symlink_atomic, write_bytes_atomic
 from ...errors import HubError, InputError
-from ...inputs import HEADERS_SIDECAR, HF_CACHE_REF, read_json, read_text
+from ...inputs import HEADERS_SIDECAR, HF_CACHE_REF, printable, read_json, read_text
 from ..safetensors import CheckpointBytes, summarize_headers
 from .names import blob_name, check_revision, is_commit, valid_repo_id
 
@@ -40,9 +40,13 @@ def _repo_dir(root: Path, repo_id: str) -> Path:
 
 def _inside(root: Path, path: Path) -> Path:
     """`path`, if it resolves (symlinks followed) under `root`; else the write is refused."""
-    real_root, real = root.resolve(), path.resolve()
+    try:
+        real_root, real = root.resolve(), path.resolve()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+        raise HubError(f"hub: refusing to write {printable(path)}: it does not resolve ({exc})") from None
     if real != real_root and real_root not in real.parents:
-        raise HubError(f"hub: refusing to write {path}: it resolves to {real}, outside the HF cache at {root}")
+        raise HubError(f"hub: refusing to write {printable(path)}: it resolves to {printable(real)}, outside the HF "
+                       f"cache at {printable(root)}")
     return path
 
 
@@ -65,7 +69,7 @@ def cached_snapshot(model_id: str, revision: str | None = None) -> Path | None:
     if ref.is_file():
         commit = read_text(ref, HF_CACHE_REF).strip()
         if not is_commit(commit):
-            raise InputError(f"{ref}: an HF cache ref must hold a 40-hex commit, not {commit[:60]!r}; delete it")
+            raise InputError(f"{printable(ref)}: an HF cache ref must hold a 40-hex commit, not {commit[:60]!r}; delete it")
         candidate = snapshots / commit
         if (candidate / "config.json").is_file():
             return candidate
@@ -92,7 +96,7 @@ def cached_checkpoint(snapshot_dir: Path, tied_embeddings: bool = False) -> Chec
     path = sidecar_path(snapshot_dir)
     if path is None or not path.is_file():
         return None
-    unreadable = InputError(f"{path}: not a readable {SIDECAR_FORMAT} file (delete it to fetch again with --online)")
+    unreadable = InputError(f"{printable(path)}: not a readable {SIDECAR_FORMAT} file (delete it to fetch again with --online)")
     try:
         data = read_json(path, HEADERS_SIDECAR)
     except InputError as exc:
@@ -143,9 +147,9 @@ def commit_snapshot(root: Path, repo_id: str, revision: str, commit: str, files:
         if revision != commit:
             write_bytes_atomic(_inside(root, repo_dir / "refs" / revision), commit.encode())
     except OSError as exc:
-        raise HubError(f"hub: cannot write the HF cache at {root} ({exc.strerror or exc})") from None
+        raise HubError(f"hub: cannot write the HF cache at {printable(root)} ({exc.strerror or exc})") from None
     except HubError:
         raise
     except InputError as exc:
-        raise HubError(f"hub: cannot write the HF cache at {root}: {exc}") from None
+        raise HubError(f"hub: cannot write the HF cache at {printable(root)}: {exc}") from None
     return snapshot

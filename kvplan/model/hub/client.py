@@ -23,7 +23,7 @@ from urllib.parse import quote
 
 from ...errors import HubError, InputError
 from ...extras import require_extra
-from ...inputs import MiB, parse_json
+from ...inputs import MiB, parse_json, printable
 from .names import is_commit, valid_repo_file
 
 DEFAULT_TIMEOUT_S = 10.0  # huggingface_hub's own default; HF_HUB_DOWNLOAD_TIMEOUT overrides it
@@ -47,18 +47,26 @@ class HubClient:
     """The Hub requests sizing needs for one repo, under one fetch deadline."""
 
     def __init__(self, repo_id: str, revision: str):
+        self.timeout_s = read_timeout_s()  # kvplan's own reading first: its message is the clearer one
         require_extra("hub", "huggingface_hub", what="hub access")
-        from huggingface_hub.utils import build_hf_headers
+        try:
+            from huggingface_hub.utils import build_hf_headers
+        except ValueError as exc:  # its constants are read from HF_* variables at import, some with int()
+            raise InputError(f"huggingface_hub cannot start with this environment ({exc}): it reads "
+                             "HF_HUB_DOWNLOAD_TIMEOUT and HF_HUB_ETAG_TIMEOUT as whole seconds") from None
         from ... import __version__
 
         self.repo_id, self.revision = repo_id, revision
         self.endpoint = (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
-        self.timeout_s = read_timeout_s()
         self.request_deadline_s = REQUEST_DEADLINE_FACTOR * self.timeout_s
         self.fetch_deadline_s = FETCH_DEADLINE_FACTOR * self.timeout_s
         self.fetch_ends = time.monotonic() + self.fetch_deadline_s
         self.stopped = threading.Event()  # set when the fetch has failed: requests still running give up
-        self.headers = build_hf_headers(library_name="kvplan", library_version=__version__)
+        try:  # reads the token file under HF_HOME, which may be no directory at all
+            self.headers = build_hf_headers(library_name="kvplan", library_version=__version__)
+        except OSError as exc:
+            raise InputError(f"hub: cannot read the HF token at {printable(exc.filename or 'HF_HOME')} "
+                             f"({exc.strerror or exc}); check HF_HOME and HF_TOKEN_PATH") from None
         self.headers["Accept-Encoding"] = "identity"
 
     # --- the requests ---------------------------------------------------------------------------

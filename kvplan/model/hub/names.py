@@ -10,7 +10,9 @@ import re
 
 from ...errors import InputError
 
-_REPO_PART = re.compile(r"[A-Za-z0-9](?:[\w.\-]{0,94}[A-Za-z0-9_])?")  # huggingface_hub's rule: <= 96 characters
+# huggingface_hub's rule, <= 96 characters, in ASCII as the Hub has them: `\w` alone would admit
+# full-width and other Unicode letters and digits that some file systems fold into ASCII ones.
+_REPO_PART = re.compile(r"[A-Za-z0-9](?:[\w.\-]{0,94}[A-Za-z0-9_])?", re.ASCII)
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

@@ -106,7 +106,7 @@ def resolve_vllm_version(text: str | None) -> VllmRules:
 
 
 def _release(text: str) -> tuple[int, int, int] | None:
-    if not re.match(r"\d+\.\d+", text):
+    if not re.match(r"\d{1,9}\.\d{1,9}(?!\d)", text):  # a release number, not 5,000 digits for int()
         return None
-    parts = tuple(int(p) for p in re.findall(r"\d+", text)[:3])
+    parts = tuple(int(p[:9]) for p in re.findall(r"\d+", text)[:3])
     return parts + (0,) * (3 - len(parts))

@@ -1,5 +1,6 @@
 """Markdown: tables as pipe tables, titles as headings, notes as quotes (GitHub renders it; step summaries)."""
 
+from ...inputs import printable
 from ..document import Line, Pairs, Report, Table
 
 
@@ -32,6 +33,7 @@ def _block(block) -> str:
 
 
 def _line(line: Line) -> str:
+    line = Line(printable(line.text.replace("\n", " ")), line.style, printable(line.label) if line.label else line.label)
     if line.style == "title":
         return f"## {line.text}"
     if line.style == "note":
@@ -49,7 +51,7 @@ def _cell(column, value: str, style: str | None) -> str:
 
 
 def _escape(text: str) -> str:
-    return text.replace("|", "\\|")
+    return printable(text).replace("|", "\\|")  # a newline in a name would end the table row
 
 
 def pipe_table(headers: list[str], rows: list[list[str]]) -> str:

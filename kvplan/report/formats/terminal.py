@@ -14,10 +14,12 @@ from rich.console import Console
 from rich.table import Table as RichTable
 from rich.text import Text
 
+from ...inputs import printable
 from ..document import NUM, TEXT, Line, Pairs, Report, Table
 from .fit import fit_table
 
 UNWRAPPED_WIDTH = 100_000
+MIN_WIDTH = 20
 LINE_STYLES = {"title": "bold", "note": "dim", "dim": "dim", "item": "", "": "", "ok": "bold green",
                "fail": "bold red", "warn": "bold yellow"}
 CELL_STYLES = {"ok": "green", "fail": "bold red", "warn": "yellow", "dim": "dim", None: ""}
@@ -27,6 +29,7 @@ def make_console() -> Console:
     out = Console(highlight=False, soft_wrap=False)
     if not out.is_terminal and not os.environ.get("COLUMNS", "").strip().isdigit():
         out.width = UNWRAPPED_WIDTH
+    out.width = max(out.width, MIN_WIDTH)  # COLUMNS=0 would leave no room to wrap prose in
     return out
 
 
@@ -55,6 +58,7 @@ def _line(out: Console, line: Line) -> None:
 
 def _prose(out: Console, text: str, style: str, indent: str, lead: tuple[int, str] | None = None) -> None:
     """Wrap between words (a word longer than the line stays whole); `lead`: style the first n characters."""
+    text = printable(text.replace("\n", " "))  # wrapping makes a newline a space; no other control gets through
     lines = textwrap.wrap(text, width=max(out.width, 2 * len(indent) + 1), subsequent_indent=indent,
                           break_long_words=False, break_on_hyphens=False, drop_whitespace=True) or [""]
     for n, line in enumerate(lines):
@@ -85,13 +89,14 @@ def _packed(out: Console, lead: str, pieces: list[str]) -> None:
 def _pairs(out: Console, pairs: Pairs) -> None:
     """Labels in one column, values wrapped beside them; a value goes under its label when there is no room."""
     if pairs.title:
-        out.print(Text(pairs.title, style="bold"), soft_wrap=True)
+        out.print(Text(printable(pairs.title), style="bold"), soft_wrap=True)
     if not pairs.items:
         return
-    label_width = max(cell_len(k) for k, _ in pairs.items)
-    longest_word = max(max((cell_len(w) for w in v.split()), default=1) for _, v in pairs.items)
+    items = [(printable(k), printable(v.replace("\n", " "))) for k, v in pairs.items]
+    label_width = max(cell_len(k) for k, _ in items)
+    longest_word = max(max((cell_len(w) for w in v.split()), default=1) for _, v in items)
     beside = label_width + 2 + longest_word <= out.width
-    for k, v in pairs.items:
+    for k, v in items:
         indent = " " * (label_width + 2) if beside else "    "
         lines = textwrap.wrap(v, width=out.width, initial_indent=indent, subsequent_indent=indent,
                               break_long_words=False, break_on_hyphens=False) or [indent]
@@ -108,7 +113,7 @@ def _table(out: Console, table: Table) -> None:
     whole = table.cells()
     fit = fit_table(columns, whole, out.width)
     if table.title:
-        out.print(Text(table.title, style="bold"), soft_wrap=True)
+        out.print(Text(printable(table.title), style="bold"), soft_wrap=True)
     if fit.blocks:
         _blocks(out, table)
         return
