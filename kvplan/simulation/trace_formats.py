@@ -57,6 +57,7 @@ class KvplanRows:
     name = "kvplan"
     has_header = False
     keeps_order = True  # an arrival earlier than the line before is an error, not a reordering
+    counts_from_first = False  # arrivals are the file's own, from 0
     KEYS = {"prompt", "prompt_len", "output_len", "arrival", "prefix_group", "prefix_len", "n", "id"}
 
     def __init__(self, first: str, block_tokens: int):
@@ -110,11 +111,14 @@ class MooncakeRows:
     """Mooncake's JSONL: `timestamp` in ms, `input_length`, `output_length`, and `hash_ids`, one id per
     block of `block_tokens` prompt tokens (the last block may be partial): requests with the same first
     k ids share their first k blocks. Fewer ids than blocks leave the rest of the prompt unshared; more
-    ids than blocks means the trace was cut with another block size (--trace-block-size)."""
+    ids than blocks means the trace was cut with another block size (--trace-block-size). A first line
+    with any of KEYS (none is kvplan's) makes the file Mooncake's, so a line missing one is named as such."""
 
     name = "mooncake"
     has_header = False
     keeps_order = False
+    counts_from_first = True  # time from the first replayed request (trace.py)
+    KEYS = frozenset({"timestamp", "input_length", "output_length", "hash_ids"})
 
     def __init__(self, first: str, block_tokens: int):
         self.block_tokens = block_tokens
@@ -127,7 +131,7 @@ class MooncakeRows:
             obj = parse_json(first, "")
         except InputError:  # not JSON at all: another format's (parse() reports a bad first line)
             return False
-        return isinstance(obj, dict) and ("input_length" in obj or "hash_ids" in obj)
+        return isinstance(obj, dict) and not MooncakeRows.KEYS.isdisjoint(obj)
 
     def parse(self, text: str, index: int, where: str) -> WorkItem | str:
         obj = _json_object(text, where)
@@ -160,6 +164,7 @@ class _CsvRows:
 
     has_header = True
     keeps_order = False
+    counts_from_first = True
     COLUMNS: tuple[str, str, str] = ("", "", "")  # time, prompt tokens, output tokens
 
     def __init__(self, header: str, block_tokens: int):
@@ -174,8 +179,14 @@ class _CsvRows:
     def _tokens(self, field: str, column: str, where: str) -> int:
         try:
             value = int(field)
-        except ValueError:
-            raise InputError(f"{where}: {column} must be a whole number of tokens, got {field!r}") from None
+        except ValueError:  # "472.0", as a spreadsheet or pandas may write it, is still 472
+            try:
+                number = float(field)
+            except ValueError:
+                number = math.nan
+            if not (number.is_integer() and abs(number) <= MAX_TOKENS):
+                raise InputError(f"{where}: {column} must be a whole number of tokens, got {field[:40]!r}") from None
+            value = int(number)
         if not 0 <= value <= MAX_TOKENS:
             raise InputError(f"{where}: {column} must be >= 0 and <= {MAX_TOKENS:,}, got {field[:40]}")
         return value
