@@ -109,7 +109,8 @@ def test_kvplan_time_is_its_own(tmp_path):
 
 def test_skipped_first_row_is_not_the_origin(tmp_path):
     path = rewritten(tmp_path, "b.csv", "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
-                                        "3,ChatGPT,10,0,10,API log\n5,ChatGPT,10,4,14,API log\n9,GPT-4,10,4,14,API log\n")
+                                        "3,ChatGPT,10,0,10,API log\n5,ChatGPT,10,4,14,API log\n"
+                                        "9,GPT-4,10,4,14,API log\n")
     workload = TraceWorkload(path)
     assert [(i.arrival_time, i.num_prompt_tokens) for i in workload] == [(0.0, 10), (4.0, 10)]
     assert workload.skipped == {"0 Request or Response tokens (failed)": 1}
@@ -170,8 +171,8 @@ def test_same_step_requests_do_not_hit_each_other(tmp_path):
     """Two requests stamped alike, sharing their first trace block: admitted in one step, the second
     cannot use blocks the first has not computed yet (kvplan caches after the forward pass); one at a
     time, it hits all 512 tokens. Real traces stamp several requests alike (FAST'25: 10 at 0 ms)."""
-    path = rewritten(tmp_path, "m.jsonl", '{"timestamp": 0, "input_length": 600, "output_length": 2, "hash_ids": [1, 2]}\n'
-                                          '{"timestamp": 0, "input_length": 600, "output_length": 2, "hash_ids": [1, 3]}\n')
+    line = '{"timestamp": 0, "input_length": 600, "output_length": 2, "hash_ids": [1, %d]}\n'
+    path = rewritten(tmp_path, "m.jsonl", line % 2 + line % 3)
     layout = page_layout(load_model("llama-3.1-8b").spec)
 
     def cached(max_num_seqs):

@@ -375,3 +375,16 @@ def test_trace_workload_keys_are_documented(name, capsys):
                  "--no-contiguous", "--format", "json"]) == 0
     keys = set(json.loads(capsys.readouterr().out)["workload"])
     assert keys == documented("simulate.workload.trace") - ({"trace_block_size"} if name != "mooncake" else set())
+
+
+@pytest.mark.parametrize("name", ["mooncake-conversation", "mooncake-arxiv"])
+def test_cli_hits_one_at_a_time_equal_the_lru(name, capsys):
+    """docs/simulate.md's recipe, through the command line: one request at a time, far apart, in the
+    deployment's own pool (28,340 blocks of 16 tokens, far more than these samples hold)."""
+    assert main(["simulate", "llama-3.1-8b", "--gpu", "H100", "--max-model-len", "8192", "--trace",
+                 str(DATA / SAMPLES[name]), "--max-num-seqs", "1", "--trace-speed", "0.001", "--format", "json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    prompts = raw_requests(name)
+    expected = sum(lru_hits(prompts, d["block_size"], d["num_blocks"]))
+    assert d["prefill_tokens_saved"] == expected > 0 and d["preemptions"] == 0
+    assert d["prefix_hit_rate"] == pytest.approx(expected / sum(map(len, prompts)))
