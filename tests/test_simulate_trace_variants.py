@@ -216,3 +216,29 @@ def test_reading_memory_is_flat_in_trace_length(tmp_path, fmt):
             tracemalloc.stop()
         assert count == (rows - -(-rows // 3) if fmt == "burstgpt" else rows)  # BurstGPT: every third failed
     assert peaks[1] < 2 * peaks[0] + 64 * 1024, peaks  # 40x the rows, one line and one request at a time
+
+
+def test_azure_date_times_against_datetime():
+    """Differences of parsed time stamps equal datetime's, to the microsecond it keeps, over 2,000
+    random stamps in every zone form; impossible dates and times are not date-times."""
+    import random
+    from datetime import datetime, timezone
+
+    from kvplan.simulation.trace_formats import _nanoseconds
+
+    rng = random.Random(3)
+    ref_text, ref = "2023-11-16 18:15:46", datetime(2023, 11, 16, 18, 15, 46, tzinfo=timezone.utc)
+    for _ in range(2_000):
+        stamp = datetime(rng.randint(1970, 2100), rng.randint(1, 12), rng.randint(1, 28), rng.randint(0, 23),
+                         rng.randint(0, 59), rng.randint(0, 59), rng.randrange(10**6))
+        zone = rng.choice(["", "Z", "+00:00", "+05:30", "-08:00"])
+        text = stamp.isoformat(sep=rng.choice([" ", "T"]), timespec="microseconds") + zone
+        aware = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        aware = aware if aware.tzinfo else aware.replace(tzinfo=timezone.utc)
+        d = aware - ref
+        expected_ns = (d.days * 86400 + d.seconds) * 10**9 + d.microseconds * 1000
+        assert _nanoseconds(text) - _nanoseconds(ref_text) == expected_ns, text
+    for bad in ("2023-02-30 00:00:00", "2023-11-16 24:00:00", "2023-11-16 18:60:00", "2023-11-16 18:00:60",
+                "\u0662\u0660\u0662\u0663-11-16 18:00:00", "2023-11-16", "18:00:00"):
+        assert _nanoseconds(bad) is None, bad
+

@@ -1,23 +1,26 @@
 """The trace formats `kvplan simulate --trace` reads, one reader per format, one line at a time.
 
-| format   | detected by (first non-blank line)                                 | time            | lengths                                  |
-|----------|--------------------------------------------------------------------|-----------------|------------------------------------------|
-| kvplan   | a JSON object without `input_length`/`hash_ids`                     | `arrival` (s)   | `prompt`/`prompt_len`, `output_len`      |
-| mooncake | a JSON object with `input_length` or `hash_ids` (FAST'25 release)   | `timestamp` (ms)| `input_length`, `output_length`, `hash_ids` |
-| azure    | CSV header with TIMESTAMP, ContextTokens, GeneratedTokens (2023/2024) | TIMESTAMP (date-time, from the first row) | ContextTokens, GeneratedTokens |
-| burstgpt | CSV header with Timestamp, Request tokens, Response tokens         | Timestamp (s)   | Request tokens, Response tokens          |
+| format   | detected by (first non-blank line)                                 | time             | lengths                          |
+|----------|--------------------------------------------------------------------|------------------|----------------------------------|
+| mooncake | a JSON object with any of timestamp, input_length, output_length,  | `timestamp` (ms) | input_length, output_length,     |
+|          | hash_ids (FAST'25 traces/*.jsonl, the arXiv mooncake_trace.jsonl)  |                  | hash_ids                         |
+| kvplan   | any other JSON object                                              | `arrival` (s)    | prompt / prompt_len, output_len  |
+| azure    | a CSV header with TIMESTAMP, ContextTokens, GeneratedTokens        | TIMESTAMP, a     | ContextTokens, GeneratedTokens   |
+|          | (2023, 2024; 2025's multimodal file adds NumImages)                | date-time        |                                  |
+| burstgpt | a CSV header with Timestamp, Request tokens, Response tokens       | Timestamp (s)    | Request tokens, Response tokens  |
 
 A reader is made from the file's first non-blank line (a CSV header, or the first request) and turns
-one line into a WorkItem (arrival in seconds, as the file has it), or into None with
-a reason when the row is a request kvplan does not replay: a third-party row with 0 prompt or 0
+one line into a WorkItem (arrival in seconds on the file's clock; trace.py moves the origin), or into
+the reason when the row is a request kvplan does not replay: a third-party row with 0 prompt or 0
 output tokens (BurstGPT logs failed requests with 0 response tokens). Other columns and keys
-(BurstGPT's Model, Total tokens, Log Type; a Mooncake line's session fields) are not used.
+(BurstGPT's Model, Total tokens, Log Type; Azure's NumImages; AIPerf's session_id) are not used.
 """
 
 import csv
 import math
 import re
-from datetime import date, time
+from datetime import date
+from functools import lru_cache
 
 from ..errors import InputError
 from ..inputs import MAX_TOKENS, parse_json
@@ -204,26 +207,32 @@ class _CsvRows:
         return WorkItem(index, arrival, output, prompt)
 
 
-_DATE_TIME = re.compile(r"(\d{4})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?\s*(Z|[+-]\d\d:?\d\d)?")
+_DATE_TIME = re.compile(r"(\d{4}-\d\d-\d\d)[ T](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?\s*(Z|[+-]\d\d:?\d\d)?", re.ASCII)
+
+
+@lru_cache(maxsize=256)  # a week-long trace has 7 days: one date parse each, not one per row
+def _day_seconds(day: str) -> int | None:
+    try:
+        return date.fromisoformat(day).toordinal() * 86400
+    except ValueError:
+        return None
 
 
 def _nanoseconds(text: str) -> int | None:
-    """An ISO 8601 date-time as integer ns since 0001-01-01 UTC (naive: UTC); None if it is not one."""
+    """An ISO 8601 date-time as integer ns from a fixed origin (date.toordinal's; only differences are
+    used), naive read as UTC; None if it is not one."""
     m = _DATE_TIME.fullmatch(text)
     if not m:
         return None
-    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
-    try:
-        days = date(year, month, day).toordinal()
-        time(hour, minute, second)
-    except ValueError:
+    day, hour, minute, second, fraction, zone = m.groups()
+    day_s = _day_seconds(day)
+    if day_s is None or hour > "23" or minute > "59" or second > "59":  # two ASCII digits each
         return None
-    seconds = days * 86400 + hour * 3600 + minute * 60 + second
-    zone = m.group(8)
+    seconds = day_s + int(hour) * 3600 + int(minute) * 60 + int(second)
     if zone and zone != "Z":
         sign = -1 if zone[0] == "-" else 1
         seconds -= sign * (int(zone[1:3]) * 3600 + int(zone[-2:]) * 60)
-    return seconds * 10**9 + int((m.group(7) or "0").ljust(9, "0"))
+    return seconds * 10**9 + (int(fraction.ljust(9, "0")) if fraction else 0)
 
 
 class AzureRows(_CsvRows):
