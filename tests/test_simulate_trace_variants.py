@@ -242,3 +242,15 @@ def test_azure_date_times_against_datetime():
                 "\u0662\u0660\u0662\u0663-11-16 18:00:00", "2023-11-16", "18:00:00"):
         assert _nanoseconds(bad) is None, bad
 
+
+
+def test_requests_longer_than_the_context_are_noted(capsys):
+    """Mooncake prompts reach 100k tokens; a model with a shorter context replays them cut, and says so."""
+    path = DATA / "mooncake_conversation_sample.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    longer = sum(r["input_length"] + r["output_length"] > 4096 for r in rows)
+    assert main(["simulate", "llama-3.1-8b", "--gpu", "H100", "--max-model-len", "4096", "--trace", str(path),
+                 "--format", "json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["truncated_requests"] == longer == 7 and d["completed_requests"] == len(rows)
+    assert f"{longer} requests longer than max_model_len 4,096 cut to it" in " ".join(d["notes"])
