@@ -151,6 +151,9 @@ def test_compressed_traces_are_refused_with_what_to_run(tmp_path, capsys, compre
     ('{"timestamp": 0, "output_length": 2, "hash_ids": [1]}\n', 1, "missing 'input_length'"),
     ('{"timestamp": 0, "input_length": 10.5, "output_length": 2}\n', 1, "'input_length' must be an integer"),
     ("TIMESTAMP,ContextTokens,GeneratedTokens\n", 0, "no requests"),
+    ('{\n    "timestamp": 27482,\n    "input_length": 6955\n}\n', 1, "an indented JSON object; a trace has one JSON "
+     "object per line \\(jq -c . FILE"),  # the Mooncake README's sample, pasted
+    ('[{"timestamp": 0, "input_length": 10, "output_length": 2}]\n', 1, "a JSON array; .* \\(jq -c '.\\[\\]'"),
     ("TIMESTAMP,ContextTokens,GeneratedTokens\n2024-05-12 00:00:00+00:00,12.5,3\n", 2,
      "ContextTokens must be a whole number of tokens, got '12.5'"),
     ("Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n5,GPT-4,,1,1,API log\n", 2,
@@ -254,3 +257,16 @@ def test_requests_longer_than_the_context_are_noted(capsys):
     d = json.loads(capsys.readouterr().out)
     assert d["truncated_requests"] == longer == 7 and d["completed_requests"] == len(rows)
     assert f"{longer} requests longer than max_model_len 4,096 cut to it" in " ".join(d["notes"])
+
+
+@pytest.mark.parametrize("text,line", [
+    ("TIMESTAMP,ContextTokens,GeneratedTokens\r\n2023-11-16 18:17:03.9799600,4808,10\r\n2023-11-16 18:17:61,5,5\r\n", 3),
+    ('{"timestamp": 0, "input_length": 600, "output_length": 2, "hash_ids": [1, 2]}\n{"timestamp": 1}\n', 2),
+    ("Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n5,ChatGPT,472,18,490\n", 2),
+])
+def test_cli_refuses_a_bad_row_in_one_line(tmp_path, capsys, text, line):
+    path = rewritten(tmp_path, "real.trace", text)
+    code = main(["simulate", "llama-3.1-8b", "--gpu", "H100", "--trace", str(path), "--format", "json"])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == "" and captured.err.startswith(f"kvplan: error: {path}:{line}: ")
+    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err

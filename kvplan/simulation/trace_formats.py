@@ -281,6 +281,10 @@ FORMATS = {rows.name: rows for rows in (MooncakeRows, KvplanRows, AzureRows, Bur
 
 def detect(first: str, where: str):
     """The reader class for a trace whose first non-blank line is `first`."""
+    head = first.strip()
+    if head in ("{", "[") or head.startswith("[{"):  # JSON written for people (the Mooncake README's sample)
+        what, jq = ("a JSON array", "jq -c '.[]'") if head.startswith("[") else ("an indented JSON object", "jq -c .")
+        raise InputError(f"{where}: {what}; a trace has one JSON object per line ({jq} FILE writes it so)")
     for rows in FORMATS.values():
         if rows.detect(first):
             return rows
