@@ -388,3 +388,45 @@ def test_cli_hits_one_at_a_time_equal_the_lru(name, capsys):
     expected = sum(lru_hits(prompts, d["block_size"], d["num_blocks"]))
     assert d["prefill_tokens_saved"] == expected > 0 and d["preemptions"] == 0
     assert d["prefix_hit_rate"] == pytest.approx(expected / sum(map(len, prompts)))
+
+
+def test_conversations_like_fast25_against_the_oracle(tmp_path):
+    """200 requests built the way the FAST'25 traces are: a few system prompts, multi-turn conversations
+    whose next turn keeps the full blocks of the last one and re-ids the block that was partial, many
+    requests per time stamp; replayed one at a time at block sizes that do and do not divide 512."""
+    rng = random.Random(11)
+    next_id = [0]
+
+    def new_id():
+        next_id[0] += 1
+        return next_id[0]
+
+    systems = [[new_id() for _ in range(rng.randint(1, 4))] for _ in range(3)]  # full 512-token blocks
+    talks: list[tuple[list[int], int]] = []  # (ids, input_length) of each conversation's last turn
+    lines = []
+    for i in range(200):
+        if talks and rng.random() < 0.6:  # a next turn
+            k = rng.randrange(len(talks))
+            ids, n = talks[k]
+            n2 = n + rng.randint(1, 1500)
+            keep = n // 512  # the last turn's full blocks
+            ids2 = ids[:keep] + [new_id() for _ in range(-(-n2 // 512) - keep)]
+            talks[k] = (ids2, n2)
+        else:
+            system = rng.choice(systems)
+            n2 = len(system) * 512 + rng.randint(1, 3000)
+            ids2 = system + [new_id() for _ in range(-(-n2 // 512) - len(system))]
+            talks.append((ids2, n2))
+        lines.append({"timestamp": 3000 * (i // 7), "input_length": n2, "output_length": rng.randint(1, 12),
+                      "hash_ids": ids2})
+    path = tmp_path / "fast25.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    SAMPLES["fast25"] = path
+    try:
+        prompts = raw_requests("fast25")
+        for block_size in (16, 48):
+            m = simulate(TraceWorkload(path, speed=0.001), block_size)
+            assert m.cached_tokens == sum(lru_hits(prompts, block_size, 50_000)) > 0
+            assert m.prefill_tokens == sum(map(len, prompts)) and m.preemptions == 0
+    finally:
+        del SAMPLES["fast25"]
