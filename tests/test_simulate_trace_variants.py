@@ -98,7 +98,7 @@ def test_mooncake_time_is_milliseconds_from_the_first_request(tmp_path):
     assert arrivals == pytest.approx([0.0, 0.0, 1.52675, 1.52675, 5.6875])
     assert workload.reordered == 1 and workload.origin_s == 1178.625
     notes = " ".join(workload.notes())
-    assert "stamped 1,178.62 s into the file" in notes and "not sorted" in notes
+    assert "stamped 1,178.625 s into the file" in notes and "not sorted" in notes
 
 
 def test_kvplan_time_is_its_own(tmp_path):
@@ -270,3 +270,12 @@ def test_cli_refuses_a_bad_row_in_one_line(tmp_path, capsys, text, line):
     captured = capsys.readouterr()
     assert code == 2 and captured.out == "" and captured.err.startswith(f"kvplan: error: {path}:{line}: ")
     assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
+
+
+def test_a_late_origin_is_noted_in_plain_seconds(tmp_path):
+    """A BurstGPT slice 61 days in: the note gives the stamp as a number a person reads, not 5.2704e+06."""
+    path = rewritten(tmp_path, "b.csv", "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+                                        "5270400,ChatGPT,10,4,14,API log\n5270401.5,ChatGPT,10,4,14,API log\n")
+    workload = TraceWorkload(path)
+    assert [i.arrival_time for i in workload] == [0.0, 1.5]
+    assert workload.notes() == ["trace: time counted from the first replayed request, stamped 5,270,400 s into the file"]

@@ -123,8 +123,8 @@ class TraceWorkload:
         if self.skipped:
             notes.append(f"trace: {self._skips(self.skipped)}")
         if self.origin_s:
-            notes.append(f"trace: time counted from the first replayed request, stamped {self.origin_s:,.6g} s "
-                         "into the file")
+            stamp = f"{self.origin_s:,.3f}".rstrip("0").rstrip(".")  # ms resolution, no exponent for days
+            notes.append(f"trace: time counted from the first replayed request, stamped {stamp} s into the file")
         if self.reordered:
             notes.append(f"trace: {self.reordered:,} requests stamped earlier than the one before them replayed "
                          "at its arrival (the file is not sorted by time)")
