@@ -260,7 +260,8 @@ def test_requests_longer_than_the_context_are_noted(capsys):
 
 
 @pytest.mark.parametrize("text,line", [
-    ("TIMESTAMP,ContextTokens,GeneratedTokens\r\n2023-11-16 18:17:03.9799600,4808,10\r\n2023-11-16 18:17:61,5,5\r\n", 3),
+    ("TIMESTAMP,ContextTokens,GeneratedTokens\r\n2023-11-16 18:17:03.9799600,4808,10\r\n"
+     "2023-11-16 18:17:61,5,5\r\n", 3),
     ('{"timestamp": 0, "input_length": 600, "output_length": 2, "hash_ids": [1, 2]}\n{"timestamp": 1}\n', 2),
     ("Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n5,ChatGPT,472,18,490\n", 2),
 ])
@@ -278,4 +279,5 @@ def test_a_late_origin_is_noted_in_plain_seconds(tmp_path):
                                         "5270400,ChatGPT,10,4,14,API log\n5270401.5,ChatGPT,10,4,14,API log\n")
     workload = TraceWorkload(path)
     assert [i.arrival_time for i in workload] == [0.0, 1.5]
-    assert workload.notes() == ["trace: time counted from the first replayed request, stamped 5,270,400 s into the file"]
+    assert workload.notes() == [
+        "trace: time counted from the first replayed request, stamped 5,270,400 s into the file"]
