@@ -21,7 +21,11 @@ from kvplan.simulation.tokens import SegmentedPrompt
 
 DATA = Path(__file__).resolve().parent / "data" / "traces"
 SAMPLES = {"mooncake": "mooncake_sample.jsonl", "kvplan": "kvplan_sample.jsonl", "azure": "azure_2023_sample.csv",
-           "azure-2024": "azure_2024_sample.csv", "burstgpt": "burstgpt_sample.csv"}
+           "azure-2024": "azure_2024_sample.csv", "burstgpt": "burstgpt_sample.csv",
+           # the real files' layouts, own rows: FAST'25 (ids of one content always cover the same tokens,
+           # several requests per time stamp), a slice of the arXiv trace (time not from 0), Azure 2025 (LMM)
+           "mooncake-conversation": "mooncake_conversation_sample.jsonl",
+           "mooncake-arxiv": "mooncake_arxiv_slice_sample.jsonl", "azure-2025": "azure_2025_multimodal_sample.csv"}
 LAYOUT = page_layout(load_model("llama-3.1-8b").spec)
 
 
@@ -71,9 +75,13 @@ def lru_hits(prompts: list[list], block_size: int, capacity_blocks: int) -> list
     """Tokens each request finds cached, in order: the longest run of whole blocks from the start
     (at most len - 1 tokens) whose prefixes an LRU of `capacity_blocks` full blocks holds."""
     cache: OrderedDict = OrderedDict()
+    prefix_ids: dict = {}  # (id of the prefix before a block, the block's tokens) -> id of the prefix through it
     hits = []
     for tokens in prompts:
-        keys = [tuple(tokens[:(i + 1) * block_size]) for i in range(len(tokens) // block_size)]
+        keys, key = [], None
+        for i in range(len(tokens) // block_size):
+            key = prefix_ids.setdefault((key, tuple(tokens[i * block_size:(i + 1) * block_size])), len(prefix_ids))
+            keys.append(key)
         found = 0
         while found < (len(tokens) - 1) // block_size and keys[found] in cache:
             cache.move_to_end(keys[found])
@@ -86,9 +94,11 @@ def lru_hits(prompts: list[list], block_size: int, capacity_blocks: int) -> list
     return hits
 
 
-def simulate(workload, block_size: int, num_blocks: int = 50_000):
-    """Requests far apart (each completes before the next arrives), a pool no request can fill."""
-    sim = Simulator(LAYOUT, num_blocks, block_size, 32_768, SchedulerConfig(), StepClock())
+def simulate(workload, block_size: int, num_blocks: int = 50_000, max_num_seqs: int = 1):
+    """One request at a time, in file order, in a pool no request can fill: the LRU's sequence. (Requests
+    admitted in one step do not hit each other's blocks, which are cached after the forward pass:
+    test_same_step_requests_do_not_hit_each_other. Several requests share a time stamp in real traces.)"""
+    sim = Simulator(LAYOUT, num_blocks, block_size, 32_768, SchedulerConfig(max_num_seqs), StepClock())
     return sim.run(workload)
 
 
@@ -96,7 +106,8 @@ def simulate(workload, block_size: int, num_blocks: int = 50_000):
 
 @pytest.mark.parametrize("name,fmt,requests,skipped", [
     ("mooncake", "mooncake", 13, 1), ("kvplan", "kvplan", 7, 0), ("azure", "azure", 8, 0),
-    ("azure-2024", "azure", 5, 1), ("burstgpt", "burstgpt", 7, 3)])
+    ("azure-2024", "azure", 5, 1), ("burstgpt", "burstgpt", 7, 3), ("mooncake-conversation", "mooncake", 16, 0),
+    ("mooncake-arxiv", "mooncake", 10, 0), ("azure-2025", "azure", 5, 1)])
 def test_each_format_is_detected_and_replays(name, fmt, requests, skipped, capsys):
     path = DATA / SAMPLES[name]
     workload = TraceWorkload(path)
@@ -117,8 +128,11 @@ def test_arrival_times_per_format():
     assert first("mooncake")[:3] == [0.0, 1.0, 2.0]  # ms
     assert first("azure")[:3] == pytest.approx([0.0, 4.314579, 4.541877])  # from the first row; 7th digit dropped
     assert first("azure-2024")[:3] == pytest.approx([0.0, 0.020961, 0.99007])  # +00:00 offsets, a row without fraction
-    assert first("burstgpt")[:3] == [5.0, 45.0, 118.0]  # seconds, as the file has them
-    assert first("burstgpt", speed=2.0)[:3] == [2.5, 22.5, 59.0]
+    assert first("azure-2025")[:3] == pytest.approx([0.0, 5.55, 6.244])  # ISO 8601 with T and Z
+    assert first("burstgpt")[:3] == [0.0, 40.0, 113.0]  # seconds, from the first request (stamped 5)
+    assert first("burstgpt", speed=2.0)[:3] == [0.0, 20.0, 56.5]
+    assert first("mooncake-arxiv")[:5] == pytest.approx([0.0, 0.0, 0.0, 3.053, 3.053])  # ms, from 1,178,625
+    assert first("mooncake-conversation")[-3:] == [15.0, 15.0, 18.0]  # from 0 already: unchanged
     assert len(first("mooncake", limit=4)) == 4
     burst = list(TraceWorkload(DATA / SAMPLES["burstgpt"]))
     assert [(i.num_prompt_tokens, i.output_len) for i in burst[:2]] == [(472, 18), (1087, 230)]
@@ -130,11 +144,11 @@ def test_arrival_times_per_format():
 @pytest.mark.parametrize("block_size", [16, 48, 1024])
 def test_hits_equal_an_independent_lru(name, block_size):
     workload = TraceWorkload(DATA / SAMPLES[name], speed=0.01)  # arrivals 100x further apart
-    m = simulate(workload, block_size)
+    m = simulate(workload, block_size, max_num_seqs=2 if name == "kvplan" else 1)  # its n=2 request, alone
     expected = lru_hits(raw_requests(name), block_size, capacity_blocks=50_000)
     assert m.cached_tokens == sum(expected) and m.preemptions == 0
     assert m.prefill_tokens == sum(len(p) for p in raw_requests(name))
-    if name in ("mooncake", "kvplan") and block_size < 1024:
+    if name in ("mooncake", "kvplan", "mooncake-conversation", "mooncake-arxiv") and block_size < 1024:
         assert m.cached_tokens > 0  # the samples do share
 
 
@@ -281,8 +295,9 @@ def test_reordered_rows_replay_at_the_previous_arrival(tmp_path):
     path.write_text("\ufeffTimestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
                     "10,ChatGPT,5,5,10,API log\n8,ChatGPT,5,5,10,API log\n12,ChatGPT,5,5,10,API log\n")
     workload = TraceWorkload(path)
-    assert [i.arrival_time for i in workload] == [10, 10, 12] and workload.reordered == 1
+    assert [i.arrival_time for i in workload] == [0, 0, 2] and workload.reordered == 1
     assert any("not sorted" in n for n in workload.notes())
+    assert any("from the first replayed request, stamped 10 s" in n for n in workload.notes())
 
 
 def test_byte_order_mark_before_json(tmp_path):
@@ -360,3 +375,58 @@ def test_trace_workload_keys_are_documented(name, capsys):
                  "--no-contiguous", "--format", "json"]) == 0
     keys = set(json.loads(capsys.readouterr().out)["workload"])
     assert keys == documented("simulate.workload.trace") - ({"trace_block_size"} if name != "mooncake" else set())
+
+
+@pytest.mark.parametrize("name", ["mooncake-conversation", "mooncake-arxiv"])
+def test_cli_hits_one_at_a_time_equal_the_lru(name, capsys):
+    """docs/simulate.md's recipe, through the command line: one request at a time, far apart, in the
+    deployment's own pool (28,340 blocks of 16 tokens, far more than these samples hold)."""
+    assert main(["simulate", "llama-3.1-8b", "--gpu", "H100", "--max-model-len", "8192", "--trace",
+                 str(DATA / SAMPLES[name]), "--max-num-seqs", "1", "--trace-speed", "0.001", "--format", "json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    prompts = raw_requests(name)
+    expected = sum(lru_hits(prompts, d["block_size"], d["num_blocks"]))
+    assert d["prefill_tokens_saved"] == expected > 0 and d["preemptions"] == 0
+    assert d["prefix_hit_rate"] == pytest.approx(expected / sum(map(len, prompts)))
+
+
+def test_conversations_like_fast25_against_the_oracle(tmp_path):
+    """200 requests built the way the FAST'25 traces are: a few system prompts, multi-turn conversations
+    whose next turn keeps the full blocks of the last one and re-ids the block that was partial, many
+    requests per time stamp; replayed one at a time at block sizes that do and do not divide 512."""
+    rng = random.Random(11)
+    next_id = [0]
+
+    def new_id():
+        next_id[0] += 1
+        return next_id[0]
+
+    systems = [[new_id() for _ in range(rng.randint(1, 4))] for _ in range(3)]  # full 512-token blocks
+    talks: list[tuple[list[int], int]] = []  # (ids, input_length) of each conversation's last turn
+    lines = []
+    for i in range(200):
+        if talks and rng.random() < 0.6:  # a next turn
+            k = rng.randrange(len(talks))
+            ids, n = talks[k]
+            n2 = n + rng.randint(1, 1500)
+            keep = n // 512  # the last turn's full blocks
+            ids2 = ids[:keep] + [new_id() for _ in range(-(-n2 // 512) - keep)]
+            talks[k] = (ids2, n2)
+        else:
+            system = rng.choice(systems)
+            n2 = len(system) * 512 + rng.randint(1, 3000)
+            ids2 = system + [new_id() for _ in range(-(-n2 // 512) - len(system))]
+            talks.append((ids2, n2))
+        lines.append({"timestamp": 3000 * (i // 7), "input_length": n2, "output_length": rng.randint(1, 12),
+                      "hash_ids": ids2})
+    path = tmp_path / "fast25.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    SAMPLES["fast25"] = path
+    try:
+        prompts = raw_requests("fast25")
+        for block_size in (16, 48):
+            m = simulate(TraceWorkload(path, speed=0.001), block_size)
+            assert m.cached_tokens == sum(lru_hits(prompts, block_size, 50_000)) > 0
+            assert m.prefill_tokens == sum(map(len, prompts)) and m.preemptions == 0
+    finally:
+        del SAMPLES["fast25"]

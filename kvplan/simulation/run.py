@@ -128,4 +128,7 @@ def simulate(model: LoadedModel, dep: Deployment, workload, *, mode: str = "even
         "time_unit": step_clock.unit, "clock": step_clock.describe(), "workload": workload.describe(),
     }
     notes += workload.notes() if hasattr(workload, "notes") else []
+    if metrics.truncated_requests:  # real traces hold prompts longer than many models' context
+        notes.append(f"{metrics.truncated_requests:,} requests longer than max_model_len {est.max_model_len:,} "
+                     "cut to it (prompt to at most max_model_len - 1 tokens, then output)")
     return SimulationReport(inputs, paged, contiguous, metrics.timeline, cont_timeline, notes)

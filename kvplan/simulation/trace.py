@@ -9,7 +9,10 @@ Formats and their columns: trace_formats.py. kvplan's own JSONL, one request per
 Blank lines are skipped. Arrivals must not go back in kvplan's format (an error: sort the file); in
 the other formats a request stamped earlier than the one before it is replayed at that one's
 arrival and counted (`reordered_requests`), as its arrival must come after the requests already sent.
-`speed` divides every arrival time (2: twice the request rate); `limit` replays the first N requests.
+The other formats' time counts from the first replayed request (a slice of a day-long trace does
+not start with hours of idle time; the origin is noted). `speed` divides every arrival time (2:
+twice the request rate); `limit` replays the first N requests. A compressed file is refused by
+its magic bytes, with what to run: the readers take text.
 """
 
 import math
@@ -17,11 +20,21 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import InputError
-from ..inputs import TRACE, read_lines
+from ..inputs import TRACE, open_regular, read_lines
 from .trace_formats import MOONCAKE_BLOCK_TOKENS, MooncakeRows, detect
 from .workload import MAX_TRACE_BLOCK_TOKENS
 
 MAX_TRACE_REQUESTS = 1 << 30  # request k's own token ids are 2**53 + k * 2**32 + j (workload.py)
+_COMPRESSED = {b"\x1f\x8b": ("gzip", "gunzip -k"), b"PK\x03\x04": ("zip", "unzip"), b"BZh": ("bzip2", "bunzip2 -k"),
+               b"\xfd7zXZ\x00": ("xz", "unxz -k"), b"(\xb5/\xfd": ("zstd", "unzstd")}
+
+
+def _refuse_compressed(path: Path) -> None:
+    with open_regular(path, TRACE) as f:
+        head = f.read(6)
+    for magic, (kind, command) in _COMPRESSED.items():
+        if head.startswith(magic):
+            raise InputError(f"{path}: a {kind}-compressed file; decompress it first ({command} {path})")
 
 
 @dataclass
@@ -34,6 +47,7 @@ class TraceWorkload:
     format: str | None = field(default=None, init=False)
     skipped: dict[str, int] = field(default_factory=dict, init=False)  # reason -> rows not replayed
     reordered: int = field(default=0, init=False)
+    origin_s: float = field(default=0.0, init=False)  # the first replayed request's time in the file (not kvplan's)
 
     def __post_init__(self):
         if not (isinstance(self.speed, (int, float)) and math.isfinite(self.speed) and self.speed > 0):
@@ -56,7 +70,9 @@ class TraceWorkload:
         skipped: dict[str, int] = {}
         reordered = 0
         last = 0.0
+        origin = None
         index = 0
+        _refuse_compressed(self.path)
         for lineno, text in read_lines(self.path, TRACE):
             if not text.strip():
                 continue
@@ -70,7 +86,11 @@ class TraceWorkload:
             if isinstance(item, str):
                 skipped[item] = skipped.get(item, 0) + 1
                 continue
-            arrival = item.arrival_time / self.speed
+            stamp = item.arrival_time
+            if reader.counts_from_first:
+                origin = stamp if origin is None else origin
+                stamp -= origin
+            arrival = stamp / self.speed
             if arrival < last:
                 if reader.keeps_order:
                     raise InputError(f"{where}: arrival {item.arrival_time:g} is earlier than the previous "
@@ -88,7 +108,7 @@ class TraceWorkload:
                 break
         if index == 0:
             raise InputError(f"trace {self.path}: no requests" + (f" ({self._skips(skipped)})" if skipped else ""))
-        self.format, self.skipped, self.reordered = reader.name, skipped, reordered
+        self.format, self.skipped, self.reordered, self.origin_s = reader.name, skipped, reordered, origin or 0.0
 
     def validate(self) -> int:
         """Read the whole trace once (bounded memory); return its number of requests."""
@@ -102,6 +122,9 @@ class TraceWorkload:
         notes = []
         if self.skipped:
             notes.append(f"trace: {self._skips(self.skipped)}")
+        if self.origin_s:
+            stamp = f"{self.origin_s:,.3f}".rstrip("0").rstrip(".")  # ms resolution, no exponent for days
+            notes.append(f"trace: time counted from the first replayed request, stamped {stamp} s into the file")
         if self.reordered:
             notes.append(f"trace: {self.reordered:,} requests stamped earlier than the one before them replayed "
                          "at its arrival (the file is not sorted by time)")

@@ -1,23 +1,26 @@
 """The trace formats `kvplan simulate --trace` reads, one reader per format, one line at a time.
 
-| format   | detected by (first non-blank line)                                 | time            | lengths                                  |
-|----------|--------------------------------------------------------------------|-----------------|------------------------------------------|
-| kvplan   | a JSON object without `input_length`/`hash_ids`                     | `arrival` (s)   | `prompt`/`prompt_len`, `output_len`      |
-| mooncake | a JSON object with `input_length` or `hash_ids` (FAST'25 release)   | `timestamp` (ms)| `input_length`, `output_length`, `hash_ids` |
-| azure    | CSV header with TIMESTAMP, ContextTokens, GeneratedTokens (2023/2024) | TIMESTAMP (date-time, from the first row) | ContextTokens, GeneratedTokens |
-| burstgpt | CSV header with Timestamp, Request tokens, Response tokens         | Timestamp (s)   | Request tokens, Response tokens          |
+| format   | detected by (first non-blank line)                                 | time             | lengths                          |
+|----------|--------------------------------------------------------------------|------------------|----------------------------------|
+| mooncake | a JSON object with any of timestamp, input_length, output_length,  | `timestamp` (ms) | input_length, output_length,     |
+|          | hash_ids (FAST'25 traces/*.jsonl, the arXiv mooncake_trace.jsonl)  |                  | hash_ids                         |
+| kvplan   | any other JSON object                                              | `arrival` (s)    | prompt / prompt_len, output_len  |
+| azure    | a CSV header with TIMESTAMP, ContextTokens, GeneratedTokens        | TIMESTAMP, a     | ContextTokens, GeneratedTokens   |
+|          | (2023, 2024; 2025's multimodal file adds NumImages)                | date-time        |                                  |
+| burstgpt | a CSV header with Timestamp, Request tokens, Response tokens       | Timestamp (s)    | Request tokens, Response tokens  |
 
 A reader is made from the file's first non-blank line (a CSV header, or the first request) and turns
-one line into a WorkItem (arrival in seconds, as the file has it), or into None with
-a reason when the row is a request kvplan does not replay: a third-party row with 0 prompt or 0
+one line into a WorkItem (arrival in seconds on the file's clock; trace.py moves the origin), or into
+the reason when the row is a request kvplan does not replay: a third-party row with 0 prompt or 0
 output tokens (BurstGPT logs failed requests with 0 response tokens). Other columns and keys
-(BurstGPT's Model, Total tokens, Log Type; a Mooncake line's session fields) are not used.
+(BurstGPT's Model, Total tokens, Log Type; Azure's NumImages; AIPerf's session_id) are not used.
 """
 
 import csv
 import math
 import re
-from datetime import date, time
+from datetime import date
+from functools import lru_cache
 
 from ..errors import InputError
 from ..inputs import MAX_TOKENS, parse_json
@@ -57,6 +60,7 @@ class KvplanRows:
     name = "kvplan"
     has_header = False
     keeps_order = True  # an arrival earlier than the line before is an error, not a reordering
+    counts_from_first = False  # arrivals are the file's own, from 0
     KEYS = {"prompt", "prompt_len", "output_len", "arrival", "prefix_group", "prefix_len", "n", "id"}
 
     def __init__(self, first: str, block_tokens: int):
@@ -110,11 +114,14 @@ class MooncakeRows:
     """Mooncake's JSONL: `timestamp` in ms, `input_length`, `output_length`, and `hash_ids`, one id per
     block of `block_tokens` prompt tokens (the last block may be partial): requests with the same first
     k ids share their first k blocks. Fewer ids than blocks leave the rest of the prompt unshared; more
-    ids than blocks means the trace was cut with another block size (--trace-block-size)."""
+    ids than blocks means the trace was cut with another block size (--trace-block-size). A first line
+    with any of KEYS (none is kvplan's) makes the file Mooncake's, so a line missing one is named as such."""
 
     name = "mooncake"
     has_header = False
     keeps_order = False
+    counts_from_first = True  # time from the first replayed request (trace.py)
+    KEYS = frozenset({"timestamp", "input_length", "output_length", "hash_ids"})
 
     def __init__(self, first: str, block_tokens: int):
         self.block_tokens = block_tokens
@@ -127,7 +134,7 @@ class MooncakeRows:
             obj = parse_json(first, "")
         except InputError:  # not JSON at all: another format's (parse() reports a bad first line)
             return False
-        return isinstance(obj, dict) and ("input_length" in obj or "hash_ids" in obj)
+        return isinstance(obj, dict) and not MooncakeRows.KEYS.isdisjoint(obj)
 
     def parse(self, text: str, index: int, where: str) -> WorkItem | str:
         obj = _json_object(text, where)
@@ -165,6 +172,7 @@ class _CsvRows:
 
     has_header = True
     keeps_order = False
+    counts_from_first = True
     COLUMNS: tuple[str, str, str] = ("", "", "")  # time, prompt tokens, output tokens
 
     def __init__(self, header: str, block_tokens: int):
@@ -183,8 +191,14 @@ class _CsvRows:
     def _tokens(self, field: str, column: str, where: str) -> int:
         try:
             value = int(field)
-        except ValueError:
-            raise InputError(f"{where}: {column} must be a whole number of tokens, got {field!r}") from None
+        except ValueError:  # "472.0", as a spreadsheet or pandas may write it, is still 472
+            try:
+                number = float(field)
+            except ValueError:
+                number = math.nan
+            if not (number.is_integer() and abs(number) <= MAX_TOKENS):
+                raise InputError(f"{where}: {column} must be a whole number of tokens, got {field[:40]!r}") from None
+            value = int(number)
         if not 0 <= value <= MAX_TOKENS:
             raise InputError(f"{where}: {column} must be >= 0 and <= {MAX_TOKENS:,}, got {field[:40]}")
         return value
@@ -202,26 +216,32 @@ class _CsvRows:
         return WorkItem(index, arrival, output, prompt)
 
 
-_DATE_TIME = re.compile(r"(\d{4})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?\s*(Z|[+-]\d\d:?\d\d)?")
+_DATE_TIME = re.compile(r"(\d{4}-\d\d-\d\d)[ T](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?\s*(Z|[+-]\d\d:?\d\d)?", re.ASCII)
+
+
+@lru_cache(maxsize=256)  # a week-long trace has 7 days: one date parse each, not one per row
+def _day_seconds(day: str) -> int | None:
+    try:
+        return date.fromisoformat(day).toordinal() * 86400
+    except ValueError:
+        return None
 
 
 def _nanoseconds(text: str) -> int | None:
-    """An ISO 8601 date-time as integer ns since 0001-01-01 UTC (naive: UTC); None if it is not one."""
+    """An ISO 8601 date-time as integer ns from a fixed origin (date.toordinal's; only differences are
+    used), naive read as UTC; None if it is not one."""
     m = _DATE_TIME.fullmatch(text)
     if not m:
         return None
-    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
-    try:
-        days = date(year, month, day).toordinal()
-        time(hour, minute, second)
-    except ValueError:
+    day, hour, minute, second, fraction, zone = m.groups()
+    day_s = _day_seconds(day)
+    if day_s is None or hour > "23" or minute > "59" or second > "59":  # two ASCII digits each
         return None
-    seconds = days * 86400 + hour * 3600 + minute * 60 + second
-    zone = m.group(8)
+    seconds = day_s + int(hour) * 3600 + int(minute) * 60 + int(second)
     if zone and zone != "Z":
         sign = -1 if zone[0] == "-" else 1
         seconds -= sign * (int(zone[1:3]) * 3600 + int(zone[-2:]) * 60)
-    return seconds * 10**9 + int((m.group(7) or "0").ljust(9, "0"))
+    return seconds * 10**9 + (int(fraction.ljust(9, "0")) if fraction else 0)
 
 
 class AzureRows(_CsvRows):
@@ -270,6 +290,10 @@ FORMATS = {rows.name: rows for rows in (MooncakeRows, KvplanRows, AzureRows, Bur
 
 def detect(first: str, where: str):
     """The reader class for a trace whose first non-blank line is `first`."""
+    head = first.strip()
+    if head in ("{", "[") or head.startswith("[{"):  # JSON written for people (the Mooncake README's sample)
+        what, jq = ("a JSON array", "jq -c '.[]'") if head.startswith("[") else ("an indented JSON object", "jq -c .")
+        raise InputError(f"{where}: {what}; a trace has one JSON object per line ({jq} FILE writes it so)")
     for rows in FORMATS.values():
         if rows.detect(first):
             return rows
