@@ -76,6 +76,12 @@ def default_config(model_type: str) -> dict:
     cfg = json.loads(CONFIG_MAPPING[model_type]().to_json_string(use_diff=False))
     cfg["model_type"] = model_type
     text = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else cfg
+    heads, hidden = text.get("num_attention_heads"), text.get("hidden_size")
+    # Some defaults leave these null and their class then fails to build; real configs set them.
+    if "head_dim" in text and text["head_dim"] is None and isinstance(heads, int) and isinstance(hidden, int):
+        text["head_dim"] = hidden // heads
+    if "num_key_value_heads" in text and text["num_key_value_heads"] is None:
+        text["num_key_value_heads"] = heads
     if isinstance(text.get("hidden_size"), int) and text["hidden_size"] > _HUGE_HIDDEN:
         scale = text["hidden_size"] // 4096
         for key in ("hidden_size", "intermediate_size", "moe_intermediate_size", "shared_expert_intermediate_size"):

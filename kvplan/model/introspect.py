@@ -179,7 +179,10 @@ def _build(hf_config, where: str, torch) -> tuple[Any, list[str]]:
     """The whole model (text and any towers) on the meta device; else the text model alone, noted."""
     from transformers.models.auto import modeling_auto as auto
 
-    multimodal = hf_config.get_text_config(decoder=True) is not hf_config
+    from transformers import PreTrainedConfig
+
+    multimodal = hf_config.get_text_config(decoder=True) is not hf_config or any(
+        isinstance(value, PreTrainedConfig) for value in vars(hf_config).values())  # a tower's sub-config
     order = (("MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING", "MODEL_FOR_MULTIMODAL_LM_MAPPING", "MODEL_FOR_CAUSAL_LM_MAPPING")
              if multimodal else ("MODEL_FOR_CAUSAL_LM_MAPPING",))
     attempts = [(hf_config, order)]
@@ -259,7 +262,7 @@ def _probe(model, where: str, torch, cache_type):
     built; the same under `_MetaScalars` (masks and routers that read a value, which meta tensors do not
     hold); the text model alone (a wrapper whose forward insists on pixels or audio)."""
     ids = torch.zeros((1, _PROBE_TOKENS), dtype=torch.long, device="meta")
-    failure = None
+    failure = ran = None
     for target in _probe_targets(model):
         for scalars in (False, True):
             try:
@@ -272,8 +275,9 @@ def _probe(model, where: str, torch, cache_type):
             cache = next((v for v in values if isinstance(v, cache_type)), None)
             if cache is not None:
                 return cache
+            ran = True
             break  # it ran and keeps no cache: reading scalars differently will not add one
-    if failure is not None:
+    if failure is not None and not ran:
         raise UnsupportedModelError(f"{where}: a forward pass on the meta device failed in transformers' "
                                     f"{type(model).__name__} ({_one_line(failure)})") from None
     raise UnsupportedModelError(f"{where}: {type(model).__name__} returned no cache from its forward pass (it keeps "
