@@ -9,9 +9,10 @@ kv-head, window and layer-type field kept) and `kvplan estimate DIR --gpu H100 -
 --context L --format json` runs in-process from an empty introspection cache. Outcomes:
 
   ok        exit 0 and every figure equals the oracle (weights within 0.5%)
-  refused   exit 2, one line; "(transformers can't build)" when the oracle could not build it either
+  refused   exit 2, one line; the table says whether the oracle could build and run the model itself
   wrong     exit 0 but a figure differs from the oracle
   crash     any other exit code, a traceback, or over the time budget
+  unchecked exit 0 but the oracle cannot run the model (so nothing to compare against)
 
 The oracle builds the model itself with transformers on the meta device (the whole model class for
 multimodal configs, else AutoModelForCausalLM) and measures:
@@ -70,11 +71,27 @@ def model_types() -> list[str]:
     return sorted(names)
 
 
+# Fields real configs of these families carry and the class defaults leave out (their defaults do not build).
+_GLM_V = {"text_config": {"rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5,
+                                              "mrope_section": [8, 12, 12]}}}
+_REAL_FIELDS = {"glm4v": _GLM_V, "glm4v_moe": _GLM_V, "glm46v": _GLM_V, "glmga": _GLM_V,
+                "dbrx": {"attn_config": {"clip_qkv": 8, "kv_n_heads": 8, "rope_theta": 500000}}}
+
+
+def _merge(into: dict, fields: dict) -> None:
+    for key, value in fields.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
 def default_config(model_type: str) -> dict:
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     cfg = json.loads(CONFIG_MAPPING[model_type]().to_json_string(use_diff=False))
     cfg["model_type"] = model_type
+    _merge(cfg, _REAL_FIELDS.get(model_type, {}))
     text = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else cfg
     heads, hidden = text.get("num_attention_heads"), text.get("hidden_size")
     # Some defaults leave these null and their class then fails to build; real configs set them.
@@ -351,24 +368,26 @@ def _line(exc: BaseException) -> str:
     return text[:300]
 
 
-def markdown(rows: list[dict]) -> str:
+def markdown(rows: list[dict], version: str) -> str:
     counts = {}
     for r in rows:
         counts[r["outcome"]] = counts.get(r["outcome"], 0) + 1
-    lines = [f"{len(rows)} model types: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) + ".", "",
-             "| model_type | outcome | read by | KV B/token | state B | params (kvplan / oracle) | note |",
-             "|---|---|---|---|---|---|---|"]
+    exact = [r for r in rows if r["outcome"] == "ok"]
+    light = [r["model_type"] for r in exact if not r["kvplan"]["derivation"].startswith("introspection")]
+    lines = [f"transformers {version}, {len(rows)} model types: "
+             + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) + ".", "",
+             f"**Exact** ({len(exact)}; KV bytes per token, state bytes and steady bytes per request equal the "
+             "oracle's, weights within 0.5%; *italic*: read by the light normalizer, the rest by introspection): "
+             + ", ".join(f"*{r['model_type']}*" if r["model_type"] in light else r["model_type"] for r in exact)
+             + ".", "",
+             "| model_type | outcome | transformers builds and runs it | why |", "|---|---|---|---|"]
     for r in rows:
-        mine, truth = r.get("kvplan") or {}, r.get("oracle") or {}
-        params = ""
-        if mine.get("params") is not None and truth.get("params"):
-            params = f"{mine['params'] + (mine.get('params_mm') or 0):,} / {truth['params']:,}"
-        note = r.get("detail") or ""
-        if r["outcome"] == "refused":
-            note = ("transformers builds it: " if r.get("buildable") else "") + note.removeprefix("kvplan: error: ")
-        note = note.replace("|", "/").replace(str(Path(tempfile.gettempdir())), "")[:160]
-        lines.append(f"| {r['model_type']} | {r['outcome']} | {mine.get('derivation', '').split(' (')[0]} | "
-                     f"{mine.get('per_token', '')} | {mine.get('state', '')} | {params} | {note} |")
+        if r["outcome"] == "ok":
+            continue
+        runs = "yes" if r.get("buildable") else "no" if r["outcome"] == "refused" else ""
+        note = (r.get("detail") or "").removeprefix("kvplan: error: ")
+        note = note.split("config.json: ", 1)[-1].replace("|", "/")
+        lines.append(f"| {r['model_type']} | {r['outcome']} | {runs} | {note[:180]} |")
     return "\n".join(lines)
 
 
@@ -411,7 +430,7 @@ def main() -> int:
             if args.jsonl:
                 with open(args.jsonl, "a") as f:
                     f.write(json.dumps(row, default=str) + "\n")
-    table = markdown(rows)
+    table = markdown(rows, transformers.__version__)
     if args.write_docs:
         text = DOCS.read_text()
         head, _, rest = text.partition(BEGIN)
