@@ -75,7 +75,10 @@ def model_types() -> list[str]:
 _GLM_V = {"text_config": {"rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5,
                                               "mrope_section": [8, 12, 12]}}}
 _REAL_FIELDS = {"glm4v": _GLM_V, "glm4v_moe": _GLM_V, "glm46v": _GLM_V, "glmga": _GLM_V,
-                "dbrx": {"attn_config": {"clip_qkv": 8, "kv_n_heads": 8, "rope_theta": 500000}}}
+                "dbrx": {"attn_config": {"clip_qkv": 8, "kv_n_heads": 8, "rope_theta": 500000}},
+                "deepseek_v2": {"num_experts_per_tok": 6, "moe_intermediate_size": 1408},  # DeepSeek-V2-Lite
+                "dots1": {"n_routed_experts": 128, "n_shared_experts": 2, "num_experts_per_tok": 6},  # dots.llm1
+                "lfm2_moe": {"layer_types": ["conv", "conv", "full_attention"] * 10 + ["conv", "conv"]}}
 
 
 def _merge(into: dict, fields: dict) -> None:
