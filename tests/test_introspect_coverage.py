@@ -127,3 +127,17 @@ def test_towers_described():
     assert describes_towers({"text_config": {}, "encoder_config": {}, "projector_config": {}})
     assert not describes_towers({"attn_config": {"kv_n_heads": 8}, "quantization_config": {}})
     assert not describes_towers({"text_config": {}, "vision_config": None})
+
+
+@pytest.mark.slow
+def test_wrapper_lm_head_follows_the_text_config(budget):
+    """Mistral-Small-3.1's config says tie_word_embeddings: false in text_config only; its checkpoint has an lm_head."""
+    from kvplan.model.introspect import introspect
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cfg = _shrink(coverage.default_config("mistral3"), 2)
+    cfg.pop("tie_word_embeddings", None)
+    cfg["text_config"]["tie_word_embeddings"] = False
+    params = introspect(cfg, "test")["params"]
+    assert params["lm_head"] == params["embedding"] == cfg["text_config"]["vocab_size"] * cfg["text_config"]["hidden_size"]

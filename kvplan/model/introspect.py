@@ -150,6 +150,11 @@ def _hf_config(config: dict, where: str, transformers):
             f"{where}: transformers {transformers.__version__} has no {model_type!r} model (it needs the "
             "repository's own code, which kvplan never runs)")
     fields = _special_floats({k: v for k, v in config.items() if k not in _DROPPED_KEYS and k != "model_type"})
+    text = config.get("text_config")
+    if isinstance(text, dict) and "tie_word_embeddings" in text and "tie_word_embeddings" not in config:
+        # A wrapper's checkpoint keeps the lm_head its text config says (Mistral-Small-3.1: untied); transformers
+        # 5 ties by the outer config, whose class default (True) would drop that lm_head from the count.
+        fields["tie_word_embeddings"] = text["tie_word_embeddings"]
     try:
         with _quiet(transformers):
             hf_config = transformers.AutoConfig.for_model(model_type, **fields)
