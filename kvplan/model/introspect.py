@@ -188,8 +188,9 @@ def _build(hf_config, where: str, torch) -> tuple[Any, list[str]]:
 
     multimodal = hf_config.get_text_config(decoder=True) is not hf_config or any(
         isinstance(value, PreTrainedConfig) for value in vars(hf_config).values())  # a tower's sub-config
-    order = (("MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING", "MODEL_FOR_MULTIMODAL_LM_MAPPING", "MODEL_FOR_CAUSAL_LM_MAPPING")
-             if multimodal else ("MODEL_FOR_CAUSAL_LM_MAPPING",))
+    wrappers = ("MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING", "MODEL_FOR_MULTIMODAL_LM_MAPPING")
+    # a text config whose only generating class is a wrapper's (Mistral 4) builds through that class
+    order = (*wrappers, "MODEL_FOR_CAUSAL_LM_MAPPING") if multimodal else ("MODEL_FOR_CAUSAL_LM_MAPPING", *wrappers)
     attempts = [(hf_config, order)]
     text = hf_config.get_text_config(decoder=True)
     if text is not hf_config:
