@@ -78,6 +78,9 @@ _REAL_FIELDS = {"glm4v": _GLM_V, "glm4v_moe": _GLM_V, "glm46v": _GLM_V, "glmga":
                 "dbrx": {"attn_config": {"clip_qkv": 8, "kv_n_heads": 8, "rope_theta": 500000}},
                 "deepseek_v2": {"num_experts_per_tok": 6, "moe_intermediate_size": 1408},  # DeepSeek-V2-Lite
                 "dots1": {"n_routed_experts": 128, "n_shared_experts": 2, "num_experts_per_tok": 6},  # dots.llm1
+                "bamba": {"attn_layer_indices": [5, 15, 25]},  # Bamba-9B
+                "granitemoehybrid": {"layer_types": (["linear_attention"] * 5 + ["full_attention"]) * 5
+                                     + ["linear_attention"] * 2},  # Granite 4.0: one attention layer in six
                 "lfm2_moe": {"layer_types": ["conv", "conv", "full_attention"] * 10 + ["conv", "conv"]}}
 
 

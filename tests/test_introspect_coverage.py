@@ -39,6 +39,7 @@ CASES = {
     "blip-2": (2, "the wrapper's forward needs pixels: its language model is probed"),
     "kimi_linear": (8, "MLA beside linear attention"),
     "jamba": (8, "Mamba and attention layers"),
+    "mistral4": (2, "MLA text config whose only generating class is a wrapper's"),
 }
 
 
