@@ -75,7 +75,7 @@ def spec_for_config(config: dict, *, name: str, source: str, allow_unknown: bool
         raise light_error
     if light is not None and light.params is not None:  # only its towers are beyond the light path
         return replace(light, notes=light.notes + (
-            f"vision/audio towers not counted in the weights: {why}; {_way_out()}--weights SIZE, or a model "
+            f"vision/audio towers not in the parameter count: {why}; {_way_out()}--weights SIZE, or a model "
             "directory with safetensors, gives exact weights",))
     if light is not None:
         return replace(light, notes=light.notes + (
