@@ -374,6 +374,16 @@ def _line(exc: BaseException) -> str:
     return text[:300]
 
 
+def _transformers_verdict(row: dict) -> str:
+    truth = row.get("oracle")
+    if truth is None:
+        return "no: does not build"
+    error = truth.get("forward_error")
+    if error is None:
+        return "yes"
+    return "runs, returns no cache" if "no cache returned" in error else "builds; its forward fails on meta"
+
+
 def markdown(rows: list[dict], version: str) -> str:
     counts = {}
     for r in rows:
@@ -386,11 +396,11 @@ def markdown(rows: list[dict], version: str) -> str:
              "oracle's, weights within 0.5%; *italic*: read by the light normalizer, the rest by introspection): "
              + ", ".join(f"*{r['model_type']}*" if r["model_type"] in light else r["model_type"] for r in exact)
              + ".", "",
-             "| model_type | outcome | transformers builds and runs it | why |", "|---|---|---|---|"]
+             "| model_type | outcome | transformers builds and runs it | kvplan's line |", "|---|---|---|---|"]
     for r in rows:
         if r["outcome"] == "ok":
             continue
-        runs = "yes" if r.get("buildable") else "no" if r["outcome"] == "refused" else ""
+        runs = _transformers_verdict(r) if r["outcome"] == "refused" else ""
         note = (r.get("detail") or "").removeprefix("kvplan: error: ")
         note = note.split("config.json: ", 1)[-1].replace("|", "/")
         lines.append(f"| {r['model_type']} | {r['outcome']} | {runs} | {note[:180]} |")
