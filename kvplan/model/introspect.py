@@ -47,13 +47,22 @@ class NotBuildable(UnsupportedModelError):
 # Keys that must not reach the config class: quantization would call for its kernels at build
 # time (kvplan sizes quantized storage itself), and auto_map names repository code, never run.
 _DROPPED_KEYS = ("quantization_config", "auto_map", "transformers_version")
-_MULTIMODAL_SUBCONFIGS = ("vision_config", "audio_config", "visual", "vision_tower_config")
+# Sub-configs of the text model itself (MPT, DBRX) or of no model; any other dict-valued `*_config`
+# (vision_config, audio_config, vq_config, encoder_config, ...) describes a tower beside the text model.
+_NOT_TOWERS = {"text_config", "quantization_config", "attn_config", "ffn_config", "generation_config",
+               "compression_config"}
 _COMPONENTS = ("vision", "audio", "projector")
 # transformers.cache_utils layer classes whose tensors mean what this module reads them as; a
 # model's own cache layer (compressed, custom) is refused by name rather than misread.
 _READABLE_CACHE_LAYERS = {"DynamicLayer", "DynamicSlidingWindowLayer", "DynamicIndexedLayer", "LinearAttentionLayer",
                           "LinearAttentionAndFullAttentionLayer", "LinearAttentionAndSlidingWindowAttentionLayer",
                           "DummyLayer"}
+
+
+def describes_towers(config: dict) -> bool:
+    """A config that writes out a vision, audio or other tower beside its text model."""
+    return any(isinstance(value, dict) and (key.endswith("_config") or key == "visual") and key not in _NOT_TOWERS
+               for key, value in config.items())
 
 
 def introspect(config: dict, where: str) -> dict:
@@ -84,8 +93,7 @@ def _introspect(config: dict, where: str) -> dict:
         model, notes = _build(hf_config, where, torch)
         text = hf_config.get_text_config(decoder=True)
         layers = _cache_layers(model, text, where, torch)
-    towers_described = any(isinstance(config.get(k), dict) for k in _MULTIMODAL_SUBCONFIGS)
-    params, num_experts = _count_params(model, text, torch, towers_described)
+    params, num_experts = _count_params(model, text, torch, describes_towers(config))
     return {
         "format": RECORD_FORMAT,
         "transformers_version": transformers.__version__,
@@ -141,7 +149,12 @@ def _hf_config(config: dict, where: str, transformers):
         raise NotBuildable(
             f"{where}: transformers {transformers.__version__} has no {model_type!r} model (it needs the "
             "repository's own code, which kvplan never runs)")
-    fields = {k: v for k, v in config.items() if k not in _DROPPED_KEYS and k != "model_type"}
+    fields = _special_floats({k: v for k, v in config.items() if k not in _DROPPED_KEYS and k != "model_type"})
+    text = config.get("text_config")
+    if isinstance(text, dict) and "tie_word_embeddings" in text and "tie_word_embeddings" not in config:
+        # A wrapper's checkpoint keeps the lm_head its text config says (Mistral-Small-3.1: untied); transformers
+        # 5 ties by the outer config, whose class default (True) would drop that lm_head from the count.
+        fields["tie_word_embeddings"] = text["tie_word_embeddings"]
     try:
         with _quiet(transformers):
             hf_config = transformers.AutoConfig.for_model(model_type, **fields)
@@ -153,13 +166,31 @@ def _hf_config(config: dict, where: str, transformers):
     return hf_config
 
 
+_FLOAT_TAGS = {"Infinity": math.inf, "-Infinity": -math.inf, "NaN": math.nan}
+
+
+def _special_floats(value):
+    """transformers writes inf/nan as {"__float__": "Infinity"} (Mamba2's time_step_limit) and reads them back so."""
+    if isinstance(value, dict):
+        if value.keys() == {"__float__"} and value["__float__"] in _FLOAT_TAGS:
+            return _FLOAT_TAGS[value["__float__"]]
+        return {k: _special_floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_special_floats(v) for v in value]
+    return value
+
+
 def _build(hf_config, where: str, torch) -> tuple[Any, list[str]]:
     """The whole model (text and any towers) on the meta device; else the text model alone, noted."""
     from transformers.models.auto import modeling_auto as auto
 
-    multimodal = any(getattr(hf_config, k, None) is not None for k in _MULTIMODAL_SUBCONFIGS)
-    order = (("MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING", "MODEL_FOR_MULTIMODAL_LM_MAPPING", "MODEL_FOR_CAUSAL_LM_MAPPING")
-             if multimodal else ("MODEL_FOR_CAUSAL_LM_MAPPING",))
+    from transformers import PreTrainedConfig
+
+    multimodal = hf_config.get_text_config(decoder=True) is not hf_config or any(
+        isinstance(value, PreTrainedConfig) for value in vars(hf_config).values())  # a tower's sub-config
+    wrappers = ("MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING", "MODEL_FOR_MULTIMODAL_LM_MAPPING")
+    # a text config whose only generating class is a wrapper's (Mistral 4) builds through that class
+    order = (*wrappers, "MODEL_FOR_CAUSAL_LM_MAPPING") if multimodal else ("MODEL_FOR_CAUSAL_LM_MAPPING", *wrappers)
     attempts = [(hf_config, order)]
     text = hf_config.get_text_config(decoder=True)
     if text is not hf_config:
@@ -233,18 +264,62 @@ def _cache_layers(model, text, where: str, torch) -> list[list[dict]]:
 
 
 def _probe(model, where: str, torch, cache_type):
+    """The cache a 5-token forward pass leaves. Tried in turn until one returns a cache: the model as
+    built; the same under `_MetaScalars` (masks and routers that read a value, which meta tensors do not
+    hold); the text model alone (a wrapper whose forward insists on pixels or audio)."""
     ids = torch.zeros((1, _PROBE_TOKENS), dtype=torch.long, device="meta")
-    try:
-        with torch.no_grad():
-            out = model(input_ids=ids, use_cache=True)
-    except Exception as exc:
+    failure = ran = None
+    for target in _probe_targets(model):
+        for scalars in (False, True):
+            try:
+                with torch.no_grad(), (_meta_scalars(torch) if scalars else contextlib.nullcontext()):
+                    out = target(input_ids=ids, use_cache=True)
+            except Exception as exc:
+                failure = failure or exc
+                continue
+            values = out.values() if hasattr(out, "values") else ()
+            cache = next((v for v in values if isinstance(v, cache_type)), None)
+            if cache is not None:
+                return cache
+            ran = True
+            break  # it ran and keeps no cache: reading scalars differently will not add one
+    if failure is not None and not ran:
         raise UnsupportedModelError(f"{where}: a forward pass on the meta device failed in transformers' "
-                                    f"{type(model).__name__} ({_one_line(exc)})") from None
-    values = out.values() if hasattr(out, "values") else ()
-    cache = next((v for v in values if isinstance(v, cache_type)), None)
-    if cache is None:
-        raise UnsupportedModelError(f"{where}: {type(model).__name__} returned no cache from its forward pass")
-    return cache
+                                    f"{type(model).__name__} ({_one_line(failure)})") from None
+    raise UnsupportedModelError(f"{where}: {type(model).__name__} returned no cache from its forward pass (it keeps "
+                                "no KV cache as configured)")
+
+
+def _probe_targets(model) -> list:
+    """The whole model, then its language model where a wrapper holds one apart."""
+    targets = [model]
+    for holder in (model, getattr(model, "model", None)):
+        language = getattr(holder, "language_model", None) if holder is not None else None
+        if language is not None and all(language is not t for t in targets):
+            targets.append(language)
+    return targets
+
+
+@contextlib.contextmanager
+def _meta_scalars(torch):
+    """Meta tensors hold no values: a scalar read (`.item()`, `bool(mask.all())`) answers 1/True and
+    `nonzero` assumes every element is set (torch's own opt-in), so mask shortcuts and MoE routing
+    run through to the cache. Cache shapes come from the config, not from these values, and are
+    checked after (a layer caching other than the probe's tokens is refused)."""
+    from torch.fx.experimental import _config as fx_config
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    scalar = torch.ops.aten._local_scalar_dense.default
+
+    class _Scalars(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is scalar and args[0].device.type == "meta":
+                tensor = args[0]
+                return True if tensor.dtype == torch.bool else 1.0 if tensor.is_floating_point() else 1
+            return func(*args, **(kwargs or {}))
+
+    with fx_config.patch(meta_nonzero_assume_all_nonzero=True), _Scalars():
+        yield
 
 
 def _decoder_layers(model, num_layers: int, torch):

@@ -1,7 +1,8 @@
 """Which path reads a config: the light normalizer or introspection (cached or fresh).
 
   1. A family the light normalizer knows (`normalize.KNOWN_MODEL_TYPES`, or any MLA config) and
-     counts (`params.COUNTED_FAMILIES`) is read by it: no torch, no transformers. Bundled specs and
+     counts (`params.COUNTED_FAMILIES`) is read by it: no torch, no transformers; unless the config
+     also describes a vision or audio tower, which only introspection counts. Bundled specs and
      configs that need repository code (Kimi-K2, old Falcon, MiniMax-M1, DeepSeek-MoE) live here.
   2. Otherwise a record cached for this exact config answers (still no torch).
   3. Otherwise, when torch and transformers are installed, introspection builds the model on the
@@ -17,6 +18,7 @@ from importlib.util import find_spec
 
 from ..errors import InputError, KvplanError, UnsupportedModelError
 from ..extras import install_line
+from .introspect import describes_towers
 from .introspect_cache import config_digest, load_record, store_record
 from .kinds import KINDS, LayerGroup
 from .normalize import KNOWN_MODEL_TYPES, checkpoint_format, spec_from_config, text_model_type
@@ -42,7 +44,7 @@ def spec_for_config(config: dict, *, name: str, source: str, allow_unknown: bool
             if counted_family(config):
                 raise
             light_error = exc
-        if light is not None and light.params is not None:
+        if light is not None and light.params is not None and not describes_towers(config):
             return light
     digest = config_digest(config)
     record = load_record(digest)
@@ -71,6 +73,10 @@ def spec_for_config(config: dict, *, name: str, source: str, allow_unknown: bool
                                     derivation=f"introspection (transformers {record['transformers_version']})")
     if light_error is not None:
         raise light_error
+    if light is not None and light.params is not None:  # only its towers are beyond the light path
+        return replace(light, notes=light.notes + (
+            f"vision/audio towers not in the parameter count: {why}; {_way_out()}--weights SIZE, or a model "
+            "directory with safetensors, gives exact weights",))
     if light is not None:
         return replace(light, notes=light.notes + (
             f"no parameter count for {light.model_type}: {why}; {_way_out()}--weights SIZE, or a model directory "

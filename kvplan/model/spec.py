@@ -71,13 +71,25 @@ class ModelSpec:
         of up to `chunk_tokens`.
         """
         total = Fraction(0)
+        factors = (self.block_factors(kv, tp) if block_size else None) or {}
         for g in self.groups:
             if block_size:
-                tokens = g.peak_blocks(context_tokens, block_size, chunk_tokens) * block_size
+                size = block_size * factors.get(g, 1)
+                tokens = g.peak_blocks(context_tokens, size, chunk_tokens) * size
             else:
                 tokens = g.tokens_held(context_tokens)
             total += g.bytes_per_token_per_layer(kv, tp) * g.num_layers * tokens
         return ceil_bytes(total) + self.state_bytes(kv, tp)
+
+    def block_factors(self, kv: KVFormat, tp: int = 1) -> dict[LayerGroup, int]:
+        """Per KV group, how many block_size-token spans one of its blocks holds when kinds of different
+        KV sizes share one pool (vLLM's page-size unification: a kind of 1/r the largest per-token size
+        takes r x block_size tokens per block). None when a size does not divide the largest."""
+        sizes = {g: g.bytes_per_token_per_layer(kv, tp) for g in self.kv_groups()}
+        largest = max(sizes.values(), default=0)
+        if any(largest % s for s in sizes.values()):
+            return None
+        return {g: int(largest / s) for g, s in sizes.items()}
 
     def restricted_to(self, layer_subset: set[int]) -> "ModelSpec":
         """The same model holding only some layers (a pipeline stage)."""

@@ -43,9 +43,8 @@ def paged_pool(stage: ModelSpec, kv: KVFormat, tp: int, block_size: int, budget_
     budget_bytes = budget_bytes * (budget_bytes > 0)  # max(budget, 0), elementwise for arrays too
     if not stage.kv_groups():  # pure state model: no per-token KV, the whole budget holds state
         return 0, budget_bytes, budget_bytes * 0, budget_bytes * 0
-    layout = page_layout(stage, kv, tp)
+    layout = page_layout(stage, kv, tp, unify_page_sizes=True)
     page_bytes = layout.page_bytes(kv, tp, block_size)
     num_blocks = budget_bytes // page_bytes
-    kv_layers = sum(g.num_layers for g in stage.kv_groups())
-    tokens = num_blocks * layout.layers_per_page * block_size // kv_layers
+    tokens = layout.tokens_in(num_blocks, block_size)
     return page_bytes, num_blocks * page_bytes, num_blocks, tokens
