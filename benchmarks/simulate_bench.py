@@ -76,12 +76,14 @@ def simulate_bench(requests: int, repeat: int) -> dict:
     from kvplan.paging import SchedulerConfig
     from kvplan.simulation import Simulator, SyntheticWorkload
     from kvplan.simulation.workload import Distribution
+    from kvplan.plan.estimate import settings_used
     from kvplan.simulation.run import _clock
     from kvplan.model.grouping import page_layout
 
     model = load_model("llama-3.1-8b")
     dep = Deployment(gpu=find_gpu("H100"), max_model_len=8192)
     est = estimate(model, dep)
+    dep = settings_used(dep, est)  # the engine's defaults for settings left unset (max_num_seqs, ...)
     workload = SyntheticWorkload(requests, Distribution.parse("lognormal:1000:1", "p"),
                                  Distribution.parse("lognormal:500:1", "o"), seed=0)
     clock = _clock("auto", model, dep, est, [])
