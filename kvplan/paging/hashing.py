@@ -15,17 +15,27 @@ ROOT = 0  # key before the first block
 
 
 def block_checks(req: Request, block_size: int, first: int, stop: int) -> list[int]:
-    """Check values of the request's full blocks [first, stop); extends req.block_hashes (their keys,
-    cached on the request) as it goes. Needs the key of block first - 1 (first <= len)."""
+    """Check values of the request's full blocks [first, stop); sets req.block_hashes[first:stop]
+    (their keys, cached on the request). Needs the key of block first - 1 (first <= len)."""
     hashes = req.block_hashes
-    known = len(hashes)
-    tokens = req.token_ids(first * block_size, stop * block_size)
+    tokens = tuple(req.token_ids(first * block_size, stop * block_size))
     parent = hashes[first - 1] if first else ROOT
-    checks = []
-    for i, offset in enumerate(range(0, len(tokens), block_size), first):
-        block = tokens[offset:offset + block_size]
-        checks.append(hash((~parent, *block)))
-        parent = hash((parent, *block))
-        if i >= known:
-            hashes.append(parent)
+    keys, checks = [], []
+    key, check = keys.append, checks.append
+    for offset in range(0, len(tokens), block_size):
+        block = tokens[offset:offset + block_size]  # (parent, *block) by one tuple concatenation
+        check(hash((~parent,) + block))
+        parent = hash((parent,) + block)
+        key(parent)
+    hashes[first:stop] = keys  # the same values where already known
     return checks
+
+
+def block_check(req: Request, block_size: int, i: int) -> int:
+    """block_checks(req, block_size, i, i + 1)[0] without the lists (a decode step's full block)."""
+    hashes = req.block_hashes
+    parent = hashes[i - 1] if i else ROOT
+    block = tuple(req.token_ids(i * block_size, (i + 1) * block_size))
+    if len(hashes) == i:
+        hashes.append(hash((parent,) + block))
+    return hash((~parent,) + block)

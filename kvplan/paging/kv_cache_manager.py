@@ -27,7 +27,7 @@ reads them. `cache_blocks` likewise returns at once until the next block fills (
 
 from ..model.grouping import PageLayout
 from .block_pool import BlockPool
-from .hashing import block_checks
+from .hashing import block_check, block_checks
 from .prefix_hits import longest_hit
 from .request import Request
 
@@ -66,6 +66,7 @@ class KVCacheManager:
         self._windowed = [g for g, kind in enumerate(kinds) if kind.release_position(1) is not None]
         self.num_groups = len(kinds)
         self.keeps_every_token = not self._windowed
+        self._one_table = self.num_groups == 1 and self.keeps_every_token  # no group keys, no released entries
         self._hit_rules = [self._first_needed[g] if g in self._windowed else None for g in range(self.num_groups)]
         self.growth_blocks = self.num_groups  # pool blocks taken when a request's tables grow by one block
         self.enable_prefix_caching = enable_prefix_caching
@@ -104,6 +105,16 @@ class KVCacheManager:
             return
         bs, first = self.block_size, st.num_hashed
         num_full = req.num_computed_tokens // bs
+        st.num_hashed = num_full
+        st.hash_at = (num_full + 1) * bs
+        if self._one_table:
+            if num_full == first + 1:  # a decode step filled one block
+                check = block_check(req, bs, first)
+                self.pool.cache_block(st.tables[0][first], req.block_hashes[first], check)
+            else:
+                checks = block_checks(req, bs, first, num_full)
+                self.pool.cache_blocks(st.tables[0][first:num_full], req.block_hashes[first:num_full], checks)
+            return
         checks = block_checks(req, bs, first, num_full)
         keys = req.block_hashes[first:num_full]
         for g, table in enumerate(st.tables):
@@ -114,8 +125,6 @@ class KVCacheManager:
                 held = [i for i, b in enumerate(blocks) if b != NULL_BLOCK]
                 blocks, group_keys, group_checks = ([x[i] for i in held] for x in (blocks, group_keys, checks))
             self.pool.cache_blocks(blocks, group_keys, group_checks)
-        st.num_hashed = num_full
-        st.hash_at = (num_full + 1) * bs
 
     # ---- allocation ---------------------------------------------------------------------------
 
@@ -204,9 +213,10 @@ class KVCacheManager:
         nothing to release or copy."""
         if self.growth_blocks > self.pool.num_free_blocks:
             return False
-        self._sync(st)
+        filled, pending = self._filled, start - st.synced  # _sync, inline
+        for block in st.tails:
+            filled[block] += pending
         tails = st.tails = self._take_each(st)
-        filled = self._filled
         for table, block in zip(st.tables, tails):
             table.append(block)
             filled[block] = 1
@@ -258,16 +268,18 @@ class KVCacheManager:
 
     def _take(self, st: "_Blocks", group: int, n: int) -> list[int]:
         blocks = self.pool.get_new_blocks(n)
+        filled = self._filled
         for block in blocks:
-            self._filled[block] = 0
+            filled[block] = 0
         return blocks
 
     def _take_each(self, st: "_Blocks") -> list[int]:
         """One new block per group (_take's hot case, in one call)."""
-        blocks = self.pool.get_new_blocks(self.num_groups)
-        for block in blocks:
-            self._filled[block] = 0
-        return blocks
+        if self.num_groups > 1:
+            return self._take(st, 0, self.num_groups)
+        block = self.pool.get_new_block()
+        self._filled[block] = 0
+        return [block]
 
     def _release(self, st: "_Blocks", group: int, block: int) -> None:
         """A block that left the group's attention span."""
@@ -308,10 +320,10 @@ class KVCacheManager:
             return
         st.req.kv_state = None
         self._sync(st)
-        filled = self._filled
+        filled, free_blocks = self._filled.__getitem__, self.pool.free_blocks
         for g, table in enumerate(st.tables):
-            held = reversed(table[st.first_held[g]:]) if st.first_held[g] else reversed(table)
-            self.num_filled_slots -= sum(filled[b] for b in self.pool.free_blocks(held))
+            held = table[:st.first_held[g] - 1:-1] if st.first_held[g] else table[::-1]
+            self.num_filled_slots -= sum(map(filled, free_blocks(held)))
 
     def fork(self, parent: Request, child: Request) -> None:
         """Let `child` share every block of `parent` (same computed tokens); writes copy on demand."""
