@@ -22,9 +22,9 @@ def block_checks(req: Request, block_size: int, first: int, stop: int) -> list[i
     parent = hashes[first - 1] if first else ROOT
     keys, checks = [], []
     key, check = keys.append, checks.append
-    for offset in range(0, len(tokens), block_size):
-        block = tokens[offset:offset + block_size]  # (parent, *block) by one tuple concatenation
-        check(hash((~parent,) + block))
+    n = len(tokens)
+    for block in map(tokens.__getitem__, map(slice, range(0, n, block_size), range(block_size, n + 1, block_size))):
+        check(hash((~parent,) + block))  # (~parent, *block), by one tuple concatenation
         parent = hash((parent,) + block)
         key(parent)
     hashes[first:stop] = keys  # the same values where already known
