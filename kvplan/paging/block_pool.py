@@ -105,8 +105,9 @@ class BlockPool:
         self.num_free_blocks -= 1
         key = self.block_key[block]
         if key is not None:
-            if self.cached_blocks.get(key) == block:
-                del self.cached_blocks[key]
+            first = self.cached_blocks.pop(key, block)
+            if first != block:  # the key's first cached block is another one: it stays
+                self.cached_blocks[key] = first
             self.block_key[block] = None
             self.num_evictions += 1
         self.ref_cnt[block] = 1
@@ -180,21 +181,13 @@ class BlockPool:
     def cache_blocks(self, blocks: list[int], keys: list, checks: list) -> None:
         """Mark full blocks immutable under their keys; a key's first cached block stays the one found."""
         ref_cnt, block_key, block_check = self.ref_cnt, self.block_key, self.block_check
+        setdefault = self.cached_blocks.setdefault
         for block, key, check in zip(blocks, keys, checks):
             if ref_cnt[block] == 0:
                 raise RuntimeError(f"block {block} cached while free")
             block_key[block] = key
             block_check[block] = check
-        cached = self.cached_blocks
-        if not cached.keys().isdisjoint(keys):
-            for block, key in zip(blocks, keys):
-                cached.setdefault(key, block)
-            return
-        size = len(cached)
-        cached.update(zip(keys, blocks))  # all new: one C-level update
-        if len(cached) - size != len(keys):  # a key twice among them: the first block listed must win
-            for block, key in reversed(list(zip(blocks, keys))):
-                cached[key] = block
+            setdefault(key, block)
 
     def cache_block(self, block: int, key: object, check: object) -> None:
         """cache_blocks of one block."""
