@@ -1,12 +1,15 @@
 """Prefix-cache keys of full blocks: each block's tokens, chained to everything before them.
 
 key(block i) = hash((key(i - 1), token ids of block i...)), key(-1) = 0; beside each key the
-pool keeps a check value, hash((~key(i - 1), the same token ids...)), compared on a hit, so a
+pool keeps a check value, hash((~key(i - 1), (token ids of block i...))), compared on a hit, so a
 false hit needs two independent 64-bit hashes to agree (nano-vllm compares the tokens instead,
-which would keep every cached block's tokens alive). Python's hash of a tuple of ints is not
-salted per process (only str/bytes hashes are), so keys are the same in every process and run;
-they live in memory only. Two tuples and their hashes per block cost far less than a
-cryptographic digest, which keeps the per-token path cheap (docs/benchmarks/allocator.md).
+which would keep every cached block's tokens alive). The check hashes the block's tokens as a
+nested tuple, from the hash function's initial state, where the key hashes them flat after the
+parent key: different functions of the same tokens, at the cost of one 2-tuple instead of a
+second copy of the block. Python's hash of a tuple of ints is not salted per process (only
+str/bytes hashes are), so keys are the same in every process and run; they live in memory only.
+Two tuple hashes per block cost far less than a cryptographic digest, which keeps the per-token
+path cheap (docs/benchmarks/allocator.md).
 """
 
 from .request import Request
@@ -24,8 +27,8 @@ def block_checks(req: Request, block_size: int, first: int, stop: int) -> list[i
     key, check = keys.append, checks.append
     n = len(tokens)
     for block in map(tokens.__getitem__, map(slice, range(0, n, block_size), range(block_size, n + 1, block_size))):
-        check(hash((~parent,) + block))  # (~parent, *block), by one tuple concatenation
-        parent = hash((parent,) + block)
+        check(hash((~parent, block)))
+        parent = hash((parent,) + block)  # (parent, *block), by one tuple concatenation
         key(parent)
     hashes[first:stop] = keys  # the same values where already known
     return checks
@@ -38,4 +41,4 @@ def block_check(req: Request, block_size: int, i: int) -> int:
     block = tuple(req.token_ids(i * block_size, (i + 1) * block_size))
     if len(hashes) == i:
         hashes.append(hash((parent,) + block))
-    return hash((~parent,) + block)
+    return hash((~parent, block))
