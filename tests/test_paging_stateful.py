@@ -47,7 +47,7 @@ def brute_force_hit(kv, layout, req: Request, bs: int) -> int:
     tokens, keys, parent = req.token_ids(0, req.num_tokens), [], 0
     for i in range((req.num_tokens - 1) // bs):
         block_tokens = tokens[i * bs:(i + 1) * bs]
-        check = hash((~parent, tuple(block_tokens)))
+        check = hash((tuple(block_tokens), parent))
         parent = hash((parent, *block_tokens))
         keys.append((parent, check))
 

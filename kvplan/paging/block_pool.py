@@ -98,10 +98,11 @@ class BlockPool:
 
     def get_new_block(self) -> int:
         """get_new_blocks(1)[0], without the lists (a decode step's new block)."""
-        if self._num_stale or not self.num_free_blocks:
+        head = self._head
+        if self._num_stale or not self.num_free_blocks or head >= self.num_blocks:  # skips, errors, compaction
             return self.get_new_blocks(1)[0]
-        block = self._queue[self._head]
-        self._head += 1
+        block = self._queue[head]
+        self._head = head + 1
         self.num_free_blocks -= 1
         key = self.block_key[block]
         if key is not None:
@@ -111,8 +112,6 @@ class BlockPool:
             self.block_key[block] = None
             self.num_evictions += 1
         self.ref_cnt[block] = 1
-        if self._head > self.num_blocks:
-            self._compact()
         return block
 
     def _pop_live(self, n: int) -> tuple[list[int], int]:

@@ -1,7 +1,7 @@
 """Prefix-cache keys of full blocks: each block's tokens, chained to everything before them.
 
 key(block i) = hash((key(i - 1), token ids of block i...)), key(-1) = 0; beside each key the
-pool keeps a check value, hash((~key(i - 1), (token ids of block i...))), compared on a hit, so a
+pool keeps a check value, hash(((token ids of block i...), key(i - 1))), compared on a hit, so a
 false hit needs two independent 64-bit hashes to agree (nano-vllm compares the tokens instead,
 which would keep every cached block's tokens alive). The check hashes the block's tokens as a
 nested tuple, from the hash function's initial state, where the key hashes them flat after the
@@ -27,7 +27,7 @@ def block_checks(req: Request, block_size: int, first: int, stop: int) -> list[i
     key, check = keys.append, checks.append
     n = len(tokens)
     for block in map(tokens.__getitem__, map(slice, range(0, n, block_size), range(block_size, n + 1, block_size))):
-        check(hash((~parent, block)))
+        check(hash((block, parent)))
         parent = hash((parent,) + block)  # (parent, *block), by one tuple concatenation
         key(parent)
     hashes[first:stop] = keys  # the same values where already known
@@ -38,7 +38,9 @@ def block_check(req: Request, block_size: int, i: int) -> int:
     """block_checks(req, block_size, i, i + 1)[0] without the lists (a decode step's full block)."""
     hashes = req.block_hashes
     parent = hashes[i - 1] if i else ROOT
-    block = tuple(req.token_ids(i * block_size, (i + 1) * block_size))
+    start = i * block_size - len(req.prompt_token_ids)  # in the output tokens, as decoded blocks are
+    block = tuple(req.output_token_ids[start:start + block_size] if start >= 0 else
+                  req.token_ids(i * block_size, (i + 1) * block_size))
     if len(hashes) == i:
         hashes.append(hash((parent,) + block))
-    return hash((~parent, block))
+    return hash((block, parent))

@@ -33,7 +33,7 @@ from ..model.grouping import PageLayout
 from .block_pool import BlockPool
 from .hashing import block_check, block_checks
 from .prefix_hits import longest_hit
-from .request import Request
+from .request import UNHELD, Request
 
 NULL_BLOCK = -1
 _NEVER = 1 << 62
@@ -101,7 +101,7 @@ class KVCacheManager:
     def cache_blocks(self, req: Request) -> None:
         """Register the request's newly full computed blocks; call after the forward pass."""
         st = req.kv_state
-        if st is None or st.manager is not self:
+        if st.manager is not self:
             st = self._reqs[req.request_id]
         if req.num_computed_tokens < st.hash_at:
             return
@@ -133,7 +133,7 @@ class KVCacheManager:
     def allocate_slots(self, req: Request, num_new_tokens: int) -> bool:
         """Cover num_computed + num_new_tokens tokens in every group, or change nothing and say False."""
         st = req.kv_state
-        if st is None or st.manager is not self:
+        if st.manager is not self:
             st = self._reqs.get(req.request_id)
             if st is None:
                 return self._admit(req, num_new_tokens)
@@ -144,7 +144,16 @@ class KVCacheManager:
                 self.num_filled_slots += self.num_groups
                 return True
             if self.keeps_every_token and start == len(st.tables[0]) * self.block_size:
-                return self._next_block(st, start)
+                # Into a new block, without windows: one more block per group, nothing to release or copy.
+                if self.growth_blocks > self.pool.num_free_blocks:
+                    return False
+                tails = st.tails = self._take_each(st)
+                for table, block in zip(st.tables, tails):
+                    table.append(block)
+                self.num_filled_slots += self.num_groups
+                st.end = start + 1
+                st.horizon = start + self.block_size
+                return True
         return self._extend(st, start, num_new_tokens)
 
     def _admit(self, req: Request, num_new_tokens: int) -> bool:
@@ -206,19 +215,6 @@ class KVCacheManager:
             table[i] = dst
             self._copies.append((src, dst))
         self._grow_and_write(st, start, start + num_new_tokens)
-        return True
-
-    def _next_block(self, st: "_Blocks", start: int) -> bool:
-        """A decode step into a new block, in a layout without windows: one more block per group,
-        nothing to release or copy."""
-        if self.growth_blocks > self.pool.num_free_blocks:
-            return False
-        tails = st.tails = self._take_each(st)
-        for table, block in zip(st.tables, tails):
-            table.append(block)
-        self.num_filled_slots += self.num_groups
-        st.end = start + 1
-        st.horizon = start + self.block_size
         return True
 
     def _grow_and_write(self, st: "_Blocks", start: int, end: int) -> None:
@@ -287,7 +283,7 @@ class KVCacheManager:
         st = self._reqs.pop(req.request_id, None)
         if st is None:
             return
-        st.req.kv_state = None
+        st.req.kv_state = UNHELD
         bs, end = self.block_size, st.end
         for g, table in enumerate(st.tables):
             first = st.first_held[g]
