@@ -96,7 +96,7 @@ class ReservingKVCacheManager(KVCacheManager):
         return [self._take(st, g, 1)[0] for g in range(self.num_groups)]
 
     def _release(self, st: _Reservation, group: int, block: int) -> None:
-        self.num_filled_slots -= self.block_size  # it lies before the written end: full
+        self._filled_rest -= self.block_size  # it lies before the written end: full
         st.spares[group].append(block)
 
     def _reserved_blocks(self):
@@ -169,7 +169,7 @@ class ReservingKVCacheManager(KVCacheManager):
                     continue
                 dst = self._take(st, g, 1)[0]
                 table.append(dst)
-                self.num_filled_slots += min(self.block_size, max(0, n - i * self.block_size))  # as src
+                self._filled_rest += min(self.block_size, max(0, n - i * self.block_size))  # as src
                 self._copies.append((src, dst))
         child.num_computed_tokens = n
         self._set_fast(st, n)

@@ -25,8 +25,13 @@ The per-token path. A decode step usually writes one token into each group's par
 (its *tail*): no new block, no copy (the tail is not shared), no release (no window moves past a
 block). After every general call the manager records up to which position that stays true (the
 *horizon*); a one-token `allocate_slots` at the recorded end below the horizon then only moves the
-end and the filled-slot count. `cache_blocks` likewise returns at once until the next block fills
-(`hash_at`).
+end. `cache_blocks` likewise returns at once until the next block fills (`hash_at`).
+
+The filled-slot count is read per scheduler step, written per token. So a one-token write moves
+only the request's end, which lives in the manager's `_ends` list (one slot per held request), and
+num_filled_slots = _filled_rest + num_groups * sum(_ends), a sum in C over the running requests:
+every other change to the count goes to `_filled_rest`, and moving an end by d outside the
+per-token path takes num_groups * d from it (`_move_end`).
 """
 
 from ..model.grouping import PageLayout
@@ -40,7 +45,7 @@ _NEVER = 1 << 62
 
 
 class _Blocks:
-    __slots__ = ("manager", "req", "tables", "first_held", "num_hashed", "hash_at", "end", "horizon", "tails")
+    __slots__ = ("manager", "req", "tables", "first_held", "num_hashed", "hash_at", "slot", "horizon", "tails")
 
     def __init__(self, manager: "KVCacheManager", req: Request, tables: list[list[int]], first_held: list[int],
                  num_hashed: int):
@@ -50,9 +55,13 @@ class _Blocks:
         self.first_held = first_held  # per group: entries before it are NULL_BLOCK
         self.num_hashed = num_hashed  # leading full blocks already registered in the prefix cache
         self.hash_at = _NEVER  # computed tokens from which cache_blocks has a block to register
-        self.end = 0  # tokens written (allocated and counted in num_filled_slots)
-        self.horizon = 0  # one-token writes at positions below it change nothing but counters
+        self.slot = -1  # its end (tokens written, i.e. allocated) is manager._ends[slot]
+        self.horizon = 0  # one-token writes at positions below it change nothing but the end
         self.tails: list[int] = []  # per group: the block positions [end, horizon) fall in
+
+    @property
+    def end(self) -> int:
+        return self.manager._ends[self.slot]
 
 
 class KVCacheManager:
@@ -74,7 +83,9 @@ class KVCacheManager:
         self.growth_blocks = self.num_groups  # pool blocks taken when a request's tables grow by one block
         self.enable_prefix_caching = enable_prefix_caching
         self._reqs: dict[str, _Blocks] = {}
-        self.num_filled_slots = 0
+        self._ends: list[int] = []  # per slot: the end of the request in it (0 when free)
+        self._free_slots: list[int] = []
+        self._filled_rest = 0  # num_filled_slots - num_groups * sum(_ends)
         self._copies: list[tuple[int, int]] = []
 
     # ---- prefix cache -------------------------------------------------------------------------
@@ -137,11 +148,10 @@ class KVCacheManager:
             st = self._reqs.get(req.request_id)
             if st is None:
                 return self._admit(req, num_new_tokens)
-        start = req.num_computed_tokens
-        if num_new_tokens == 1 and start == st.end:
-            if start < st.horizon:  # one token into the tails
-                st.end = start + 1
-                self.num_filled_slots += self.num_groups
+        start, ends = req.num_computed_tokens, self._ends
+        if num_new_tokens == 1 and start == ends[st.slot]:
+            if start < st.horizon:  # one token into the tails (counted by its end)
+                ends[st.slot] = start + 1
                 return True
             if self.keeps_every_token and start == len(st.tables[0]) * self.block_size:
                 # Into a new block, without windows: one more block per group, nothing to release or copy.
@@ -150,8 +160,7 @@ class KVCacheManager:
                 tails = st.tails = self._take_each(st)
                 for table, block in zip(st.tables, tails):
                     table.append(block)
-                self.num_filled_slots += self.num_groups
-                st.end = start + 1
+                ends[st.slot] = start + 1  # its slot in every group: counted by the end
                 st.horizon = start + self.block_size
                 return True
         return self._extend(st, start, num_new_tokens)
@@ -168,7 +177,7 @@ class KVCacheManager:
             return False
         for block in hit_blocks:
             if pool.touch(block):
-                self.num_filled_slots += bs  # a cached block is full
+                self._filled_rest += bs  # a cached block is full
         st = self._track(_Blocks(self, req, tables, first_held, hit))
         if self.enable_prefix_caching:
             st.hash_at = (hit + 1) * bs
@@ -178,6 +187,11 @@ class KVCacheManager:
 
     def _track(self, st: "_Blocks") -> "_Blocks":
         self._reqs[st.req.request_id] = st.req.kv_state = st
+        if self._free_slots:
+            st.slot = self._free_slots.pop()
+        else:
+            st.slot = len(self._ends)
+            self._ends.append(0)
         return st
 
     def _extend(self, st: "_Blocks", start: int, num_new_tokens: int) -> bool:
@@ -210,7 +224,7 @@ class KVCacheManager:
             table, i = tables[g], start // bs
             src = table[i]
             dst = self._take(st, g, 1)[0]
-            self.num_filled_slots += start - i * bs  # the copy's positions; src keeps its own
+            self._filled_rest += start - i * bs  # the copy's positions; src keeps its own
             self.pool.free_block(src)
             table[i] = dst
             self._copies.append((src, dst))
@@ -230,7 +244,7 @@ class KVCacheManager:
         the next block boundary, the first position whose query frees a block, or `end` itself when a
         tail is shared (its next write copies it)."""
         bs = self.block_size
-        st.end = end
+        self._move_end(st, end)
         tables = st.tables
         horizon = len(tables[0]) * bs
         if end < horizon:
@@ -242,6 +256,17 @@ class KVCacheManager:
             for g in self._windowed:
                 horizon = min(horizon, self._release_position[g]((st.first_held[g] + 1) * bs))
         st.horizon = horizon
+
+    def _move_end(self, st: "_Blocks", end: int) -> None:
+        """Set the request's end, its written positions counted where the caller counted them."""
+        ends = self._ends
+        self._filled_rest -= self.num_groups * (end - ends[st.slot])
+        ends[st.slot] = end
+
+    @property
+    def num_filled_slots(self) -> int:
+        """Slots holding a written token, over used blocks (a shared block counts once)."""
+        return self._filled_rest + self.num_groups * sum(self._ends)
 
     # Where blocks come from and go: the free list here; a reservation in the contiguous baseline.
 
@@ -261,7 +286,7 @@ class KVCacheManager:
     def _release(self, st: "_Blocks", group: int, block: int) -> None:
         """A block that left the group's attention span (it lies before the written end: full)."""
         if self.pool.free_block(block):
-            self.num_filled_slots -= self.block_size
+            self._filled_rest -= self.block_size
 
     def _reserved_blocks(self):
         """Blocks held by requests outside their tables (none here)."""
@@ -276,7 +301,7 @@ class KVCacheManager:
         block = table[start // self.block_size]
         if self.pool.block_key[block] is not None:
             raise RuntimeError(f"block {block} is cached (immutable) and was about to be written")
-        self.num_filled_slots += end - start
+        self._filled_rest += end - start
 
     def free(self, req: Request) -> None:
         """Release every block of the request, tail first (so tails are evicted first)."""
@@ -290,10 +315,12 @@ class KVCacheManager:
             held = table[:first - 1:-1] if first else table[::-1]
             freed = self.pool.free_blocks(held)
             if len(freed) == len(held):  # none shared: every written position from the first held block
-                self.num_filled_slots -= max(0, end - first * bs)
+                self._filled_rest -= max(0, end - first * bs)
             elif freed:
                 index = {block: i for i, block in enumerate(table)}
-                self.num_filled_slots -= sum(min(bs, max(0, end - index[block] * bs)) for block in freed)
+                self._filled_rest -= sum(min(bs, max(0, end - index[block] * bs)) for block in freed)
+        self._move_end(st, 0)  # its positions left the count above
+        self._free_slots.append(st.slot)
 
     def fork(self, parent: Request, child: Request) -> None:
         """Let `child` share every block of `parent` (same computed tokens); writes copy on demand."""
@@ -393,6 +420,9 @@ class KVCacheManager:
     def check_integrity(self) -> None:
         self.pool.check_integrity()
         bs, pool = self.block_size, self.pool
+        slots = [st.slot for st in self._reqs.values()] + self._free_slots
+        if sorted(slots) != list(range(len(self._ends))) or any(self._ends[s] for s in self._free_slots):
+            raise AssertionError("end slots: each held request one, free ones 0")
         for st in self._reqs.values():
             if st.horizon > st.end and any(pool.ref_cnt[b] > 1 or pool.block_key[b] is not None for b in st.tails):
                 raise AssertionError(f"{st.req.request_id}: a tail written in place is shared or cached")
