@@ -26,17 +26,26 @@ GIVEN_KEYS = 1 << 128  # keys from this value up were given by the caller (Pytho
 
 
 def block_checks(req: Request, block_size: int, first: int, stop: int) -> list[int]:
-    """Check values of the request's full blocks [first, stop); sets req.block_hashes[first:stop]
-    (their keys, cached on the request). Needs the key of block first - 1 (first <= len)."""
-    hashes = req.block_hashes
-    checks = []
+    """Check values of the request's full blocks [first, stop), computed once per request: they and the
+    blocks' keys are kept on it (req.block_checks, req.block_hashes)."""
+    if len(req.block_checks) < stop:
+        extend_checks(req, block_size, stop)
+    return req.block_checks[first:stop]
+
+
+def extend_checks(req: Request, block_size: int, stop: int) -> None:
+    """Compute the keys and check values of the request's full blocks up to `stop` that it lacks.
+    req.block_checks covers a prefix of req.block_hashes (keys may be given, or copied by a fork)."""
+    hashes, checks = req.block_hashes, req.block_checks
+    first = len(checks)
     end = min(stop, len(hashes))
     if first < end and hashes[first] >= GIVEN_KEYS:  # given keys lead the list: no token ids for them
         if hashes[end - 1] < GIVEN_KEYS:  # the range runs past them
             end = bisect_left(hashes, True, first, end, key=lambda k: k < GIVEN_KEYS)
-        checks, first = hashes[first:end], end
+        checks += hashes[first:end]
+        first = end
         if first == stop:
-            return checks
+            return
     tokens = tuple(req.token_ids(first * block_size, stop * block_size))
     parent = hashes[first - 1] if first else ROOT
     keys = []
@@ -47,18 +56,18 @@ def block_checks(req: Request, block_size: int, first: int, stop: int) -> list[i
         parent = hash((parent,) + block)  # (parent, *block), by one tuple concatenation
         key(parent)
     hashes[first:stop] = keys  # the same values where already known (given keys lead: none past first)
-    return checks
 
 
 def block_check(req: Request, block_size: int, i: int) -> int:
     """block_checks(req, block_size, i, i + 1)[0] without the lists (a decode step's full block)."""
-    hashes = req.block_hashes
-    if i < len(hashes) and hashes[i] >= GIVEN_KEYS:
-        return hashes[i]
+    hashes, checks = req.block_hashes, req.block_checks
+    if i != len(checks) or i < len(hashes):  # known already, or keys known past the checks
+        return block_checks(req, block_size, i, i + 1)[0]
     parent = hashes[i - 1] if i else ROOT
     start = i * block_size - len(req.prompt_token_ids)  # in the output tokens, as decoded blocks are
     block = tuple(req.output_token_ids[start:start + block_size] if start >= 0 else
                   req.token_ids(i * block_size, (i + 1) * block_size))
-    if len(hashes) == i:
-        hashes.append(hash((parent,) + block))
-    return hash((block, parent))
+    hashes.append(hash((parent,) + block))
+    check = hash((block, parent))
+    checks.append(check)
+    return check

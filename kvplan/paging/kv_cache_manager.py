@@ -36,7 +36,7 @@ per-token path takes num_groups * d from it (`_move_end`).
 
 from ..model.grouping import PageLayout
 from .block_pool import BlockPool
-from .hashing import block_check, block_checks
+from .hashing import block_check, block_checks, extend_checks
 from .prefix_hits import longest_hit
 from .request import UNHELD, Request
 
@@ -87,23 +87,73 @@ class KVCacheManager:
         self._free_slots: list[int] = []
         self._filled_rest = 0  # num_filled_slots - num_groups * sum(_ends)
         self._copies: list[tuple[int, int]] = []
+        # The last prefix walk (request, blocks walked, cache generation, result): the head of the
+        # waiting queue is walked once to price its admission, again to admit it, and again each
+        # step while the pool is full; _hit takes the last walk up again while it is still valid.
+        self._walked: tuple | None = None
 
     # ---- prefix cache -------------------------------------------------------------------------
 
     def _hit(self, req: Request) -> tuple[int, list[list[int]], list[int]]:
         """The longest prefix hit valid in every group (prefix_hits): its blocks, the groups' table
-        heads (NULL_BLOCK before a window) and first held indexes."""
+        heads (NULL_BLOCK before a window) and first held indexes. The tables are the caller's."""
         if not self.enable_prefix_caching:
             return 0, [[] for _ in range(self.num_groups)], [0] * self.num_groups
-        bs, lookup, one = self.block_size, self.pool.lookup, self.num_groups == 1
-        hashes, checks = req.block_hashes, []
+        pool, max_blocks = self.pool, (req.num_tokens - 1) // self.block_size
+        memo = self._walked
+        same = memo is not None and memo[0] is req and memo[1] == max_blocks
+        if self.keeps_every_token:
+            # The longest run of cached blocks from the first: blocks found are still found while no
+            # cached block was evicted (registering only adds keys), so the run only grows from there.
+            tables = memo[3] if same and memo[2] == pool.num_evictions else [[] for _ in range(self.num_groups)]
+            self._scan(req, max_blocks, tables)
+            self._walked = (req, max_blocks, pool.num_evictions, tables)
+            return len(tables[0]), [list(t) for t in tables], [0] * self.num_groups
+        # With windows a hit is not a run from the first block: reused only while no key came or went.
+        generation = (pool.num_evictions, len(pool.cached_blocks))
+        if not (same and memo[2] == generation):
+            bs, lookup, hashes, checks = self.block_size, pool.lookup, req.block_hashes, req.block_checks
+            one = self.num_groups == 1
 
-        def find(group: int, i: int) -> int | None:
-            while len(checks) <= i:  # one block at a time: most lookups stop at the first
-                checks.extend(block_checks(req, bs, len(checks), len(checks) + 1))
-            return lookup(hashes[i] if one else (group, hashes[i]), checks[i])
+            def find(group: int, i: int) -> int | None:
+                if len(checks) <= i:  # a few blocks at a time: most lookups stop at the first
+                    extend_checks(req, bs, min(max_blocks, 2 * i + 1))
+                return lookup(hashes[i] if one else (group, hashes[i]), checks[i])
 
-        return longest_hit((req.num_tokens - 1) // bs, bs, self._hit_rules, find)
+            memo = self._walked = (req, max_blocks, generation, longest_hit(max_blocks, bs, self._hit_rules, find))
+        hit, tables, first_held = memo[3]
+        return hit, [list(t) for t in tables], list(first_held)
+
+    def _scan(self, req: Request, max_blocks: int, tables: list[list[int]]) -> None:
+        """Extend `tables` (per group, blocks of a cached run from the first block, equally long) to
+        the longest such run, below max_blocks: lookups in C, keys and checks computed as needed
+        (twice as many as found so far, so a miss at the first block costs one block's hashes)."""
+        bs, pool = self.block_size, self.pool
+        get, block_check = pool.cached_blocks.get, pool.block_check
+        hashes, checks = req.block_hashes, req.block_checks
+        hit = len(tables[0])
+        n = min(max_blocks, len(hashes))  # given keys are tried at once
+        while hit < max_blocks:
+            if n <= hit:
+                n = min(max_blocks, 2 * hit + 1)
+            if len(checks) < n:
+                extend_checks(req, bs, n)
+            stop, found = n, []
+            for g in range(self.num_groups):
+                keys = hashes[hit:stop] if self._one_table else [(g, k) for k in hashes[hit:stop]]
+                blocks = list(map(get, keys))
+                if None in blocks:
+                    blocks = blocks[:blocks.index(None)]
+                if list(map(block_check.__getitem__, blocks)) != checks[hit:hit + len(blocks)]:
+                    blocks = blocks[:next(i for i, (b, c) in enumerate(zip(blocks, checks[hit:]))
+                                          if block_check[b] != c)]
+                stop = hit + len(blocks)
+                found.append(blocks)
+            for table, blocks in zip(tables, found):
+                table += blocks[:stop - hit]
+            if stop < n:
+                return
+            hit = stop
 
     def get_computed_tokens(self, req: Request) -> int:
         """Tokens a new admission would take from the prefix cache (whole blocks, < num_tokens)."""
@@ -172,7 +222,7 @@ class KVCacheManager:
         start = hit * bs
         needed = (-(-(start + num_new_tokens) // bs) - hit) * self.num_groups
         hit_blocks = [b for table in tables for b in table if b != NULL_BLOCK]
-        revived = sum(1 for b in hit_blocks if pool.ref_cnt[b] == 0)  # they leave the free list
+        revived = list(map(pool.ref_cnt.__getitem__, hit_blocks)).count(0)  # they leave the free list
         if needed + revived > pool.num_free_blocks:
             return False
         for block in hit_blocks:
@@ -339,6 +389,7 @@ class KVCacheManager:
                     self.pool.touch(block)
         child.num_computed_tokens = n
         child.block_hashes = parent.block_hashes[:n // self.block_size]
+        child.block_checks = parent.block_checks[:n // self.block_size]
         cst = self._track(_Blocks(self, child, tables, list(st.first_held), st.num_hashed))
         cst.hash_at = st.hash_at
         for shared in (st, cst):  # their tails are shared now: the next write copies

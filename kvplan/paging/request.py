@@ -49,6 +49,8 @@ class Request:
     num_preemptions: int = 0
     # Chain values of the full blocks of all_token_ids (paging.hashing), filled lazily by the KV cache manager.
     block_hashes: list[int] = field(default_factory=list, repr=False)
+    # Their check values, computed once (a prefix of block_hashes: keys may be given ahead of them).
+    block_checks: list[int] = field(default_factory=list, repr=False)
     # The KV cache manager's bookkeeping while the request holds blocks (UNHELD otherwise): kept here,
     # as nano-vllm keeps a sequence's block table on it, so a decode step finds it without a lookup.
     kv_state: object = field(default=UNHELD, repr=False)
