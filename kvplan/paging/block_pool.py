@@ -22,7 +22,11 @@ a block's stale entries, which precede its live one, if any) and is skipped when
 reaches it; the queue is compacted when stale or consumed entries outnumber the blocks.
 """
 
-from collections import Counter
+from collections import Counter, deque
+from itertools import compress, repeat
+from operator import add, eq, not_, sub
+
+_consume = deque(maxlen=0).extend  # runs an iterator (a map over C callables) to its end in C
 
 
 class BlockPool:
@@ -74,24 +78,20 @@ class BlockPool:
             blocks = queue[head:head + n]
             self._head = head + n
         self.num_free_blocks -= n
-        block_key, ref_cnt = self.block_key, self.ref_cnt
-        keys = [block_key[b] for b in blocks]
+        block_key = self.block_key
+        keys = list(map(block_key.__getitem__, blocks))
         evicted = n - keys.count(None)
         if evicted:
             # Drop each key from the map in C; a key that mapped to another block (cached first) goes back.
             cached = self.cached_blocks
             found = list(map(cached.pop, keys, blocks))
-            for b in blocks:
-                block_key[b] = None
-                ref_cnt[b] = 1
+            _consume(map(block_key.__setitem__, blocks, repeat(None)))
             if found != blocks:
                 for key, b, first in zip(keys, blocks, found):
                     if first != b and block_key[first] == key:
                         cached[key] = first
             self.num_evictions += evicted
-        else:
-            for b in blocks:
-                ref_cnt[b] = 1
+        _consume(map(self.ref_cnt.__setitem__, blocks, repeat(1)))
         if self._head > self.num_blocks:
             self._compact()
         return blocks
@@ -150,6 +150,22 @@ class BlockPool:
         self.ref_cnt[block] += 1
         return revived
 
+    def touch_blocks(self, blocks: list[int]) -> int:
+        """touch over `blocks` (distinct); returns how many were revived."""
+        ref_cnt = self.ref_cnt
+        refs = list(map(ref_cnt.__getitem__, blocks))
+        revived = refs.count(0)
+        if revived:
+            stale = self._stale
+            for block in compress(blocks, map(not_, refs)):
+                stale[block] += 1  # its queue entry is skipped from now on
+            self._num_stale += revived
+            self.num_free_blocks -= revived
+            if self._num_stale > self.num_blocks:
+                self._compact()
+        _consume(map(ref_cnt.__setitem__, blocks, map(add, refs, repeat(1))))
+        return revived
+
     def free_block(self, block: int) -> bool:
         """Drop one reference; True when the block went back to the free list (at the back)."""
         ref = self.ref_cnt[block] - 1
@@ -162,31 +178,37 @@ class BlockPool:
             return True
         return False
 
-    def free_blocks(self, blocks) -> list[int]:
-        """free_block over `blocks` in order; returns the blocks that went back to the free list."""
+    def free_blocks(self, blocks: list[int]) -> list[int]:
+        """free_block over `blocks` in order; returns the blocks that went back to the free list.
+        Distinct blocks (a table's) take per-block work in C (maps over the lists), not a Python loop."""
         ref_cnt = self.ref_cnt
-        freed = []
-        for block in blocks:
-            ref = ref_cnt[block] - 1
-            if ref < 0:
-                raise RuntimeError(f"block {block} freed more often than referenced")
-            ref_cnt[block] = ref
-            if ref == 0:
-                freed.append(block)
+        refs = list(map(ref_cnt.__getitem__, blocks))
+        if 0 in refs or len(set(blocks)) != len(blocks):  # an error to report, or a block listed twice
+            return self._free_each(blocks)
+        if refs.count(1) == len(refs):  # none shared: all go back
+            freed = blocks
+            _consume(map(ref_cnt.__setitem__, blocks, repeat(0)))
+        else:
+            freed = list(compress(blocks, map(eq, refs, repeat(1))))
+            _consume(map(ref_cnt.__setitem__, blocks, map(sub, refs, repeat(1))))
         self._queue += freed
         self.num_free_blocks += len(freed)
         return freed
 
+    def _free_each(self, blocks: list[int]) -> list[int]:
+        freed = []
+        for block in blocks:
+            if self.free_block(block):
+                freed.append(block)
+        return freed
+
     def cache_blocks(self, blocks: list[int], keys: list, checks: list) -> None:
         """Mark full blocks immutable under their keys; a key's first cached block stays the one found."""
-        ref_cnt, block_key, block_check = self.ref_cnt, self.block_key, self.block_check
-        setdefault = self.cached_blocks.setdefault
-        for block, key, check in zip(blocks, keys, checks):
-            if ref_cnt[block] == 0:
-                raise RuntimeError(f"block {block} cached while free")
-            block_key[block] = key
-            block_check[block] = check
-            setdefault(key, block)
+        if 0 in map(self.ref_cnt.__getitem__, blocks):
+            raise RuntimeError(f"block {next(b for b in blocks if not self.ref_cnt[b])} cached while free")
+        _consume(map(self.block_key.__setitem__, blocks, keys))
+        _consume(map(self.block_check.__setitem__, blocks, checks))
+        _consume(map(self.cached_blocks.setdefault, keys, blocks))
 
     def cache_block(self, block: int, key: object, check: object) -> None:
         """cache_blocks of one block."""

@@ -96,22 +96,28 @@ class KVCacheManager:
 
     def _hit(self, req: Request) -> tuple[int, list[list[int]], list[int]]:
         """The longest prefix hit valid in every group (prefix_hits): its blocks, the groups' table
-        heads (NULL_BLOCK before a window) and first held indexes. The tables are the caller's."""
+        heads (NULL_BLOCK before a window) and first held indexes (read-only: kept for the next call)."""
         if not self.enable_prefix_caching:
             return 0, [[] for _ in range(self.num_groups)], [0] * self.num_groups
         pool, max_blocks = self.pool, (req.num_tokens - 1) // self.block_size
-        memo = self._walked
-        same = memo is not None and memo[0] is req and memo[1] == max_blocks
-        if self.keeps_every_token:
-            # The longest run of cached blocks from the first: blocks found are still found while no
-            # cached block was evicted (registering only adds keys), so the run only grows from there.
-            tables = memo[3] if same and memo[2] == pool.num_evictions else [[] for _ in range(self.num_groups)]
-            self._scan(req, max_blocks, tables)
-            self._walked = (req, max_blocks, pool.num_evictions, tables)
-            return len(tables[0]), [list(t) for t in tables], [0] * self.num_groups
-        # With windows a hit is not a run from the first block: reused only while no key came or went.
+        # The lookups' answers change only when a key is evicted or a new key is mapped.
         generation = (pool.num_evictions, len(pool.cached_blocks))
-        if not (same and memo[2] == generation):
+        memo = self._walked
+        if memo is not None and memo[0] is req and memo[1] == max_blocks:
+            if memo[2] == generation:
+                return memo[3]
+            if self.keeps_every_token and memo[2][0] == generation[0]:
+                # Without evictions every block found is still found (a new key only adds): the run
+                # from the first block can only have grown, from where it ended.
+                tables = memo[3][1]
+                self._scan(req, max_blocks, tables, 1)
+                result = self._walked = (req, max_blocks, generation, (len(tables[0]), tables, memo[3][2]))
+                return result[3]
+        if self.keeps_every_token:
+            tables = [[] for _ in range(self.num_groups)]
+            self._scan(req, max_blocks, tables, 16)
+            result = (len(tables[0]), tables, [0] * self.num_groups)
+        else:  # with windows a hit is not a run from the first block
             bs, lookup, hashes, checks = self.block_size, pool.lookup, req.block_hashes, req.block_checks
             one = self.num_groups == 1
 
@@ -120,25 +126,25 @@ class KVCacheManager:
                     extend_checks(req, bs, min(max_blocks, 2 * i + 1))
                 return lookup(hashes[i] if one else (group, hashes[i]), checks[i])
 
-            memo = self._walked = (req, max_blocks, generation, longest_hit(max_blocks, bs, self._hit_rules, find))
-        hit, tables, first_held = memo[3]
-        return hit, [list(t) for t in tables], list(first_held)
+            result = longest_hit(max_blocks, bs, self._hit_rules, find)
+        self._walked = (req, max_blocks, generation, result)
+        return result
 
-    def _scan(self, req: Request, max_blocks: int, tables: list[list[int]]) -> None:
+    def _scan(self, req: Request, max_blocks: int, tables: list[list[int]], chunk: int) -> None:
         """Extend `tables` (per group, blocks of a cached run from the first block, equally long) to
-        the longest such run, below max_blocks: lookups in C, keys and checks computed as needed
-        (twice as many as found so far, so a miss at the first block costs one block's hashes)."""
+        the longest such run below max_blocks: lookups in C over `chunk` blocks at a time, doubling
+        while all are found; keys and checks are computed as far as looked (hashing, for a request
+        whose keys were not given, only up to twice its hit)."""
         bs, pool = self.block_size, self.pool
         get, block_check = pool.cached_blocks.get, pool.block_check
         hashes, checks = req.block_hashes, req.block_checks
         hit = len(tables[0])
-        n = min(max_blocks, len(hashes))  # given keys are tried at once
         while hit < max_blocks:
-            if n <= hit:
-                n = min(max_blocks, 2 * hit + 1)
+            stop = n = min(max_blocks, hit + max(chunk, hit if len(hashes) <= hit else 0))
+            chunk *= 2
             if len(checks) < n:
                 extend_checks(req, bs, n)
-            stop, found = n, []
+            found = []
             for g in range(self.num_groups):
                 keys = hashes[hit:stop] if self._one_table else [(g, k) for k in hashes[hit:stop]]
                 blocks = list(map(get, keys))
@@ -221,13 +227,15 @@ class KVCacheManager:
         hit, tables, first_held = self._hit(req)
         start = hit * bs
         needed = (-(-(start + num_new_tokens) // bs) - hit) * self.num_groups
-        hit_blocks = [b for table in tables for b in table if b != NULL_BLOCK]
+        if self._one_table:
+            hit_blocks = tables[0]
+        else:
+            hit_blocks = [b for table in tables for b in table if b != NULL_BLOCK]
         revived = list(map(pool.ref_cnt.__getitem__, hit_blocks)).count(0)  # they leave the free list
         if needed + revived > pool.num_free_blocks:
             return False
-        for block in hit_blocks:
-            if pool.touch(block):
-                self._filled_rest += bs  # a cached block is full
+        self._filled_rest += bs * pool.touch_blocks(hit_blocks)  # a cached block is full
+        tables, first_held = [list(t) for t in tables], list(first_held)  # _hit's are read-only
         st = self._track(_Blocks(self, req, tables, first_held, hit))
         if self.enable_prefix_caching:
             st.hash_at = (hit + 1) * bs
@@ -366,9 +374,12 @@ class KVCacheManager:
             freed = self.pool.free_blocks(held)
             if len(freed) == len(held):  # none shared: every written position from the first held block
                 self._filled_rest -= max(0, end - first * bs)
-            elif freed:
-                index = {block: i for i, block in enumerate(table)}
-                self._filled_rest -= sum(min(bs, max(0, end - index[block] * bs)) for block in freed)
+            elif freed:  # full blocks, but those from end // bs on hold fewer (a table holds a block once)
+                filled = bs * len(freed)
+                for i in range(max(first, end // bs), len(table)):
+                    if table[i] in freed:
+                        filled -= bs - min(bs, max(0, end - i * bs))
+                self._filled_rest -= filled
         self._move_end(st, 0)  # its positions left the count above
         self._free_slots.append(st.slot)
 
