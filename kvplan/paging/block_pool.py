@@ -114,6 +114,22 @@ class BlockPool:
         self.ref_cnt[block] = 1
         return block
 
+    def front_keyed(self, n: int) -> bool:
+        """Whether one of the first n blocks of the free list (the next ones popped) has a cache key."""
+        queue, stale, block_key = self._queue, self._stale, self.block_key
+        skipped: dict[int, int] = {}  # stale entries passed, per block
+        i = self._head
+        while n > 0 and i < len(queue):
+            b = queue[i]
+            i += 1
+            if stale[b] > skipped.get(b, 0):
+                skipped[b] = skipped.get(b, 0) + 1
+                continue
+            if block_key[b] is not None:
+                return True
+            n -= 1
+        return False
+
     def _pop_live(self, n: int) -> tuple[list[int], int]:
         """The first n live entries from the front, skipping (and dropping) stale ones."""
         queue, stale, i = self._queue, self._stale, self._head
@@ -178,12 +194,12 @@ class BlockPool:
             return True
         return False
 
-    def free_blocks(self, blocks: list[int]) -> list[int]:
+    def free_blocks(self, blocks: list[int], distinct: bool = False) -> list[int]:
         """free_block over `blocks` in order; returns the blocks that went back to the free list.
-        Distinct blocks (a table's) take per-block work in C (maps over the lists), not a Python loop."""
+        Distinct blocks (a table's: say so) take per-block work in C (maps over the lists)."""
         ref_cnt = self.ref_cnt
         refs = list(map(ref_cnt.__getitem__, blocks))
-        if 0 in refs or len(set(blocks)) != len(blocks):  # an error to report, or a block listed twice
+        if 0 in refs or not (distinct or len(set(blocks)) == len(blocks)):  # an error to report, or a block twice
             return self._free_each(blocks)
         if refs.count(1) == len(refs):  # none shared: all go back
             freed = blocks

@@ -140,7 +140,7 @@ class ReservingKVCacheManager(KVCacheManager):
             return
         super().free(req)
         for blocks in st.spares:
-            self.pool.free_blocks(blocks[::-1])
+            self.pool.free_blocks(blocks[::-1], distinct=True)
         self._promised -= sum(st.untaken) + st.promised * self.reservation_blocks
 
     def fork(self, parent: Request, child: Request) -> None:

@@ -106,8 +106,8 @@ class KVCacheManager:
         if memo is not None and memo[0] is req and memo[1] == max_blocks:
             if memo[2] == generation:
                 return memo[3]
-            if self.keeps_every_token and memo[2][0] == generation[0]:
-                # Without evictions every block found is still found (a new key only adds): the run
+            if self.keeps_every_token and (memo[2][0] == generation[0] or self._still_found(req, memo[3][1])):
+                # Every block found is still found (no key was evicted, or the lookups say so): the run
                 # from the first block can only have grown, from where it ended.
                 tables = memo[3][1]
                 self._scan(req, max_blocks, tables, 1)
@@ -129,6 +129,17 @@ class KVCacheManager:
             result = longest_hit(max_blocks, bs, self._hit_rules, find)
         self._walked = (req, max_blocks, generation, result)
         return result
+
+    def _still_found(self, req: Request, tables: list[list[int]]) -> bool:
+        """Whether each group's lookups of the request's first blocks still find `tables` (in C)."""
+        get, block_check = self.pool.cached_blocks.get, self.pool.block_check
+        n = len(tables[0])
+        keys, checks = req.block_hashes[:n], req.block_checks[:n]
+        for g, table in enumerate(tables):
+            if (list(map(get, keys if self._one_table else [(g, k) for k in keys])) != table
+                    or list(map(block_check.__getitem__, table)) != checks):
+                return False
+        return True
 
     def _scan(self, req: Request, max_blocks: int, tables: list[list[int]], chunk: int) -> None:
         """Extend `tables` (per group, blocks of a cached run from the first block, equally long) to
@@ -371,7 +382,7 @@ class KVCacheManager:
         for g, table in enumerate(st.tables):
             first = st.first_held[g]
             held = table[:first - 1:-1] if first else table[::-1]
-            freed = self.pool.free_blocks(held)
+            freed = self.pool.free_blocks(held, distinct=True)
             if len(freed) == len(held):  # none shared: every written position from the first held block
                 self._filled_rest -= max(0, end - first * bs)
             elif freed:  # full blocks, but those from end // bs on hold fewer (a table holds a block once)
@@ -431,6 +442,10 @@ class KVCacheManager:
         if start % bs:
             needed += sum(self.pool.ref_cnt[t[start // bs]] > 1 for t in st.tables)
         return needed
+
+    def takes_evict(self, num_blocks: int) -> bool:
+        """Whether taking num_blocks blocks from the free list would drop a prefix-cache key."""
+        return self.pool.front_keyed(num_blocks)
 
     def append_block(self, req: Request) -> None:
         """Give every table of a lazily advanced request its next block, ahead of its writes."""

@@ -10,6 +10,7 @@ object answers, over the KV manager's public interface only:
 | filled slots one skipped step adds             | slots_per_decode(req)                |
 | may block boundaries be crossed in place       | keeps_every_token                    |
 | do the step's pops fit the free list           | blocks_needed(), growth_blocks       |
+| would those pops evict a cached block          | takes_evict(num_blocks)              |
 | cross a boundary without waking the request    | append_block(req)                    |
 | account the skipped writes when it wakes       | catch_up(req, num_tokens)            |
 
@@ -40,6 +41,10 @@ class LazyDecode:
         need = crossing * kv.growth_blocks + sum(kv.blocks_needed(r, r.num_tokens - r.num_computed_tokens)
                                                  for r in active)
         return need <= kv.num_free_blocks
+
+    def crossing_evicts(self, crossing: int) -> bool:
+        """Whether `crossing` lazy requests taking their next blocks would drop a prefix-cache key."""
+        return self.kv.takes_evict(crossing * self.kv.growth_blocks)
 
     def cross(self, req: Request) -> None:
         self.kv.append_block(req)

@@ -49,6 +49,7 @@ class EventScheduler(Scheduler):
         self._active: dict[str, Request] = {}
         self._rate_sum = self._rate_t0_sum = self._ctx_base = 0
         self.num_wakes = 0
+        self.num_quiet_crossings = 0  # steps run by cross_quietly
 
     def _append_running(self, req: Request) -> None:
         super()._append_running(req)
@@ -87,7 +88,10 @@ class EventScheduler(Scheduler):
         (lazy requests take their next blocks, nobody wakes, nothing else is scheduled); the caller
         records it (quiet_steps gives its figures, taken after the crossings). The caller knows that
         the waiting queue cannot be admitted: the last step scheduled nothing, and since then only
-        blocks were taken (no free, no new cache key, the same budget), so the head still does not fit."""
+        blocks were taken (no free, no new cache key, the same budget), so the head still does not
+        fit. A take that evicts a block of the head's prefix hit shrinks the hit: the head then needs
+        one more block per lost one (it takes them instead of reviving them), unless the budget caps
+        its chunk, so such a take, when the head's prompt exceeds the budget, is left to step()."""
         t, lazy = self.step_index, self._lazy
         bucket = self._events.get(t)
         if self._active or not bucket or not self.lazy_decode.in_place:
@@ -100,11 +104,18 @@ class EventScheduler(Scheduler):
             if t == entry[5]:  # it finishes: a real step
                 return False
             boundaries[rid] = entry
-        if boundaries and not self.lazy_decode.room_to_cross(len(boundaries), []):
-            return False
+        if boundaries:
+            if not self.lazy_decode.room_to_cross(len(boundaries), []):
+                return False
+            waiting = self.waiting
+            if (waiting and self.config.enable_chunked_prefill
+                    and waiting[0].num_tokens > self.config.max_num_batched_tokens - len(lazy)
+                    and self.lazy_decode.crossing_evicts(len(boundaries))):
+                return False
         del self._events[t]
         self._cross(boundaries, t)
         self.step_index = t + 1
+        self.num_quiet_crossings += 1
         return True
 
     def _cross(self, boundaries: dict, t: int) -> None:
