@@ -454,6 +454,16 @@ class KVCacheManager:
             table.append(block)
         st.horizon = 0  # the lazy writes are accounted by catch_up, which sets the horizon again
 
+    def append_blocks(self, reqs: list[Request]) -> None:
+        """append_block for each request in turn, the blocks popped in one go (the same blocks)."""
+        groups, get = self.num_groups, self._reqs.__getitem__
+        blocks = self.pool.get_new_blocks(len(reqs) * groups)
+        for i, req in enumerate(reqs):
+            st = get(req.request_id)
+            for table, block in zip(st.tables, blocks[i * groups:(i + 1) * groups]):
+                table.append(block)
+            st.horizon = 0
+
     def catch_up(self, req: Request, num_tokens: int) -> None:
         """Account num_tokens decode writes past num_computed_tokens into blocks already held."""
         st = self._reqs[req.request_id]

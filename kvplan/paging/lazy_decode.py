@@ -11,7 +11,7 @@ object answers, over the KV manager's public interface only:
 | may block boundaries be crossed in place       | keeps_every_token                    |
 | do the step's pops fit the free list           | blocks_needed(), growth_blocks       |
 | would those pops evict a cached block          | takes_evict(num_blocks)              |
-| cross a boundary without waking the request    | append_block(req)                    |
+| cross a boundary without waking the request    | append_blocks(reqs)                  |
 | account the skipped writes when it wakes       | catch_up(req, num_tokens)            |
 
 Crossing in place is sound only when every group keeps every token: a crossing then only takes
@@ -46,8 +46,9 @@ class LazyDecode:
         """Whether `crossing` lazy requests taking their next blocks would drop a prefix-cache key."""
         return self.kv.takes_evict(crossing * self.kv.growth_blocks)
 
-    def cross(self, req: Request) -> None:
-        self.kv.append_block(req)
+    def cross(self, reqs: list[Request]) -> None:
+        """Each request crosses into its next block, in this order."""
+        self.kv.append_blocks(reqs)
 
     def catch_up(self, req: Request, num_tokens: int) -> None:
         self.kv.catch_up(req, num_tokens)

@@ -119,8 +119,8 @@ class EventScheduler(Scheduler):
         return True
 
     def _cross(self, boundaries: dict, t: int) -> None:
+        self.lazy_decode.cross([entry[0] for entry in boundaries.values()])
         for rid, entry in boundaries.items():
-            self.lazy_decode.cross(entry[0])
             event = min(t + self.kv.block_size, entry[5])
             self._lazy[rid] = entry[:4] + (event, entry[5])
             self._push_event(event, rid)
