@@ -24,14 +24,14 @@ reaches it; the queue is compacted when stale or consumed entries outnumber the 
 
 from collections import Counter, deque
 from itertools import compress, repeat
-from operator import add, eq, not_, sub
+from operator import add, eq, is_not, not_, sub
 
 _consume = deque(maxlen=0).extend  # runs an iterator (a map over C callables) to its end in C
 
 
 class BlockPool:
     __slots__ = ("num_blocks", "ref_cnt", "block_key", "block_check", "cached_blocks", "num_free_blocks",
-                 "num_evictions", "_queue", "_head", "_stale", "_num_stale")
+                 "num_evictions", "evicted", "evicted_base", "_queue", "_head", "_stale", "_num_stale")
 
     def __init__(self, num_blocks: int):
         if num_blocks < 1:
@@ -43,6 +43,8 @@ class BlockPool:
         self.cached_blocks: dict[object, int] = {}
         self.num_free_blocks = num_blocks
         self.num_evictions = 0  # cached blocks whose key was dropped because the block was reused
+        self.evicted: list[int] = []  # those blocks, from eviction number evicted_base on
+        self.evicted_base = 0
         self._queue = list(range(num_blocks))  # free list entries from _head on, front first; some stale
         self._head = 0
         self._stale = [0] * num_blocks
@@ -90,7 +92,7 @@ class BlockPool:
                 for key, b, first in zip(keys, blocks, found):
                     if first != b and block_key[first] == key:
                         cached[key] = first
-            self.num_evictions += evicted
+            self._log_evicted(compress(blocks, map(is_not, keys, repeat(None))), evicted)
         _consume(map(self.ref_cnt.__setitem__, blocks, repeat(1)))
         if self._head > self.num_blocks:
             self._compact()
@@ -110,25 +112,17 @@ class BlockPool:
             if first != block:  # the key's first cached block is another one: it stays
                 self.cached_blocks[key] = first
             self.block_key[block] = None
-            self.num_evictions += 1
+            self._log_evicted((block,), 1)
         self.ref_cnt[block] = 1
         return block
 
-    def front_keyed(self, n: int) -> bool:
-        """Whether one of the first n blocks of the free list (the next ones popped) has a cache key."""
-        queue, stale, block_key = self._queue, self._stale, self.block_key
-        skipped: dict[int, int] = {}  # stale entries passed, per block
-        i = self._head
-        while n > 0 and i < len(queue):
-            b = queue[i]
-            i += 1
-            if stale[b] > skipped.get(b, 0):
-                skipped[b] = skipped.get(b, 0) + 1
-                continue
-            if block_key[b] is not None:
-                return True
-            n -= 1
-        return False
+    def _log_evicted(self, blocks, n: int) -> None:
+        """Count n evictions and log the blocks; the log is cut when it outgrows the pool."""
+        if len(self.evicted) > self.num_blocks:
+            self.evicted_base = self.num_evictions
+            self.evicted = []
+        self.evicted += blocks
+        self.num_evictions += n
 
     def _pop_live(self, n: int) -> tuple[list[int], int]:
         """The first n live entries from the front, skipping (and dropping) stale ones."""

@@ -95,9 +95,8 @@ class ReservingKVCacheManager(KVCacheManager):
     def _take_each(self, st: _Reservation) -> list[int]:
         return [self._take(st, g, 1)[0] for g in range(self.num_groups)]
 
-    def append_blocks(self, reqs: list[Request]) -> None:
-        for req in reqs:  # each from its own reservation
-            self.append_block(req)
+    def append_blocks(self, reqs: list[Request]) -> list[int]:
+        return [block for req in reqs for block in self.append_block(req)]  # each from its own reservation
 
     def _release(self, st: _Reservation, group: int, block: int) -> None:
         self._filled_rest -= self.block_size  # it lies before the written end: full

@@ -64,6 +64,16 @@ class _Blocks:
         return self.manager._ends[self.slot]
 
 
+class _Walk:
+    """The last prefix walk (_hit): for whom, over how many blocks, the cache generation it saw, its
+    result, and the set of its blocks."""
+    __slots__ = ("req", "max_blocks", "generation", "result", "blocks")
+
+    def __init__(self, req: Request, max_blocks: int, generation: tuple[int, int], result: tuple):
+        self.req, self.max_blocks, self.generation, self.result = req, max_blocks, generation, result
+        self.blocks = {b for table in result[1] for b in table} - {NULL_BLOCK}
+
+
 class KVCacheManager:
     def __init__(self, layout: PageLayout, num_blocks: int, block_size: int, enable_prefix_caching: bool = True):
         if block_size < 1:
@@ -90,7 +100,7 @@ class KVCacheManager:
         # The last prefix walk (request, blocks walked, cache generation, result): the head of the
         # waiting queue is walked once to price its admission, again to admit it, and again each
         # step while the pool is full; _hit takes the last walk up again while it is still valid.
-        self._walked: tuple | None = None
+        self._walked: _Walk | None = None
 
     # ---- prefix cache -------------------------------------------------------------------------
 
@@ -102,17 +112,20 @@ class KVCacheManager:
         pool, max_blocks = self.pool, (req.num_tokens - 1) // self.block_size
         # The lookups' answers change only when a key is evicted or a new key is mapped.
         generation = (pool.num_evictions, len(pool.cached_blocks))
-        memo = self._walked
-        if memo is not None and memo[0] is req and memo[1] == max_blocks:
-            if memo[2] == generation:
-                return memo[3]
-            if self.keeps_every_token and (memo[2][0] == generation[0] or self._still_found(req, memo[3][1])):
-                # Every block found is still found (no key was evicted, or the lookups say so): the run
-                # from the first block can only have grown, from where it ended.
-                tables = memo[3][1]
+        walk = self._walked
+        if walk is not None and walk.req is req and walk.max_blocks == max_blocks:
+            if walk.generation == generation:
+                return walk.result
+            if self.keeps_every_token and self._still_found(walk):
+                # Every block found is still found, and a new key only adds: the run from the first
+                # block can only have grown, from where it ended.
+                tables = walk.result[1]
+                held = len(tables[0])
                 self._scan(req, max_blocks, tables, 1)
-                result = self._walked = (req, max_blocks, generation, (len(tables[0]), tables, memo[3][2]))
-                return result[3]
+                for table in tables:
+                    walk.blocks.update(table[held:])
+                walk.generation, walk.result = generation, (len(tables[0]), tables, walk.result[2])
+                return walk.result
         if self.keeps_every_token:
             tables = [[] for _ in range(self.num_groups)]
             self._scan(req, max_blocks, tables, 16)
@@ -127,12 +140,19 @@ class KVCacheManager:
                 return lookup(hashes[i] if one else (group, hashes[i]), checks[i])
 
             result = longest_hit(max_blocks, bs, self._hit_rules, find)
-        self._walked = (req, max_blocks, generation, result)
+        self._walked = _Walk(req, max_blocks, generation, result)
         return result
 
-    def _still_found(self, req: Request, tables: list[list[int]]) -> bool:
-        """Whether each group's lookups of the request's first blocks still find `tables` (in C)."""
-        get, block_check = self.pool.cached_blocks.get, self.pool.block_check
+    def _still_found(self, walk: "_Walk") -> bool:
+        """Whether the walk's blocks are all still cached: none is in the pool's log of evicted blocks
+        since the walk (a block keeps its key and stays the one its key finds until it is evicted), or,
+        when the log was cut since, each group's lookups still find them (in C)."""
+        pool = self.pool
+        since = walk.generation[0] - pool.evicted_base
+        if since >= 0:
+            return walk.blocks.isdisjoint(pool.evicted[since:])
+        req, tables = walk.req, walk.result[1]
+        get, block_check = pool.cached_blocks.get, pool.block_check
         n = len(tables[0])
         keys, checks = req.block_hashes[:n], req.block_checks[:n]
         for g, table in enumerate(tables):
@@ -140,6 +160,14 @@ class KVCacheManager:
                     or list(map(block_check.__getitem__, table)) != checks):
                 return False
         return True
+
+    def hit_kept(self, req: Request, taken: list[int]) -> bool:
+        """Whether the prefix hit that req's last walk found survives blocks `taken` from the free list
+        (False when the last walk was another request's: unknown)."""
+        walk = self._walked
+        if walk is None or walk.req is not req:
+            return not self.enable_prefix_caching
+        return walk.blocks.isdisjoint(taken)
 
     def _scan(self, req: Request, max_blocks: int, tables: list[list[int]], chunk: int) -> None:
         """Extend `tables` (per group, blocks of a cached run from the first block, equally long) to
@@ -443,19 +471,17 @@ class KVCacheManager:
             needed += sum(self.pool.ref_cnt[t[start // bs]] > 1 for t in st.tables)
         return needed
 
-    def takes_evict(self, num_blocks: int) -> bool:
-        """Whether taking num_blocks blocks from the free list would drop a prefix-cache key."""
-        return self.pool.front_keyed(num_blocks)
-
-    def append_block(self, req: Request) -> None:
-        """Give every table of a lazily advanced request its next block, ahead of its writes."""
+    def append_block(self, req: Request) -> list[int]:
+        """Give every table of a lazily advanced request its next block, ahead of its writes; returns them."""
         st = self._reqs[req.request_id]
-        for table, block in zip(st.tables, self._take_each(st)):
+        blocks = self._take_each(st)
+        for table, block in zip(st.tables, blocks):
             table.append(block)
         st.horizon = 0  # the lazy writes are accounted by catch_up, which sets the horizon again
+        return blocks
 
-    def append_blocks(self, reqs: list[Request]) -> None:
-        """append_block for each request in turn, the blocks popped in one go (the same blocks)."""
+    def append_blocks(self, reqs: list[Request]) -> list[int]:
+        """append_block for each request in turn, the blocks popped in one go (the same blocks); returns them."""
         groups, get = self.num_groups, self._reqs.__getitem__
         blocks = self.pool.get_new_blocks(len(reqs) * groups)
         for i, req in enumerate(reqs):
@@ -463,6 +489,7 @@ class KVCacheManager:
             for table, block in zip(st.tables, blocks[i * groups:(i + 1) * groups]):
                 table.append(block)
             st.horizon = 0
+        return blocks
 
     def catch_up(self, req: Request, num_tokens: int) -> None:
         """Account num_tokens decode writes past num_computed_tokens into blocks already held."""

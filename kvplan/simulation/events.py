@@ -89,9 +89,11 @@ class EventScheduler(Scheduler):
         records it (quiet_steps gives its figures, taken after the crossings). The caller knows that
         the waiting queue cannot be admitted: the last step scheduled nothing, and since then only
         blocks were taken (no free, no new cache key, the same budget), so the head still does not
-        fit. A take that evicts a block of the head's prefix hit shrinks the hit: the head then needs
-        one more block per lost one (it takes them instead of reviving them), unless the budget caps
-        its chunk, so such a take, when the head's prompt exceeds the budget, is left to step()."""
+        fit. A take of a block of the head's prefix hit (as its last walk found it) shrinks the hit:
+        the head then needs one more block per lost one (it takes them instead of reviving them),
+        unless the budget caps its chunk. So when the head's prompt exceeds the budget and the
+        crossings took such a block, say False with the crossings done (the step's first part) and
+        step_index unchanged: step() runs the rest of the step."""
         t, lazy = self.step_index, self._lazy
         bucket = self._events.get(t)
         if self._active or not bucket or not self.lazy_decode.in_place:
@@ -104,26 +106,26 @@ class EventScheduler(Scheduler):
             if t == entry[5]:  # it finishes: a real step
                 return False
             boundaries[rid] = entry
-        if boundaries:
-            if not self.lazy_decode.room_to_cross(len(boundaries), []):
-                return False
-            waiting = self.waiting
-            if (waiting and self.config.enable_chunked_prefill
-                    and waiting[0].num_tokens > self.config.max_num_batched_tokens - len(lazy)
-                    and self.lazy_decode.crossing_evicts(len(boundaries))):
-                return False
+        if boundaries and not self.lazy_decode.room_to_cross(len(boundaries), []):
+            return False
         del self._events[t]
-        self._cross(boundaries, t)
+        taken = self._cross(boundaries, t)
+        waiting = self.waiting
+        if (waiting and self.config.enable_chunked_prefill
+                and waiting[0].num_tokens > self.config.max_num_batched_tokens - len(lazy)
+                and not self.lazy_decode.hit_kept(waiting[0], taken)):
+            return False
         self.step_index = t + 1
         self.num_quiet_crossings += 1
         return True
 
-    def _cross(self, boundaries: dict, t: int) -> None:
-        self.lazy_decode.cross([entry[0] for entry in boundaries.values()])
+    def _cross(self, boundaries: dict, t: int) -> list[int]:
+        taken = self.lazy_decode.cross([entry[0] for entry in boundaries.values()]) if boundaries else []
         for rid, entry in boundaries.items():
             event = min(t + self.kv.block_size, entry[5])
             self._lazy[rid] = entry[:4] + (event, entry[5])
             self._push_event(event, rid)
+        return taken
 
     def _wake(self, rid: str, t: int) -> None:
         req, t0, c0, rate, _, _ = self._lazy.pop(rid)
