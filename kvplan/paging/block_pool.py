@@ -112,7 +112,10 @@ class BlockPool:
             if first != block:  # the key's first cached block is another one: it stays
                 self.cached_blocks[key] = first
             self.block_key[block] = None
-            self._log_evicted((block,), 1)
+            self.evicted.append(block)  # _log_evicted, inline: the decode step's path
+            self.num_evictions += 1
+            if len(self.evicted) > self.num_blocks:
+                self._log_evicted((), 0)
         self.ref_cnt[block] = 1
         return block
 
