@@ -22,11 +22,7 @@ a block's stale entries, which precede its live one, if any) and is skipped when
 reaches it; the queue is compacted when stale or consumed entries outnumber the blocks.
 """
 
-from collections import Counter, deque
-from itertools import compress, repeat
-from operator import add, eq, is_not, not_, sub
-
-_consume = deque(maxlen=0).extend  # runs an iterator (a map over C callables) to its end in C
+from collections import Counter
 
 
 class BlockPool:
@@ -80,20 +76,24 @@ class BlockPool:
             blocks = queue[head:head + n]
             self._head = head + n
         self.num_free_blocks -= n
-        block_key = self.block_key
-        keys = list(map(block_key.__getitem__, blocks))
+        block_key, ref_cnt = self.block_key, self.ref_cnt
+        keys = [block_key[b] for b in blocks]
         evicted = n - keys.count(None)
         if evicted:
             # Drop each key from the map in C; a key that mapped to another block (cached first) goes back.
             cached = self.cached_blocks
             found = list(map(cached.pop, keys, blocks))
-            _consume(map(block_key.__setitem__, blocks, repeat(None)))
+            for b in blocks:
+                block_key[b] = None
+                ref_cnt[b] = 1
             if found != blocks:
                 for key, b, first in zip(keys, blocks, found):
                     if first != b and block_key[first] == key:
                         cached[key] = first
-            self._log_evicted(compress(blocks, map(is_not, keys, repeat(None))), evicted)
-        _consume(map(self.ref_cnt.__setitem__, blocks, repeat(1)))
+            self._log_evicted([b for b, key in zip(blocks, keys) if key is not None], evicted)
+        else:
+            for b in blocks:
+                ref_cnt[b] = 1
         if self._head > self.num_blocks:
             self._compact()
         return blocks
@@ -165,18 +165,18 @@ class BlockPool:
 
     def touch_blocks(self, blocks: list[int]) -> int:
         """touch over `blocks` (distinct); returns how many were revived."""
-        ref_cnt = self.ref_cnt
-        refs = list(map(ref_cnt.__getitem__, blocks))
-        revived = refs.count(0)
-        if revived:
-            stale = self._stale
-            for block in compress(blocks, map(not_, refs)):
+        ref_cnt, stale = self.ref_cnt, self._stale
+        revived = 0
+        for block in blocks:
+            if not ref_cnt[block]:
                 stale[block] += 1  # its queue entry is skipped from now on
+                revived += 1
+            ref_cnt[block] += 1
+        if revived:
             self._num_stale += revived
             self.num_free_blocks -= revived
             if self._num_stale > self.num_blocks:
                 self._compact()
-        _consume(map(ref_cnt.__setitem__, blocks, map(add, refs, repeat(1))))
         return revived
 
     def free_block(self, block: int) -> bool:
@@ -191,37 +191,31 @@ class BlockPool:
             return True
         return False
 
-    def free_blocks(self, blocks: list[int], distinct: bool = False) -> list[int]:
-        """free_block over `blocks` in order; returns the blocks that went back to the free list.
-        Distinct blocks (a table's: say so) take per-block work in C (maps over the lists)."""
+    def free_blocks(self, blocks) -> list[int]:
+        """free_block over `blocks` in order; returns the blocks that went back to the free list."""
         ref_cnt = self.ref_cnt
-        refs = list(map(ref_cnt.__getitem__, blocks))
-        if 0 in refs or not (distinct or len(set(blocks)) == len(blocks)):  # an error to report, or a block twice
-            return self._free_each(blocks)
-        if refs.count(1) == len(refs):  # none shared: all go back
-            freed = blocks
-            _consume(map(ref_cnt.__setitem__, blocks, repeat(0)))
-        else:
-            freed = list(compress(blocks, map(eq, refs, repeat(1))))
-            _consume(map(ref_cnt.__setitem__, blocks, map(sub, refs, repeat(1))))
+        freed = []
+        for block in blocks:
+            ref = ref_cnt[block] - 1
+            if ref < 0:
+                raise RuntimeError(f"block {block} freed more often than referenced")
+            ref_cnt[block] = ref
+            if ref == 0:
+                freed.append(block)
         self._queue += freed
         self.num_free_blocks += len(freed)
         return freed
 
-    def _free_each(self, blocks: list[int]) -> list[int]:
-        freed = []
-        for block in blocks:
-            if self.free_block(block):
-                freed.append(block)
-        return freed
-
     def cache_blocks(self, blocks: list[int], keys: list, checks: list) -> None:
         """Mark full blocks immutable under their keys; a key's first cached block stays the one found."""
-        if 0 in map(self.ref_cnt.__getitem__, blocks):
-            raise RuntimeError(f"block {next(b for b in blocks if not self.ref_cnt[b])} cached while free")
-        _consume(map(self.block_key.__setitem__, blocks, keys))
-        _consume(map(self.block_check.__setitem__, blocks, checks))
-        _consume(map(self.cached_blocks.setdefault, keys, blocks))
+        ref_cnt, block_key, block_check = self.ref_cnt, self.block_key, self.block_check
+        setdefault = self.cached_blocks.setdefault
+        for block, key, check in zip(blocks, keys, checks):
+            if ref_cnt[block] == 0:
+                raise RuntimeError(f"block {block} cached while free")
+            block_key[block] = key
+            block_check[block] = check
+            setdefault(key, block)
 
     def cache_block(self, block: int, key: object, check: object) -> None:
         """cache_blocks of one block."""

@@ -143,7 +143,7 @@ class ReservingKVCacheManager(KVCacheManager):
             return
         super().free(req)
         for blocks in st.spares:
-            self.pool.free_blocks(blocks[::-1], distinct=True)
+            self.pool.free_blocks(reversed(blocks))
         self._promised -= sum(st.untaken) + st.promised * self.reservation_blocks
 
     def fork(self, parent: Request, child: Request) -> None:

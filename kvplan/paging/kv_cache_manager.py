@@ -157,7 +157,7 @@ class KVCacheManager:
         keys, checks = req.block_hashes[:n], req.block_checks[:n]
         for g, table in enumerate(tables):
             if (list(map(get, keys if self._one_table else [(g, k) for k in keys])) != table
-                    or list(map(block_check.__getitem__, table)) != checks):
+                    or [block_check[b] for b in table] != checks):
                 return False
         return True
 
@@ -189,7 +189,7 @@ class KVCacheManager:
                 blocks = list(map(get, keys))
                 if None in blocks:
                     blocks = blocks[:blocks.index(None)]
-                if list(map(block_check.__getitem__, blocks)) != checks[hit:hit + len(blocks)]:
+                if [block_check[b] for b in blocks] != checks[hit:hit + len(blocks)]:
                     blocks = blocks[:next(i for i, (b, c) in enumerate(zip(blocks, checks[hit:]))
                                           if block_check[b] != c)]
                 stop = hit + len(blocks)
@@ -270,7 +270,7 @@ class KVCacheManager:
             hit_blocks = tables[0]
         else:
             hit_blocks = [b for table in tables for b in table if b != NULL_BLOCK]
-        revived = list(map(pool.ref_cnt.__getitem__, hit_blocks)).count(0)  # they leave the free list
+        revived = [pool.ref_cnt[b] for b in hit_blocks].count(0)  # they leave the free list
         if needed + revived > pool.num_free_blocks:
             return False
         self._filled_rest += bs * pool.touch_blocks(hit_blocks)  # a cached block is full
@@ -410,7 +410,7 @@ class KVCacheManager:
         for g, table in enumerate(st.tables):
             first = st.first_held[g]
             held = table[:first - 1:-1] if first else table[::-1]
-            freed = self.pool.free_blocks(held, distinct=True)
+            freed = self.pool.free_blocks(held)
             if len(freed) == len(held):  # none shared: every written position from the first held block
                 self._filled_rest -= max(0, end - first * bs)
             elif freed:  # full blocks, but those from end // bs on hold fewer (a table holds a block once)
