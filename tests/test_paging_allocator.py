@@ -1,6 +1,10 @@
 """BlockPool and KVCacheManager: LRU order, lazy eviction, prefix hits, copy-on-write, windows."""
 
+from collections import OrderedDict
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kvplan.paging import NULL_BLOCK, BlockPool, KVCacheManager, Request
 from kvplan.model import ChunkedLocal, FullAttention, ModelSpec, SlidingWindow, cdiv
@@ -53,6 +57,90 @@ def test_pool_integrity_detects_corruption():
         BlockPool(2).free_block(0)
 
 
+class ReferencePool:
+    """The free list as an OrderedDict LRU queue, one block per operation: what BlockPool's queue
+    with stale entries and its bulk pops, frees and registrations must be indistinguishable from."""
+
+    def __init__(self, n):
+        self.ref, self.key, self.check = [0] * n, [None] * n, [None] * n
+        self.cached, self.free, self.evictions = {}, OrderedDict.fromkeys(range(n)), 0
+
+    def get_new_blocks(self, n):
+        blocks = [self.free.popitem(last=False)[0] for _ in range(n)]
+        for b in blocks:
+            if self.key[b] is not None:
+                if self.cached.get(self.key[b]) == b:
+                    del self.cached[self.key[b]]
+                self.key[b] = None
+                self.evictions += 1
+            self.ref[b] = 1
+        return blocks
+
+    def touch(self, b):
+        revived = self.ref[b] == 0
+        if revived:
+            del self.free[b]
+        self.ref[b] += 1
+        return revived
+
+    def free_blocks(self, blocks):
+        freed = []
+        for b in blocks:
+            self.ref[b] -= 1
+            if self.ref[b] == 0:
+                self.free[b] = None
+                freed.append(b)
+        return freed
+
+    def cache_blocks(self, blocks, keys, checks):
+        for b, k, c in zip(blocks, keys, checks):
+            self.key[b], self.check[b] = k, c
+            self.cached.setdefault(k, b)
+
+
+@settings(max_examples=300, deadline=None)
+@given(n=st.integers(1, 12), ops=st.lists(st.tuples(st.sampled_from("take touch free cache".split()),
+                                                      st.lists(st.integers(0, 11), max_size=8)), max_size=60))
+def test_pool_matches_an_ordered_dict_lru_queue(n, ops):
+    """Random takes, revivals, frees (shared blocks, one block listed twice) and registrations (a key
+    registered twice, by several blocks at once); after each, the pool equals the reference."""
+    pool, ref = BlockPool(n), ReferencePool(n)
+    for op, args in ops:
+        if op == "take":
+            k = min(len(args), pool.num_free_blocks)
+            assert pool.get_new_blocks(k) == ref.get_new_blocks(k)
+        elif op == "touch":
+            for b in (a % n for a in args):
+                if ref.ref[b] or b in ref.cached.values():  # only held or cached blocks are revived
+                    assert pool.touch(b) == ref.touch(b)
+        elif op == "free":
+            held = [a % n for a in args]
+            held = [b for i, b in enumerate(held) if held[:i + 1].count(b) <= ref.ref[b]]
+            assert pool.free_blocks(held) == ref.free_blocks(held)
+        else:
+            held = [b for b in dict.fromkeys(a % n for a in args) if ref.ref[b] and ref.key[b] is None]
+            keys = [f"k{a % 3}" for a in args[:len(held)]]  # few keys: collisions with cached and among themselves
+            pool.cache_blocks(held, keys, [f"c{b}" for b in held])
+            ref.cache_blocks(held, keys, [f"c{b}" for b in held])
+        pool.check_integrity()
+        assert pool.free_block_ids() == list(ref.free) and pool.num_free_blocks == len(ref.free)
+        assert pool.cached_blocks == ref.cached and pool.block_key == ref.key and pool.ref_cnt == ref.ref
+        assert pool.num_evictions == ref.evictions
+
+
+def test_pool_queue_stays_bounded_under_revivals():
+    pool = BlockPool(4)
+    blocks = pool.get_new_blocks(4)
+    pool.cache_blocks(blocks, ["a", "b", "c", "d"], ["a", "b", "c", "d"])
+    for _ in range(100):  # free and revive without ever popping: stale entries pile up, then compact
+        pool.free_blocks(blocks)
+        for b in blocks:
+            pool.touch(b)
+    pool.free_blocks(blocks[::-1])
+    pool.check_integrity()
+    assert pool.free_block_ids() == blocks[::-1] and len(pool._queue) <= 3 * pool.num_blocks
+
+
 # ---- prefix caching -----------------------------------------------------------------------------
 
 def test_block_keys_chain_the_tokens_by_hashes_stable_across_processes():
@@ -67,9 +155,9 @@ def test_block_keys_chain_the_tokens_by_hashes_stable_across_processes():
     second = hash((first, 4, 5, 6, 7))
     assert r.block_hashes == [first, second]
     table = kv.block_tables(r)[0]
-    checks = [hash((~0, 0, 1, 2, 3)), hash((~first, 4, 5, 6, 7))]
+    checks = [hash(((0, 1, 2, 3), 0)), hash(((4, 5, 6, 7), first))]
     assert kv.pool.lookup(first, checks[0]) == table[0] and kv.pool.lookup(second, checks[1]) == table[1]
-    assert kv.pool.lookup(second, hash((~first, 4, 5, 6, 8))) is None  # the key alone does not make a hit
+    assert kv.pool.lookup(second, hash(((4, 5, 6, 8), first))) is None  # the key alone does not make a hit
     code = ("from kvplan.paging import Request; from kvplan.paging.hashing import block_checks; "
             "r = Request('a', list(range(10)), 1); print(block_checks(r, 4, 0, 2), r.block_hashes)")
     for seed in ("0", "12345"):  # str/bytes hashes change with the seed; ints and their tuples must not

@@ -51,7 +51,7 @@ def brute_force_hit(kv, layout, req: Request, bs: int) -> int:
     parent = given[-1] if given else 0
     for i in range(len(given), (req.num_tokens - 1) // bs):
         block_tokens = req.token_ids(i * bs, (i + 1) * bs)
-        check = hash((~parent, *block_tokens))
+        check = hash((tuple(block_tokens), parent))
         parent = hash((parent, *block_tokens))
         keys.append((parent, check))
 

@@ -95,3 +95,26 @@ def test_event_run_touches_few_requests():
     decode_tokens = 200 * 399
     assert sim.sched.num_wakes < decode_tokens / 50  # woken about once per request, not once per token
     assert metrics.completed_requests == 200
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(kind=st.sampled_from(sorted(LAYOUTS)), seed=st.integers(0, 10**6), prompt=st.sampled_from([300, 700, 1500]),
+       shared=st.sampled_from([0, 64, 600]), groups=st.integers(1, 3), num_blocks=st.integers(150, 600),
+       budget=st.sampled_from([256, 512, 1024]), caching=st.booleans())
+def test_quiet_crossings_equal_steps(kind, seed, prompt, shared, groups, num_blocks, budget, caching):
+    """Steps that only cross block boundaries are recorded without stepping (EventScheduler.cross_quietly)
+    while the head of the queue waits: with prompts above the budget (its chunk capped) and shared prefixes
+    in a small pool, a crossing may evict the head's hit; every figure still equals the step-by-step run."""
+    workload = SyntheticWorkload(60, Distribution.parse(f"uniform:{prompt // 2}:{prompt}", "p"),
+                                 Distribution.parse("uniform:20:300", "o"), min(shared, prompt // 2), groups, None, 1,
+                                 seed)
+    assert_same(kind, workload, num_blocks, cfg=SchedulerConfig(16, budget), caching=caching)
+
+
+def test_quiet_crossings_happen_and_match():
+    """The fast path is taken (many steps), with evictions of cached prefixes, and changes no figure."""
+    workload = SyntheticWorkload(80, Distribution.parse("uniform:200:1200", "p"), Distribution.parse("uniform:50:400", "o"),
+                                 300, 3, None, 1, 7)
+    step = assert_same("full", workload, 300, cfg=SchedulerConfig(16, 512))
+    event, sim = run("full", "event", workload, 300, cfg=SchedulerConfig(16, 512))
+    assert sim.sched.num_quiet_crossings > 30 and sim.kv.pool.num_evictions > 0 and step.preemptions > 0

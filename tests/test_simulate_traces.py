@@ -208,7 +208,7 @@ def test_keys_past_given_ones_chain_on_the_last_given_key():
     after.append(hash((after[0], *tokens[48:56])))
     assert len(keys) == 5 and all(k >= GIVEN_KEYS for k in keys)
     assert req.block_hashes == keys + after
-    assert checks == keys + [hash((~keys[-1], *tokens[40:48])), hash((~after[0], *tokens[48:56]))]
+    assert checks == keys + [hash((tuple(tokens[40:48]), keys[-1])), hash((tuple(tokens[48:56]), after[0]))]
 
 
 def test_partial_and_differing_trace_blocks_do_not_match(tmp_path):

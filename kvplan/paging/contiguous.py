@@ -95,9 +95,11 @@ class ReservingKVCacheManager(KVCacheManager):
     def _take_each(self, st: _Reservation) -> list[int]:
         return [self._take(st, g, 1)[0] for g in range(self.num_groups)]
 
+    def append_blocks(self, reqs: list[Request]) -> list[int]:
+        return [block for req in reqs for block in self.append_block(req)]  # each from its own reservation
+
     def _release(self, st: _Reservation, group: int, block: int) -> None:
-        self.num_filled_slots -= self._filled[block]
-        self._filled[block] = 0
+        self._filled_rest -= self.block_size  # it lies before the written end: full
         st.spares[group].append(block)
 
     def _reserved_blocks(self):
@@ -159,18 +161,18 @@ class ReservingKVCacheManager(KVCacheManager):
             self._promised += self.reservation_blocks
         else:
             raise RuntimeError("contiguous fork without a reservation")
-        self._sync(pst)
+        if pst.end != n:
+            raise ValueError(f"fork: {parent.request_id} has allocated tokens it has not computed")
         st = self._track(_Reservation(self, child, list(pst.first_held), self.per_group, 0))
         for g, parent_table in enumerate(pst.tables):
             table = st.tables[g]
-            for src in parent_table:
+            for i, src in enumerate(parent_table):
                 if src == NULL_BLOCK:
                     table.append(NULL_BLOCK)
                     continue
                 dst = self._take(st, g, 1)[0]
                 table.append(dst)
-                self._filled[dst] = self._filled[src]
-                self.num_filled_slots += self._filled[src]
+                self._filled_rest += min(self.block_size, max(0, n - i * self.block_size))  # as src
                 self._copies.append((src, dst))
         child.num_computed_tokens = n
         self._set_fast(st, n)

@@ -10,7 +10,8 @@ object answers, over the KV manager's public interface only:
 | filled slots one skipped step adds             | slots_per_decode(req)                |
 | may block boundaries be crossed in place       | keeps_every_token                    |
 | do the step's pops fit the free list           | blocks_needed(), growth_blocks       |
-| cross a boundary without waking the request    | append_block(req)                    |
+| did those pops take a waiting request's hit    | hit_kept(req, blocks taken)          |
+| cross a boundary without waking the request    | append_blocks(reqs)                  |
 | account the skipped writes when it wakes       | catch_up(req, num_tokens)            |
 
 Crossing in place is sound only when every group keeps every token: a crossing then only takes
@@ -41,8 +42,13 @@ class LazyDecode:
                                                  for r in active)
         return need <= kv.num_free_blocks
 
-    def cross(self, req: Request) -> None:
-        self.kv.append_block(req)
+    def hit_kept(self, req: Request, taken: list[int]) -> bool:
+        """Whether blocks `taken` by crossings leave the prefix hit of req's last walk as it was."""
+        return self.kv.hit_kept(req, taken)
+
+    def cross(self, reqs: list[Request]) -> list[int]:
+        """Each request crosses into its next block, in this order; returns the blocks taken."""
+        return self.kv.append_blocks(reqs)
 
     def catch_up(self, req: Request, num_tokens: int) -> None:
         self.kv.catch_up(req, num_tokens)

@@ -23,6 +23,16 @@ class RequestStatus(Enum):
     FINISHED_STOPPED = "finished_stopped"
 
 
+class _Unheld:
+    """Request.kv_state while no KV cache manager holds the request: its manager is nobody, so a
+    manager's hot path needs one identity test, not a None test first."""
+    __slots__ = ()
+    manager = None
+
+
+UNHELD = _Unheld()
+
+
 @dataclass(eq=False, slots=True)
 class Request:
     request_id: str
@@ -39,9 +49,11 @@ class Request:
     num_preemptions: int = 0
     # Chain values of the full blocks of all_token_ids (paging.hashing), filled lazily by the KV cache manager.
     block_hashes: list[int] = field(default_factory=list, repr=False)
-    # The KV cache manager's bookkeeping while the request holds blocks (None otherwise): kept here,
+    # Their check values, computed once (a prefix of block_hashes: keys may be given ahead of them).
+    block_checks: list[int] = field(default_factory=list, repr=False)
+    # The KV cache manager's bookkeeping while the request holds blocks (UNHELD otherwise): kept here,
     # as nano-vllm keeps a sequence's block table on it, so a decode step finds it without a lookup.
-    kv_state: object = field(default=None, repr=False)
+    kv_state: object = field(default=UNHELD, repr=False)
 
     def __post_init__(self):
         if self.max_tokens < 1:

@@ -18,10 +18,14 @@ No clock and no tensors: the engine and the simulator drive it.
 """
 
 from collections import deque
+from operator import attrgetter
 from dataclasses import dataclass, field
 
 from ..errors import InputError
 from .request import Request, RequestStatus
+
+
+_num_samples = attrgetter("num_samples")
 
 
 @dataclass(frozen=True)
@@ -164,7 +168,7 @@ class Scheduler:
     @property
     def num_sequences(self) -> int:
         """Running sequences, counting the samples a parent will fork after its prompt."""
-        return sum(r.num_samples for r in self.running)
+        return sum(map(_num_samples, self.running))
 
     def fork(self, parent: Request, child: Request) -> None:
         """Add `child` (parent's computed tokens, its own sampled token) sharing the parent's blocks."""

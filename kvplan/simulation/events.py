@@ -45,10 +45,11 @@ class EventScheduler(Scheduler):
         self._lazy: dict[str, tuple] = {}  # id -> (request, t0, c0, rate, event step, finishing step)
         self._events: dict[int, list[str]] = {}  # step -> requests with something to do then
         self._event_steps: list[int] = []  # heap of the keys of _events
-        self.last_step_quiet = False  # the last step only advanced lazy requests: so will the next ones
+        self.last_step_quiet = False  # the last step only advanced lazy requests (crossing in place): so will the next ones
         self._active: dict[str, Request] = {}
         self._rate_sum = self._rate_t0_sum = self._ctx_base = 0
         self.num_wakes = 0
+        self.num_quiet_crossings = 0  # steps run by cross_quietly
 
     def _append_running(self, req: Request) -> None:
         super()._append_running(req)
@@ -81,6 +82,50 @@ class EventScheduler(Scheduler):
         slots. The caller takes them by moving step_index."""
         return (len(self._lazy), self._ctx_base, len(self.running), self.kv.num_allocated_slots,
                 self.kv.num_filled_slots - self._rate_t0_sum, self._rate_sum)
+
+    def cross_quietly(self) -> bool:
+        """Run step `step_index` here and say True if all it does is cross block boundaries in place
+        (lazy requests take their next blocks, nobody wakes, nothing else is scheduled); the caller
+        records it (quiet_steps gives its figures, taken after the crossings). The caller knows that
+        the waiting queue cannot be admitted: the last step scheduled nothing, and since then only
+        blocks were taken (no free, no new cache key, the same budget), so the head still does not
+        fit. A take of a block of the head's prefix hit (as its last walk found it) shrinks the hit:
+        the head then needs one more block per lost one (it takes them instead of reviving them),
+        unless the budget caps its chunk. So when the head's prompt exceeds the budget and the
+        crossings took such a block, say False with the crossings done (the step's first part) and
+        step_index unchanged: step() runs the rest of the step."""
+        t, lazy = self.step_index, self._lazy
+        bucket = self._events.get(t)
+        if self._active or not bucket or not self.lazy_decode.in_place:
+            return False
+        boundaries = {}
+        for rid in bucket:
+            entry = lazy.get(rid)
+            if entry is None or entry[4] != t or rid in boundaries:  # stale, or pushed twice
+                continue
+            if t == entry[5]:  # it finishes: a real step
+                return False
+            boundaries[rid] = entry
+        if boundaries and not self.lazy_decode.room_to_cross(len(boundaries), []):
+            return False
+        del self._events[t]
+        taken = self._cross(boundaries, t)
+        waiting = self.waiting
+        if (waiting and self.config.enable_chunked_prefill
+                and waiting[0].num_tokens > self.config.max_num_batched_tokens - len(lazy)
+                and not self.lazy_decode.hit_kept(waiting[0], taken)):
+            return False
+        self.step_index = t + 1
+        self.num_quiet_crossings += 1
+        return True
+
+    def _cross(self, boundaries: dict, t: int) -> list[int]:
+        taken = self.lazy_decode.cross([entry[0] for entry in boundaries.values()]) if boundaries else []
+        for rid, entry in boundaries.items():
+            event = min(t + self.kv.block_size, entry[5])
+            self._lazy[rid] = entry[:4] + (event, entry[5])
+            self._push_event(event, rid)
+        return taken
 
     def _wake(self, rid: str, t: int) -> None:
         req, t0, c0, rate, _, _ = self._lazy.pop(rid)
@@ -122,7 +167,7 @@ class EventScheduler(Scheduler):
         lazy = self._lazy
         boundaries = {}
         bucket = self._events.pop(t, ())
-        quiet = not active and not bucket
+        quiet, wakes = not active, self.num_wakes  # quiet: it only crosses boundaries in place, if anything
         for rid in bucket:
             entry = lazy.get(rid)
             if entry is None or entry[4] != t or rid in boundaries:  # stale, or pushed twice
@@ -135,11 +180,7 @@ class EventScheduler(Scheduler):
         candidates = [r for r in active.values() if r.status is _RUNNING]
         if boundaries:
             if self.lazy_decode.room_to_cross(len(boundaries), candidates):
-                for rid, entry in boundaries.items():
-                    self.lazy_decode.cross(entry[0])
-                    event = min(t + self.kv.block_size, entry[5])
-                    lazy[rid] = entry[:4] + (event, entry[5])
-                    self._push_event(event, rid)
+                self._cross(boundaries, t)
             else:  # the pool may run out: take the exact path
                 for rid, entry in boundaries.items():
                     self._wake(rid, t)
@@ -160,7 +201,7 @@ class EventScheduler(Scheduler):
             self._schedule_waiting(budget - scheduled_tokens - len(lazy), out)
             scheduled_tokens = sum(s.num_new_tokens for s in out.scheduled)
         out.copies = self.kv.take_copies()
-        self.last_step_quiet = quiet and not out.scheduled and not out.preempted
+        self.last_step_quiet = quiet and self.num_wakes == wakes and not out.scheduled and not out.preempted
 
         n_lazy = len(lazy)
         batch_tokens = scheduled_tokens + n_lazy

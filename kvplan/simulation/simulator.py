@@ -207,10 +207,21 @@ class Simulator:
             now += dt
             self._stamp(now)
             if step and sched.last_step_quiet:  # nothing but lazy decodes until the next event or arrival
-                # A waiting request that cannot be admitted now will not be while nothing changes.
+                # A waiting request that cannot be admitted now will not be while nothing changes but
+                # blocks taken by lazy requests crossing a boundary (those steps are recorded here too).
                 until = pending.arrival_time if pending is not None and not sched.waiting else float("inf")
-                now, sched.step_index = m.record_quiet_steps(now, sched.step_index, sched.next_event_step(), until,
-                                                             clock.step_time, *sched.quiet_steps())
+                while True:
+                    now, sched.step_index = m.record_quiet_steps(now, sched.step_index, sched.next_event_step(),
+                                                                 until, clock.step_time, *sched.quiet_steps())
+                    if now >= until or not sched.cross_quietly():
+                        break
+                    if self.check:
+                        self.kv.check_integrity()
+                    batch, context, running, allocated, filled, rate = sched.quiet_steps()
+                    t = sched.step_index  # the crossing step was t - 1: it attends to context + batch * t
+                    dt = clock.step_time(batch, context + batch * t)
+                    m.record_step(now, dt, running, allocated, filled + rate * t)
+                    now += dt
             if self.check:
                 self.kv.check_integrity()
             if finished and self.progress:
