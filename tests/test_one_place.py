@@ -30,6 +30,7 @@ ALLOWED = {
     "kvplan/model/normalize.py": {'"head_dim": 256': "model config defaults, not deployment ones"},
     "kvplan/model/kinds.py": {"window_tokens: int = 8192": "a chunked-local chunk, a model dimension"},
     "kvplan/simulation/metrics.py": {"max_points: int = 2048": "points kept for a plot"},
+    "kvplan/simulation/trace_formats.py": {"_DATES_REMEMBERED = 256": "a parse cache's size, not a setting"},
 }
 # Literal defaults of a parameter, field or keyword named like a Deployment field, and why each may stay.
 SETTING_NAMES = set(SETTINGS)

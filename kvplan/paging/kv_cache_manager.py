@@ -42,6 +42,7 @@ from .request import UNHELD, Request
 
 NULL_BLOCK = -1
 _NEVER = 1 << 62
+_SCAN_CHUNK_BLOCKS = 16  # lookups per slice when a walk starts afresh (a hit usually runs on)
 
 
 class _Blocks:
@@ -128,7 +129,7 @@ class KVCacheManager:
                 return walk.result
         if self.keeps_every_token:
             tables = [[] for _ in range(self.num_groups)]
-            self._scan(req, max_blocks, tables, 16)
+            self._scan(req, max_blocks, tables, _SCAN_CHUNK_BLOCKS)
             result = (len(tables[0]), tables, [0] * self.num_groups)
         else:  # with windows a hit is not a run from the first block
             bs, lookup, hashes, checks = self.block_size, pool.lookup, req.block_hashes, req.block_checks

@@ -28,6 +28,7 @@ from .workload import MAX_SAMPLES, MAX_TRACE_TOKEN_ID, WorkItem
 
 MOONCAKE_BLOCK_TOKENS = 512  # tokens per hash id in the Mooncake release
 _MAX_ARRIVAL_S = 1e12  # 30,000 years; float seconds still resolve 0.1 ms there
+_DATES_REMEMBERED = 256  # distinct calendar dates parsed once each
 
 
 def _count(value, key: str, minimum: int, where: str, maximum: int = MAX_TOKENS) -> int:
@@ -219,7 +220,7 @@ class _CsvRows:
 _DATE_TIME = re.compile(r"(\d{4}-\d\d-\d\d)[ T](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?\s*(Z|[+-]\d\d:?\d\d)?", re.ASCII)
 
 
-@lru_cache(maxsize=256)  # a week-long trace has 7 days: one date parse each, not one per row
+@lru_cache(maxsize=_DATES_REMEMBERED)  # a week-long trace has 7 days: one date parse each, not one per row
 def _day_seconds(day: str) -> int | None:
     try:
         return date.fromisoformat(day).toordinal() * 86400
