@@ -182,13 +182,24 @@ def test_prefix_hit_whole_blocks_and_l_minus_1_cap():
     assert kv.pool.ref_cnt[kv.block_tables(a)[0][0]] == 2
 
 
-def test_no_in_flight_hits_and_hits_survive_free():
+def test_blocks_are_registered_when_allocated_and_hits_survive_free():
+    """vLLM's rule: allocate_slots registers the blocks its tokens fill (the forward pass of the same
+    step computes them before any later request of the step reads them); a partial block is not."""
     kv = KVCacheManager(FULL, 32, 4)
     a = req("a", range(9))
-    assert kv.allocate_slots(a, 9)
-    assert kv.get_computed_tokens(req("b", range(9))) == 0  # allocated, not computed: no hit
+    assert kv.allocate_slots(a, 6)
+    assert kv.get_computed_tokens(req("b", range(9))) == 4  # the first block is full after this step
+    assert kv.allocate_slots(a, 0) and kv.get_computed_tokens(req("b2", range(9))) == 4  # nothing new
+    a.num_computed_tokens = 6
+    assert kv.allocate_slots(a, 3)
+    assert kv.get_computed_tokens(req("b3", range(9))) == 8  # two full blocks, the ninth token is not
     a.num_computed_tokens = 9
-    kv.cache_blocks(a)
+    for _ in range(3):  # decode tokens (each sampled before it is fed): the third one fills block 2
+        assert kv.get_computed_tokens(req("d", list(range(9)) + [7, 7, 7, 5])) == 8
+        a.append_token(7)
+        assert kv.allocate_slots(a, 1)
+        a.num_computed_tokens += 1
+    assert kv.get_computed_tokens(req("e", list(range(9)) + [7, 7, 7, 5])) == 12
     kv.free(a)
     assert kv.get_computed_tokens(req("c", range(9))) == 8  # freed blocks stay cached
 
@@ -456,10 +467,9 @@ def test_a_key_keeps_its_first_cached_block():
 def test_two_requests_computing_the_same_prompt_leave_the_first_one_cached():
     kv = KVCacheManager(FULL, 32, 4)
     a, b = req("a", range(9)), req("b", range(9))
-    assert kv.allocate_slots(a, 9) and kv.allocate_slots(b, 9)  # same step: no in-flight hit
-    for r in (a, b):
-        r.num_computed_tokens = 9
-        kv.cache_blocks(r)
+    assert kv.allocate_slots(a, 3) and kv.allocate_slots(b, 9)  # a fills no block yet: b finds nothing
+    a.num_computed_tokens = 3
+    assert kv.allocate_slots(a, 6)  # a fills the blocks b registered first: b's stay the cached ones
     c = req("c", range(9))
     assert kv.allocate_slots(c, 1) and c.num_cached_tokens == 8
-    assert kv.block_tables(c)[0][:2] == kv.block_tables(a)[0][:2] != kv.block_tables(b)[0][:2]
+    assert kv.block_tables(c)[0][:2] == kv.block_tables(b)[0][:2] != kv.block_tables(a)[0][:2]

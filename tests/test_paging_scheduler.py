@@ -85,13 +85,14 @@ def test_full_prompt_hit_recomputes_last_token():
     assert out.scheduled[0].needs_logits and finished == [b]
 
 
-def test_same_step_admissions_do_not_hit_each_other():
+def test_same_step_admissions_hit_each_other_as_in_vllm():
+    """b is admitted after a in the same step and finds a's full blocks, registered when allocated."""
     s, _ = make(max_num_seqs=4, max_num_batched_tokens=64)
     a, b = Request("a", list(range(9)), 2), Request("b", list(range(9)), 2)
     s.add_request(a)
     s.add_request(b)
     out, _ = step(s)
-    assert b.num_cached_tokens == 0 and plan(out) == [("a", 9, 0), ("b", 9, 0)]
+    assert b.num_cached_tokens == 8 and plan(out) == [("a", 9, 0), ("b", 1, 8)]
 
 
 def test_finish_on_length_and_eos_frees_blocks():
@@ -144,9 +145,9 @@ def test_max_num_seqs_counts_the_samples_a_parent_will_fork():
     assert sched.num_sequences == 4
 
 
-def test_registering_only_when_a_chunk_fills_a_block_changes_nothing():
-    """Scheduler.update calls cache_blocks only when a chunk reached a block boundary; calling it after
-    every chunk (the old protocol) gives the same hits, cached keys and pool."""
+def test_registering_again_after_the_forward_changes_nothing():
+    """allocate_slots registers what a chunk fills; calling cache_blocks after every chunk as well
+    (the protocol of engines that cache after the forward) finds nothing more: same hits, keys, pool."""
     import random
 
     class EveryStep(Scheduler):

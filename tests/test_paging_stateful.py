@@ -125,12 +125,15 @@ class AllocatorMachine(RuleBasedStateMachine):
         start = req.num_computed_tokens
         for g, table in enumerate(kv.block_tables(req)):
             for pos in range(start, start + num_new):
-                block = table[pos // self.bs]
-                assert kv.pool.block_key[block] is None, f"cached block {block} is about to be written"
+                block = table[pos // self.bs]  # registered now, maybe (allocate_slots registers what it fills)
                 if before_keys[block] is not None:  # it was cached: it must have been taken anew (evicted)
                     was_here = before_tables is not None and pos // self.bs < len(before_tables[g]) and \
                         before_tables[g][pos // self.bs] == block
                     assert not was_here, f"cached block {block} is about to be written"
+        registered = [b for b, (k0, k1) in enumerate(zip(before_keys, kv.pool.block_key)) if k1 is not None and k0 != k1]
+        assert len(registered) == len(set(registered)) and all(  # exactly the blocks this chunk fills
+            any(b in table[start // self.bs:(start + num_new) // self.bs] for table in kv.block_tables(req))
+            for b in registered)
         if before_tables is None:  # a new admission: hit blocks must hold this request's tokens
             for table in kv.block_tables(req):
                 for i in range(req.num_cached_tokens // self.bs):

@@ -95,9 +95,9 @@ def lru_hits(prompts: list[list], block_size: int, capacity_blocks: int) -> list
 
 
 def simulate(workload, block_size: int, num_blocks: int = 50_000, max_num_seqs: int = 1):
-    """One request at a time, in file order, in a pool no request can fill: the LRU's sequence. (Requests
-    admitted in one step do not hit each other's blocks, which are cached after the forward pass:
-    test_same_step_requests_do_not_hit_each_other. Several requests share a time stamp in real traces.)"""
+    """In file order, in a pool no request can fill: the LRU's sequence. (Requests admitted in one step
+    hit each other's blocks, registered when allocated as in vLLM, so a batch finds what one request at
+    a time finds: test_same_step_requests_hit_each_other.)"""
     sim = Simulator(LAYOUT, num_blocks, block_size, 32_768, SchedulerConfig(max_num_seqs), StepClock())
     return sim.run(workload)
 
@@ -142,9 +142,12 @@ def test_arrival_times_per_format():
 
 @pytest.mark.parametrize("name", sorted(SAMPLES))
 @pytest.mark.parametrize("block_size", [16, 48, 1024])
-def test_hits_equal_an_independent_lru(name, block_size):
-    workload = TraceWorkload(DATA / SAMPLES[name], speed=0.01)  # arrivals 100x further apart
-    m = simulate(workload, block_size, max_num_seqs=2 if name == "kvplan" else 1)  # its n=2 request, alone
+@pytest.mark.parametrize("batched", [False, True])
+def test_hits_equal_an_independent_lru(name, block_size, batched):
+    """One at a time (arrivals 100x further apart, one sequence running), or as stamped with many
+    requests in a step: the same hits."""
+    workload = TraceWorkload(DATA / SAMPLES[name], speed=1.0 if batched else 0.01)
+    m = simulate(workload, block_size, max_num_seqs=256 if batched else 2 if name == "kvplan" else 1)
     expected = lru_hits(raw_requests(name), block_size, capacity_blocks=50_000)
     assert m.cached_tokens == sum(expected) and m.preemptions == 0
     assert m.prefill_tokens == sum(len(p) for p in raw_requests(name))

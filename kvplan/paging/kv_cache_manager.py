@@ -8,7 +8,7 @@ replace blocks that left the attention span by -1, so positions stay aligned.
 |------------------------------------------------------------------------|-------------------------|
 | refcount of a block == references to it from all block tables          | check_integrity()       |
 | a hashed (cached) block is full and never written again                | _write(), integrity     |
-| hashes are registered after the forward pass only (no in-flight hits)  | cache_blocks()          |
+| blocks are registered when allocate_slots covers them (vLLM's rule)   | allocate_slots()        |
 | a prefix hit covers whole blocks and at most num_tokens - 1 tokens     | get_computed_tokens()   |
 | num_filled_slots == slots holding a computed token, over used blocks   | check_integrity()       |
 | a shared block holds the same written positions in every table         | check_integrity()       |
@@ -205,15 +205,19 @@ class KVCacheManager:
         """Tokens a new admission would take from the prefix cache (whole blocks, < num_tokens)."""
         return self._hit(req)[0] * self.block_size
 
-    def cache_blocks(self, req: Request) -> None:
-        """Register the request's newly full computed blocks; call after the forward pass."""
+    def cache_blocks(self, req: Request, num_tokens: int | None = None) -> None:
+        """Register the request's blocks full within its first num_tokens tokens (default: its
+        computed ones) that are not registered yet."""
         st = req.kv_state
         if st.manager is not self:
             st = self._reqs[req.request_id]
-        if req.num_computed_tokens < st.hash_at:
+        if num_tokens is None:
+            num_tokens = req.num_computed_tokens
+        if num_tokens < st.hash_at:
             return
+        num_tokens = min(num_tokens, req.num_tokens)  # slots ahead of the known tokens hold no known block
         bs, first = self.block_size, st.num_hashed
-        num_full = req.num_computed_tokens // bs
+        num_full = num_tokens // bs
         st.num_hashed = num_full
         st.hash_at = (num_full + 1) * bs
         if self._one_table:
@@ -238,16 +242,28 @@ class KVCacheManager:
     # ---- allocation ---------------------------------------------------------------------------
 
     def allocate_slots(self, req: Request, num_new_tokens: int) -> bool:
-        """Cover num_computed + num_new_tokens tokens in every group, or change nothing and say False."""
+        """Cover num_computed + num_new_tokens tokens in every group, or change nothing and say False.
+
+        Blocks full once these tokens are computed are registered in the prefix cache now, before
+        the forward pass that computes them, as vLLM does: a request admitted later in the same step
+        hits them (the engine stores the whole batch's K/V before any attention of a layer reads it).
+        A request preempted in a step was not scheduled earlier in it (victims come from the back of
+        the running queue, scheduled front first), so no registered block goes unwritten."""
         st = req.kv_state
         if st.manager is not self:
             st = self._reqs.get(req.request_id)
             if st is None:
-                return self._admit(req, num_new_tokens)
+                if not self._admit(req, num_new_tokens):
+                    return False
+                self.cache_blocks(req, req.num_computed_tokens + num_new_tokens)
+                return True
         start, ends = req.num_computed_tokens, self._ends
+        end = start + num_new_tokens
         if num_new_tokens == 1 and start == ends[st.slot]:
             if start < st.horizon:  # one token into the tails (counted by its end)
-                ends[st.slot] = start + 1
+                ends[st.slot] = end
+                if end >= st.hash_at:  # it fills the tail
+                    self.cache_blocks(req, end)
                 return True
             if self.keeps_every_token and start == len(st.tables[0]) * self.block_size:
                 # Into a new block, without windows: one more block per group, nothing to release or copy.
@@ -256,10 +272,16 @@ class KVCacheManager:
                 tails = st.tails = self._take_each(st)
                 for table, block in zip(st.tables, tails):
                     table.append(block)
-                ends[st.slot] = start + 1  # its slot in every group: counted by the end
+                ends[st.slot] = end  # its slot in every group: counted by the end
                 st.horizon = start + self.block_size
+                if end >= st.hash_at:  # blocks of one token
+                    self.cache_blocks(req, end)
                 return True
-        return self._extend(st, start, num_new_tokens)
+        if not self._extend(st, start, num_new_tokens):
+            return False
+        if end >= st.hash_at:
+            self.cache_blocks(req, end)
+        return True
 
     def _admit(self, req: Request, num_new_tokens: int) -> bool:
         """A new request: take its prefix hit, then blocks for the rest of the chunk."""

@@ -148,14 +148,13 @@ class Scheduler:
         out.preempted.append(victim)
 
     def update(self, out: SchedulerOutput, sampled: dict[str, int]) -> list[Request]:
-        """Account the forward pass: advance, cache full blocks, append samples, free finished."""
-        kv, bs = self.kv, self.kv.block_size
+        """Account the forward pass: advance, append samples, free finished (full blocks were
+        registered when their slots were allocated)."""
+        kv = self.kv
         finished = []
         for s in out.scheduled:
             req = s.request
             req.num_computed_tokens += s.num_new_tokens
-            if req.num_computed_tokens % bs < s.num_new_tokens:  # the chunk filled a block: register it
-                kv.cache_blocks(req)
             if s.needs_logits:
                 req.append_token(sampled[req.request_id])
                 if req.is_finished:

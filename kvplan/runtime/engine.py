@@ -14,7 +14,8 @@ the engine adds tensors. Per step:
     3. runner: pack, forward         K/V of the new tokens land in the pool, logits for the rows
                                      whose chunk reaches the end of the request
     4. sampler                       one host sync per step
-    5. scheduler.update(...)         appends tokens, hashes full blocks, finishes, frees
+    5. scheduler.update(...)         appends tokens, finishes, frees (full blocks were hashed
+                                     when allocated in 1, as in vLLM)
     6. parallel sampling (n > 1)     after a request's first token, n - 1 children sampled from
                                      the same logits row are forked: they share every block,
                                      and the shared partial last block is copied on first write
