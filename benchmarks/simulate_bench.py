@@ -135,8 +135,8 @@ def event_vs_step(requests: int) -> dict:
     layout = _stage_layout(model, dep, est.block_size, est.context_tokens)
     out = {}
     for mode in ("event", "step"):
-        sim = Simulator(layout, est.num_blocks, est.block_size, est.max_model_len, SchedulerConfig(256, 8192), clock,
-                        mode=mode)
+        sim = Simulator(layout, est.num_blocks, est.block_size, est.max_model_len,
+                        SchedulerConfig(est.max_num_seqs, est.max_num_batched_tokens), clock, mode=mode)
         cpu = time.process_time()
         metrics = sim.run(workload)
         out[mode] = {"cpu_s": time.process_time() - cpu, "summary": metrics.summary(256), "timeline": metrics.timeline,

@@ -21,7 +21,7 @@ from kvplan.units import GiB
 
 HEADS = dict(num_kv_heads=4, k_head_dim=64, v_head_dim=64)
 W, C = 256, 512  # window and chunk, in tokens
-MAX_MODEL_LEN, BATCHED = 4096, 512
+MAX_MODEL_LEN, BATCHED, SEQS = 4096, 512, 64  # SEQS <= BATCHED: transformers refuses more requests than tokens
 ENGINES = ("generic", "vllm", "vllm@0.8.5", "vllm-offline", "sglang", "trtllm", "transformers")
 LAYERS = (0, 1, 2, 3)
 ONE_OF_EACH = {
@@ -60,7 +60,7 @@ def mixed_attention() -> tuple[LayerGroup, ...]:
 
 def deployment(engine: str, **kw) -> Deployment:
     return Deployment(kv_cache_memory_bytes=GiB, max_model_len=MAX_MODEL_LEN, max_num_batched_tokens=BATCHED,
-                      engine=engine, **kw)
+                      max_num_seqs=SEQS, engine=engine, **kw)
 
 
 def test_the_tables_cover_every_kind_and_engine():

@@ -46,11 +46,6 @@ ALLOWED_LITERALS = {
     "kvplan/runtime/engine.py": {'kv_dtype: str = "auto"': "the runtime's word for the model's dtype",
                                  "context_tokens: int = 0": "a step's counter"},
 }
-# Second copies in files another change owns (kvplan/paging/*): listed so they are not forgotten.
-NOT_YET = {
-    "kvplan/paging/scheduler.py": {"max_num_seqs: int = 256": "SchedulerConfig: required, or from the policy",
-                                   "max_num_batched_tokens: int = 8192": "the same"},
-}
 
 
 def sources():
@@ -70,7 +65,7 @@ def test_default_values_stand_only_where_they_are_declared():
                 continue
             value = float(tok.string.replace("_", "")) if tok.string[:2].lower() not in ("0x", "0o", "0b") else None
             block = value == 16 and ("block" in tok.line or "page" in tok.line)
-            if (value in DEFAULT_VALUES or block) and not allowed(name, tok.line, ALLOWED, NOT_YET):
+            if (value in DEFAULT_VALUES or block) and not allowed(name, tok.line, ALLOWED):
                 found.append(f"{name}:{tok.start[0]}: {tok.line.strip()}")
     assert found == [], "a default written a second time: take it from its one place (or allow it, saying why)"
 
@@ -83,7 +78,7 @@ def test_no_literal_default_for_a_deployment_setting():
             for arg, value in _named_values(node):
                 if arg in SETTING_NAMES and isinstance(value, ast.Constant) and value.value is not None:
                     line = lines[value.lineno - 1]
-                    if not allowed(name, line, ALLOWED_LITERALS, NOT_YET):
+                    if not allowed(name, line, ALLOWED_LITERALS):
                         found.append(f"{name}:{value.lineno}: {line.strip()}")
     assert found == []
 
@@ -91,7 +86,7 @@ def test_no_literal_default_for_a_deployment_setting():
 def test_every_allowance_is_still_needed():
     """An allowance that matches nothing any more is removed, so the lists stay the exact exceptions."""
     texts = dict(sources())
-    for table in (ALLOWED, ALLOWED_LITERALS, NOT_YET):
+    for table in (ALLOWED, ALLOWED_LITERALS):
         for name, fragments in table.items():
             for fragment in fragments:
                 assert fragment in texts[name], f"{name}: {fragment!r} is gone: drop it from the list"

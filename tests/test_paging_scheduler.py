@@ -125,10 +125,27 @@ def test_config_validation():
     with pytest.raises(InputError, match="at least"):
         SchedulerConfig(max_num_seqs=512, max_num_batched_tokens=256)
     with pytest.raises(InputError):
-        SchedulerConfig(max_num_seqs=0)
+        SchedulerConfig(max_num_seqs=0, max_num_batched_tokens=8)
     s, _ = make(max_num_seqs=2, max_num_batched_tokens=8)
     with pytest.raises(InputError, match="n=3"):
         s.add_request(Request("x", [1], 1, num_samples=3))
+
+
+def test_the_step_limits_are_required():
+    """The limits are the resolved deployment's (the engine policies hold the defaults): a config, scheduler or
+    simulator built without them is refused at the call instead of running on a second copy of a default."""
+    from kvplan.simulation import Simulator
+
+    with pytest.raises(TypeError, match="max_num_seqs"):
+        SchedulerConfig()
+    with pytest.raises(TypeError, match="max_num_batched_tokens"):
+        SchedulerConfig(16)
+    with pytest.raises(TypeError, match="config"):
+        Scheduler(KVCacheManager(FULL, 8, 4))
+    with pytest.raises(TypeError, match="config"):
+        Simulator(FULL, 8, 4, 64)
+    assert SchedulerConfig(16, 64) == SchedulerConfig(max_num_seqs=16, max_num_batched_tokens=64,
+                                                      enable_chunked_prefill=True)
 
 
 def test_max_num_seqs_counts_the_samples_a_parent_will_fork():

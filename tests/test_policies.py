@@ -1,6 +1,7 @@
 """Engine policies: registry and versions, vLLM layout rules, SGLang and TensorRT-LLM pools from published logs,
 transformers' cache sizing against transformers' own memory handler."""
 
+import re
 from fractions import Fraction
 
 import pytest
@@ -295,10 +296,8 @@ def test_trtllm_estimate_lines_and_pytorch_backend_block():
 
 # --- transformers 5.23 continuous batching, against transformers' own PagedAttentionMemoryHandler ---
 
-@pytest.mark.parametrize("model,flash,logits_to_keep,available_gib", [
-    ("llama-3.1-8b", False, True, 60), ("llama-3.1-8b", True, False, 20), ("gpt-oss-20b", False, True, 40),
-    ("gemma-2-9b", True, True, 30)])
-def test_transformers_sizing_matches_transformers(monkeypatch, model, flash, logits_to_keep, available_gib):
+def transformers_handler(monkeypatch, model, flash, logits_to_keep, available_gib, **cb_settings):
+    """transformers' own PagedAttentionMemoryHandler for `model` with `available_gib` free for the cache."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("transformers")
     from math import lcm
@@ -307,7 +306,6 @@ def test_transformers_sizing_matches_transformers(monkeypatch, model, flash, log
     from transformers.generation.configuration_utils import ContinuousBatchingConfig
     from transformers.generation.continuous_batching import cache as tf_cache
 
-    from kvplan.plan.policies.transformers import CBSettings, plan_cache
     from kvplan.model.loaders import bundled_entry
 
     raw = dict(bundled_entry(model)["config"])
@@ -318,8 +316,8 @@ def test_transformers_sizing_matches_transformers(monkeypatch, model, flash, log
     total, allocated = 80 * GiB, 80 * GiB - int(available_gib * GiB / 0.9)
     monkeypatch.setattr(tf_cache, "get_device_and_memory_breakdown",
                         lambda: (torch.device("cpu"), total, allocated, allocated))
-    cb = ContinuousBatchingConfig(page_size=256, max_batch_tokens=8192, max_memory_percent=0.9,
-                                  max_blocks_per_request=32, max_requests_per_batch=1024, use_async_batching=False)
+    cb = ContinuousBatchingConfig(page_size=256, max_memory_percent=0.9, max_blocks_per_request=32,
+                                  use_async_batching=False, **cb_settings)
     kv_heads = tf_cache.find_num_key_value_heads(config)
     allocators = [tf_cache.ATTN_TYPE_TO_ALLOCATOR[t](index=i, config=config, num_key_value_heads=kv_heads,
                                                      cache_dtype=torch.bfloat16, page_size=256, layer_indices=idx,
@@ -327,17 +325,82 @@ def test_transformers_sizing_matches_transformers(monkeypatch, model, flash, log
                   for i, (t, idx) in enumerate(tf_cache.group_layers_by_attn_type(config).items())]
     bytes_per_sector = lcm(*(a.bytes_per_block for a in allocators), 128)
     tokens_per_sector = max(bytes_per_sector // a.bytes_per_block * a.tokens_per_page for a in allocators)
-    handler = tf_cache.PagedAttentionMemoryHandler(
+    return tf_cache.PagedAttentionMemoryHandler(
         config=config, cb_config=cb, dtype=torch.bfloat16, bytes_per_sector=bytes_per_sector,
         tokens_per_sector=tokens_per_sector, bytes_per_block=allocators[0].bytes_per_block,
         attn_types=list(tf_cache.group_layers_by_attn_type(config)), model_supports_logits_to_keep=logits_to_keep)
+
+
+@pytest.mark.parametrize("model,flash,logits_to_keep,available_gib", [
+    ("llama-3.1-8b", False, True, 60), ("llama-3.1-8b", True, False, 20), ("gpt-oss-20b", False, True, 40),
+    ("gemma-2-9b", True, True, 30)])
+def test_transformers_sizing_matches_transformers(monkeypatch, model, flash, logits_to_keep, available_gib):
+    from kvplan.plan.policies.transformers import CBSettings, plan_cache
+
+    handler = transformers_handler(monkeypatch, model, flash, logits_to_keep, available_gib, max_batch_tokens=8192,
+                                   max_requests_per_batch=1024)
     expected = handler.infer_max_batch_tokens_and_num_sectors()
 
     spec = load_model(model).spec
     plan = plan_cache(spec, BF16, 1, handler.available_memory,
                       CBSettings(flash_attention=flash, logits_to_keep=logits_to_keep))
     assert (plan.max_batch_tokens, plan.num_sectors) == expected and expected[1] > 100
-    assert (plan.bytes_per_sector, plan.tokens_per_sector) == (bytes_per_sector, tokens_per_sector)
+    assert (plan.bytes_per_sector, plan.tokens_per_sector) == (handler.bytes_per_sector, handler.tokens_per_sector)
+
+
+@pytest.mark.parametrize("given", [{}, {"max_batch_tokens": 2048, "max_requests_per_batch": 64},
+                                   {"max_batch_tokens": 512, "max_requests_per_batch": 512}])
+def test_transformers_sizes_with_the_deployments_batch_limits(monkeypatch, given):
+    """--max-num-batched-tokens is transformers' max_batch_tokens and --max-num-seqs its max_requests_per_batch:
+    the estimate sizes the cache with them (transformers' own defaults when not given), as transformers does."""
+    handler = transformers_handler(monkeypatch, "llama-3.1-8b", False, True, 60, **given)
+    expected_tokens, expected_sectors = handler.infer_max_batch_tokens_and_num_sectors()
+    flags = {"max_num_batched_tokens": given.get("max_batch_tokens"),
+             "max_num_seqs": given.get("max_requests_per_batch")}
+    e = est("llama-3.1-8b", engine="transformers", kv_cache_memory_bytes=handler.available_memory, **flags)
+    figures = e.engine_report["figures"]
+    assert (figures["max_batch_tokens"], figures["num_sectors"]) == (expected_tokens, expected_sectors)
+    expected_requests = given.get("max_requests_per_batch") or transformers_default_requests()
+    assert (e.max_num_batched_tokens, e.max_num_seqs) == (expected_tokens, expected_requests)
+
+
+def transformers_default_requests() -> int:
+    from transformers.generation.continuous_batching.initialization import FALLBACK_DEFAULTS
+
+    return FALLBACK_DEFAULTS["max_requests_per_batch"]
+
+
+def test_transformers_defaults_are_transformers_own():
+    """Settings not given are transformers 5.23's: page 256 tokens (ContinuousBatchingConfig.page_size),
+    max_batch_tokens 8192 (PagedAttentionMemoryHandler._default_max_batch_tokens), max_requests_per_batch 1024
+    (FALLBACK_DEFAULTS), not another engine's 256 sequences."""
+    e = est("llama-3.1-8b", engine="transformers", kv_cache_memory_bytes=20 * GiB)
+    assert (e.block_size, e.max_num_batched_tokens, e.max_num_seqs) == (256, 8192, 1024)
+    assert e.engine_report["figures"]["max_batch_tokens"] == 8192
+
+
+def test_transformers_defaults_read_from_the_installed_transformers():
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from transformers.generation.configuration_utils import ContinuousBatchingConfig
+    from transformers.generation.continuous_batching.cache import PagedAttentionMemoryHandler
+
+    e = est("llama-3.1-8b", engine="transformers", kv_cache_memory_bytes=20 * GiB)
+    assert (e.block_size, e.max_num_batched_tokens, e.max_num_seqs) == (
+        ContinuousBatchingConfig().page_size, PagedAttentionMemoryHandler._default_max_batch_tokens,
+        transformers_default_requests())
+
+
+@pytest.mark.parametrize("settings,match", [
+    ({"activation_bytes": GiB}, "--activation-memory has no equivalent in transformers"),
+    ({"cuda_graph_bytes": GiB}, "--cuda-graph-memory has no equivalent in transformers"),
+    ({"max_num_batched_tokens": 512}, "max_requests_per_batch 1024 (--max-num-seqs, its default) exceeds "
+                                      "max_batch_tokens 512"),
+    ({"max_num_batched_tokens": 512, "max_num_seqs": 600}, "max_requests_per_batch 600 (--max-num-seqs, given)"),
+])
+def test_transformers_refuses_what_it_cannot_honour(settings, match):
+    with pytest.raises(InputError, match=re.escape(match)):
+        est("llama-3.1-8b", engine="transformers", kv_cache_memory_bytes=20 * GiB, **settings)
 
 
 @pytest.mark.parametrize("engine", ["trtllm", "transformers"])

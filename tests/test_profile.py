@@ -323,3 +323,27 @@ def test_the_paged_report_is_written_before_the_contiguous_rerun(tiny, tmp_path)
     assert early["error"]["num_blocks"] == 0  # compared already
     assert "**PARTIAL:** written before the contiguous phase finished" in (tmp_path / "report" / "profile.md").read_text()
     assert result.phase == "done" and result.contiguous["requests"] == 8
+
+
+# transformers' fp32 attention mask for 8192 batch tokens alone takes 4 x 8192 x 8192 B: the default needs more memory.
+@pytest.mark.parametrize("limits,budget_bytes,expected", [
+    ({}, 768 << 20, (1024, 8192)), ({"max_num_seqs": 8, "max_num_batched_tokens": 256}, 32 << 20, (8, 256))])
+def test_transformers_engine_limits_reach_the_runtime_scheduler(tiny, monkeypatch, limits, budget_bytes, expected):
+    """--engine transformers: the runtime's scheduler (and the simulated prediction's) runs transformers'
+    max_requests_per_batch and max_batch_tokens (its defaults 1024 and 8192 when not given), the values the
+    estimate sized the pool with and the report shows."""
+    import kvplan.runtime.engine as engine_module
+
+    configs, real_init = [], engine_module.Scheduler.__init__
+    monkeypatch.setattr(engine_module.Scheduler, "__init__",
+                        lambda self, kv, config: configs.append(config) or real_init(self, kv, config))
+    dep = Deployment(engine="transformers", weight_dtype="fp32", kv_cache_memory_bytes=budget_bytes, max_model_len=64,
+                     **limits)
+    workload = SyntheticWorkload(40, Distribution.parse("20", "p"), Distribution.parse("8", "o"))
+    result = run_profile(load_model(str(tiny)), dep, workload, device="cpu", warn=lambda text: None)
+    assert result.phase == "done" and result.finding is None
+    assert configs and {(c.max_num_seqs, c.max_num_batched_tokens) for c in configs} == {expected}
+    assert (result.deployment["max_num_seqs"], result.deployment["max_num_batched_tokens"]) == expected
+    assert (result.estimate["max_num_seqs"], result.estimate["max_num_batched_tokens"]) == expected
+    assert result.measured["num_blocks"] == result.predicted["num_blocks"] == result.estimate["num_blocks"] > 0
+    assert result.run["max_concurrent_users"] == min(40, expected[0])

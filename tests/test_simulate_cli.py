@@ -76,6 +76,11 @@ def test_step_clock(capsys):
     (["--mode", "fast"], "mode"),
     (["--max-num-seqs", "9000"], "--max-num-batched-tokens"),
     (["--kv-cache-memory", "64MiB", "--prompt-len", "3000"], "does not fit in the KV pool"),
+    # flags transformers has no knob for are refused with --engine transformers, not echoed and ignored
+    (["--engine", "transformers", "--no-chunked-prefill"], "--no-chunked-prefill has no equivalent in transformers"),
+    (["--engine", "transformers", "--activation-memory", "1GiB"], "--activation-memory has no equivalent in "),
+    (["--engine", "transformers", "--cuda-graph-memory", "1GiB"], "--cuda-graph-memory has no equivalent in "),
+    (["--engine", "transformers", "--max-num-batched-tokens", "512"], "give --max-num-seqs 512 or less"),
 ])
 def test_invalid_input_exits_2_with_one_line(capsys, tmp_path, extra, match):
     png = tmp_path / "never.png"
@@ -121,3 +126,21 @@ def test_peak_at_the_max_num_seqs_cap_is_said(capsys):
     d = json.loads(run(args + ["--max-num-seqs", "512", "--format", "json"], capsys)[1])
     assert d["peak_concurrency"] < 512
     assert "--max-num-seqs cap" not in run(args + ["--max-num-seqs", "512"], capsys)[1]
+
+
+def test_transformers_engine_runs_the_limits_it_reports(capsys):
+    """--engine transformers: the limits the JSON shows are transformers' own defaults when not given and the
+    user's when given (max_batch_tokens, max_requests_per_batch); the pool is sized with them and the scheduler
+    runs them."""
+    from kvplan import Deployment, estimate, find_gpu, load_model
+
+    args = BASE + ["--engine", "transformers", "--requests", "100", "--prompt-len", "50", "--output-len", "20",
+                   "--clock", "steps", "--format", "json"]
+    default = json.loads(run(args, capsys)[1])
+    assert (default["max_num_seqs"], default["max_num_batched_tokens"], default["block_size"]) == (1024, 8192, 256)
+    given = json.loads(run(args + ["--max-num-batched-tokens", "2048", "--max-num-seqs", "16"], capsys)[1])
+    assert (given["max_num_seqs"], given["max_num_batched_tokens"]) == (16, 2048)
+    assert given["peak_concurrency"] == 16 < default["peak_concurrency"]
+    e = estimate(load_model("llama-3.1-8b"), Deployment(gpu=find_gpu("H100"), max_model_len=4096, engine="transformers",
+                                                        max_num_batched_tokens=2048, max_num_seqs=16))
+    assert given["num_blocks"] == e.engine_report["figures"]["num_sectors"] > default["num_blocks"]

@@ -179,7 +179,7 @@ def test_same_step_requests_hit_each_other(tmp_path):
     layout = page_layout(load_model("llama-3.1-8b").spec)
 
     def cached(max_num_seqs):
-        sim = Simulator(layout, 1000, 16, 4096, SchedulerConfig(max_num_seqs), StepClock())
+        sim = Simulator(layout, 1000, 16, 4096, SchedulerConfig(max_num_seqs, 8192), StepClock())
         return sim.run(TraceWorkload(path)).cached_tokens
 
     assert (cached(256), cached(1)) == (512, 512)

@@ -98,7 +98,7 @@ def simulate(workload, block_size: int, num_blocks: int = 50_000, max_num_seqs: 
     """In file order, in a pool no request can fill: the LRU's sequence. (Requests admitted in one step
     hit each other's blocks, registered when allocated as in vLLM, so a batch finds what one request at
     a time finds: test_same_step_requests_hit_each_other.)"""
-    sim = Simulator(LAYOUT, num_blocks, block_size, 32_768, SchedulerConfig(max_num_seqs), StepClock())
+    sim = Simulator(LAYOUT, num_blocks, block_size, 32_768, SchedulerConfig(max_num_seqs, 8192), StepClock())
     return sim.run(workload)
 
 
@@ -188,7 +188,7 @@ def test_the_allocator_keys_prompts_by_their_derived_keys(monkeypatch):
     built = []
     ids = SegmentedPrompt._ids
     monkeypatch.setattr(SegmentedPrompt, "_ids", lambda self, a, b: built.append(b - a) or ids(self, a, b))
-    sim = Simulator(LAYOUT, 50_000, 16, 32_768, SchedulerConfig(), StepClock())
+    sim = Simulator(LAYOUT, 50_000, 16, 32_768, SchedulerConfig(256, 8192), StepClock())
     items = list(TraceWorkload(DATA / SAMPLES["mooncake"], speed=0.01))
     sim.run(items)
     pool = sim.kv.pool

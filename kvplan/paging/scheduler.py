@@ -30,8 +30,10 @@ _num_samples = attrgetter("num_samples")
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    max_num_seqs: int = 256
-    max_num_batched_tokens: int = 8192
+    """The step limits, as a deployment resolved them (their defaults are the engine policies'; none here)."""
+
+    max_num_seqs: int
+    max_num_batched_tokens: int
     enable_chunked_prefill: bool = True
 
     def __post_init__(self):
@@ -60,9 +62,9 @@ class SchedulerOutput:
 
 
 class Scheduler:
-    def __init__(self, kv_manager, config: SchedulerConfig | None = None):
+    def __init__(self, kv_manager, config: SchedulerConfig):
         self.kv = kv_manager
-        self.config = config or SchedulerConfig()
+        self.config = config
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
 

@@ -18,6 +18,7 @@ from .simulator import PoolTooSmall, Simulator
 from ..plan import Deployment, estimate, pp_partition
 from ..plan.dtype_plan import dtype_plan
 from ..plan.estimate import settings_used
+from ..plan.policies import get_policy
 from ..model import LoadedModel
 from ..model.grouping import page_layout
 
@@ -73,6 +74,9 @@ def simulate(model: LoadedModel, dep: Deployment, workload, *, mode: str = "even
              progress: Callable[[str, int], None] | None = None) -> SimulationReport:
     """Run `workload` (an iterable of WorkItems, re-iterable for the contiguous run) on the estimate's pool;
     `slo_ttft`/`slo_tpot` in seconds (they need the cost clock)."""
+    policy = get_policy(dep.engine)
+    if not chunked_prefill and policy.always_chunks_prefill:
+        raise InputError(f"--no-chunked-prefill has no equivalent in {policy.name}: {policy.always_chunks_prefill}")
     est = estimate(model, dep)
     if est.num_blocks is None:
         raise InputError("simulate needs a KV budget: give --gpu (with known weights) or --kv-cache-memory SIZE")

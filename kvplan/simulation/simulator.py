@@ -57,7 +57,7 @@ def _tokens(req: SimRequest, first: int, count: int) -> range:
 
 class Simulator:
     def __init__(self, layout: PageLayout, num_blocks: int, block_size: int, max_model_len: int,
-                 config: SchedulerConfig | None = None, clock=None, *, prefix_caching: bool = True,
+                 config: SchedulerConfig, clock=None, *, prefix_caching: bool = True,
                  contiguous: bool = False, mode: str = "event", check: bool = False,
                  progress: Callable[[int], None] | None = None):
         from .clock import StepClock
@@ -66,7 +66,7 @@ class Simulator:
             raise InputError(f"--mode must be 'event' or 'step', got {mode!r}")
         if max_model_len < 2:
             raise InputError(f"--max-model-len {max_model_len} leaves no room for a prompt and an output token")
-        self.config = config or SchedulerConfig()
+        self.config = config
         self.clock = clock or StepClock()
         self.max_model_len = max_model_len
         if contiguous:

@@ -44,6 +44,8 @@ class EnginePolicy:
     description = ""
     # What the engine calls kvplan's --gpu-memory-utilization (vLLM's word), and what it is a fraction of.
     memory_fraction = ("gpu_memory_utilization", "total GPU memory")
+    # Why the engine cannot run with chunked prefill off (None: it can, as vLLM's --no-enable-chunked-prefill).
+    always_chunks_prefill: str | None = None
     # The values of the settings a deployment leaves to the engine, for engines without a table of their own
     # (those override `engine_defaults`); written here only.
     default_block_size = 16  # tokens per block when --block-size is not given

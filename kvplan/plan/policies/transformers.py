@@ -7,16 +7,21 @@
   allocator's block is one page of `page_size` tokens (default 256; kvplan's --block-size) for each
   of its layers; a *sector* is the least common multiple of every
   allocator's block bytes and 128 bytes, and sectors are what the pool hands out.
-- max_batch_tokens M (default 8192) is fixed first; the IO tensors and the larger of the attention
-  and LM-head activation peaks scale with M and are paid first, with two trash sectors and (models
-  that slice logits) one fp32 logit row per request of the batch; the rest becomes sectors, each
+- max_batch_tokens M (kvplan's --max-num-batched-tokens, default 8192) is fixed first; the IO tensors
+  and the larger of the attention and LM-head activation peaks scale with M and are paid first, with
+  two trash sectors and (models that slice logits) one fp32 logit row per request of a batch
+  (max_requests_per_batch, kvplan's --max-num-seqs, default 1024); the rest becomes sectors, each
   costing its bytes plus the K/V read-back and read indices of its tokens; finally sectors are
   removed to pay for the attention masks (none with flash attention).
 - Capacity is reported as full-attention tokens (`num_sectors x full blocks per sector x page_size`);
   concurrency at max_model_len charges each request `cdiv(L, page)` full blocks and
   `cdiv(min(L, W), page)` sliding blocks (a ring buffer over the window).
-Defaults model `generate_batch` with sdpa on CUDA: masks needed, so no CUDA graphs and no async
-batching, 32 blocks per request in the decode block table, 1024 requests per batch, logits sliced.
+- The scheduler fills a batch up to M tokens and max_requests_per_batch requests, decoding requests
+  first, and splits any prompt longer than what is left of M: there is no switch for chunked prefill.
+  transformers caps max_requests_per_batch at M after sizing the logit rows with the uncapped value;
+  kvplan refuses that case rather than size one value and schedule another.
+Defaults model `generate_batch` with sdpa on CUDA and no workload hints: masks needed, so no CUDA graphs
+and no async batching, 32 blocks per request in the decode block table, logits sliced.
 """
 
 from dataclasses import dataclass
@@ -25,7 +30,7 @@ from math import ceil, gcd
 from ...dtypes import KVFormat
 from ...errors import InputError, UnsupportedModelError
 from ...model import LayerGroup, ModelSpec, cdiv, ceil_bytes
-from ..deployment import Deployment
+from ..deployment import SETTINGS, Deployment
 from ..overhead import Term, overhead_terms
 from . import register
 from .base import EnginePolicy, EngineReport, Pool
@@ -38,9 +43,19 @@ POSITION_BYTES = 8  # int64 write/read indices
 LOGIT_BYTES = 4  # fp32 logits
 
 
+# Deployment settings transformers has no knob for, and why (refused rather than echoed and ignored).
+NO_EQUIVALENT = {
+    "activation_bytes": "it plans its activation buffers inside the cache memory from max_batch_tokens "
+                        "(give --max-num-batched-tokens)",
+    "cuda_graph_bytes": "it sizes the cache before any CUDA graph is captured",
+}
+
+
 @dataclass(frozen=True)
 class CBSettings:
-    """The continuous-batching knobs that size the cache (resolved values, as after transformers' defaults)."""
+    """The continuous-batching knobs that size the cache, at transformers' defaults (`ContinuousBatchingConfig`
+    resolved: `PagedAttentionMemoryHandler._default_max_batch_tokens`, `FALLBACK_DEFAULTS`). The policy takes
+    page_size, max_batch_tokens and max_requests_per_batch from the deployment, which these fill when not given."""
 
     page_size: int = PAGE_SIZE
     max_batch_tokens: int = 8192
@@ -146,7 +161,7 @@ class TransformersPolicy(EnginePolicy):
     description = ("transformers 5.23 continuous batching: free memory x max_memory_percent, batch buffers for "
                    "max_batch_tokens first, the rest in sectors of lcm(group block bytes, 128)")
     memory_fraction = ("max_memory_percent", "the memory free after the model loads")
-    default_block_size = PAGE_SIZE
+    always_chunks_prefill = "its scheduler splits any prompt longer than the batch's tokens left, with no switch"
 
     def __init__(self, version: str | None = None, settings: CBSettings | None = None):
         super().__init__(version)
@@ -157,10 +172,29 @@ class TransformersPolicy(EnginePolicy):
             raise InputError(f"--engine transformers@{version}: kvplan models transformers 5.23's paged cache")
         return version
 
+    def engine_defaults(self, dep: Deployment, max_model_len: int) -> tuple[dict, str | None]:
+        s = self.settings
+        return {"block_size": s.page_size, "max_num_batched_tokens": s.max_batch_tokens,
+                "max_num_seqs": s.max_requests_per_batch}, None
+
+    def resolve_deployment(self, spec: ModelSpec, dep: Deployment, max_model_len: int) -> tuple[Deployment, list[str]]:
+        for name, why in NO_EQUIVALENT.items():
+            if getattr(dep, name) is not None:
+                raise InputError(f"{SETTINGS[name].flag} has no equivalent in transformers: {why}")
+        source = "its default" if dep.max_num_seqs is None else "given"
+        dep, notes = super().resolve_deployment(spec, dep, max_model_len)
+        requests, tokens = dep.max_num_seqs, dep.max_num_batched_tokens
+        if requests > tokens:  # transformers would size `requests` logit rows, then schedule at most `tokens`
+            raise InputError(f"--engine transformers: max_requests_per_batch {requests} (--max-num-seqs, {source}) "
+                             f"exceeds max_batch_tokens {tokens} (--max-num-batched-tokens): give --max-num-seqs "
+                             f"{tokens} or less")
+        return dep, notes
+
     def _settings(self, dep: Deployment) -> CBSettings:
         from dataclasses import replace
 
-        return replace(self.settings, page_size=dep.block_size)
+        return replace(self.settings, page_size=dep.block_size, max_batch_tokens=dep.max_num_batched_tokens,
+                       max_requests_per_batch=dep.max_num_seqs)
 
     def overhead(self, spec: ModelSpec, dep: Deployment, act_elem_bytes: int) -> list[Term]:
         # Activations are planned inside the cache budget (max_batch_tokens); only the context is gone.
