@@ -6,8 +6,9 @@
 Workload (issue 17): 2,000 requests of 1,000 prompt + 500 decode tokens, block size 16, 64 requests
 live at once (a finished request is freed and the next one admitted), decoded round-robin. A
 request's life: admit (prefix-cache lookup over its full prompt blocks, allocate, hash the full
-blocks), then per decode token one allocation call (kvplan: `allocate_slots(req, 1)` then
-`cache_blocks`; nano-vllm: `can_append` then `may_append`, which hashes a block once it is full),
+blocks), then per decode token one allocation call (kvplan: `allocate_slots(req, 1)`, which registers the
+block the token fills, as vLLM's does; nano-vllm: `can_append` then `may_append`, which hashes a
+block once it is full),
 then free. Prompts are distinct, so nothing hits: every full block is hashed and registered.
 
 Block operations = blocks taken from the free list + full blocks hashed into the prefix cache +
@@ -206,9 +207,8 @@ def run_kvplan(args) -> dict:
     def admit(i):
         nonlocal calls
         req = Request(str(i), prompt_of(i, args.prompt), args.decode + 1)
-        assert kv.allocate_slots(req, args.prompt)
+        assert kv.allocate_slots(req, args.prompt)  # registers the full prompt blocks
         req.num_computed_tokens = args.prompt
-        kv.cache_blocks(req)
         calls += 1
         return req
 
@@ -218,13 +218,11 @@ def run_kvplan(args) -> dict:
         kv.free(req)
 
     def decode_round(live, token):
-        allocate_slots, cache_blocks, bs = kv.allocate_slots, kv.cache_blocks, args.block_size
+        allocate_slots = kv.allocate_slots
         for req in live:
             req.output_token_ids.append(token)
-            assert allocate_slots(req, 1)
+            assert allocate_slots(req, 1)  # and registers the block it fills, if it fills one
             req.num_computed_tokens += 1
-            if req.num_computed_tokens % bs == 0:  # as Scheduler.update: only a filled block has work
-                cache_blocks(req)
 
     wall, cpu = drive(args, admit, decode_round, finish)
     kv.check_integrity()

@@ -128,17 +128,25 @@ class BlockPool:
         self.num_evictions += n
 
     def _pop_live(self, n: int) -> tuple[list[int], int]:
-        """The first n live entries from the front, skipping (and dropping) stale ones."""
+        """The first n live entries from the front, skipping (and dropping) stale ones: a slice of as
+        many entries as are still wanted is taken whole when none of it is stale (checked in C), and
+        walked entry by entry otherwise (a block's stale entries precede its live one, so in order,
+        an entry is stale exactly when its block still counts stale entries)."""
         queue, stale, i = self._queue, self._stale, self._head
-        blocks = []
+        blocks: list[int] = []
         while len(blocks) < n:
-            b = queue[i]
-            i += 1
-            if stale[b]:
-                stale[b] -= 1
-                self._num_stale -= 1
-            else:
-                blocks.append(b)
+            want = n - len(blocks)
+            chunk = queue[i:i + want]
+            i += want
+            if not any(map(stale.__getitem__, chunk)):
+                blocks += chunk
+                continue
+            for b in chunk:
+                if stale[b]:
+                    stale[b] -= 1
+                    self._num_stale -= 1
+                else:
+                    blocks.append(b)
         return blocks, i
 
     def _compact(self) -> None:

@@ -213,9 +213,11 @@ class KVCacheManager:
             st = self._reqs[req.request_id]
         if num_tokens is None:
             num_tokens = req.num_computed_tokens
-        if num_tokens < st.hash_at:
-            return
-        num_tokens = min(num_tokens, req.num_tokens)  # slots ahead of the known tokens hold no known block
+        if num_tokens >= st.hash_at:
+            self._register(st, req, min(num_tokens, req.num_tokens))  # slots past the known tokens: no key
+
+    def _register(self, st: "_Blocks", req: Request, num_tokens: int) -> None:
+        """cache_blocks for num_tokens (at least st.hash_at, at most req.num_tokens)."""
         bs, first = self.block_size, st.num_hashed
         num_full = num_tokens // bs
         st.num_hashed = num_full
@@ -257,13 +259,15 @@ class KVCacheManager:
                     return False
                 self.cache_blocks(req, req.num_computed_tokens + num_new_tokens)
                 return True
+        # The one-token paths register without the cap at req.num_tokens: a decode slot is the
+        # position of a token the request holds.
         start, ends = req.num_computed_tokens, self._ends
         end = start + num_new_tokens
         if num_new_tokens == 1 and start == ends[st.slot]:
             if start < st.horizon:  # one token into the tails (counted by its end)
                 ends[st.slot] = end
                 if end >= st.hash_at:  # it fills the tail
-                    self.cache_blocks(req, end)
+                    self._register(st, req, end)
                 return True
             if self.keeps_every_token and start == len(st.tables[0]) * self.block_size:
                 # Into a new block, without windows: one more block per group, nothing to release or copy.
@@ -275,12 +279,12 @@ class KVCacheManager:
                 ends[st.slot] = end  # its slot in every group: counted by the end
                 st.horizon = start + self.block_size
                 if end >= st.hash_at:  # blocks of one token
-                    self.cache_blocks(req, end)
+                    self._register(st, req, end)
                 return True
         if not self._extend(st, start, num_new_tokens):
             return False
         if end >= st.hash_at:
-            self.cache_blocks(req, end)
+            self._register(st, req, min(end, req.num_tokens))
         return True
 
     def _admit(self, req: Request, num_new_tokens: int) -> bool:
