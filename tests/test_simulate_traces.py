@@ -175,14 +175,15 @@ def test_trace_block_size(tmp_path, trace_block):
 def test_hits_without_the_derived_keys_are_the_same(monkeypatch):
     """The allocator hashing the token ids themselves finds the same hits as the keys from the segments."""
     keyed = simulate(TraceWorkload(DATA / SAMPLES["mooncake"], speed=0.01), 16)
-    monkeypatch.setattr(SegmentedPrompt, "block_keys", lambda self, block_size: [])
+    monkeypatch.setattr(SegmentedPrompt, "block_keys", lambda self, block_size, tail=None: [])
     hashed = simulate(TraceWorkload(DATA / SAMPLES["mooncake"], speed=0.01), 16)
     assert hashed.cached_tokens == keyed.cached_tokens > 0
 
 
 def test_the_allocator_keys_prompts_by_their_derived_keys(monkeypatch):
-    """The keys from the segments are the pool's keys (each its own check value: paging.hashing), and a
-    prompt's ids are built only for the blocks the allocator hashes itself: the partial last one."""
+    """The keys from the segments and the outputs are the pool's keys (each its own check value:
+    paging.hashing), and no prompt ids are built for hashing: the block where a prompt ends and its
+    outputs begin has a derived key too."""
     from kvplan.paging.hashing import GIVEN_KEYS
 
     built = []
@@ -193,9 +194,11 @@ def test_the_allocator_keys_prompts_by_their_derived_keys(monkeypatch):
     sim.run(items)
     pool = sim.kv.pool
     given = {key for key in pool.cached_blocks if key >= GIVEN_KEYS}
-    expected = {k for item in items for k in item.prompt(item.num_prompt_tokens).block_keys(16)}
+    expected = {k for uid, item in enumerate(items)  # the last output token is sampled, never computed
+                for k in item.prompt(item.num_prompt_tokens).block_keys(16, (b"out %d" % uid, item.output_len))
+                [:(item.num_prompt_tokens + item.output_len - 1) // 16]}
     assert given == expected and all(pool.block_check[pool.cached_blocks[k]] == k for k in given)
-    assert sum(built) < 16 * len(items) < sum(item.num_prompt_tokens for item in items) // 10
+    assert len(pool.cached_blocks) == len(given) and sum(built) == 0
 
 
 def test_keys_past_given_ones_chain_on_the_last_given_key():

@@ -99,10 +99,12 @@ class Simulator:
             raise InputError(f"request {item.index}: {prompt_len + output_len} tokens exceed --max-num-batched-tokens "
                              f"{self.config.max_num_batched_tokens} and chunked prefill is off")
         prompt = item.prompt(prompt_len)
-        # Keys of the prompt's full blocks from its segments (tokens.py), so the allocator hashes no prompt ids.
-        keys = prompt.block_keys(self._block_size) if self._hashes and isinstance(prompt, SegmentedPrompt) else []
         uid = self._next_uid
         self._next_uid += 1
+        # Keys of the full blocks from the prompt's segments and the sequence's outputs (their ids are
+        # output_tokens(uid, ...): its own), so the allocator hashes no ids (tokens.py).
+        keys = (prompt.block_keys(self._block_size, (b"out %d" % uid, output_len))
+                if self._hashes and isinstance(prompt, SegmentedPrompt) else [])
         family = _Family(item.num_samples, item.arrival_time, prompt_len)
         return SimRequest(str(uid), prompt, output_len, arrival_time=item.arrival_time, num_samples=item.num_samples,
                           block_hashes=keys, uid=uid, family=family)

@@ -76,11 +76,16 @@ class SegmentedPrompt(Sequence):
     def __repr__(self) -> str:
         return f"SegmentedPrompt({self._len} tokens in {len(self._starts)} segments)"
 
-    def block_keys(self, block_size: int) -> list[int]:
-        """Keys of the full blocks, [0, len // block_size)."""
+    def block_keys(self, block_size: int, tail: tuple[bytes, int] | None = None) -> list[int]:
+        """Keys of the full blocks, [0, len // block_size); with `tail` (identity, tokens), of the full
+        blocks of the prompt followed by one more segment: a sequence's own outputs, which no other
+        sequence's tokens equal, so their blocks get keys without their ids being hashed."""
         starts, keys, link = self._starts, [], b""
+        spans = list(zip(starts, starts[1:] + [self._len], self._identities))
+        if tail is not None and tail[1] > 0:
+            spans.append((self._len, self._len + tail[1], tail[0]))
         end = block_size  # the end of the next full block
-        for start, stop, identity in zip(starts, starts[1:] + [self._len], self._identities):
+        for start, stop, identity in spans:
             link = blake2b(link + identity + start.to_bytes(8, "little"), digest_size=12).digest()
             if end <= stop:  # blocks whose last token lies in this segment end at end, end + b, ... <= stop
                 base = GIVEN_KEYS + (int.from_bytes(link, "little") << 32) - start
