@@ -90,7 +90,8 @@ class BlockPool:
                 for key, b, first in zip(keys, blocks, found):
                     if first != b and block_key[first] == key:
                         cached[key] = first
-            self._log_evicted([b for b, key in zip(blocks, keys) if key is not None], evicted)
+            self._log_evicted(blocks if evicted == n else [b for b, key in zip(blocks, keys) if key is not None],
+                              evicted)
         else:
             for b in blocks:
                 ref_cnt[b] = 1

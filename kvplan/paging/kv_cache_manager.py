@@ -511,6 +511,12 @@ class KVCacheManager:
         """append_block for each request in turn, the blocks popped in one go (the same blocks); returns them."""
         groups, get = self.num_groups, self._reqs.__getitem__
         blocks = self.pool.get_new_blocks(len(reqs) * groups)
+        if groups == 1:
+            for req, block in zip(reqs, blocks):
+                st = get(req.request_id)
+                st.tables[0].append(block)
+                st.horizon = 0
+            return blocks
         for i, req in enumerate(reqs):
             st = get(req.request_id)
             for table, block in zip(st.tables, blocks[i * groups:(i + 1) * groups]):

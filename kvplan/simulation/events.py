@@ -120,11 +120,25 @@ class EventScheduler(Scheduler):
         return True
 
     def _cross(self, boundaries: dict, t: int) -> list[int]:
-        taken = self.lazy_decode.cross([entry[0] for entry in boundaries.values()]) if boundaries else []
+        if not boundaries:
+            return []
+        taken = self.lazy_decode.cross([entry[0] for entry in boundaries.values()])
+        lazy, next_boundary = self._lazy, t + self.kv.block_size
+        crossing_again = []  # their next event is their next boundary: one bucket for all of them
         for rid, entry in boundaries.items():
-            event = min(t + self.kv.block_size, entry[5])
-            self._lazy[rid] = entry[:4] + (event, entry[5])
-            self._push_event(event, rid)
+            if entry[5] < next_boundary:  # it finishes first
+                lazy[rid] = entry[:4] + (entry[5], entry[5])
+                self._push_event(entry[5], rid)
+            else:
+                lazy[rid] = entry[:4] + (next_boundary, entry[5])
+                crossing_again.append(rid)
+        if crossing_again:
+            bucket = self._events.get(next_boundary)
+            if bucket is None:
+                self._events[next_boundary] = crossing_again
+                heappush(self._event_steps, next_boundary)
+            else:
+                bucket += crossing_again
         return taken
 
     def _wake(self, rid: str, t: int) -> None:
