@@ -118,7 +118,8 @@ def _expansion_script() -> str:
 
 # name -> (quick, build(tmp) -> argv or (argv, env), or a Hub scenario); each must exit 2 with one line,
 # except those in ANSWERS, which must give their answer (exit 0).
-ANSWERS = {"start-up log 1 MiB of backtracking bait", "start-up log 16 MiB of backtracking bait", "COLUMNS=0"}
+ANSWERS = {"start-up log 1 MiB of backtracking bait", "start-up log 16 MiB of backtracking bait", "COLUMNS=0",
+           "hub: 1,024 shards (the most kvplan reads)"}
 CASES = {
     "config.json 2 GB (sparse)": (True, lambda t: ["estimate", _sparse(t / "config.json", 2 * 10**9), "--gpu", "H100"]),
     "config.json /dev/zero": (True, lambda t: ["estimate", "/dev/zero", "--gpu", "H100"]),
@@ -137,6 +138,8 @@ CASES = {
         t / "m", header=_filled(b'{"x": [', b"{}     ,", 32 * MiB - 64, b"{}]}")), "--gpu", "H100"]),
     "safetensors index 32 MiB, an empty list per 8 bytes": (False, lambda t: ["estimate", _model(
         t / "m", index=_filled(b'{"weight_map": [', b"[]     ,", 32 * MiB - 64, b"[]]}")), "--gpu", "H100"]),
+    "safetensors index 32 MiB of distinct tensor names": (False, lambda t: ["estimate", _model(
+        t / "m", index=_names_index(32 * MiB - 64)), "--gpu", "H100"]),
     "safetensors header length 2**63": (True, lambda t: ["estimate", _model(t / "m", raw=struct.pack("<Q", 2**63)),
                                                          "--gpu", "H100"]),
     "deployment YAML 2 GB (sparse)": (True, lambda t: ["check", _sparse(t / "d.yaml", 2 * 10**9)]),
@@ -192,7 +195,34 @@ CASES = {
     "hub: endless config.json": (True, "hub:config"),
     "hub: config.json dripped a byte at a time": (False, "hub:drip"),
     "hub: redirect loop": (True, "hub:redirect"),
+    # the third pass: the whole Hub resolution bounded
+    "hub: index naming 3,000 shards": (True, "hub:3000-shards"),
+    "hub: listing of 3,000 shards, no index": (True, "hub:3000-listed"),
+    "hub: 1,024 shards (the most kvplan reads)": (False, "hub:1024-shards"),
+    "hub: 1,024 shards, each header 1 s late": (False, "hub:1024-late"),
+    "hub: safetensors index 32 MiB of distinct tensor names": (False, "hub:names-index"),
 }
+
+
+def _names_index(size: int) -> bytes:
+    """A valid index of distinct tensor names all in one shard: the most strings a 32 MiB index holds."""
+    entry = b'"t%08d":"a.safetensors",'
+    entries = (entry % i for i in range((size - 40) // len(entry % 0)))
+    return b'{"weight_map":{' + b"".join(entries) + b'"t":"a.safetensors"}}'
+
+
+def _shard(i: int) -> bytes:
+    header = json.dumps({f"t{i}": {"dtype": "BF16", "shape": [2], "data_offsets": [0, 4]}}).encode()
+    return struct.pack("<Q", len(header)) + header + bytes(4)
+
+
+def _shards(n: int, index: bool) -> dict[str, bytes]:
+    names = [f"model-{k:05d}-of-{n:05d}.safetensors" for k in range(1, n + 1)]
+    files = {name: _shard(k) for k, name in enumerate(names)}
+    if index:
+        files["model.safetensors.index.json"] = json.dumps(
+            {"metadata": {"total_size": 4 * n}, "weight_map": {f"t{k}": name for k, name in enumerate(names)}}).encode()
+    return files
 
 
 def _hub_case(kind: str, t: Path):
@@ -202,18 +232,24 @@ def _hub_case(kind: str, t: Path):
     from hub_server import HubServer
 
     server = HubServer()
-    server.add_repo("acme/tiny", {"config.json": json.dumps(CONFIG).encode()})
-    pattern = "^/api/models/" if kind == "hub:listing" else "/resolve/.*/config.json"
+    repos = {"hub:3000-shards": lambda: _shards(3000, index=True), "hub:3000-listed": lambda: _shards(3000, index=False),
+             "hub:1024-shards": lambda: _shards(1024, index=True), "hub:1024-late": lambda: _shards(1024, index=True),
+             "hub:names-index": lambda: {"model.safetensors.index.json": _names_index(32 * MiB - 64)}}
+    server.add_repo("acme/tiny", {"config.json": json.dumps(CONFIG).encode(), **repos.get(kind, dict)()})
+    pattern = {"hub:listing": "^/api/models/", "hub:1024-late": "^/cdn/"}.get(kind, "/resolve/.*/config.json")
     faults = {"hub:listing": lambda: {"endless": b'{"sha": "'}, "hub:config": lambda: {"endless": b"{"},
-              "hub:drip": lambda: {"drip_s": 0.05}, "hub:redirect": lambda: {"redirect_loop": True},
+              "hub:drip": lambda: {"drip_s": 0.1}, "hub:redirect": lambda: {"redirect_loop": True},
               "hub:file-redirect": lambda: {"status": 302, "headers": {"Location": "file:///etc/passwd"}},
-              "hub:gzip-bomb": lambda: {"body": _gzip_bomb(200 * MiB), "headers": {"Content-Encoding": "gzip"}}}
-    server.fault(pattern, **faults[kind]())
+              "hub:gzip-bomb": lambda: {"body": _gzip_bomb(200 * MiB), "headers": {"Content-Encoding": "gzip"}},
+              "hub:1024-late": lambda: {"delay_s": 1.0}}  # 128 rounds of 8: two minutes without the deadline
+    if kind in faults:
+        server.fault(pattern, **faults[kind]())
     constants.HF_HUB_OFFLINE = False
     constants.ENDPOINT = server.url
-    env = {"HF_ENDPOINT": server.url, "HF_HUB_CACHE": str(t / "hub"), "HF_HUB_OFFLINE": "0",
-           "HF_HUB_DOWNLOAD_TIMEOUT": "4"}  # the default is 10: the drip ends at the 1.5x deadline either way
-    return ["estimate", "acme/tiny", "--online"], env, server
+    # HF_HUB_DOWNLOAD_TIMEOUT at its default (10 s): the drip (~20 s of body) and the late shards end at
+    # the 12 s deadline for all of one command's Hub requests.
+    env = {"HF_ENDPOINT": server.url, "HF_HUB_CACHE": str(t / "hub"), "HF_HUB_OFFLINE": "0"}
+    return ["estimate", "acme/tiny", "--online", "--allow-unknown-arch"], env, server
 
 
 def run_cases(names: list[str]) -> list[dict]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from kvplan.cli import main
+from kvplan.errors import InputError
 
 MiB = 1 << 20
 REPO = Path(__file__).resolve().parents[1]
@@ -160,6 +161,36 @@ def test_safetensors_header_length_over_the_limit(tmp_path, capsys):
 ])
 def test_safetensors_indexes(tmp_path, capsys, index, needle):
     assert needle in fails(capsys, "estimate", str(write_model(tmp_path, index=index)), "--gpu", "H100")
+
+
+def test_an_index_is_read_once(tmp_path, capsys, monkeypatch):
+    """A local index names a missing shard: its total answers, from the one read (a 32 MiB index took 10 s
+    read twice)."""
+    import kvplan.model.safetensors as safetensors
+
+    reads = []
+    monkeypatch.setattr(safetensors, "read_json", lambda path, limit: reads.append(path) or json.loads(Path(path).read_text()))
+    d = write_model(tmp_path, index=json.dumps({"metadata": {"total_size": 4096}, "weight_map": {"w": "a.safetensors"}}))
+    assert main(["estimate", str(d), "--gpu", "H100", "--format", "json"]) == 0, capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out)["weights_bytes"] == 4096
+    assert [Path(p).name for p in reads] == ["model.safetensors.index.json"]
+
+
+@pytest.mark.parametrize("inside", [
+    "[" * 60 + "{",  # brackets inside a string are no nesting
+    '\\"[[[[ \\\\',  # an escaped quote, then an escaped backslash before the closing quote
+    "\u00e9[\u4e2d[\U0001F600[",  # multi-byte UTF-8 characters beside brackets
+])
+def test_json_depth_skips_strings_on_the_bytes(inside):
+    from kvplan.inputs import MAX_JSON_DEPTH, _nesting, parse_json
+
+    text = '{"a": "' + inside + '"}'
+    assert _nesting(text.encode()) == 1
+    assert parse_json(text.encode(), "x") == json.loads(text)
+    at_limit = '{"a": "' + inside + '", "b": ' + deep(MAX_JSON_DEPTH - 1) + "}"  # the object and 63 arrays
+    assert _nesting(at_limit.encode()) == MAX_JSON_DEPTH and parse_json(at_limit, "x") == json.loads(at_limit)
+    with pytest.raises(InputError, match="nested deeper than 64 levels"):
+        parse_json('{"a": "' + inside + '", "b": ' + deep(MAX_JSON_DEPTH) + "}", "x")
 
 
 @pytest.mark.parametrize("line,needle", [

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from hub_server import (TINY_LLAMA, config_bytes, git_blob_sha, hub_env, hub_server,  # noqa: F401
-                        llama_tensors, loopback_only, safetensors_bytes, sharded)
+                        llama_tensors, loopback_only, nbytes, safetensors_bytes, sharded)
 from kvplan.cli import main
 
 pytest.importorskip("torch")
@@ -125,12 +125,15 @@ def test_a_lying_content_length_is_refused_before_reading(hub_env, repo, capsys)
     assert "(1,099,511,627,776 bytes) is over kvplan's 4,194,304-byte limit" in fails(capsys, REPO, "--online")
 
 
-def test_a_drip_fed_body_meets_the_request_deadline(hub_env, repo, capsys, monkeypatch):
+def test_a_drip_fed_body_meets_the_deadline(hub_env, repo, capsys, monkeypatch):
+    import kvplan.model.hub.client as client
+
     monkeypatch.setenv("HF_HUB_DOWNLOAD_TIMEOUT", "0.4")  # each read is quick: only the deadline can stop it
+    monkeypatch.setattr(client, "DEADLINE_S", 0.6)
     hub_env.fault("/resolve/.*/config.json", drip_s=0.05)
     started = time.monotonic()
     err = fails(capsys, REPO, "--online")
-    assert "hub: gave up on config.json of acme/tiny-llama" in err and "a request may take 0.6 s" in err
+    assert "hub: gave up on config.json of acme/tiny-llama" in err and "may take 0.6 s in all" in err
     assert time.monotonic() - started < 5
     assert not cache().exists()
 
@@ -138,11 +141,88 @@ def test_a_drip_fed_body_meets_the_request_deadline(hub_env, repo, capsys, monke
 def test_a_fetch_has_one_deadline_for_all_its_requests(hub_env, repo, capsys, monkeypatch):
     import kvplan.model.hub.client as client
 
-    monkeypatch.setenv("HF_HUB_DOWNLOAD_TIMEOUT", "0.5")
-    monkeypatch.setattr(client, "FETCH_DEADLINE_FACTOR", 1.0)  # 0.5 s for everything
+    monkeypatch.setattr(client, "DEADLINE_S", 0.5)  # 0.5 s for everything; each request alone is in time
     hub_env.fault("^/api/models/", delay_s=0.3)
     hub_env.fault("/resolve/.*/config.json", delay_s=0.3)
-    assert "the fetch may take 0.5 s (1 x HF_HUB_DOWNLOAD_TIMEOUT" in fails(capsys, REPO, "--online")
+    assert "kvplan's Hub requests of one command may take 0.5 s in all" in fails(capsys, REPO, "--online")
+
+
+def test_many_slow_shards_end_at_the_deadline(hub_env, capsys, monkeypatch):
+    """64 shards whose headers each take 1 s: 8 rounds of 8 parallel requests, 8 s without a total deadline."""
+    import kvplan.model.hub.client as client
+
+    monkeypatch.setattr(client, "DEADLINE_S", 1.0)
+    hub_env.add_repo("acme/slow", {"config.json": CONFIG, **sharded(llama_tensors(), 64)})
+    hub_env.fault("^/cdn/", delay_s=1.0)
+    started = time.monotonic()
+    err = fails(capsys, "acme/slow", "--online")
+    assert "hub: gave up on the header of model-" in err and "may take 1 s in all" in err
+    assert time.monotonic() - started < 6  # generous: the point is that it did not take 8 s
+    assert not cache().exists()
+
+
+def test_the_fetches_of_one_command_share_one_deadline(hub_env):
+    from kvplan.model.hub.client import DEADLINE_S, HubClient, one_deadline
+
+    with one_deadline():
+        first = HubClient("acme/a", "main")
+        time.sleep(0.05)
+        second = HubClient("acme/b", "main")
+    alone = HubClient("acme/c", "main")
+    assert first.ends == second.ends < alone.ends  # a file naming many Hub models cannot multiply the time
+    assert alone.deadline_s == DEADLINE_S == 12.0
+
+
+def test_a_slow_link_raises_the_deadline_with_the_read_timeout(hub_env, monkeypatch):
+    from kvplan.model.hub.client import HubClient
+
+    for timeout, deadline in (("0.5", 12.0), ("10", 12.0), ("30", 36.0)):
+        monkeypatch.setenv("HF_HUB_DOWNLOAD_TIMEOUT", timeout)
+        assert HubClient("acme/a", "main").deadline_s == deadline
+
+
+@pytest.mark.parametrize("indexed", [True, False])
+def test_too_many_shards_are_refused_before_any_is_read(hub_env, capsys, monkeypatch, indexed):
+    import kvplan.model.hub.fetch as fetch
+
+    n = fetch.MAX_SHARDS + 1
+    names = [f"model-{k:05d}-of-{n:05d}.safetensors" for k in range(1, n + 1)]
+    files = {"config.json": CONFIG}
+    if indexed:  # the index alone names them; the repo need not hold them
+        files["model.safetensors.index.json"] = json.dumps({"weight_map": {f"w{k}": s for k, s in enumerate(names)}}).encode()
+    else:
+        files.update((s, b"") for s in names)
+    hub_env.add_repo("acme/many", files)
+    err = fails(capsys, "acme/many", "--online")
+    assert "hub: acme/many@main has 1,025 safetensors shards, over kvplan's limit of 1,024" in err
+    assert not hub_env.requests(r"\.safetensors$") and not hub_env.requests("^/cdn/")
+    assert not cache().exists()
+
+
+def test_the_shard_limit_admits_as_many_as_it_names(hub_env, capsys, monkeypatch):
+    import kvplan.model.hub.fetch as fetch
+
+    monkeypatch.setattr(fetch, "MAX_SHARDS", 3)
+    tensors = llama_tensors()
+    hub_env.add_repo("acme/three", {"config.json": CONFIG, **sharded(tensors, 3)})
+    hub_env.add_repo("acme/four", {"config.json": CONFIG, **sharded(tensors, 4)})
+    assert main(["estimate", "acme/three", "--online", "--format", "json"]) == 0, capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out)["weights_bytes"] == nbytes(tensors)
+    assert "has 4 safetensors shards, over kvplan's limit of 3" in fails(capsys, "acme/four", "--online")
+
+
+def test_a_header_longer_than_the_first_read_takes_one_more_request(hub_env, monkeypatch):
+    import kvplan.model.hub.fetch as fetch
+    from kvplan.model.loaders import load_model
+
+    monkeypatch.setattr(fetch, "HEADER_FIRST_BYTES", 64)  # the tiny model's headers are ~1 KB
+    tensors = llama_tensors()
+    files = sharded(tensors, 2)
+    hub_env.add_repo("acme/two", {"config.json": CONFIG, **files})
+    assert load_model("acme/two", online=True).checkpoint.total_bytes == nbytes(tensors)
+    ranges = sorted(r["range"] for r in hub_env.requests("^/cdn/"))
+    lengths = sorted(int.from_bytes(body[:8], "little") for name, body in files.items() if name.endswith(".safetensors"))
+    assert ranges == sorted(["bytes=0-63"] * 2 + [f"bytes=64-{8 + n - 1}" for n in lengths])
 
 
 def test_redirect_loops_end_as_one_line(hub_env, repo, capsys):

@@ -12,6 +12,7 @@ import typer
 
 from ..errors import KvplanError
 from ..inputs import printable
+from ..model.hub.client import one_deadline
 
 COMMANDS = ("estimate", "simulate", "profile", "check", "sweep", "models", "gpus", "explain_log")
 
@@ -53,7 +54,8 @@ def _one_line(message: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: KvplanError -> one line on stderr and its exit code."""
     try:
-        rc = app(args=argv, prog_name="kvplan", standalone_mode=False)
+        with one_deadline():  # all the Hub requests of one command share one deadline
+            rc = app(args=argv, prog_name="kvplan", standalone_mode=False)
     except KvplanError as exc:
         print(f"kvplan: error: {_one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code

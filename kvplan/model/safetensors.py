@@ -176,14 +176,15 @@ def checkpoint_bytes(model_dir: Path, tied_embeddings: bool = False) -> Checkpoi
     """
     files = sorted(model_dir.glob("*.safetensors"))
     index = model_dir / "model.safetensors.index.json"
-    expected = _index_shards(index) if index.is_file() else _numbered_shards(p.name for p in files)
+    data = _read_index(index) if index.is_file() else None  # read once: it may be 32 MiB
+    expected = _index_shards(data) if data is not None else _numbered_shards(p.name for p in files)
     missing = sorted(expected - {p.name for p in files})
     if missing:
-        return _from_index(index, missing, len(expected)) if index.is_file() else _refuse_partial(model_dir, missing)
+        return _from_index(index, data, missing, len(expected)) if data is not None else _refuse_partial(model_dir, missing)
     if expected:
         files = [p for p in files if p.name in expected]
     if not files:
-        return _from_index(index, [], 0) if index.is_file() else None
+        return _from_index(index, data, [], 0) if data is not None else None
     return summarize_headers(((p.name, read_header(p)) for p in files), source="safetensors headers",
                              tied_embeddings=tied_embeddings)
 
@@ -218,14 +219,13 @@ def _read_index(index: Path) -> dict:
     return data
 
 
-def _index_shards(index: Path) -> set[str]:
-    weight_map = _read_index(index).get("weight_map")
+def _index_shards(data: dict) -> set[str]:
+    weight_map = data.get("weight_map")
     return {str(v) for v in weight_map.values()} if isinstance(weight_map, dict) else set()
 
 
-def _from_index(index: Path, missing: list[str], num_shards: int) -> CheckpointBytes:
+def _from_index(index: Path, data: dict, missing: list[str], num_shards: int) -> CheckpointBytes:
     gap = f"{len(missing)} of {num_shards} shards not on disk ({_shard_list(missing)})" if missing else ""
-    data = _read_index(index)  # an unreadable index is refused by inputs.read_json, naming the limit
     try:
         total = data["metadata"]["total_size"]
         total = int(total) if not isinstance(total, bool) else None

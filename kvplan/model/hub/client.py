@@ -4,9 +4,10 @@ Requests go through huggingface_hub's session (its token, endpoint, proxies and 
 What a hostile or broken server can cost (docs/reliability.md):
   * bytes: a body is read up to the cap its caller gives (LISTING_MAX_BYTES, a config.json's,
     an index's, a header's); a Content-Length over it is refused before reading;
-  * time: HF_HUB_DOWNLOAD_TIMEOUT (default 10 s) bounds each read, as in huggingface_hub; each
-    request must also finish within REQUEST_DEADLINE_FACTOR times that, and one fetch within
-    FETCH_DEADLINE_FACTOR times that, so a server that drips a byte a second cannot hold kvplan;
+  * time: HF_HUB_DOWNLOAD_TIMEOUT (default 10 s) bounds each read, as in huggingface_hub, and
+    everything one command fetches must finish within DEADLINE_S (12 s), so neither a server that
+    drips a byte a second nor one that lists thousands of slow shards can hold kvplan past the 20 s
+    a hostile input may cost (issue 13); one stalled read ends at its own timeout if that comes first;
   * encodings: kvplan asks for `identity` and refuses a body sent otherwise (byte ranges address
     the stored file, and a compressed body would need bounds of its own);
   * redirects: the session follows at most 20; a loop ends as one line.
@@ -18,6 +19,7 @@ import re
 import threading
 import time
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -27,9 +29,25 @@ from ...inputs import MiB, parse_json, printable
 from .names import is_commit, valid_repo_file
 
 DEFAULT_TIMEOUT_S = 10.0  # huggingface_hub's own default; HF_HUB_DOWNLOAD_TIMEOUT overrides it
-REQUEST_DEADLINE_FACTOR = 1.5  # one request: 15 s by default
-FETCH_DEADLINE_FACTOR = 12  # config, index and every header of one model: 120 s by default
+# All Hub requests of one command (listing, config, index, every shard header, every model). A 163-shard
+# DeepSeek-V3 is 21 rounds of 8 parallel range requests, a few seconds on a broadband link; a slow link
+# raises HF_HUB_DOWNLOAD_TIMEOUT past its default, and the deadline grows in proportion.
+DEADLINE_S = 12.0
 LISTING_MAX_BYTES = 16 * MiB  # the API's file list; a model repo's is KiB
+
+# Inside one_deadline(): {"ends": time.monotonic() when the command's Hub time is up}, set by its first fetch.
+_command: ContextVar[dict | None] = ContextVar("kvplan_hub_command", default=None)
+
+
+@contextmanager
+def one_deadline():
+    """Every fetch inside shares one deadline, counted from the first (the CLI runs each command so):
+    a deployment file naming many Hub models cannot multiply it. Outside, each fetch has its own."""
+    token = _command.set({})
+    try:
+        yield
+    finally:
+        _command.reset(token)
 
 
 class Abandoned(HubError):
@@ -44,7 +62,7 @@ class Body:
 
 
 class HubClient:
-    """The Hub requests sizing needs for one repo, under one fetch deadline."""
+    """The Hub requests sizing needs for one repo, under one deadline (the command's, inside one_deadline())."""
 
     def __init__(self, repo_id: str, revision: str):
         self.timeout_s = read_timeout_s()  # kvplan's own reading first: its message is the clearer one
@@ -58,9 +76,10 @@ class HubClient:
 
         self.repo_id, self.revision = repo_id, revision
         self.endpoint = (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
-        self.request_deadline_s = REQUEST_DEADLINE_FACTOR * self.timeout_s
-        self.fetch_deadline_s = FETCH_DEADLINE_FACTOR * self.timeout_s
-        self.fetch_ends = time.monotonic() + self.fetch_deadline_s
+        self.deadline_s = DEADLINE_S * max(1.0, self.timeout_s / DEFAULT_TIMEOUT_S)
+        ends = time.monotonic() + self.deadline_s
+        shared = _command.get()
+        self.ends = ends if shared is None else shared.setdefault("ends", ends)
         self.stopped = threading.Event()  # set when the fetch has failed: requests still running give up
         try:  # reads the token file under HF_HOME, which may be no directory at all
             self.headers = build_hf_headers(library_name="kvplan", library_version=__version__)
@@ -107,12 +126,10 @@ class HubClient:
     # --- one bounded request --------------------------------------------------------------------
 
     def get(self, url: str, what: str, max_bytes: int, byte_range: tuple[int, int] | None = None) -> Body:
-        """GET `url` (or bytes first..last of it) within the deadlines; at most `max_bytes` of body."""
-        fetch_left = self.fetch_ends - time.monotonic()
-        late = self._late(what, "a request" if self.request_deadline_s <= fetch_left else "the fetch")
-        if fetch_left <= 0:
+        """GET `url` (or bytes first..last of it) within the deadline; at most `max_bytes` of body."""
+        ends, late = self.ends, self._late(what)
+        if time.monotonic() >= ends:
             raise late
-        ends = time.monotonic() + min(self.request_deadline_s, fetch_left)
         outcome: dict = {}
         done = threading.Event()
 
@@ -137,10 +154,10 @@ class HubClient:
             raise outcome["error"]
         return outcome["body"]
 
-    def _late(self, what: str, scope: str) -> HubError:
-        factor = REQUEST_DEADLINE_FACTOR if scope == "a request" else FETCH_DEADLINE_FACTOR
-        return HubError(f"hub: gave up on {what} of {self.repo_id} from {self.endpoint}: {scope} may take "
-                        f"{factor * self.timeout_s:.3g} s ({factor:g} x HF_HUB_DOWNLOAD_TIMEOUT; raise that on a slow link)")
+    def _late(self, what: str) -> HubError:
+        return HubError(f"hub: gave up on {what} of {self.repo_id} from {self.endpoint}: kvplan's Hub requests of one "
+                        f"command may take {self.deadline_s:.3g} s in all (on a slow link, raise HF_HUB_DOWNLOAD_TIMEOUT "
+                        f"above {DEFAULT_TIMEOUT_S:g} s: the limit grows with it)")
 
     def _transfer(self, url: str, what: str, max_bytes: int, byte_range: tuple[int, int] | None,
                   ends: float, late: HubError) -> Body:

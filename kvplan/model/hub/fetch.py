@@ -2,7 +2,8 @@
 
     GET /api/models/{repo}/revision/{rev}?blobs=true   commit sha and file list
     GET /{repo}/resolve/{sha}/config.json              (and model.safetensors.index.json)
-    GET /{repo}/resolve/{sha}/{shard}                  Range: bytes=0-7, then the header's bytes
+    GET /{repo}/resolve/{sha}/{shard}                  Range: the first HEADER_FIRST_BYTES, holding the
+                                                       8-byte length and most headers; the rest if not
 
 Nothing is written until every request has succeeded and every answer has been checked; then
 cache.commit_snapshot writes it all. Weights are never downloaded.
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import HubError
-from ...inputs import CONFIG_JSON, MiB, SAFETENSORS_INDEX, parse_json
+from ...inputs import CONFIG_JSON, KiB, MiB, SAFETENSORS_INDEX, parse_json
 from ..safetensors import data_bytes, header_length, parse_header, tensor_sizes
 from .cache import INDEX_FILE, commit_snapshot
 from .client import Abandoned, HubClient
@@ -22,6 +23,14 @@ from .names import check_revision, valid_repo_file, valid_repo_id
 
 PARALLEL_SHARDS = 8
 HEADERS_MAX_BYTES = 48 * MiB  # all headers of one fetch (they go into one sidecar); real ones: under 20 MiB
+# Shard files whose headers one fetch reads: the most-sharded published checkpoints have ~200
+# (Llama-3.1-405B 191, DeepSeek-V3 163). Each costs a range request and its redirect; a hostile
+# listing of 3,000 took 25.8 s on the loaded 2-core machine, past the 20 s any input may cost.
+MAX_SHARDS = 1024
+# One range request reads the 8-byte length and a header of up to this less 8 (a 500-tensor MoE
+# shard's is ~70 KB); a longer header takes a second request for the rest. Like huggingface_hub's
+# get_safetensors_metadata: half the round trips of asking for the length first, ~64 KiB read per shard.
+HEADER_FIRST_BYTES = 64 * KiB
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,10 @@ def fetch_snapshot(repo_id: str, revision: str | None, cache_root: Path) -> HubS
         else:
             shards = sorted(n for n in siblings if n.endswith(".safetensors") and "/" not in n
                             and not n.startswith("consolidated"))
+        if len(shards) > MAX_SHARDS:
+            raise HubError(f"hub: {repo_id}@{revision} has {len(shards):,} safetensors shards, over kvplan's limit of "
+                           f"{MAX_SHARDS:,} (the most-sharded published checkpoints have ~200); size it from a "
+                           "local directory instead")
         missing = [s for s in shards if s not in siblings]
         if missing:
             raise HubError(f"hub: {repo_id}@{revision}: {INDEX_FILE} lists {missing[0]}, which the repo does not have")
@@ -77,12 +90,13 @@ def _index_shards(index: dict, repo_id: str) -> list[str]:
     weight_map = index.get("weight_map")
     if not isinstance(weight_map, dict) or not weight_map:
         raise HubError(f"hub: {repo_id}: {INDEX_FILE} has no weight_map")
-    shards = list(weight_map.values())
-    bad = [s for s in shards if not valid_repo_file(s)]
-    if bad:
-        shown = repr(bad[0])[:80] if isinstance(bad[0], str) else f"a {type(bad[0]).__name__}"
-        raise HubError(f"hub: {repo_id}: {INDEX_FILE} names shard {shown}, not a relative file name in the repo")
-    return sorted(set(shards))
+    shards = set()
+    for shard in weight_map.values():  # hundreds of thousands of tensors name a few hundred files
+        if not (isinstance(shard, str) and (shard in shards or valid_repo_file(shard))):
+            shown = repr(shard)[:80] if isinstance(shard, str) else f"a {type(shard).__name__}"
+            raise HubError(f"hub: {repo_id}: {INDEX_FILE} names shard {shown}, not a relative file name in the repo")
+        shards.add(shard)
+    return sorted(shards)
 
 
 def _read_headers(client: HubClient, commit: str, shards: list[str], siblings: dict) -> dict[str, dict]:
@@ -103,10 +117,12 @@ def _read_headers(client: HubClient, commit: str, shards: list[str], siblings: d
 
 def _read_header(client: HubClient, commit: str, shard: str, listed_size: int | None, budget: "_Budget") -> dict:
     where = f"hub:{client.repo_id}@{commit[:12]}/{shard}"
-    prefix = client.file_range(shard, commit, 0, 7)
-    length = header_length(prefix.data, where)
+    prefix = client.file_range(shard, commit, 0, HEADER_FIRST_BYTES - 1)
+    length = header_length(prefix.data[:8], where)
     budget.take(length, where)
-    raw = client.file_range(shard, commit, 8, 8 + length - 1).data
+    raw = prefix.data[8:8 + length]
+    if len(raw) < length:
+        raw += client.file_range(shard, commit, 8 + len(raw), 8 + length - 1).data
     header = parse_header(raw, length, where)
     tensor_sizes(header, where)  # malformed entries fail here, before anything is cached
     file_bytes = prefix.total_bytes if prefix.total_bytes is not None else listed_size
