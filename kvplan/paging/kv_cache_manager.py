@@ -36,7 +36,7 @@ per-token path takes num_groups * d from it (`_move_end`).
 
 from ..model.grouping import PageLayout
 from .block_pool import BlockPool
-from .hashing import block_check, block_checks, extend_checks
+from .hashing import GIVEN_KEYS, block_check, block_checks, extend_checks
 from .prefix_hits import longest_hit
 from .request import UNHELD, Request
 
@@ -190,7 +190,10 @@ class KVCacheManager:
                 blocks = list(map(get, keys))
                 if None in blocks:
                     blocks = blocks[:blocks.index(None)]
-                if [block_check[b] for b in blocks] != checks[hit:hit + len(blocks)]:
+                # A given key is its own check (paging.hashing), compared whole by the map: only
+                # hashed keys, which follow the given ones, need their checks compared.
+                if (blocks and hashes[hit + len(blocks) - 1] < GIVEN_KEYS
+                        and [block_check[b] for b in blocks] != checks[hit:hit + len(blocks)]):
                     blocks = blocks[:next(i for i, (b, c) in enumerate(zip(blocks, checks[hit:]))
                                           if block_check[b] != c)]
                 stop = hit + len(blocks)
