@@ -177,10 +177,11 @@ class BlockPool:
         ref_cnt, stale = self.ref_cnt, self._stale
         revived = 0
         for block in blocks:
-            if not ref_cnt[block]:
+            ref = ref_cnt[block]
+            if not ref:
                 stale[block] += 1  # its queue entry is skipped from now on
                 revived += 1
-            ref_cnt[block] += 1
+            ref_cnt[block] = ref + 1
         if revived:
             self._num_stale += revived
             self.num_free_blocks -= revived
@@ -205,12 +206,14 @@ class BlockPool:
         ref_cnt = self.ref_cnt
         freed = []
         for block in blocks:
-            ref = ref_cnt[block] - 1
-            if ref < 0:
-                raise RuntimeError(f"block {block} freed more often than referenced")
-            ref_cnt[block] = ref
-            if ref == 0:
+            ref = ref_cnt[block]
+            if ref > 1:  # shared: one reference less
+                ref_cnt[block] = ref - 1
+            elif ref:
+                ref_cnt[block] = 0
                 freed.append(block)
+            else:
+                raise RuntimeError(f"block {block} freed more often than referenced")
         self._queue += freed
         self.num_free_blocks += len(freed)
         return freed

@@ -16,10 +16,14 @@ Building a key costs one integer addition, whatever b is: a 12,000-token Mooncak
 750 keys without its 12,000 ids ever being made. The ids themselves are made only for slices the
 allocator asks for (the block where the prompt ends and the outputs begin), through __getitem__.
 
+A sequence's outputs are one more segment (identity: the sequence's number; its ids are
+workload.output_tokens of it, which no other sequence holds), so the simulator hands the allocator
+keys up to the end of the sequence and no block's ids are hashed.
+
 The allocator takes the keys as the request's first `block_hashes`: kvplan.paging.hashing extends them
-from token ids past the prompt, chained to the last one, and takes a key of 2**128 or more (its own
-keys are Python hashes, below 2**63) as its own check value, since the pool's map compares all its
-bits. Keys and ids agree on what is shared, so a manager that hashed the ids instead would find the
+from token ids past them (a forked sample's own outputs), chained to the last one, and takes a key of
+2**128 or more (its own keys are Python hashes, below 2**63) as its own check value, since the pool's
+map compares all its bits. Keys and ids agree on what is shared, so a manager that hashed the ids instead would find the
 same hits (tests/test_simulate_traces.py).
 """
 
