@@ -296,11 +296,14 @@ class KVCacheManager:
         hit, tables, first_held = self._hit(req)
         start = hit * bs
         needed = (-(-(start + num_new_tokens) // bs) - hit) * self.num_groups
+        if needed > pool.num_free_blocks:  # the head of a full pool's queue, every step: no count needed
+            return False
         if self._one_table:
             hit_blocks = tables[0]
         else:
             hit_blocks = [b for table in tables for b in table if b != NULL_BLOCK]
-        revived = [pool.ref_cnt[b] for b in hit_blocks].count(0)  # they leave the free list
+        ref_cnt = pool.ref_cnt
+        revived = [ref_cnt[b] for b in hit_blocks].count(0)  # they leave the free list
         if needed + revived > pool.num_free_blocks:
             return False
         self._filled_rest += bs * pool.touch_blocks(hit_blocks)  # a cached block is full
