@@ -70,6 +70,19 @@ def shared_equal(a, b) -> bool:
     return a == b
 
 
+FIRST_SHOWN = ("prefix_hit_rate", "prefill_tokens_saved", "preemptions", "steps")  # what a reader checks first
+
+
+def identical(a: dict, b: dict) -> str:
+    """'yes', or 'no' with the top-level figures that differ (before -> now), a few of them."""
+    if shared_equal(a, b):
+        return "yes"
+    changed = [f"{k} {a[k]:,} -> {b[k]:,}" if isinstance(a[k], int) else f"{k} {a[k]:.4g} -> {b[k]:.4g}"
+               for k in sorted(a.keys() & b.keys(), key=lambda k: (k not in FIRST_SHOWN, k))
+               if isinstance(a[k], (int, float)) and a[k] != b[k]]
+    return "no (" + "; ".join(changed[:4]) + ("; ..." if len(changed) > 4 else "") + ")"
+
+
 def best(runs: list[dict]) -> dict:
     return min(runs, key=lambda r: r["cpu_s"])
 
@@ -188,13 +201,13 @@ def main(argv=None) -> int:
              f"{now['rss_mib']:.0f}")]
     if old:
         was = best(old)
-        same = shared_equal(was["report"], s)
+        same = identical(was["report"], s)
         rows.insert(0, (f"before (`{args.before}`)", f"{was['cpu_s']:.2f}", ", ".join(f"{r['cpu_s']:.2f}" for r in old),
                         f"{was['wall_s']:.2f}", f"{was['rss_mib']:.0f}"))
         rows.append(("speed-up", f"{was['cpu_s'] / now['cpu_s']:.2f}x", "", "", ""))
     lines += table(rows, ("tree", "CPU s", "all runs, CPU s", "wall s", "peak RSS MiB"))
     if old:
-        lines += ["", f"Figures shared by both reports identical: {'yes' if same else 'no'}."]
+        lines += ["", f"Figures shared by both reports identical: {same}."]
     lines += ["", "Goal: under 3 s."]
 
     # ---- Mooncake-format trace ----------------------------------------------------------------------
@@ -222,7 +235,7 @@ def main(argv=None) -> int:
     if args.before:
         lines += ["", f"The first 3,000 requests on `{args.before}`: {old_mc['cpu_s']:.2f} CPU s against "
                   f"{sizes[3000]['cpu_s']:.2f} here ({old_mc['cpu_s'] / sizes[3000]['cpu_s']:.1f}x); figures shared by "
-                  f"both reports identical: {'yes' if shared_equal(old_mc['report'], sizes[3000]['report']) else 'no'}."]
+                  f"both reports identical: {identical(old_mc['report'], sizes[3000]['report'])}."]
     lines += ["", "Goal: under 10 s, memory flat in trace length."]
 
     # ---- where the time goes ------------------------------------------------------------------------
