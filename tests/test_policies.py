@@ -403,6 +403,15 @@ def test_transformers_refuses_what_it_cannot_honour(settings, match):
         est("llama-3.1-8b", engine="transformers", kv_cache_memory_bytes=20 * GiB, **settings)
 
 
+@pytest.mark.parametrize("setting,flag", [("activation_bytes", "--activation-memory"),
+                                          ("cuda_graph_bytes", "--cuda-graph-memory")])
+def test_sglang_refuses_sizes_it_takes_no_knob_for(setting, flag):
+    """SGLang leaves activations and graphs what --mem-fraction-static does not take: a size for them
+    would be shown and ignored."""
+    with pytest.raises(InputError, match=re.escape(f"{flag} has no equivalent in sglang")):
+        est("llama-3.1-8b", engine="sglang", gpu=find_gpu("H100"), **{setting: GiB})
+
+
 @pytest.mark.parametrize("engine", ["trtllm", "transformers"])
 def test_free_memory_engines_only_need_weights_to_fit_the_gpu(engine):
     """Their memory fraction applies to what is free after loading, not to the total."""

@@ -80,6 +80,7 @@ def test_step_clock(capsys):
     (["--engine", "transformers", "--no-chunked-prefill"], "--no-chunked-prefill has no equivalent in transformers"),
     (["--engine", "transformers", "--activation-memory", "1GiB"], "--activation-memory has no equivalent in "),
     (["--engine", "transformers", "--cuda-graph-memory", "1GiB"], "--cuda-graph-memory has no equivalent in "),
+    (["--engine", "sglang", "--activation-memory", "1GiB"], "--activation-memory has no equivalent in sglang"),
     (["--engine", "transformers", "--max-num-batched-tokens", "512"], "give --max-num-seqs 512 or less"),
 ])
 def test_invalid_input_exits_2_with_one_line(capsys, tmp_path, extra, match):

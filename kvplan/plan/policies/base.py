@@ -3,10 +3,10 @@
 from dataclasses import dataclass, field, replace
 
 from ...dtypes import KVFormat
-from ...errors import UnsupportedModelError
+from ...errors import InputError, UnsupportedModelError
 from ...hardware import GPU
 from ...model import ModelSpec
-from ..deployment import Deployment
+from ..deployment import SETTINGS, Deployment
 from ..overhead import Term
 
 
@@ -46,6 +46,9 @@ class EnginePolicy:
     memory_fraction = ("gpu_memory_utilization", "total GPU memory")
     # Why the engine cannot run with chunked prefill off (None: it can, as vLLM's --no-enable-chunked-prefill).
     always_chunks_prefill: str | None = None
+    # Deployment settings (Deployment field names) the engine has no knob for, and why: refused in one line
+    # rather than echoed in the report and ignored.
+    no_equivalent: dict[str, str] = {}
     # The values of the settings a deployment leaves to the engine, for engines without a table of their own
     # (those override `engine_defaults`); written here only.
     default_block_size = 16  # tokens per block when --block-size is not given
@@ -81,6 +84,9 @@ class EnginePolicy:
     def resolve_deployment(self, spec: ModelSpec, dep: Deployment, max_model_len: int) -> tuple[Deployment, list[str]]:
         """The deployment with every setting it left to the engine filled in (the one place engine defaults
         are applied: `estimate` calls it, and its Estimate carries the values used); notes say which rule applied."""
+        for name, why in self.no_equivalent.items():
+            if getattr(dep, name) is not None:
+                raise InputError(f"{SETTINGS[name].flag} has no equivalent in {self.name}: {why}")
         values, rule = self.engine_defaults(dep, max_model_len)
         missing = {name: value for name, value in values.items() if getattr(dep, name) is None}
         if not missing:

@@ -57,6 +57,10 @@ class SglangPolicy(EnginePolicy):
     description = ("SGLang v0.5: mem_fraction_static x free memory before load - weights; "
                    "max_total_num_tokens = rest // cell_size, page-aligned")
     memory_fraction = ("mem_fraction_static", "the memory free before the weights load")
+    no_equivalent = dict.fromkeys(
+        ("activation_bytes", "cuda_graph_bytes"),
+        "SGLang leaves activations and CUDA graphs whatever --mem-fraction-static (kvplan's "
+        "--gpu-memory-utilization) does not give the weights and the pool; it takes no size for them")
     default_block_size = SGLANG_PAGE_SIZE
 
     def resolve_version(self, version: str) -> str:

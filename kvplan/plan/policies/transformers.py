@@ -30,7 +30,7 @@ from math import ceil, gcd
 from ...dtypes import KVFormat
 from ...errors import InputError, UnsupportedModelError
 from ...model import LayerGroup, ModelSpec, cdiv, ceil_bytes
-from ..deployment import SETTINGS, Deployment
+from ..deployment import Deployment
 from ..overhead import Term, overhead_terms
 from . import register
 from .base import EnginePolicy, EngineReport, Pool
@@ -41,14 +41,6 @@ SECTOR_ALIGN_BYTES = 128
 INDEX_BYTES = 4  # int32
 POSITION_BYTES = 8  # int64 write/read indices
 LOGIT_BYTES = 4  # fp32 logits
-
-
-# Deployment settings transformers has no knob for, and why (refused rather than echoed and ignored).
-NO_EQUIVALENT = {
-    "activation_bytes": "it plans its activation buffers inside the cache memory from max_batch_tokens "
-                        "(give --max-num-batched-tokens)",
-    "cuda_graph_bytes": "it sizes the cache before any CUDA graph is captured",
-}
 
 
 @dataclass(frozen=True)
@@ -162,6 +154,11 @@ class TransformersPolicy(EnginePolicy):
                    "max_batch_tokens first, the rest in sectors of lcm(group block bytes, 128)")
     memory_fraction = ("max_memory_percent", "the memory free after the model loads")
     always_chunks_prefill = "its scheduler splits any prompt longer than the batch's tokens left, with no switch"
+    no_equivalent = {
+        "activation_bytes": "it plans its activation buffers inside the cache memory from max_batch_tokens "
+                            "(give --max-num-batched-tokens)",
+        "cuda_graph_bytes": "it sizes the cache before any CUDA graph is captured",
+    }
 
     def __init__(self, version: str | None = None, settings: CBSettings | None = None):
         super().__init__(version)
@@ -178,9 +175,6 @@ class TransformersPolicy(EnginePolicy):
                 "max_num_seqs": s.max_requests_per_batch}, None
 
     def resolve_deployment(self, spec: ModelSpec, dep: Deployment, max_model_len: int) -> tuple[Deployment, list[str]]:
-        for name, why in NO_EQUIVALENT.items():
-            if getattr(dep, name) is not None:
-                raise InputError(f"{SETTINGS[name].flag} has no equivalent in transformers: {why}")
         source = "its default" if dep.max_num_seqs is None else "given"
         dep, notes = super().resolve_deployment(spec, dep, max_model_len)
         requests, tokens = dep.max_num_seqs, dep.max_num_batched_tokens
