@@ -248,7 +248,10 @@ def _hub_case(kind: str, t: Path):
     constants.ENDPOINT = server.url
     # HF_HUB_DOWNLOAD_TIMEOUT at its default (10 s): the drip (~20 s of body) and the late shards end at
     # the 12 s deadline for all of one command's Hub requests.
-    env = {"HF_ENDPOINT": server.url, "HF_HUB_CACHE": str(t / "hub"), "HF_HUB_OFFLINE": "0"}
+    # Online in any caller's environment (the test suite sets TRANSFORMERS_OFFLINE=1): a refusal for being
+    # offline would never reach the server (within_bounds rejects it).
+    env = {"HF_ENDPOINT": server.url, "HF_HUB_CACHE": str(t / "hub"), "HF_HUB_OFFLINE": "0",
+           "TRANSFORMERS_OFFLINE": "0"}
     return ["estimate", "acme/tiny", "--online", "--allow-unknown-arch"], env, server
 
 
@@ -300,6 +303,8 @@ def run_child(names: list[str]) -> list[dict]:
 def within_bounds(result: dict) -> bool:
     answered = result["rc"] == 0 if result["case"] in ANSWERS else (
         result["rc"] == 2 and result["stderr"].count("\n") == 1 and result["stderr"].startswith("kvplan: error: "))
+    if result["case"].startswith("hub:") and "forbids the Hub" in result["stderr"]:
+        answered = False  # refused offline: the hostile server was never asked
     return answered and not RAW_CONTROL.search(result["stderr"].rstrip("\n")) and result["seconds"] < TIME_LIMIT_S and result["peak_rss_bytes"] < MEMORY_LIMIT_BYTES
 
 
