@@ -83,11 +83,14 @@ def prompts_of(lengths, seed=1):
     return [torch.randint(3, VOCAB, (n,), generator=gen).tolist() for n in lengths]
 
 
-def run_recording(engine: LLMEngine) -> dict[str, list[torch.Tensor]]:
-    """Run to completion; the logits row behind every sampled token, per request id."""
+def run_recording(engine: LLMEngine, on_step=None) -> dict[str, list[torch.Tensor]]:
+    """Run to completion; the logits row behind every sampled token, per request id (`on_step` sees
+    each step too)."""
     rows: dict[str, list[torch.Tensor]] = {}
 
     def record(eng, out):
+        if on_step is not None:
+            on_step(eng, out)
         for i, rid in enumerate(out.logits_request_ids):
             rows.setdefault(rid, []).append(out.logits[i].clone())
         for req in eng.requests.values():  # forked children sampled their first token from the parent's row
@@ -162,6 +165,23 @@ def test_prefix_cache_hits_are_read_through_the_block_table():
     late.append(engine.add_request(shared, max_tokens=3))  # whole prompt cached: the L-1 rule applies
     rows.update(run_recording(engine))
     assert [r.num_cached_tokens for r in late] == [16, 16, 16]
+    assert_matches_oracle(engine, rows)
+    assert_clean(engine)
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gemma2"])
+def test_a_hit_on_blocks_computed_in_the_same_step_reads_them_after_they_are_stored(model_type):
+    """Blocks are registered when allocated (vLLM's rule): the second request, admitted in the same
+    step, hits the 4 full blocks the first computes in that very forward. Its attention reads them
+    only after every layer stored the batch's K/V, so its logits are still transformers' own."""
+    engine = make_engine(model_type)
+    shared = prompts_of([18], seed=7)[0]
+    engine.add_request(shared + [5, 6, 7], max_tokens=5)
+    second = engine.add_request(shared + [9], max_tokens=5)
+    steps = []
+    rows = run_recording(engine, on_step=lambda eng, out: steps.append(out))
+    # One step: 21 prompt tokens of the first, the 3 of the second past its 16-token hit.
+    assert (steps[0].num_prefill, steps[0].num_tokens) == (2, 21 + 3) and second.num_cached_tokens == 16
     assert_matches_oracle(engine, rows)
     assert_clean(engine)
 
