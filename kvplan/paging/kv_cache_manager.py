@@ -466,10 +466,7 @@ class KVCacheManager:
         if st.end != n:
             raise ValueError(f"fork: {parent.request_id} has allocated tokens it has not computed")
         tables = [list(t) for t in st.tables]
-        for table in tables:
-            for block in table:
-                if block != NULL_BLOCK:
-                    self.pool.touch(block)
+        self.pool.touch_blocks([b for table in tables for b in table if b != NULL_BLOCK])  # all held: none revived
         child.num_computed_tokens = n
         child.block_hashes = parent.block_hashes[:n // self.block_size]
         child.block_checks = parent.block_checks[:n // self.block_size]

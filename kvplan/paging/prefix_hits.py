@@ -38,15 +38,6 @@ def longest_hit(max_blocks: int, block_size: int, first_needed: list[Callable[[i
     """
     full = [g for g, rule in enumerate(first_needed) if rule is None]
     windowed = [g for g, rule in enumerate(first_needed) if rule is not None]
-    if not windowed:  # the scan alone decides, and its finds are the tables (no second pass)
-        tables = [[] for _ in full]
-        for i in range(max_blocks):
-            found = [find(g, i) for g in full]
-            if None in found:
-                break
-            for table, block in zip(tables, found):
-                table.append(block)
-        return len(tables[0]), tables, [0] * len(full)
     bound = max_blocks
     if full:
         bound = 0
